@@ -1,0 +1,166 @@
+"""The Discord client: cogs, command sync, the embedded job queue and its delivery.
+
+``setup_hook`` runs once, after login and before the gateway connects: that is where the queue
+starts (so that recovered jobs' events find the delivery listener subscribed) and where the
+command tree is synced, only when its JSON differs from the last successful sync.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import discord
+from discord.ext import commands
+
+from bot.config import BotConfig
+from bot.delivery import Delivery
+from bot.endpoints import point_at
+
+log = logging.getLogger(__name__)
+
+COGS = ("bot.cogs.imagine", "bot.cogs.gestures", "bot.cogs.admin")
+HEARTBEAT_FILE = "heartbeat"
+SYNC_HASH_FILE = "commands.sha256"
+
+
+def intents() -> discord.Intents:
+    """Default intents plus message content (privileged: replies carry the prompt)."""
+    i = discord.Intents.default()
+    i.message_content = True
+    i.members = False
+    i.presences = False
+    return i
+
+
+class VQGANBot(commands.Bot):
+    """A Bot that owns a ``JobQueue`` and posts its jobs' progress and results."""
+
+    def __init__(self, cfg: BotConfig, queue: Any = None, *, runner: Any = None, sync_commands: bool = True,
+                 **options: Any) -> None:
+        point_at(cfg.discord)
+        super().__init__(
+            command_prefix=commands.when_mentioned,
+            intents=intents(),
+            help_command=None,
+            allowed_mentions=discord.AllowedMentions(everyone=False, roles=False, users=True, replied_user=False),
+            **options,
+        )
+        if queue is None:
+            from engine.queue import JobQueue
+
+            queue = JobQueue(cfg, runner=runner)
+        self.cfg = cfg
+        self.queue = queue
+        self.delivery = Delivery(self, cfg, queue)
+        self.sync_commands = sync_commands
+        self._unsubscribe: Any = None
+        self._heartbeat: asyncio.Task[None] | None = None
+        self._queue_started = False
+        self._closing = False
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def setup_hook(self) -> None:
+        self.cfg.discord.data_path.mkdir(parents=True, exist_ok=True)
+        self.tree.on_error = self._on_tree_error  # type: ignore[method-assign]
+        for cog in COGS:
+            await self.load_extension(cog)
+        if self.sync_commands:
+            await self.sync_if_changed()
+        self._unsubscribe = self.queue.subscribe(self.delivery)
+        await self.queue.start()
+        self._queue_started = True
+        self._heartbeat = asyncio.create_task(self._beat(), name="heartbeat")
+
+    async def close(self) -> None:
+        """Stop the running job (it stays queued for the next start), then disconnect."""
+        if not self._closing:
+            self._closing = True
+            if self._heartbeat is not None:
+                self._heartbeat.cancel()
+            if self._queue_started:
+                try:
+                    await self.queue.close()  # waits a little for the last events to be delivered
+                except Exception:
+                    log.exception("closing the job queue failed")
+                self._queue_started = False
+            if self._unsubscribe is not None:
+                self._unsubscribe()
+        await super().close()
+
+    async def _on_tree_error(self, interaction: discord.Interaction,
+                             error: discord.app_commands.AppCommandError) -> None:
+        """A bug in a command: log it, and tell the person something short instead of 'failed'."""
+        if isinstance(error, discord.app_commands.CheckFailure):
+            text = str(error) or "you cannot use this here"
+        else:
+            log.error("command %s failed", getattr(interaction.command, "name", "?"), exc_info=error)
+            text = "something went wrong on my side; please try again later"
+        try:
+            if interaction.response.is_done():
+                await interaction.followup.send(f"⚠️ {text}", ephemeral=True)
+            else:
+                await interaction.response.send_message(f"⚠️ {text}", ephemeral=True)
+        except discord.HTTPException:
+            pass
+
+    async def on_message(self, message: discord.Message) -> None:
+        """No prefix commands: messages are handled by the gestures cog's listener."""
+
+    async def on_ready(self) -> None:
+        log.info("logged in as %s (%s) in %d guilds", self.user, getattr(self.user, "id", "?"), len(self.guilds))
+
+    async def _beat(self) -> None:
+        """Touch the heartbeat file while connected; the container healthcheck reads its age."""
+        path = self.cfg.discord.data_path / HEARTBEAT_FILE
+        while True:
+            if self.is_ready() and not self.is_closed():
+                try:
+                    path.write_text(f"{time.time():.0f}\n")
+                except OSError as e:
+                    log.warning("cannot write %s: %s", path, e)
+            await asyncio.sleep(self.cfg.discord.heartbeat_s)
+
+    # ------------------------------------------------------------------ command sync
+
+    def command_payload(self) -> dict[str, Any]:
+        """The JSON that a sync would send, per target (global or each configured guild)."""
+        guilds = self.cfg.discord.guilds
+        out: dict[str, Any] = {"application_id": self.application_id}
+        if guilds:
+            for g in guilds:
+                self.tree.copy_global_to(guild=discord.Object(g))
+                out[str(g)] = [c.to_dict(self.tree) for c in self.tree.get_commands(guild=discord.Object(g))]
+        else:
+            out["global"] = [c.to_dict(self.tree) for c in self.tree.get_commands()]
+        return out
+
+    async def sync_if_changed(self) -> bool:
+        """Sync the command tree unless its hash matches the last successful sync; never raises."""
+        payload = self.command_payload()
+        digest = hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
+        hash_file: Path = self.cfg.discord.data_path / SYNC_HASH_FILE
+        try:
+            if hash_file.read_text().strip() == digest:
+                log.info("application commands unchanged; not syncing")
+                return False
+        except OSError:
+            pass
+        try:
+            if self.cfg.discord.guilds:
+                for g in self.cfg.discord.guilds:
+                    await self.tree.sync(guild=discord.Object(g))
+            else:
+                await self.tree.sync()
+        except discord.HTTPException as e:
+            log.error("syncing application commands failed (%s %s); will retry next start", e.status, e.text)
+            return False
+        hash_file.write_text(digest + "\n")
+        log.info("application commands synced to %s", self.cfg.discord.guilds or "all guilds (global)")
+        return True

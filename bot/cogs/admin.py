@@ -1,0 +1,101 @@
+"""/queue, /cancel and /help: answers only the asker sees."""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+import discord
+from discord import app_commands
+from discord.ext import commands
+
+from bot import launch
+from bot.delivery import short_prompt
+from bot.requests import PENDING_STATES, check_access_interaction, is_moderator
+from engine.errors import UserError
+
+if TYPE_CHECKING:
+    from bot.app import VQGANBot
+
+log = logging.getLogger(__name__)
+SHOWN = 10
+
+
+def help_text(bot: VQGANBot) -> str:
+    d, lim = bot.cfg.discord, bot.cfg.limits
+    return f"""**Painting with words**
+`/imagine prompt:a forest rendered in low poly` paints a picture; watch it form in the thread.
+• **Weights**: split ideas with `|` and weigh them with `:`, e.g. `a castle:1|fog:-0.5` (negative = less of it).
+• **Seed**: the same prompt and seed give the same picture; leave it out for a random one.
+• **Steps**: more steps, more detail, more waiting (at most {lim.max_steps}).
+• **Size**: `size:384x256` or `aspect:wide` (at most {lim.max_width}x{lim.max_height}, {lim.max_pixels:,} pixels).
+• **Images**: `image:` starts from your picture, `image_prompt:` makes it look like one.
+
+**Editing**
+• `/edit image:<picture> prompt:a snowy mountain`, optionally with `mask:` (a black-and-white picture of \
+the same shape: white = may change, black = keep).
+• **Reply** with words to any message that has an image (a result or anyone's upload) to edit it.
+• Or attach a picture with words while mentioning me, or right-click a message → Apps → **Edit with VQGAN**.
+
+**Reactions**
+• {d.rerun_emoji} on a result: paint it again with a new seed.
+• {d.cancel_emoji} on a job's message: cancel it (yours, or anyone's if you are a moderator).
+
+`/queue` shows what is waiting; `/cancel` stops your newest job. Prompts are at most \
+{lim.max_prompt_chars} characters; you may have {bot.cfg.queue.per_owner_pending} jobs waiting at a time."""
+
+
+def _line(job: Any, position: int | None) -> str:
+    where = "🎨 now" if position == 0 else f"#{position}"
+    return f"{where} · `{job.id}` **{short_prompt(job.request.prompt, 60)}** · <@{job.owner}>"
+
+
+class Admin(commands.Cog):
+    """Queue inspection, cancelling, help."""
+
+    def __init__(self, bot: VQGANBot) -> None:
+        self.bot = bot
+
+    @app_commands.command(name="queue", description="Show what is being painted and what is waiting")
+    async def queue_cmd(self, interaction: discord.Interaction) -> None:
+        q = self.bot.queue
+        pending = q.pending()
+        lines = [_line(j, q.position(j.id)) for j in pending[:SHOWN]]
+        if len(pending) > SHOWN:
+            lines.append(f"… and {len(pending) - SHOWN} more")
+        mine = [j for j in q.jobs_of(str(interaction.user.id)) if j.state in PENDING_STATES]
+        text = "**Queue**\n" + ("\n".join(lines) if lines else "empty: nothing is being painted")
+        text += "\n\n**Your jobs**\n" + ("\n".join(_line(j, q.position(j.id)) for j in mine) if mine else "none")
+        await interaction.response.send_message(text, ephemeral=True,
+                                                allowed_mentions=discord.AllowedMentions.none())
+
+    @app_commands.command(name="cancel", description="Cancel your newest job, or the one with this id")
+    @app_commands.describe(job="Job id (shown under each job); moderators may cancel anybody's")
+    async def cancel_cmd(self, interaction: discord.Interaction, job: str | None = None) -> None:
+        q = self.bot.queue
+        me = str(interaction.user.id)
+        try:
+            check_access_interaction(self.bot.cfg, interaction)
+            if job:
+                target = q.get(job.strip().strip("`"))
+                if target is None:
+                    raise UserError(f"there is no job `{job}`; /queue shows the ids")
+            else:
+                mine = [j for j in q.jobs_of(me) if j.state in PENDING_STATES]
+                if not mine:
+                    raise UserError("you have no job waiting or running")
+                target = mine[0]
+            await q.cancel(target.id, by=me, moderator=is_moderator(self.bot.cfg, interaction.user))
+        except UserError as e:
+            await launch.refuse(interaction, str(e))
+            return
+        await interaction.response.send_message(
+            f"🛑 cancelled `{target.id}` **{short_prompt(target.request.prompt, 80)}**", ephemeral=True)
+
+    @app_commands.command(name="help", description="How to paint and edit with this bot")
+    async def help_cmd(self, interaction: discord.Interaction) -> None:
+        await interaction.response.send_message(help_text(self.bot), ephemeral=True)
+
+
+async def setup(bot: VQGANBot) -> None:
+    await bot.add_cog(Admin(bot))

@@ -1,0 +1,285 @@
+"""Talking to the bot without slash commands: replies, mentions, reactions, a context menu.
+
+* reply with words to a message that carries an image (or to a reply chain leading to one)
+  -> edit that image with the words as the prompt;
+* attach an image + words while replying or mentioning the bot -> edit the attached image;
+* react with the rerun emoji on a result -> the same request with a new seed;
+* react with the cancel emoji on a job's status message -> cancel it (owner or moderator);
+* right-click a message -> Apps -> "Edit with VQGAN" -> a modal asks for the prompt.
+
+Which job a reaction means comes from the job store (``queue.find``), so gestures on messages
+posted before a restart keep working.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import re
+from typing import TYPE_CHECKING, Any
+
+import discord
+from discord import app_commands
+from discord.ext import commands
+
+from bot import launch
+from bot.requests import (
+    ImageRef,
+    build_request,
+    check_access,
+    check_access_interaction,
+    check_access_message,
+    check_attachment,
+    check_pending,
+    download,
+    fit_size,
+    image_attachments,
+    image_size,
+    is_moderator,
+    rerun_request,
+)
+from engine.errors import UserError
+
+if TYPE_CHECKING:
+    from bot.app import VQGANBot
+
+log = logging.getLogger(__name__)
+MAX_CHAIN = 5  # replies followed to find an image
+HOWTO = ("to edit an image, reply to it with words saying what it should become, "
+         "e.g. `a snowy mountain at dusk` (or use /edit)")
+REGION_NOT_YET = ("`a -> b` (changing one thing into another) is not supported yet; "
+                  "reply with what the whole image should become, or use /edit with a mask")
+
+
+def _norm(emoji: str) -> str:
+    return emoji.replace("\ufe0f", "")
+
+
+class EditModal(discord.ui.Modal, title="Edit with VQGAN"):
+    """Asks for the prompt after the "Edit with VQGAN" context menu."""
+
+    prompt: discord.ui.TextInput[EditModal] = discord.ui.TextInput(
+        label="What should the image become?", placeholder="a snowy mountain at dusk", max_length=1000)
+
+    def __init__(self, cog: Gestures, target: discord.Message, attachment: discord.Attachment, note: str | None):
+        super().__init__()
+        self.cog, self.target, self.attachment, self.note = cog, target, attachment, note
+
+    async def on_submit(self, interaction: discord.Interaction) -> None:
+        await self.cog.edit_from_modal(interaction, self.target, self.attachment, str(self.prompt.value),
+                                       self.note)
+
+
+class Gestures(commands.Cog):
+    """Replies, mentions, reactions and the message context menu."""
+
+    def __init__(self, bot: VQGANBot) -> None:
+        self.bot = bot
+        self.menu = app_commands.ContextMenu(name="Edit with VQGAN", callback=self.edit_menu)
+
+    async def cog_load(self) -> None:
+        self.bot.tree.add_command(self.menu)
+
+    async def cog_unload(self) -> None:
+        self.bot.tree.remove_command(self.menu.name, type=self.menu.type)
+
+    # ------------------------------------------------------------------ messages
+
+    def _prompt_text(self, message: discord.Message) -> str:
+        """The message's words without mentions of the bot."""
+        me = self.bot.user
+        text = message.content or ""
+        if me is not None:
+            text = re.sub(rf"<@!?{me.id}>", " ", text)
+        return " ".join(text.split())
+
+    async def _resolve(self, message: discord.Message) -> discord.Message | None:
+        """The message this one replies to (fetched when not cached)."""
+        ref = message.reference
+        if ref is None or ref.message_id is None:
+            return None
+        if isinstance(ref.resolved, discord.Message):
+            return ref.resolved
+        try:
+            channel = message.channel if ref.channel_id == message.channel.id else self.bot.get_partial_messageable(
+                ref.channel_id)
+            return await channel.fetch_message(ref.message_id)
+        except discord.HTTPException:
+            return None
+
+    async def _nearest_image(self, message: discord.Message) -> discord.Message | None:
+        """Follow the reply chain up from ``message`` to the nearest message with an image."""
+        current: discord.Message | None = message
+        for _ in range(MAX_CHAIN):
+            current = await self._resolve(current) if current is not None else None
+            if current is None:
+                return None
+            if image_attachments(current):
+                return current
+        return None
+
+    @commands.Cog.listener()
+    async def on_message(self, message: discord.Message) -> None:
+        try:
+            await self._on_message(message)
+        except Exception:
+            log.exception("gesture on message %s failed", message.id)
+
+    async def _on_message(self, message: discord.Message) -> None:
+        me = self.bot.user
+        if message.author.bot or me is None or message.type not in (discord.MessageType.default,
+                                                                     discord.MessageType.reply):
+            return
+        replying = message.reference is not None and message.reference.message_id is not None
+        mentioned = me in message.mentions or bool(re.search(rf"<@!?{me.id}>", message.content or ""))
+        if not replying and not mentioned:
+            return
+        text = self._prompt_text(message)
+        own = image_attachments(message)
+        target: discord.Message | None = message if own else None
+        replied: discord.Message | None = None
+        if target is None and replying:
+            replied = await self._resolve(message)
+            target = replied if replied is not None and image_attachments(replied) else None
+            if target is None and replied is not None:
+                target = await self._nearest_image(replied) if replied.reference else None
+        directed = mentioned or (replied is not None and replied.author.id == me.id) or bool(own)
+        if target is None:
+            if mentioned:
+                await launch.notice(message, self.bot, HOWTO)
+            return
+        try:
+            check_access_message(self.bot.cfg, message)
+        except UserError as e:
+            if directed:
+                await launch.notice(message, self.bot, str(e))
+            return
+        if not text:
+            await launch.notice(message, self.bot, HOWTO)
+            return
+        if "->" in text:
+            await launch.notice(message, self.bot, REGION_NOT_YET)
+            return
+        images = image_attachments(target)
+        note = f"{len(images)} images attached: editing the first" if len(images) > 1 else None
+        await self._edit(message, target, images[0], text, note)
+
+    async def _edit(self, message: discord.Message, target: discord.Message, att: discord.Attachment,
+                    text: str, note: str | None) -> None:
+        cfg = self.bot.cfg
+        try:
+            check_pending(cfg, self.bot.queue, str(message.author.id))
+            build_request(cfg, prompt=text, kind="edit")
+            path = await download(self.bot, cfg, ImageRef.of(att), "image")
+            w, h = fit_size(*image_size(path), cfg)
+            parent = self.bot.queue.find(result_message_id=target.id)
+            req = build_request(cfg, prompt=text, kind="edit", init_image=str(path), width=w, height=h,
+                                parent=parent.id if parent else None)
+        except UserError as e:
+            await launch.notice(message, self.bot, str(e))
+            return
+        await launch.from_message(self.bot, message, req, owner=message.author.id, note=note)
+
+    # ------------------------------------------------------------------ reactions
+
+    @commands.Cog.listener()
+    async def on_raw_reaction_add(self, payload: discord.RawReactionActionEvent) -> None:
+        try:
+            await self._on_reaction(payload)
+        except Exception:
+            log.exception("gesture on reaction %s to %s failed", payload.emoji, payload.message_id)
+
+    async def _on_reaction(self, payload: discord.RawReactionActionEvent) -> None:
+        me = self.bot.user
+        if me is None or payload.user_id == me.id:
+            return
+        emoji = _norm(str(payload.emoji))
+        d = self.bot.cfg.discord
+        if emoji == _norm(d.rerun_emoji):
+            job = self.bot.queue.find(result_message_id=payload.message_id)
+            if job is not None:
+                await self._rerun(payload, job)
+        elif emoji == _norm(d.cancel_emoji):
+            job = (self.bot.queue.find(status_message_id=payload.message_id)
+                   or self.bot.queue.find(progress_message_id=payload.message_id))
+            if job is not None:
+                await self._cancel(payload, job)
+
+    def _anchor(self, payload: discord.RawReactionActionEvent) -> discord.PartialMessage:
+        channel = self.bot.get_channel(payload.channel_id)
+        if channel is None or not hasattr(channel, "get_partial_message"):
+            channel = self.bot.get_partial_messageable(payload.channel_id, guild_id=payload.guild_id)
+        return channel.get_partial_message(payload.message_id)  # type: ignore[union-attr]
+
+    async def _rerun(self, payload: discord.RawReactionActionEvent, job: Any) -> None:
+        cfg = self.bot.cfg
+        anchor = self._anchor(payload)
+        channel = self.bot.get_channel(payload.channel_id)
+        try:
+            check_access(cfg, guild_id=payload.guild_id, channel_id=payload.channel_id,
+                         parent_id=getattr(channel, "parent_id", None), member=payload.member)
+            check_pending(cfg, self.bot.queue, str(payload.user_id))
+            seed = random.randrange(2**31)
+            while seed == job.request.seed:
+                seed = random.randrange(2**31)
+            req = rerun_request(cfg, job.request, seed).model_copy(update={"parent": job.id})
+        except UserError as e:
+            await launch.notice(anchor, self.bot, f"<@{payload.user_id}> {e}")
+            return
+        await launch.from_message(self.bot, anchor, req, owner=payload.user_id,
+                                  note=f"rerun of job {job.id} with a new seed", extra={"rerun_of": job.id})
+
+    async def _cancel(self, payload: discord.RawReactionActionEvent, job: Any) -> None:
+        moderator = is_moderator(self.bot.cfg, payload.member)
+        try:
+            await self.bot.queue.cancel(job.id, by=str(payload.user_id), moderator=moderator)
+        except (UserError, KeyError) as e:
+            log.info("reaction cancel of %s by %s refused: %s", job.id, payload.user_id, e)
+            try:  # take the stranger's reaction off, so that it does not look as if it worked
+                await self._anchor(payload).remove_reaction(payload.emoji, discord.Object(payload.user_id))
+            except discord.HTTPException:
+                pass
+
+    # ------------------------------------------------------------------ context menu
+
+    async def edit_menu(self, interaction: discord.Interaction, message: discord.Message) -> None:
+        cfg = self.bot.cfg
+        images = image_attachments(message)
+        try:
+            check_access_interaction(cfg, interaction)
+            if not images:
+                raise UserError("that message has no image to edit; attach one or pick another message")
+            check_pending(cfg, self.bot.queue, str(interaction.user.id))
+            check_attachment(cfg, ImageRef.of(images[0]))
+        except UserError as e:
+            await launch.refuse(interaction, str(e))
+            return
+        note = f"{len(images)} images attached: editing the first" if len(images) > 1 else None
+        await interaction.response.send_modal(EditModal(self, message, images[0], note))
+
+    async def edit_from_modal(self, interaction: discord.Interaction, target: discord.Message,
+                              att: discord.Attachment, text: str, note: str | None = None) -> None:
+        cfg = self.bot.cfg
+        text = " ".join(text.split())
+        try:
+            if "->" in text:
+                raise UserError(REGION_NOT_YET)
+            build_request(cfg, prompt=text, kind="edit")
+        except UserError as e:
+            await launch.refuse(interaction, str(e))
+            return
+        await interaction.response.defer(thinking=True)
+        try:
+            path = await download(self.bot, cfg, ImageRef.of(att), "image")
+            w, h = fit_size(*image_size(path), cfg)
+            parent = self.bot.queue.find(result_message_id=target.id)
+            req = build_request(cfg, prompt=text, kind="edit", init_image=str(path), width=w, height=h,
+                                parent=parent.id if parent else None)
+        except UserError as e:
+            await launch.refuse_after_defer(interaction, str(e))
+            return
+        await launch.from_interaction(self.bot, interaction, req, note=note)
+
+
+async def setup(bot: VQGANBot) -> None:
+    await bot.add_cog(Gestures(bot))

@@ -1,0 +1,151 @@
+"""/imagine and /edit: slash commands that queue a painting.
+
+Everything that can be checked from the interaction payload alone is checked before deferring,
+so most refusals are instant and private; downloads happen after the defer (Discord allows 3 s).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import discord
+from discord import app_commands
+from discord.ext import commands
+
+from bot import launch
+from bot.requests import (
+    ASPECTS,
+    ImageRef,
+    build_request,
+    check_access_interaction,
+    check_attachment,
+    check_mask_shape,
+    check_pending,
+    download,
+    fit_size,
+    image_size,
+    parse_size,
+)
+from engine.errors import UserError
+
+if TYPE_CHECKING:
+    from bot.app import VQGANBot
+
+log = logging.getLogger(__name__)
+MAX_SEED = 2**31 - 1
+
+
+class Imagine(commands.Cog):
+    """Paint from words, or edit an uploaded image."""
+
+    def __init__(self, bot: VQGANBot) -> None:
+        self.bot = bot
+
+    async def _precheck(self, interaction: discord.Interaction, prompt: str,
+                        attachments: dict[str, discord.Attachment | None], **fields: Any) -> bool:
+        """Fast checks before deferring; answers the refusal itself and returns False."""
+        cfg = self.bot.cfg
+        try:
+            check_access_interaction(cfg, interaction)
+            check_pending(cfg, self.bot.queue, str(interaction.user.id))
+            build_request(cfg, prompt=prompt, **fields)
+            for what, att in attachments.items():
+                if att is not None:
+                    check_attachment(cfg, ImageRef.of(att), what)
+        except UserError as e:
+            await launch.refuse(interaction, str(e))
+            return False
+        return True
+
+    async def _download(self, interaction: discord.Interaction, att: discord.Attachment | None,
+                        what: str) -> Path | None:
+        if att is None:
+            return None
+        return await download(self.bot, self.bot.cfg, ImageRef.of(att), what)
+
+    @app_commands.command(name="imagine", description="Paint a picture from words")
+    @app_commands.describe(
+        prompt="What to paint, e.g. 'a forest rendered in low poly' or 'a castle:1|fog:-0.5'",
+        seed="Same seed + same prompt = same picture (default: random)",
+        steps="More steps = more detail, more time",
+        size="Width x height in pixels, e.g. 384x256",
+        aspect="Shape of the picture (ignored when size is given)",
+        image="Start from this picture instead of noise",
+        image_prompt="Also make it look like this picture",
+    )
+    @app_commands.choices(aspect=[app_commands.Choice(name=k, value=k) for k in ASPECTS])
+    async def imagine(
+        self,
+        interaction: discord.Interaction,
+        prompt: str,
+        seed: app_commands.Range[int, 0, MAX_SEED] | None = None,
+        steps: app_commands.Range[int, 1, 100000] | None = None,
+        size: str | None = None,
+        aspect: str | None = None,
+        image: discord.Attachment | None = None,
+        image_prompt: discord.Attachment | None = None,
+    ) -> None:
+        cfg = self.bot.cfg
+        try:
+            width, height = parse_size(cfg, size, aspect)
+        except UserError as e:
+            await launch.refuse(interaction, str(e))
+            return
+        fields: dict[str, Any] = dict(seed=seed, steps=steps, width=width, height=height)
+        atts = {"starting image": image, "image prompt": image_prompt}
+        if not await self._precheck(interaction, prompt, atts, **fields):
+            return
+        await interaction.response.defer(thinking=True)
+        try:
+            init = await self._download(interaction, image, "starting image")
+            ip = await self._download(interaction, image_prompt, "image prompt")
+            req = build_request(
+                cfg, prompt=prompt, kind="imagine", init_image=str(init) if init else None,
+                image_prompts=[{"path": str(ip), "weight": 1.0}] if ip else None, **fields)
+        except UserError as e:
+            await launch.refuse_after_defer(interaction, str(e))
+            return
+        await launch.from_interaction(self.bot, interaction, req)
+
+    @app_commands.command(name="edit", description="Change an uploaded picture with words")
+    @app_commands.describe(
+        image="The picture to change",
+        prompt="What it should become, e.g. 'a snowy mountain'",
+        mask="Optional black-and-white picture of the same shape: white = may change",
+        seed="Same seed = same result (default: random)",
+        steps="More steps = stronger change, more time",
+    )
+    async def edit(
+        self,
+        interaction: discord.Interaction,
+        image: discord.Attachment,
+        prompt: str,
+        mask: discord.Attachment | None = None,
+        seed: app_commands.Range[int, 0, MAX_SEED] | None = None,
+        steps: app_commands.Range[int, 1, 100000] | None = None,
+    ) -> None:
+        cfg = self.bot.cfg
+        fields: dict[str, Any] = dict(seed=seed, steps=steps)
+        if not await self._precheck(interaction, prompt, {"image": image, "mask": mask}, kind="edit", **fields):
+            return
+        await interaction.response.defer(thinking=True)
+        try:
+            init = await self._download(interaction, image, "image")
+            mask_path = await self._download(interaction, mask, "mask")
+            assert init is not None
+            iw, ih = image_size(init)
+            if mask_path is not None:
+                check_mask_shape(image_size(mask_path), (iw, ih))
+            w, h = fit_size(iw, ih, cfg)
+            req = build_request(cfg, prompt=prompt, kind="edit", init_image=str(init),
+                                mask=str(mask_path) if mask_path else None, width=w, height=h, **fields)
+        except UserError as e:
+            await launch.refuse_after_defer(interaction, str(e))
+            return
+        await launch.from_interaction(self.bot, interaction, req)
+
+
+async def setup(bot: VQGANBot) -> None:
+    await bot.add_cog(Imagine(bot))

@@ -1,0 +1,96 @@
+"""The bot's ``[discord]`` section of ``config.toml``.
+
+``BotConfig`` is the engine's ``Config`` with ``discord`` replaced by a validated model, so a
+typo in ``[discord]`` is a start-up error naming the key, just like in the engine's sections.
+The token never lives here: it comes from ``$DISCORD_TOKEN`` only.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from pydantic import Field, model_validator
+
+from engine.config import Config, Section, load_config
+
+DEFAULT_API_BASE = "https://discord.com"
+
+# A role or a channel may be named by id (int) or, for roles, by name (str).
+RoleRef = int | str
+
+
+class DiscordConfig(Section):
+    """Everything the Discord front end needs besides the token."""
+
+    # Where discord.py talks to: REST, interactions, gateway, CDN downloads. ``$DISCORD_API_BASE``
+    # wins over this. Tests point it at a fake server; a deployment may point it at a proxy.
+    api_base: str = DEFAULT_API_BASE
+    # Gateway URL; empty = derived from api_base (wss://gateway.discord.gg for Discord itself).
+    gateway_url: str = ""
+    # Guild ids to sync slash commands to (instant); empty = sync globally (can take an hour).
+    guilds: list[int] = Field(default_factory=list)
+    # Guild ids the bot answers in; empty = every guild it is in.
+    allowed_guilds: list[int] = Field(default_factory=list)
+    # Channel ids the bot answers in (a thread counts as its parent channel); empty = all.
+    allowed_channels: list[int] = Field(default_factory=list)
+    # Roles (id or exact name) allowed to use the bot; empty = everyone.
+    allowed_roles: list[RoleRef] = Field(default_factory=list)
+    # Roles (id or exact name) that may cancel anybody's job; Administrators always may.
+    moderator_roles: list[RoleRef] = Field(default_factory=list)
+    # Whether people may use the bot in direct messages (no threads there).
+    allow_dms: bool = False
+    # Reaction on a result that reruns its request with a new seed.
+    rerun_emoji: str = "🔁"
+    # Reaction on a job's status message that cancels it (owner or moderator).
+    cancel_emoji: str = "❌"
+    # Reaction for variations (reserved for a later issue).
+    vary_emoji: str = "🎲"
+    # Minimum seconds between two progress updates of one job (Discord rate limits).
+    progress_interval_s: float = Field(5.0, ge=0)
+    # Post a progress image every N steps; 0 = use generation.progress_every.
+    progress_every: int = Field(0, ge=0)
+    # Largest file the bot uploads; bigger PNGs are re-encoded/downscaled. Discord's default is 10 MiB.
+    filesize_limit: int = Field(10 * 1024 * 1024, ge=64 * 1024)
+    # Where the bot keeps downloaded attachments, the command-sync hash and the heartbeat file.
+    data_dir: str = "data/discord"
+    # Seconds between heartbeat-file touches (the Docker healthcheck reads its age).
+    heartbeat_s: float = Field(30.0, gt=0)
+    # Image types accepted as attachments.
+    image_types: list[str] = Field(
+        default_factory=lambda: ["image/png", "image/jpeg", "image/webp", "image/gif", "image/bmp"]
+    )
+    # Thread auto-archive after this many minutes of quiet (60, 1440, 4320 or 10080).
+    thread_archive_minutes: int = 1440
+    # Seconds after which a refusal posted in a channel (gestures cannot be ephemeral) is deleted.
+    notice_delete_after_s: float = Field(20.0, ge=0)
+
+    @model_validator(mode="after")
+    def _check(self) -> DiscordConfig:
+        if self.thread_archive_minutes not in (60, 1440, 4320, 10080):
+            raise ValueError("thread_archive_minutes must be 60, 1440, 4320 or 10080")
+        if not self.api_base.startswith(("http://", "https://")):
+            raise ValueError("api_base must start with http:// or https://")
+        return self
+
+    @property
+    def data_path(self) -> Path:
+        return Path(self.data_dir).expanduser()
+
+
+class BotConfig(Config):
+    """The engine's config plus a validated ``[discord]`` section."""
+
+    discord: DiscordConfig = DiscordConfig()  # type: ignore[assignment]
+
+    def progress_every(self) -> int:
+        return self.discord.progress_every or self.generation.progress_every
+
+
+def load_bot_config(path: str | os.PathLike[str] | None = None) -> BotConfig:
+    """Read ``config.toml`` (or defaults) and apply ``$DISCORD_API_BASE``."""
+    cfg = load_config(path, model=BotConfig)
+    if env := os.environ.get("DISCORD_API_BASE"):
+        cfg = cfg.model_copy(update={"discord": DiscordConfig.model_validate(
+            {**cfg.discord.model_dump(), "api_base": env})})
+    return cfg

@@ -1,0 +1,248 @@
+"""Job events -> Discord messages.
+
+Everything needed to deliver a job lives in ``job.origin`` (persisted by the queue), so a job
+recovered after a restart is delivered like any other. Nothing here raises out of the listener:
+a Discord error is logged, and the result goes to the next place that works (thread -> channel
+-> the interaction's webhook while its token is fresh).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import discord
+
+from bot.config import BotConfig
+from bot.images import fit_png
+from engine.queue import Cancelled as JobCancelled
+from engine.queue import Failed, Finished, Progress, Queued, Started
+
+log = logging.getLogger(__name__)
+
+TOKEN_TTL_S = 14 * 60  # interaction tokens live 15 minutes; keep a margin
+MENTIONS = discord.AllowedMentions(everyone=False, roles=False, users=True, replied_user=False)
+
+
+def short_prompt(prompt: str, n: int = 180) -> str:
+    p = discord.utils.escape_mentions(discord.utils.escape_markdown(prompt.replace("\n", " ")))
+    return p if len(p) <= n else p[: n - 1] + "…"
+
+
+def thread_name(prompt: str) -> str:
+    name = " ".join(prompt.split())[:100].strip()
+    return name or "vqgan"
+
+
+def describe(job: Any) -> str:
+    return describe_request(job.request)
+
+
+def describe_request(r: Any) -> str:
+    kind = {"edit": "✏️ edit", "vary": "🎲 variation"}.get(r.kind, "🎨")
+    return f"{kind} **{short_prompt(r.prompt)}** · seed `{r.seed}` · {r.steps} steps · {r.width}x{r.height}"
+
+
+def status_text(job: Any, line: str, note: str | None = None) -> str:
+    extra = f"\n-# {note}" if note else ""
+    return f"{describe(job)}\n{line}{extra}\n-# job `{job.id}` · by <@{job.owner}>"
+
+
+def position_line(position: int | None) -> str:
+    """Queue positions count from 1 = next to run."""
+    if not position or position <= 1:
+        return "⏳ next in line"
+    return f"⏳ queued: #{position} in line"
+
+
+class Delivery:
+    """A queue listener that posts status, progress and results to Discord.
+
+    The queue gives each listener its own task and drops stale progress when we lag, so
+    handling events inline here stalls neither the worker nor other listeners.
+    """
+
+    def __init__(self, bot: discord.Client, cfg: BotConfig, queue: Any) -> None:
+        self.bot = bot
+        self.cfg = cfg
+        self.queue = queue
+        self._last_progress: dict[str, float] = {}
+        self._handlers: dict[type, Callable[[Any], Awaitable[None]]] = {
+            Queued: self._on_queued, Started: self._on_started, Progress: self._on_progress,
+            Finished: self._on_finished, Failed: self._on_failed, JobCancelled: self._on_cancelled,
+        }
+
+    async def __call__(self, event: Any) -> None:
+        """Queue listener: never raises (a Discord error must not cost the job its delivery)."""
+        handler = self._handlers.get(type(event))
+        if handler is None:
+            return
+        try:
+            await handler(event)
+        except Exception:
+            log.exception("delivery of %s for job %s failed", type(event).__name__, event.job.id)
+        if isinstance(event, Finished | Failed | JobCancelled):
+            self._last_progress.pop(event.job.id, None)
+
+    # ------------------------------------------------------------------ handlers
+
+    async def _on_queued(self, ev: Any) -> None:
+        await self._edit_status(ev.job, position_line(ev.position))
+
+    async def _on_started(self, ev: Any) -> None:
+        await self._edit_status(ev.job, "🎨 painting…")
+
+    async def _on_progress(self, ev: Any) -> None:
+        job = ev.job
+        every = self.cfg.progress_every()
+        if ev.step % every and ev.step != ev.total:
+            return
+        now = time.monotonic()
+        last = self._last_progress.get(job.id)
+        if last is not None and now - last < self.cfg.discord.progress_interval_s:
+            return
+        self._last_progress[job.id] = now
+        origin = self._origin(job)
+        content = f"🖌️ step {ev.step}/{ev.total}"
+        png = await asyncio.to_thread(fit_png, ev.png, self.cfg.discord.filesize_limit)
+
+        def file() -> discord.File:
+            return discord.File(io.BytesIO(png), filename=f"progress-{job.id}.png")
+
+        msg_id = origin.get("progress_message_id")
+        chan_id = origin.get("progress_channel_id")
+        if msg_id and chan_id:
+            try:
+                await self._channel(chan_id).get_partial_message(msg_id).edit(
+                    content=content, attachments=[file()])
+                return
+            except discord.HTTPException as e:
+                log.info("progress message of job %s not editable (%s); posting a new one", job.id, e)
+        msg = await self._post(job, content=content, file_factory=file, use_webhook=False)
+        if msg is not None:
+            await self._annotate(job, progress_message_id=msg.id, progress_channel_id=msg.channel.id)
+
+    async def _on_finished(self, ev: Any) -> None:
+        job = ev.job
+        png = await asyncio.to_thread(fit_png, ev.png, self.cfg.discord.filesize_limit)
+        r = job.request
+        ran = (ev.metadata or {}).get("request") or {}
+        w, h = ran.get("width", r.width), ran.get("height", r.height)
+        note = (ev.metadata or {}).get("note")
+        secs = ev.seconds if ev.seconds is not None else (job.seconds or 0.0)
+        content = (f"<@{job.owner}> **{short_prompt(r.prompt, 1500)}**\n"
+                   f"seed `{r.seed}` · {r.steps} steps · {w}x{h} · {secs:.1f} s"
+                   + (f"\n⚠️ {note}" if note else "")
+                   + f"\n-# react {self.cfg.discord.rerun_emoji} to paint it again with a new seed")
+
+        def file() -> discord.File:
+            return discord.File(io.BytesIO(png), filename=f"vqgan-{r.seed}.png")
+
+        msg = await self._post(job, content=content, file_factory=file)
+        if msg is None:
+            log.error("job %s finished but its result could not be posted anywhere", job.id)
+            await self._edit_status(job, "⚠️ done, but I could not post the image here")
+            return
+        await self._annotate(job, result_message_id=msg.id, result_channel_id=msg.channel.id)
+        try:
+            await msg.add_reaction(self.cfg.discord.rerun_emoji)
+        except discord.HTTPException as e:
+            log.info("could not add the rerun reaction to %s: %s", msg.id, e)
+        await self._edit_status(job, f"✅ done in {secs:.1f} s: {msg.jump_url}")
+
+    async def _on_failed(self, ev: Any) -> None:
+        reason = str(ev.reason).splitlines()[0][:300] if ev.reason else "unknown error"
+        await self._edit_status(ev.job, f"⚠️ failed: {reason}")
+        if self._origin(ev.job).get("thread_id"):
+            await self._post(ev.job, content=f"<@{ev.job.owner}> ⚠️ that failed: {reason}", use_webhook=False,
+                             channel_fallback=False)
+
+    async def _on_cancelled(self, ev: Any) -> None:
+        by = f" by <@{ev.by}>" if ev.by and str(ev.by) != str(ev.job.owner) else ""
+        await self._edit_status(ev.job, f"🛑 cancelled{by}")
+
+    # ------------------------------------------------------------------ plumbing
+
+    def _origin(self, job: Any) -> dict[str, Any]:
+        """The freshest origin: annotations made after the event was built are in the store."""
+        fresh = self.queue.get(job.id) if self.queue is not None else None
+        return dict((fresh or job).origin or {})
+
+    async def _annotate(self, job: Any, **keys: Any) -> None:
+        try:
+            await self.queue.annotate(job.id, **keys)
+        except Exception:
+            log.exception("could not annotate job %s with %s", job.id, keys)
+
+    def _channel(self, channel_id: int) -> discord.abc.Messageable:
+        ch = self.bot.get_channel(int(channel_id))
+        if ch is None or not hasattr(ch, "send"):
+            ch = self.bot.get_partial_messageable(int(channel_id))
+        return ch  # type: ignore[return-value]
+
+    def _webhook(self, origin: dict[str, Any]) -> discord.Webhook | None:
+        token, app_id = origin.get("interaction_token"), origin.get("application_id")
+        created = float(origin.get("interaction_at") or 0)
+        if not token or not app_id or time.time() - created > TOKEN_TTL_S:
+            return None
+        return discord.Webhook.partial(int(app_id), token, client=self.bot)
+
+    async def _post(self, job: Any, *, content: str, file_factory: Callable[[], discord.File] | None = None,
+                    use_webhook: bool = True, channel_fallback: bool = True) -> discord.Message | None:
+        """Send to the job's thread, else its channel, else the interaction webhook; None if all fail."""
+        origin = self._origin(job)
+        targets = [origin.get("thread_id")]
+        if channel_fallback:
+            targets.append(origin.get("channel_id"))
+        tried: set[int] = set()
+        for target in targets:
+            if not target or int(target) in tried:
+                continue
+            tried.add(int(target))
+            kwargs: dict[str, Any] = {"content": content, "allowed_mentions": MENTIONS}
+            if file_factory:
+                kwargs["file"] = file_factory()
+            try:
+                return await self._channel(target).send(**kwargs)
+            except discord.HTTPException as e:
+                log.warning("job %s: cannot post in %s (%s %s); trying the next place",
+                            job.id, target, e.status, e.text)
+                if target == origin.get("thread_id") and isinstance(e, discord.NotFound | discord.Forbidden):
+                    await self._annotate(job, thread_id=None)
+        hook = self._webhook(origin) if use_webhook else None
+        if hook is not None:
+            kwargs = {"content": content, "allowed_mentions": MENTIONS, "wait": True}
+            if file_factory:
+                kwargs["file"] = file_factory()
+            try:
+                return await hook.send(**kwargs)
+            except discord.HTTPException as e:
+                log.warning("job %s: interaction followup failed too (%s)", job.id, e.status)
+        return None
+
+    async def _edit_status(self, job: Any, line: str) -> None:
+        """Edit the job's status message; fall back to the interaction webhook; else give up quietly."""
+        origin = self._origin(job)
+        msg_id, chan_id = origin.get("status_message_id"), origin.get("status_channel_id") or origin.get(
+            "channel_id")
+        if not msg_id:
+            return
+        content = status_text(job, line, origin.get("note"))
+        if chan_id:
+            try:
+                await self._channel(chan_id).get_partial_message(int(msg_id)).edit(
+                    content=content, allowed_mentions=discord.AllowedMentions.none())
+                return
+            except discord.HTTPException as e:
+                log.info("job %s: status message not editable in channel (%s)", job.id, e.status)
+        hook = self._webhook(origin)
+        if hook is not None:
+            try:
+                await hook.edit_message(int(msg_id), content=content,
+                                        allowed_mentions=discord.AllowedMentions.none())
+            except discord.HTTPException as e:
+                log.info("job %s: status message not editable by webhook (%s)", job.id, e.status)

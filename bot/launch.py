@@ -1,0 +1,169 @@
+"""Put a validated request on the queue with a status message and a thread to report into.
+
+The status message is posted (and its thread opened) before ``submit`` so that the job's origin
+already names them when the queue's first event arrives; if the queue then refuses, both are
+removed again and the refusal is shown to the person alone.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import TYPE_CHECKING, Any
+
+import discord
+
+from bot.delivery import MENTIONS, describe_request, thread_name
+from engine.errors import UserError
+from engine.request import Request
+
+if TYPE_CHECKING:
+    from bot.app import VQGANBot
+
+log = logging.getLogger(__name__)
+
+
+def _pending_text(req: Request, note: str | None = None) -> str:
+    return f"{describe_request(req)}\n⏳ submitting…" + (f"\n-# {note}" if note else "")
+
+
+async def refuse(interaction: discord.Interaction, text: str) -> None:
+    """One short ephemeral line, whether or not the interaction was answered or deferred."""
+    line = f"⚠️ {text}"
+    try:
+        if interaction.response.is_done():
+            await interaction.followup.send(line, ephemeral=True)
+        else:
+            await interaction.response.send_message(line, ephemeral=True)
+    except discord.HTTPException as e:
+        log.info("could not send a refusal (%s): %s", e.status, text)
+
+
+async def refuse_after_defer(interaction: discord.Interaction, text: str) -> None:
+    """A public defer cannot turn ephemeral: remove the 'thinking' message, then refuse privately."""
+    try:
+        await interaction.delete_original_response()
+    except discord.HTTPException:
+        pass
+    await refuse(interaction, text)
+
+
+async def notice(message: discord.Message | discord.PartialMessage, bot: VQGANBot, text: str) -> None:
+    """Gestures cannot answer ephemerally: a short reply that deletes itself."""
+    after = bot.cfg.discord.notice_delete_after_s or None
+    try:
+        await message.reply(f"⚠️ {text}", mention_author=False, delete_after=after,
+                            allowed_mentions=discord.AllowedMentions.none())
+    except discord.HTTPException as e:
+        log.info("could not post a notice (%s): %s", e.status, text)
+
+
+async def open_thread(bot: VQGANBot, message: discord.Message, name: str) -> tuple[int | None, bool]:
+    """The thread to report into and whether we created it: the message's own thread if it
+    is in one, a new thread on it, or None (then results go to the channel)."""
+    ch = message.channel
+    if isinstance(ch, discord.Thread):
+        return ch.id, False
+    if message.guild is None and getattr(message, "guild_id", None) is None:
+        return None, False
+    try:
+        thread = await message.create_thread(
+            name=thread_name(name), auto_archive_duration=bot.cfg.discord.thread_archive_minutes)  # type: ignore[arg-type]
+        return thread.id, True
+    except discord.HTTPException as e:
+        log.info("cannot open a thread on %s (%s %s); results go to the channel", message.id, e.status, e.text)
+        return None, False
+
+
+async def _delete_thread(bot: VQGANBot, thread_id: int | None) -> None:
+    if thread_id is None:
+        return
+    try:
+        await bot.http.delete_channel(thread_id)
+    except discord.HTTPException:
+        pass
+
+
+async def _add_cancel(bot: VQGANBot, message: discord.Message) -> None:
+    try:
+        await message.add_reaction(bot.cfg.discord.cancel_emoji)
+    except discord.HTTPException as e:
+        log.info("could not add the cancel reaction (%s)", e.status)
+
+
+async def from_interaction(bot: VQGANBot, interaction: discord.Interaction, req: Request,
+                           note: str | None = None) -> Any | None:
+    """Submit for a deferred interaction; the deferred response becomes the status message."""
+    owner = str(interaction.user.id)
+    msg: discord.Message | None
+    try:
+        msg = await interaction.edit_original_response(content=_pending_text(req, note),
+                                                       allowed_mentions=discord.AllowedMentions.none())
+    except discord.HTTPException as e:
+        log.warning("could not show the job for interaction %s (%s)", interaction.id, e.status)
+        msg = None
+    thread_id, made = (await open_thread(bot, msg, req.prompt)) if msg is not None else (None, False)
+    origin: dict[str, Any] = {
+        "guild_id": interaction.guild_id,
+        "channel_id": interaction.channel_id,
+        "status_message_id": msg.id if msg else None,
+        "status_channel_id": msg.channel.id if msg else interaction.channel_id,
+        "thread_id": thread_id,
+        "interaction_token": interaction.token,
+        "application_id": interaction.application_id,
+        "interaction_at": interaction.created_at.timestamp() if interaction.created_at else time.time(),
+        "user_id": interaction.user.id,
+        "note": note,
+    }
+    try:
+        job, _ = await bot.queue.submit(req, owner=owner, origin=origin)
+    except UserError as e:
+        if made:
+            await _delete_thread(bot, thread_id)
+        await refuse_after_defer(interaction, str(e))
+        return None
+    if msg is not None:
+        await _add_cancel(bot, msg)
+    return job
+
+
+async def from_message(bot: VQGANBot, anchor: discord.Message | discord.PartialMessage, req: Request, *,
+                       owner: int, note: str | None = None, extra: dict[str, Any] | None = None) -> Any | None:
+    """Submit for a gesture: the status message replies to ``anchor`` and opens the thread."""
+    text = _pending_text(req, note)
+    try:
+        status = await anchor.reply(text, mention_author=False, allowed_mentions=MENTIONS)
+    except discord.HTTPException as e:
+        log.info("cannot reply to %s (%s); posting in the channel", anchor.id, e.status)
+        try:
+            status = await anchor.channel.send(text, allowed_mentions=MENTIONS)
+        except discord.HTTPException as e2:
+            log.warning("cannot post in channel %s (%s); dropping the gesture", anchor.channel.id, e2.status)
+            return None
+    thread_id, made = await open_thread(bot, status, req.prompt)
+    guild = getattr(anchor, "guild", None)
+    origin: dict[str, Any] = {
+        "guild_id": guild.id if guild else None,
+        "channel_id": anchor.channel.id,
+        "status_message_id": status.id,
+        "status_channel_id": status.channel.id,
+        "thread_id": thread_id,
+        "reply_to": anchor.id,
+        "user_id": owner,
+        "note": note,
+        **(extra or {}),
+    }
+    try:
+        job, _ = await bot.queue.submit(req, owner=str(owner), origin=origin)
+    except UserError as e:
+        if made:
+            await _delete_thread(bot, thread_id)
+        try:
+            await status.edit(content=f"⚠️ <@{owner}> {e}", allowed_mentions=discord.AllowedMentions.none())
+            if bot.cfg.discord.notice_delete_after_s:
+                await status.delete(delay=bot.cfg.discord.notice_delete_after_s)
+        except discord.HTTPException:
+            pass
+        return None
+    await _add_cancel(bot, status)
+    return job

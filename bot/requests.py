@@ -1,0 +1,300 @@
+"""Discord inputs -> an engine ``Request``, with every refusal as one line a person can act on.
+
+Checks run cheapest first so that most refusals are answered before the interaction is deferred:
+access (guild, channel, role), pending jobs, the request itself, then attachments from their payload
+(type, bytes, pixels). Only then are attachments downloaded, and checked again with PIL, because a
+payload can lie about what the file holds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import io
+import math
+import re
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import discord
+from PIL import Image
+from pydantic import ValidationError
+
+from bot.config import BotConfig, RoleRef
+from bot.endpoints import cdn_url
+from engine.errors import BadImage, UserError
+from engine.request import Request, check_limits
+
+ASPECTS: dict[str, tuple[int, int]] = {
+    "square": (1, 1),
+    "landscape": (3, 2),
+    "wide": (16, 9),
+    "portrait": (2, 3),
+    "tall": (9, 16),
+}
+SIZE_RE = re.compile(r"^\s*(\d{2,5})\s*[x×*]\s*(\d{2,5})\s*$", re.I)
+PENDING_STATES = ("queued", "running")
+
+
+class Refused(UserError):
+    """The person, place or input is not allowed; the message says what to change."""
+
+
+# --------------------------------------------------------------------------- errors
+
+
+def one_line(exc: BaseException) -> str:
+    """A short message for a ``UserError`` or a pydantic ``ValidationError`` (which may wrap one)."""
+    if isinstance(exc, ValidationError):
+        for err in exc.errors():
+            inner = (err.get("ctx") or {}).get("error")
+            if isinstance(inner, UserError):
+                return str(inner)
+        err = exc.errors()[0]
+        key = ".".join(str(p) for p in err["loc"]) or "request"
+        msg = err["msg"].removeprefix("Value error, ")
+        return f"{key}: {msg}"
+    text = str(exc).strip() or type(exc).__name__
+    return text.splitlines()[0][:300]
+
+
+# --------------------------------------------------------------------------- access
+
+
+def _role_match(refs: list[RoleRef], roles: list[discord.Role] | list[Any]) -> bool:
+    ids = {r.id for r in roles}
+    names = {r.name for r in roles}
+    return any((isinstance(ref, int) and ref in ids) or (isinstance(ref, str) and ref in names) for ref in refs)
+
+
+def check_access(cfg: BotConfig, *, guild_id: int | None, channel_id: int | None,
+                 parent_id: int | None = None, member: Any = None) -> None:
+    """Raise ``Refused`` unless this guild/channel/member may use the bot."""
+    d = cfg.discord
+    if guild_id is None:
+        if not d.allow_dms:
+            raise Refused("I only paint in server channels, not in direct messages")
+        return
+    if d.allowed_guilds and guild_id not in d.allowed_guilds:
+        raise Refused("I am not enabled in this server")
+    if d.allowed_channels and channel_id not in d.allowed_channels and parent_id not in d.allowed_channels:
+        where = ", ".join(f"<#{c}>" for c in d.allowed_channels[:5])
+        raise Refused(f"I don't paint in this channel: try {where}")
+    if d.allowed_roles:
+        roles = list(getattr(member, "roles", []) or [])
+        if not _role_match(d.allowed_roles, roles) and not is_admin(member):
+            raise Refused("you need one of the roles allowed to use me; ask a moderator")
+
+
+def is_admin(member: Any) -> bool:
+    perms = getattr(member, "guild_permissions", None)
+    return bool(perms and perms.administrator)
+
+
+def is_moderator(cfg: BotConfig, member: Any) -> bool:
+    """Moderators may cancel anybody's job: a configured role, or Administrator."""
+    if member is None:
+        return False
+    return is_admin(member) or _role_match(cfg.discord.moderator_roles, list(getattr(member, "roles", []) or []))
+
+
+def check_access_interaction(cfg: BotConfig, interaction: discord.Interaction) -> None:
+    ch = interaction.channel
+    parent = getattr(ch, "parent_id", None)
+    check_access(cfg, guild_id=interaction.guild_id, channel_id=interaction.channel_id,
+                 parent_id=parent, member=interaction.user)
+
+
+def check_access_message(cfg: BotConfig, message: discord.Message) -> None:
+    ch = message.channel
+    check_access(cfg, guild_id=message.guild.id if message.guild else None, channel_id=ch.id,
+                 parent_id=getattr(ch, "parent_id", None), member=message.author)
+
+
+def check_pending(cfg: BotConfig, queue: Any, owner: str) -> None:
+    """A fast, early copy of the queue's own per-owner limit (the queue has the last word)."""
+    mine = [j for j in queue.jobs_of(owner) if j.state in PENDING_STATES]
+    limit = cfg.queue.per_owner_pending
+    if len(mine) >= limit:
+        raise Refused(f"you already have {len(mine)} jobs waiting (limit {limit}): wait for one or /cancel it")
+
+
+# --------------------------------------------------------------------------- sizes
+
+
+def _round16(v: float, cap: int) -> int:
+    """Nearest multiple of 16 (VQGAN cells), at least 16, at most ``cap`` rounded down."""
+    return min(max(16, round(v / 16) * 16), max(16, cap // 16 * 16))
+
+
+def fit_size(w: int, h: int, cfg: BotConfig) -> tuple[int, int]:
+    """The aspect of ``w x h`` at the configured default pixel count, inside the limits, in 16s."""
+    g, lim = cfg.generation, cfg.limits
+    target = min(g.width * g.height, lim.max_pixels)
+    scale = math.sqrt(target / max(1, w * h))
+    nw, nh = w * scale, h * scale
+    shrink = min(1.0, lim.max_width / nw, lim.max_height / nh)
+    out_w, out_h = _round16(nw * shrink, lim.max_width), _round16(nh * shrink, lim.max_height)
+    while out_w * out_h > lim.max_pixels and max(out_w, out_h) > 16:
+        if out_w >= out_h:
+            out_w -= 16
+        else:
+            out_h -= 16
+    return out_w, out_h
+
+
+def parse_size(cfg: BotConfig, size: str | None, aspect: str | None) -> tuple[int | None, int | None]:
+    """``"512x384"`` or an aspect name -> width, height (``None`` = config default)."""
+    if size:
+        m = SIZE_RE.match(size)
+        if not m:
+            raise Refused(f"size {size!r} should look like 512x384")
+        return int(m.group(1)), int(m.group(2))
+    if aspect:
+        if aspect not in ASPECTS:
+            raise Refused(f"aspect should be one of {', '.join(ASPECTS)}")
+        return fit_size(*ASPECTS[aspect], cfg)
+    return None, None
+
+
+# --------------------------------------------------------------------------- building
+
+
+def build_request(cfg: BotConfig, **fields: Any) -> Request:
+    """``Request.from_config`` + ``check_limits``, with errors turned into one-line ``UserError``s."""
+    prompt = fields.get("prompt") or ""
+    if len(prompt) > cfg.limits.max_prompt_chars:
+        raise Refused(f"the prompt is {len(prompt)} characters; the limit is {cfg.limits.max_prompt_chars}")
+    try:
+        req = Request.from_config(cfg, **fields)
+    except ValidationError as e:
+        raise UserError(one_line(e)) from None
+    check_limits(req, cfg.limits)
+    return req
+
+
+def rerun_request(cfg: BotConfig, req: Request, seed: int) -> Request:
+    """The same request with a new seed, validated again (limits may have changed since)."""
+    try:
+        new = Request.model_validate({**req.model_dump(), "seed": seed})
+    except ValidationError as e:
+        raise UserError(one_line(e)) from None
+    check_limits(new, cfg.limits)
+    return new
+
+
+# --------------------------------------------------------------------------- attachments
+
+
+@dataclass(frozen=True)
+class ImageRef:
+    """What a payload says about an attachment, before we download it."""
+
+    url: str
+    filename: str
+    content_type: str | None
+    size: int
+    width: int | None
+    height: int | None
+
+    @classmethod
+    def of(cls, a: discord.Attachment) -> ImageRef:
+        return cls(a.url, a.filename, a.content_type, a.size, a.width, a.height)
+
+
+def looks_like_image(a: discord.Attachment) -> bool:
+    ct = (a.content_type or "").split(";")[0].strip().lower()
+    if ct:
+        return ct.startswith("image/")
+    return a.filename.lower().endswith((".png", ".jpg", ".jpeg", ".webp", ".gif", ".bmp"))
+
+
+def image_attachments(message: discord.Message) -> list[discord.Attachment]:
+    return [a for a in message.attachments if looks_like_image(a)]
+
+
+def check_attachment(cfg: BotConfig, ref: ImageRef, what: str = "image") -> None:
+    """Type, bytes and pixels from the payload: refuse before downloading anything."""
+    lim = cfg.limits
+    ct = (ref.content_type or "").split(";")[0].strip().lower()
+    if ct and ct not in cfg.discord.image_types:
+        kinds = ", ".join(t.removeprefix("image/").upper() for t in cfg.discord.image_types)
+        raise BadImage(f"the {what} {ref.filename!r} is {ct}; attach a {kinds} image")
+    if not ct and not ref.filename.lower().endswith((".png", ".jpg", ".jpeg", ".webp", ".gif", ".bmp")):
+        raise BadImage(f"the {what} {ref.filename!r} is not an image; attach a PNG, JPEG or WEBP")
+    if ref.size > lim.max_input_bytes:
+        raise BadImage(f"the {what} is {_mib(ref.size)}; the limit is {_mib(lim.max_input_bytes)}")
+    if ref.width and ref.height and ref.width * ref.height > lim.max_input_pixels:
+        raise BadImage(f"the {what} is {ref.width}x{ref.height}; the limit is {lim.max_input_pixels:,} pixels")
+
+
+def _mib(n: int) -> str:
+    return f"{n / 1024 / 1024:.1f} MiB"
+
+
+def decode_image(cfg: BotConfig, data: bytes, what: str = "image") -> Image.Image:
+    """Open with a pixel guard (decompression bombs) and verify, then load as RGB/L."""
+    lim = cfg.limits
+    if len(data) > lim.max_input_bytes:
+        raise BadImage(f"the {what} is {_mib(len(data))}; the limit is {_mib(lim.max_input_bytes)}")
+    try:
+        with warnings.catch_warnings():
+            # PIL's own bomb guard (Image.MAX_IMAGE_PIXELS) becomes an error, and the header's size
+            # is checked against our (smaller) limit before any pixel is decoded.
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as probe:
+                w, h = probe.size
+                if w * h > lim.max_input_pixels:
+                    raise BadImage(f"the {what} is {w}x{h}; the limit is {lim.max_input_pixels:,} pixels")
+                probe.verify()
+            img = Image.open(io.BytesIO(data))
+            img.load()
+    except BadImage:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise BadImage(f"the {what} has too many pixels; the limit is {lim.max_input_pixels:,}") from None
+    except Exception:
+        raise BadImage(f"the {what} is not a readable image; attach a PNG, JPEG or WEBP") from None
+    if img.mode not in ("RGB", "L", "RGBA"):
+        img = img.convert("RGBA" if "A" in img.getbands() else "RGB")
+    return img
+
+
+async def download(bot: discord.Client, cfg: BotConfig, ref: ImageRef, what: str = "image") -> Path:
+    """Check, download, check again and store as ``data_dir/uploads/<sha256>.png``; returns the path."""
+    check_attachment(cfg, ref, what)
+    url = cdn_url(ref.url, cfg.discord)
+    try:
+        data = await bot.http.get_from_cdn(url)
+    except discord.HTTPException as e:
+        raise UserError(f"I could not download the {what} ({e.status}); upload it again") from None
+    except Exception:
+        raise UserError(f"I could not download the {what}; upload it again") from None
+    digest = hashlib.sha256(data).hexdigest()
+    dest = cfg.discord.data_path / "uploads" / f"{digest}.png"
+    if dest.exists():
+        return dest
+    img = await asyncio.to_thread(decode_image, cfg, data, what)
+    await asyncio.to_thread(_save_png, img, dest)
+    return dest
+
+
+def _save_png(img: Image.Image, dest: Path) -> None:
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_suffix(".tmp")
+    img.save(tmp, format="PNG")
+    tmp.replace(dest)
+
+
+def check_mask_shape(mask: tuple[int, int], image: tuple[int, int]) -> None:
+    """The engine's rule (same aspect within 2%), refused before queueing instead of failing later."""
+    (mw, mh), (iw, ih) = mask, image
+    if abs(mw / mh - iw / ih) > 0.02 * (iw / ih):
+        raise BadImage(f"the mask is {mw}x{mh} but the image is {iw}x{ih}: make the mask the same shape")
+
+
+def image_size(path: Path) -> tuple[int, int]:
+    with Image.open(path) as im:
+        return im.size

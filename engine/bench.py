@@ -1,0 +1,181 @@
+"""``python -m engine bench``: seconds per step and peak memory, ours against a plain reference loop.
+
+The reference is the loop as the public notebooks write it: a Python loop of per-cutout crops
+and resizes, augmentations applied one cutout at a time, the text embedded again every step,
+fp32, and the loss read back every step. It lives here only, to keep the engine honest.
+Both loops use the same models, size, cutouts and prompt, in the same process. Then several
+jobs are stepped together (``step_together``) to give jobs per hour at 1, 2 and 4 at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import resource
+import statistics
+import sys
+import time
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+
+from engine.config import Config
+from engine.cutouts import make_augment
+from engine.generate import Run, step_together
+from engine.models.loader import ModelCache, Models, resolve_device
+from engine.ops import clamp_with_grad, spherical_dist, vector_quantize
+from engine.prompts import parse_prompts
+from engine.request import ModelSpec, Request
+
+# The real presets' shapes, for timing on a machine without the weights (speed does not depend on values).
+IMAGENET_F16_16384 = {"model": {"target": "taming.models.vqgan.VQModel", "params": {
+    "embed_dim": 256, "n_embed": 16384, "ddconfig": {
+        "double_z": False, "z_channels": 256, "resolution": 256, "in_channels": 3, "out_ch": 3, "ch": 128,
+        "ch_mult": [1, 1, 2, 2, 4], "num_res_blocks": 2, "attn_resolutions": [16], "dropout": 0.0}}}}
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser("bench", help="time a step against the plain reference loop")
+    p.add_argument("--config", help="config.toml (models, device)")
+    p.add_argument("--size", type=int, nargs=2, default=(64, 64), metavar=("W", "H"))
+    p.add_argument("--cutouts", type=int, default=16)
+    p.add_argument("--steps", type=int, default=5, help="timed steps per measurement")
+    p.add_argument("--repeats", type=int, default=5, help="measurements; the median is reported")
+    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--precision", choices=["fp32", "bf16", "fp16"])
+    p.add_argument("--jobs", default="1,2,4", help="concurrent jobs to measure, e.g. 1,2,4 ('' to skip)")
+    p.add_argument("--random-weights", action="store_true",
+                   help="random models of the real presets' shapes (imagenet_f16_16384, ViT-B-32)")
+    p.add_argument("--json", action="store_true", help="print the figures as JSON")
+
+
+def _random_models(device: torch.device) -> Models:
+    import open_clip
+
+    from engine.models.clip import _wrap
+    from engine.models.vqgan import vqgan_from_config
+
+    vq = vqgan_from_config(copy.deepcopy(IMAGENET_F16_16384)).eval().requires_grad_(False).to(device)
+    clip = _wrap(open_clip.create_model("ViT-B-32", pretrained=None, force_quick_gelu=True),
+                 open_clip.get_tokenizer("ViT-B-32")).to(device)
+    return Models(vq, clip, device)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _time(step: Callable[[], None], n: int, warmup: int, repeats: int, device: torch.device) -> float:
+    for _ in range(warmup):
+        step()
+    _sync(device)
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        for _ in range(n):
+            step()
+        _sync(device)
+        times.append((time.perf_counter() - t) / n)
+    return statistics.median(times)
+
+
+def reference_step_fn(models: Models, req: Request) -> Callable[[], None]:
+    """One step of the notebook loop: per-cutout crop/resize/augment, text re-embedded, loss read."""
+    torch.manual_seed(req.seed)
+    f = models.vqgan.factor
+    w, h = req.width // f * f, req.height // f * f
+    book = models.vqgan.codebook
+    z = book[torch.randint(len(book), ((h // f) * (w // f),), device=models.device)]
+    z = z.T.reshape(1, -1, h // f, w // f).clone().requires_grad_(True)
+    opt = torch.optim.Adam([z], lr=req.lr, betas=req.betas)
+    augment = make_augment(req.noise).to(models.device)
+    prompts = parse_prompts(req.prompt)
+    size, cut = models.clip.size, models.clip.size
+
+    def step() -> None:
+        texts = models.clip.encode_text([p.text for p in prompts])
+        img = clamp_with_grad(models.vqgan.decode(vector_quantize(z, book)).add(1).div(2), 0, 1)
+        max_size, min_size = min(w, h), min(w, h, cut)
+        cuts = []
+        for _ in range(req.cutouts):
+            s = int(torch.rand([]) ** req.cut_pow * (max_size - min_size) + min_size)
+            ox, oy = int(torch.randint(0, w - s + 1, ())), int(torch.randint(0, h - s + 1, ()))
+            c = F.adaptive_avg_pool2d(img[:, :, oy : oy + s, ox : ox + s], size)
+            cuts.append(augment(c))
+        emb = models.clip.encode_image(torch.cat(cuts))
+        loss = sum(p.weight * spherical_dist(emb, texts[i][None]).mean() for i, p in enumerate(prompts))
+        loss = loss + req.z_l2_weight * z.pow(2).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        loss.item()
+
+    return step
+
+
+def _peak_reset(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def _peak(device: torch.device) -> float:
+    """Peak GPU memory (CUDA) or peak resident set size of the process (CPU), in MiB."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def run(args: argparse.Namespace, cfg: Config) -> int:
+    mcfg = cfg.models.model_copy(update={k: v for k, v in
+                                         {"device": args.device, "precision": args.precision}.items() if v})
+    device = resolve_device(mcfg.device)
+    if args.random_weights:
+        models = _random_models(device)
+        spec = ModelSpec()
+    else:
+        spec = Request.from_config(cfg, prompt="x").models
+        models = ModelCache(mcfg).get(spec, device)
+    dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[mcfg.precision]
+    fast_models = Models(models.vqgan, models.clip, device, dtype)
+    req = Request.from_config(cfg, prompt="a forest rendered in low poly|fog:-0.3", seed=0, steps=10**6,
+                              width=args.size[0], height=args.size[1], cutouts=args.cutouts, models=spec)
+
+    _peak_reset(device)
+    ours_run = Run(fast_models, req)
+    ours = _time(lambda: step_together([ours_run]), args.steps, args.warmup, args.repeats, device)
+    ours_peak = _peak(device)
+    del ours_run
+    _peak_reset(device)
+    ref = _time(reference_step_fn(models, req), args.steps, args.warmup, args.repeats, device)
+    ref_peak = _peak(device)
+
+    jobs: dict[int, float] = {}
+    for b in [int(x) for x in args.jobs.split(",") if x.strip()]:
+        runs = [Run(fast_models, req.with_changes(seed=i)) for i in range(b)]
+        per_step = _time(lambda runs=runs: step_together(runs), args.steps, 1, args.repeats, device)
+        jobs[b] = 3600 / (cfg.generation.steps * per_step / b)
+
+    figures = {
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({torch.get_num_threads()} threads)",
+        "size": f"{req.width}x{req.height}", "cutouts": req.cutouts, "precision": mcfg.precision,
+        "models": "random imagenet_f16_16384 + ViT-B-32" if args.random_weights else f"{spec.vqgan_key()} + {spec.clip_key()}",
+        "ours_s_per_step": ours, "reference_s_per_step": ref, "speedup": ref / ours,
+        "ours_peak_mib": ours_peak, "reference_peak_mib": ref_peak,
+        "jobs_per_hour": {str(k): v for k, v in jobs.items()}, "steps_per_job": cfg.generation.steps,
+    }
+    if args.json:
+        print(json.dumps(figures, indent=2))
+        return 0
+    print(f"device {figures['device']}, {figures['size']}, {req.cutouts} cutouts, {mcfg.precision}, {figures['models']}")
+    print(f"  ours       {ours * 1000:9.1f} ms/step   peak {ours_peak:8.0f} MiB")
+    print(f"  reference  {ref * 1000:9.1f} ms/step   peak {ref_peak:8.0f} MiB")
+    print(f"  speedup    {ref / ours:9.2f}x (median of {args.repeats} x {args.steps} steps)")
+    for b, jph in jobs.items():
+        print(f"  {b} job(s) at once: {jph:8.1f} jobs/hour ({cfg.generation.steps} steps each)"
+              + (f", {jph / jobs[1]:.2f}x one at a time" if 1 in jobs and b != 1 else ""))
+    sys.stdout.flush()
+    return 0

@@ -1,0 +1,266 @@
+"""The VQGAN+CLIP optimisation loop (paper section 2), for one job or several at once.
+
+z starts from random codebook entries (seeded) or from an encoded image; each step decodes the
+straight-through-quantised z, takes N augmented cutouts, embeds them with CLIP and descends the
+summed spherical distances to the prompts plus the decaying L2 on z, with Adam. With a mask only
+the masked latent cells move (Paint by Word) and the result is composited so that pixels outside
+the feathered mask are exactly the input's.
+
+A ``Run`` holds one job's state (z, Adam, targets, its own RNG). ``step_together(runs)`` advances
+several runs of the same models by one step with one decoder call and one CLIP call; each run
+draws its random cutouts from its own RNG, so a job gives the same image alone or in a batch.
+``generate`` is the one-job loop.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from engine import __version__
+from engine.cutouts import make_augment, make_cutouts
+from engine.errors import BadImage, Cancelled
+from engine.imageio import load_mask, load_rgb, png_bytes
+from engine.losses import Targets, latent_anchor, prompt_loss, z_l2
+from engine.masks import composite, feather, latent_mask
+from engine.models.loader import Models
+from engine.ops import clamp_with_grad, vector_quantize
+from engine.prompts import parse_prompts
+from engine.request import Request
+
+
+@dataclass
+class Progress:
+    """A look at the run; ``image`` is made from the frame only when someone asks for it."""
+
+    step: int
+    total: int
+    loss: float
+    frame: torch.Tensor  # (1, 3, H, W) uint8
+
+    @property
+    def image(self) -> Image.Image:
+        return to_image(self.frame)
+
+
+@dataclass
+class Result:
+    image: Image.Image
+    request: Request
+    seconds: float
+    losses: list[float] = field(default_factory=list)
+
+    def metadata(self) -> dict[str, Any]:
+        return {"engine_version": __version__, "request": self.request.to_metadata(),
+                "seconds": round(self.seconds, 3)}
+
+    def png_bytes(self) -> bytes:
+        return png_bytes(self.image, self.metadata())
+
+
+def to_tensor(img: Image.Image, device: torch.device) -> torch.Tensor:
+    """PIL -> (1, C, H, W) float in [0, 1]."""
+    arr = torch.from_numpy(np.asarray(img, dtype=np.uint8).copy())
+    arr = arr[..., None] if arr.ndim == 2 else arr
+    return arr.permute(2, 0, 1)[None].to(device=device, dtype=torch.float32) / 255
+
+
+def to_uint8(x: torch.Tensor) -> torch.Tensor:
+    return (x.detach().clamp(0, 1) * 255).round().to(torch.uint8)
+
+
+def to_image(x_u8: torch.Tensor) -> Image.Image:
+    return Image.fromarray(x_u8[0].permute(1, 2, 0).cpu().numpy())
+
+
+def working_size(req: Request, factor: int) -> tuple[int, int]:
+    """The request's size rounded down to whole VQGAN cells."""
+    return max(factor, req.width // factor * factor), max(factor, req.height // factor * factor)
+
+
+def autocast(models: Models) -> contextlib.AbstractContextManager:
+    """Mixed precision for the decoder and CLIP where the models ask for it (CUDA by default)."""
+    if models.dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(models.device.type, dtype=models.dtype)
+
+
+def synth(models: Models, z: torch.Tensor) -> torch.Tensor:
+    """z -> quantise (straight-through) -> decode -> image in [0, 1] with a gradient-keeping clamp."""
+    zq = vector_quantize(z, models.vqgan.codebook)
+    with autocast(models):
+        x = models.vqgan.decode(zq)
+    return clamp_with_grad(x.float().add(1).div(2), 0, 1)
+
+
+def embed(models: Models, cuts: torch.Tensor) -> torch.Tensor:
+    with autocast(models):
+        return models.clip.encode_image(cuts).float()
+
+
+def random_z(models: Models, h: int, w: int) -> torch.Tensor:
+    """Random codebook entries on an (h, w) grid: a start that is already on the code manifold."""
+    book = models.vqgan.codebook
+    idx = torch.randint(book.shape[0], (h * w,), device=book.device)
+    return book[idx].T.reshape(1, book.shape[1], h, w).clone()
+
+
+class Run:
+    """One job's optimisation state. Construct it on the worker thread: it reads files and embeds prompts."""
+
+    def __init__(self, models: Models, req: Request, *, on_progress: Callable[[Progress], None] | None = None,
+                 progress_every: int = 50, should_stop: Callable[[], bool] | None = None) -> None:
+        self.models, self.req = models, req
+        self.on_progress, self.progress_every, self.should_stop = on_progress, progress_every, should_stop
+        self.t0 = time.perf_counter()
+        self.step_no = 0
+        self.losses: list[float] = []
+        dev = models.device
+        self._rng_devices = [dev] if dev.type == "cuda" else []
+        with torch.random.fork_rng(devices=self._rng_devices):
+            torch.manual_seed(req.seed)
+            self._setup()
+            self._rng = self._get_rng()
+
+    def _get_rng(self) -> list[torch.Tensor]:
+        return [torch.get_rng_state()] + [torch.cuda.get_rng_state(d) for d in self._rng_devices]
+
+    @contextlib.contextmanager
+    def rng(self) -> Iterator[None]:
+        """Draw from this run's own random stream, whatever else happens in the process."""
+        with torch.random.fork_rng(devices=self._rng_devices):
+            torch.set_rng_state(self._rng[0])
+            for d, s in zip(self._rng_devices, self._rng[1:], strict=True):
+                torch.cuda.set_rng_state(s, d)
+            yield
+            self._rng = self._get_rng()
+
+    def _setup(self) -> None:
+        models, req, dev = self.models, self.req, self.models.device
+        f = models.vqgan.factor
+        self.size = w, h = working_size(req, f)
+        self.augment = make_augment(req.noise).to(dev) if req.augment else None
+        self.original = self.soft = self.cell_mask = None
+        if req.init_image:
+            src = load_rgb(req.init_image, what="input image")
+            self.original = to_tensor(src.resize((w, h), Image.LANCZOS), dev)
+            with torch.no_grad():
+                z0 = models.vqgan.encode(self.original * 2 - 1)
+            if req.mask:
+                pixel_mask = self._load_mask(src.size)
+                self.cell_mask = latent_mask(pixel_mask, f)
+                self.soft = feather(pixel_mask, req.feather)
+        else:
+            z0 = random_z(models, h // f, w // f)
+        self.z0 = z0
+        self.targets = self._targets()
+        self.z = z0.clone().requires_grad_(True)
+        self.opt = torch.optim.Adam([self.z], lr=req.lr, betas=req.betas)
+
+    def _load_mask(self, input_size: tuple[int, int]) -> torch.Tensor:
+        mask = load_mask(self.req.mask)  # type: ignore[arg-type]
+        (mw, mh), (iw, ih) = mask.size, input_size
+        if abs(mw / mh - iw / ih) > 0.02 * (iw / ih):
+            raise BadImage(f"mask is {mw}x{mh} but the image is {iw}x{ih}: "
+                           "make the mask the same shape as the image")
+        return (to_tensor(mask.resize(self.size, Image.NEAREST), self.models.device) > 0.5).float()
+
+    def _embed_image(self, img: torch.Tensor) -> torch.Tensor:
+        """A target for an image: the mean embedding of its augmented cutouts, like the candidate's."""
+        with torch.no_grad():
+            cuts = make_cutouts(img, self.req.cutouts, self.models.clip.size, self.req.cut_pow, self.augment)
+            return F.normalize(embed(self.models, cuts).mean(0), dim=-1)
+
+    def _targets(self) -> Targets:
+        """Text prompts, image prompts and (when keeping structure) the original, as one set of rows."""
+        models, req = self.models, self.req
+        prompts = parse_prompts(req.prompt)
+        text = models.clip.encode_text([p.text for p in prompts])
+        rows = [(text[i], p.weight, p.stop) for i, p in enumerate(prompts)]
+        for ip in req.image_prompts:
+            img = load_rgb(ip.path, what="image prompt").resize(self.size, Image.LANCZOS)
+            rows.append((self._embed_image(to_tensor(img, models.device)), ip.weight, float("-inf")))
+        if self.original is not None and req.keep_structure > 0:
+            rows.append((self._embed_image(self.original), req.keep_structure, float("-inf")))
+        return Targets.stack(rows, models.device)
+
+    @property
+    def done(self) -> bool:
+        return self.step_no >= self.req.steps
+
+    def check_stop(self) -> None:
+        if self.should_stop is not None and self.should_stop():
+            raise Cancelled(f"stopped at step {self.step_no}")
+
+    def cutouts(self, image: torch.Tensor) -> torch.Tensor:
+        if self.soft is not None:
+            image = composite(self.original, image, self.soft)  # type: ignore[arg-type]
+        with self.rng():
+            return make_cutouts(image, self.req.cutouts, self.models.clip.size, self.req.cut_pow, self.augment)
+
+    def loss(self, embeds: torch.Tensor) -> torch.Tensor:
+        req = self.req
+        loss = prompt_loss(embeds, self.targets)
+        if req.z_l2_weight > 0 and self.original is None:
+            loss = loss + z_l2(self.z, req.z_l2_weight, req.z_l2_decay, self.step_no)
+        if req.keep_latent > 0:
+            loss = loss + latent_anchor(self.z, self.z0, req.keep_latent)
+        return loss
+
+    def update(self, loss: torch.Tensor, image: torch.Tensor) -> None:
+        if self.cell_mask is not None:
+            self.z.grad.mul_(self.cell_mask)  # type: ignore[union-attr]  # only the masked cells learn
+        self.opt.step()
+        self.opt.zero_grad(set_to_none=True)
+        self.step_no += 1
+        n = self.step_no
+        if self.on_progress is not None and (n % self.progress_every == 0 or n == self.req.steps):
+            value = float(loss.detach())  # the only host sync, at progress steps
+            self.losses.append(value)
+            if self.soft is not None:
+                image = composite(self.original, image, self.soft)  # type: ignore[arg-type]
+            self.on_progress(Progress(n, self.req.steps, value, to_uint8(image)))
+
+    def result(self) -> Result:
+        with torch.no_grad():
+            final = to_uint8(synth(self.models, self.z))
+            if self.soft is not None:
+                blended = to_uint8(composite(self.original, final.float() / 255, self.soft))  # type: ignore[arg-type]
+                final = torch.where(self.soft > 0, blended, to_uint8(self.original))  # type: ignore[arg-type]
+        return Result(to_image(final), self.req, time.perf_counter() - self.t0, self.losses)
+
+
+def step_together(runs: list[Run]) -> None:
+    """One optimisation step for each run: one decoder call and one CLIP call for all of them.
+
+    Runs must share models and working size. A run whose ``should_stop`` fires raises
+    ``Cancelled`` before anything is computed; the caller drops it and steps the rest.
+    """
+    for run in runs:
+        run.check_stop()
+    models = runs[0].models
+    z = torch.cat([r.z for r in runs]) if len(runs) > 1 else runs[0].z
+    images = synth(models, z)
+    cuts = [r.cutouts(images[i : i + 1]) for i, r in enumerate(runs)]
+    embeds = embed(models, torch.cat(cuts) if len(cuts) > 1 else cuts[0]).split([len(c) for c in cuts])
+    losses = [r.loss(e) for r, e in zip(runs, embeds, strict=True)]
+    torch.stack(losses).sum().backward()  # each loss depends on its own z only
+    for i, (run, loss) in enumerate(zip(runs, losses, strict=True)):
+        run.update(loss, images[i : i + 1])
+
+
+def generate(models: Models, req: Request, *, on_progress: Callable[[Progress], None] | None = None,
+             progress_every: int = 50, should_stop: Callable[[], bool] | None = None) -> Result:
+    """Run one request for ``req.steps`` steps and return the final image."""
+    run = Run(models, req, on_progress=on_progress, progress_every=progress_every, should_stop=should_stop)
+    while not run.done:
+        step_together([run])
+    return run.result()

@@ -1,0 +1,111 @@
+"""CLIP through open_clip: by name + pretrained tag, or from a local model-config JSON + weights.
+
+OpenAI's weights were trained with QuickGELU; open_clip's built-in configs use GELU, so we
+take ``quick_gelu`` from the pretrained tag's own record (a silent mismatch degrades CLIP badly).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import open_clip
+import torch
+import torch.nn.functional as F
+from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
+from open_clip.pretrained import get_pretrained_cfg
+from torch import nn
+
+from engine.errors import ModelFileMissing, UserError
+from engine.models.checkpoint import load_checkpoint
+
+
+@dataclass
+class Clip:
+    """A CLIP model with its tokenizer and input normalisation; embeddings are L2-normalised."""
+
+    model: nn.Module
+    tokenizer: Any
+    size: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+
+    def to(self, device: torch.device | str) -> Clip:
+        self.model.to(device)
+        return self
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        mean = x.new_tensor(self.mean).view(1, 3, 1, 1)
+        std = x.new_tensor(self.std).view(1, 3, 1, 1)
+        return (x - mean) / std
+
+    def encode_image(self, x: torch.Tensor) -> torch.Tensor:
+        """Images in [0, 1] at ``size`` x ``size`` -> unit embeddings (N, D)."""
+        return F.normalize(self.model.encode_image(self.normalize(x)).float(), dim=-1)
+
+    @torch.no_grad()
+    def encode_text(self, texts: list[str]) -> torch.Tensor:
+        tokens = self.tokenizer(texts).to(self.device)
+        return F.normalize(self.model.encode_text(tokens).float(), dim=-1)
+
+
+def _image_size(model: nn.Module) -> int:
+    size = getattr(model.visual, "image_size", 224)
+    return int(size[0] if isinstance(size, (tuple, list)) else size)
+
+
+def _wrap(model: nn.Module, tokenizer: Any, preprocess: dict | None = None) -> Clip:
+    pre = preprocess or getattr(model.visual, "preprocess_cfg", None) or {}
+    mean = tuple(pre.get("mean", OPENAI_DATASET_MEAN))
+    std = tuple(pre.get("std", OPENAI_DATASET_STD))
+    model = model.eval().requires_grad_(False)
+    return Clip(model, tokenizer, _image_size(model), mean, std)  # type: ignore[arg-type]
+
+
+def load_clip_pretrained(name: str, pretrained: str | None, cache_dir: str | None = None) -> Clip:
+    """``open_clip.create_model(name, pretrained)``; open_clip fetches and caches the weights."""
+    quick_gelu = bool(get_pretrained_cfg(name, pretrained or "").get("quick_gelu", False))
+    try:
+        model = open_clip.create_model(name, pretrained=pretrained, force_quick_gelu=quick_gelu,
+                                       cache_dir=cache_dir)
+    except RuntimeError as e:
+        if "not found" in str(e) and "config" in str(e).lower():
+            raise UserError(f"unknown CLIP model {name!r}; see open_clip.list_models()") from None
+        raise ModelFileMissing(
+            f"could not get CLIP weights {name}/{pretrained} ({e}); with no network, use "
+            "--clip-config F.json --clip-checkpoint F.safetensors with files you copied here"
+        ) from None
+    return _wrap(model, open_clip.get_tokenizer(name))
+
+
+def load_clip_files(config_path: str | Path, checkpoint_path: str | Path) -> Clip:
+    """Build from an open_clip model-config JSON and load a state dict (.safetensors or .pt)."""
+    config_path = Path(config_path)
+    if not config_path.is_file():
+        raise ModelFileMissing(f"CLIP config not found: {config_path}")
+    try:
+        cfg = json.loads(config_path.read_text())
+    except json.JSONDecodeError as e:
+        raise UserError(f"{config_path}: not valid JSON: {e}") from None
+    preprocess = cfg.pop("preprocess_cfg", None)
+    cfg = cfg.get("model_cfg", cfg)  # hf-hub style open_clip_config.json nests the model config
+    text_cfg = cfg.get("text_cfg", {})
+    custom = cfg.pop("custom_text", False) or "hf_model_name" in text_cfg
+    cls = open_clip.CustomTextCLIP if custom else open_clip.CLIP
+    model = cls(**cfg)
+    sd = load_checkpoint(checkpoint_path)
+    sd = sd.get("state_dict", sd)
+    sd = {k.removeprefix("module."): v for k, v in sd.items() if isinstance(v, torch.Tensor)}
+    try:
+        model.load_state_dict(sd, strict=True)
+    except RuntimeError as e:
+        raise UserError(f"{checkpoint_path}: weights do not match {config_path.name}: "
+                        f"{str(e).splitlines()[1] if len(str(e).splitlines()) > 1 else e}") from None
+    tokenizer = open_clip.SimpleTokenizer(context_length=text_cfg.get("context_length", 77))
+    return _wrap(model, tokenizer, preprocess)

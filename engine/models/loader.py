@@ -1,0 +1,93 @@
+"""Load models once and keep them: an LRU of loaded VQGANs and CLIPs, bounded by config.
+
+A job naming another model loads it; the least recently used one is dropped when more than
+``models.max_loaded`` of a kind are held. Safe to call from the worker thread.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from engine.config import ModelsConfig, cache_dir
+from engine.models.clip import Clip, load_clip_files, load_clip_pretrained
+from engine.models.vqgan import VQGAN, load_vqgan
+from engine.request import ModelSpec
+
+
+@dataclass
+class Models:
+    vqgan: VQGAN
+    clip: Clip
+    device: torch.device
+    dtype: torch.dtype | None = None  # autocast dtype for decoder and CLIP; None = full fp32
+
+    def key(self) -> tuple[int, int, str]:
+        """Jobs whose models share this key can be stepped together."""
+        return id(self.vqgan), id(self.clip), str(self.device)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        from engine.errors import UserError
+
+        raise UserError("--device cuda was asked for, but no CUDA GPU is available")
+    return torch.device(name)
+
+
+class _LRU:
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.items: OrderedDict[str, Any] = OrderedDict()
+
+    def get(self, key: str, make: Callable[[], Any]) -> Any:
+        if key in self.items:
+            self.items.move_to_end(key)
+            return self.items[key]
+        value = make()
+        self.items[key] = value
+        while len(self.items) > self.size:
+            self.items.popitem(last=False)
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+        return value
+
+
+class ModelCache:
+    def __init__(self, cfg: ModelsConfig) -> None:
+        self.cfg = cfg
+        self._vqgans = _LRU(cfg.max_loaded)
+        self._clips = _LRU(cfg.max_loaded)
+        self._lock = threading.Lock()
+
+    def _make_vqgan(self, spec: ModelSpec, device: torch.device) -> VQGAN:
+        if spec.vqgan_config and spec.vqgan_checkpoint:
+            paths = (spec.vqgan_config, spec.vqgan_checkpoint)
+        else:
+            from engine.models.registry import ensure_preset
+
+            paths = ensure_preset(spec.vqgan, cache_dir(self.cfg))
+        return load_vqgan(*paths).to(device)
+
+    def _make_clip(self, spec: ModelSpec, device: torch.device) -> Clip:
+        if spec.clip_config and spec.clip_checkpoint:
+            clip = load_clip_files(spec.clip_config, spec.clip_checkpoint)
+        else:
+            clip = load_clip_pretrained(spec.clip_model, spec.clip_pretrained,
+                                        cache_dir=str(cache_dir(self.cfg) / "open_clip"))
+        return clip.to(device)
+
+    def get(self, spec: ModelSpec, device: torch.device | str | None = None) -> Models:
+        dev = resolve_device(self.cfg.device) if device is None else torch.device(device)
+        with self._lock:
+            vqgan = self._vqgans.get(f"{spec.vqgan_key()}@{dev}", lambda: self._make_vqgan(spec, dev))
+            clip = self._clips.get(f"{spec.clip_key()}@{dev}", lambda: self._make_clip(spec, dev))
+        dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[self.cfg.precision]
+        return Models(vqgan, clip, dev, dtype)

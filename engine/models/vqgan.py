@@ -1,0 +1,100 @@
+"""VQGAN built from ``taming.modules`` parts, loaded from a taming YAML + Lightning ``.ckpt``.
+
+``taming.models`` imports ``taming.main`` and pytorch_lightning (broken against current
+versions) and instantiates the training loss, which downloads LPIPS/VGG weights. We need none
+of that to *use* a VQGAN: the module below has the same attribute names as taming's
+``VQModel``/``GumbelVQ`` so the checkpoint's keys load as they are, and ``loss.*`` keys are dropped.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+from pathlib import Path
+
+import torch
+from omegaconf import OmegaConf
+from taming.modules.diffusionmodules.model import Decoder, Encoder
+from taming.modules.vqvae.quantize import GumbelQuantize, VectorQuantizer2
+from torch import nn
+
+from engine.errors import ModelFileMissing, UserError
+from engine.models.checkpoint import load_checkpoint
+
+log = logging.getLogger(__name__)
+
+_TARGETS = {"VQModel": False, "GumbelVQ": True}
+
+
+class VQGAN(nn.Module):
+    """Encoder -> quant_conv -> (quantize) -> post_quant_conv -> Decoder, images in [-1, 1]."""
+
+    def __init__(self, ddconfig: dict, n_embed: int, embed_dim: int, gumbel: bool = False) -> None:
+        super().__init__()
+        self.gumbel = gumbel
+        self.encoder = Encoder(**ddconfig)
+        self.decoder = Decoder(**ddconfig)
+        if gumbel:
+            self.quantize = GumbelQuantize(ddconfig["z_channels"], embed_dim, n_embed=n_embed)
+        else:
+            self.quantize = VectorQuantizer2(n_embed, embed_dim, beta=0.25)
+        self.quant_conv = nn.Conv2d(ddconfig["z_channels"], embed_dim, 1)
+        self.post_quant_conv = nn.Conv2d(embed_dim, ddconfig["z_channels"], 1)
+        self.factor = 2 ** (len(ddconfig["ch_mult"]) - 1)
+        self.embed_dim = embed_dim
+        self.n_embed = n_embed
+
+    @property
+    def codebook(self) -> torch.Tensor:
+        """The (n_embed, embed_dim) table the latent is snapped to."""
+        return self.quantize.embed.weight if self.gumbel else self.quantize.embedding.weight
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """Image in [-1, 1] -> continuous latent z (before quantisation)."""
+        return self.quant_conv(self.encoder(x))
+
+    def decode(self, zq: torch.Tensor) -> torch.Tensor:
+        """Quantised latent -> image in roughly [-1, 1]."""
+        return self.decoder(self.post_quant_conv(zq))
+
+
+def vqgan_from_config(config: dict) -> VQGAN:
+    """Build an untrained VQGAN from a taming config dict (``model.target``, ``model.params``)."""
+    try:
+        target = str(config["model"]["target"]).rsplit(".", 1)[-1]
+        params = config["model"]["params"]
+        ddconfig = dict(params["ddconfig"])
+        n_embed, embed_dim = int(params["n_embed"]), int(params["embed_dim"])
+    except (KeyError, TypeError) as e:
+        raise UserError(f"VQGAN config lacks {e}: expected model.target and model.params "
+                        "(ddconfig, n_embed, embed_dim)") from None
+    if target not in _TARGETS:
+        raise UserError(f"VQGAN config target {target!r} is not supported (VQModel or GumbelVQ)")
+    with contextlib.redirect_stdout(io.StringIO()):  # taming's Decoder prints its z shape
+        return VQGAN(ddconfig, n_embed, embed_dim, gumbel=_TARGETS[target])
+
+
+def load_vqgan(config_path: str | Path, checkpoint_path: str | Path) -> VQGAN:
+    """Load a VQGAN from a taming-style YAML and a Lightning-style checkpoint (never runs pickled code)."""
+    config_path = Path(config_path)
+    if not config_path.is_file():
+        raise ModelFileMissing(f"VQGAN config not found: {config_path}")
+    cfg = OmegaConf.to_container(OmegaConf.load(config_path), resolve=True)
+    model = vqgan_from_config(cfg)  # type: ignore[arg-type]
+    ckpt = load_checkpoint(checkpoint_path)
+    sd = ckpt.get("state_dict", ckpt) if isinstance(ckpt, dict) else None
+    if not isinstance(sd, dict):
+        raise UserError(f"{checkpoint_path}: no state_dict in checkpoint")
+    sd = {k: v for k, v in sd.items() if isinstance(v, torch.Tensor) and not k.startswith("loss.")}
+    try:
+        missing, unexpected = model.load_state_dict(sd, strict=False)
+    except RuntimeError as e:  # shape mismatches
+        detail = next((ln.strip() for ln in str(e).splitlines()[1:] if ln.strip()), str(e))
+        raise UserError(f"{checkpoint_path}: checkpoint does not match {config_path.name}: {detail}") from None
+    if missing:
+        raise UserError(f"{checkpoint_path}: checkpoint does not match {config_path.name}; "
+                        f"missing {len(missing)} weights, e.g. {missing[0]}")
+    if unexpected:
+        log.warning("%s: ignored %d unexpected keys, e.g. %s", checkpoint_path, len(unexpected), unexpected[0])
+    return model.eval().requires_grad_(False)

@@ -1,0 +1,552 @@
+"""One GPU, many users: an asyncio job queue served by one engine worker thread.
+
+The front end submits ``Request``s and listens to job events; the engine never reads a job's
+``origin`` (whatever the front end needs to post results back). Guarantees:
+
+* every job is in SQLite before ``submit`` returns, and every state change after it;
+* after a crash or a restart, queued jobs and the interrupted one are resumed (the interrupted
+  one first, from step 0); a job that cannot be finished ends with a ``Failed`` event and its
+  reason, never silently;
+* higher priority first, then round-robin between owners (the owner served least recently);
+* the generation runs on one worker thread, so the event loop stays responsive; each listener
+  has its own delivery task, so a slow listener stalls neither the worker nor the others (it
+  may miss intermediate ``Progress`` events, never any other kind).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gc
+import inspect
+import io
+import itertools
+import logging
+import math
+import os
+import secrets
+import sys
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from engine import errors
+from engine.config import Config
+from engine.errors import UserError
+from engine.request import Request
+from engine.store import TERMINAL, JobStore
+
+log = logging.getLogger(__name__)
+
+State = Literal["queued", "running", "finished", "failed", "cancelled"]
+MAX_ATTEMPTS = 3  # starts of a job that the process did not survive, before giving up on it
+PRUNE_EVERY_S = 3600.0
+LISTENER_FLUSH_S = 5.0  # at close, how long listeners get to receive the last events
+
+
+class QueueFull(UserError):
+    """The owner or the whole queue is at its pending limit."""
+
+
+class NotAllowed(UserError):
+    """Someone other than the owner or a moderator tried to act on a job."""
+
+
+class Job(BaseModel):
+    """A request, who asked, and where the answer goes; immutable (a change makes a new copy)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    id: str
+    request: Request
+    owner: str
+    origin: dict[str, Any] = {}
+    priority: int = 0
+    state: State = "queued"
+    created_at: float
+    started_at: float | None = None
+    finished_at: float | None = None
+    error: str | None = None
+    result_path: str | None = None
+    seconds: float | None = None
+    attempts: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Queued:
+    job: Job
+    position: int  # 1 = next to run
+
+
+@dataclass(frozen=True, slots=True)
+class Started:
+    job: Job
+
+
+@dataclass(frozen=True, slots=True)
+class Progress:
+    job: Job
+    step: int
+    total: int
+    loss: float
+    png: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Finished:
+    """``metadata``: ``request`` (the request actually run, JSON) and ``note`` (str or None,
+    e.g. that it was made smaller after running out of GPU memory)."""
+
+    job: Job
+    png: bytes
+    metadata: dict[str, Any]
+    seconds: float
+
+
+@dataclass(frozen=True, slots=True)
+class Failed:
+    job: Job
+    reason: str  # one line a user can read
+
+
+@dataclass(frozen=True, slots=True)
+class Cancelled:
+    job: Job
+    by: str | None
+
+
+Event = Queued | Started | Progress | Finished | Failed | Cancelled
+Listener = Callable[[Event], Awaitable[None] | None]
+Runner = Callable[[Request, Callable[[Any], None], Callable[[], bool]], Any]
+
+
+class JobQueue:
+    """The bot's view of the GPU: submit, cancel, query, and listen to job events."""
+
+    def __init__(self, cfg: Config, runner: Runner | None = None) -> None:
+        if runner is None:
+            from engine.runner import EngineRunner  # torch and the models only when really used
+
+            runner = EngineRunner(cfg)
+        self._cfg = cfg.queue
+        self._runner = runner
+        self._results = Path(cfg.queue.results_dir)
+        self._jobs: dict[str, Job] = {}
+        self._order: dict[str, int] = {}  # job id -> submission rank, for stable ordering
+        self._rank = itertools.count()
+        self._last_served: dict[str, float] = {}  # owner -> when their last job started
+        self._listeners: list[_Listener] = []
+        self._current: _Control | None = None
+        self._store: JobStore | None = None
+        self._db = ThreadPoolExecutor(1, thread_name_prefix="jobqueue-db")  # ordered writes
+        self._gpu = ThreadPoolExecutor(1, thread_name_prefix="jobqueue-worker")
+        self._wakeup = asyncio.Event()
+        self._worker: asyncio.Task[None] | None = None
+        self._closing = False
+        self._pruned_at = 0.0
+        self._loop: asyncio.AbstractEventLoop  # set by start()
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Open the store, recover jobs a crash or a restart interrupted, start the worker.
+
+        Subscribe first: the recovered jobs' ``Queued`` (or ``Failed``) events are sent here.
+        """
+        self._loop = asyncio.get_running_loop()
+        self._results.mkdir(parents=True, exist_ok=True)
+        self._store = await self._in_db(JobStore, self._cfg.db_path)
+        await self._prune()
+        ended: list[Failed] = []
+        for row in await self._in_db(self._store.load):
+            job, readable = self._from_row(row)
+            self._insert(job)
+            if job.started_at is not None:
+                self._last_served[job.owner] = max(self._last_served.get(job.owner, 0.0), job.started_at)
+            if job.state in TERMINAL:
+                continue
+            reason = None
+            if not readable:
+                reason = "it was saved by an older version and cannot be resumed; please submit it again"
+            elif job.state == "running" and job.attempts >= MAX_ATTEMPTS:  # it killed the process
+                reason = f"it could not be finished after {job.attempts} attempts"
+            if reason:
+                ended.append(Failed(await self._end(job, "failed", error=reason), reason))
+            elif job.state == "running":  # the process died under it: run it again, first
+                await self._save(self._replace(job, state="queued"))
+        for ev in ended:
+            self._emit(ev)
+        for pos, job in enumerate(self._service_order(), 1):
+            self._emit(Queued(job, pos))
+        self._worker = asyncio.create_task(self._work(), name="jobqueue-worker")
+
+    async def close(self) -> None:
+        """Stop the running job within a step and keep it queued for the next ``start``."""
+        if self._worker is None:
+            return
+        self._closing = True
+        if self._current is not None:
+            self._current.stop("close")
+        self._wakeup.set()
+        await self._worker
+        tasks = [t for listener in self._listeners if (t := listener.task) is not None and not t.done()]
+        if tasks:
+            await asyncio.wait(tasks, timeout=LISTENER_FLUSH_S)
+        self._gpu.shutdown()
+        if self._store is not None:
+            await self._in_db(self._store.close)
+        self._db.shutdown()
+        self._worker = None
+
+    # -- the front end's API ---------------------------------------------------------------
+
+    def subscribe(self, listener: Listener) -> Callable[[], None]:
+        """Call ``listener(event)`` (plain or async) for every event; returns an unsubscribe."""
+        entry = _Listener(listener)
+        self._listeners.append(entry)
+
+        def unsubscribe() -> None:
+            if entry in self._listeners:
+                self._listeners.remove(entry)
+                entry.items.clear()
+
+        return unsubscribe
+
+    async def submit(
+        self, request: Request, owner: str, origin: dict[str, Any] | None = None, priority: int = 0
+    ) -> tuple[Job, int]:
+        """Queue a request; returns the job and its position (1 = next). It is on disk on return."""
+        if self._store is None or self._closing:
+            raise RuntimeError("the job queue is not running (call start() first)")
+        pending = self.pending()
+        mine = sum(j.owner == owner for j in pending)
+        if mine >= self._cfg.per_owner_pending:
+            raise QueueFull(
+                f"You already have {mine} jobs waiting; wait for one to finish or cancel one with /cancel."
+            )
+        if len(pending) >= self._cfg.max_pending:
+            raise QueueFull(f"The queue is full ({len(pending)} jobs); try again in a few minutes.")
+        job_id = secrets.token_hex(6)
+        while job_id in self._jobs:
+            job_id = secrets.token_hex(6)
+        job = Job(id=job_id, request=request, owner=owner, origin=dict(origin or {}), priority=priority,
+                  created_at=time.time())
+        self._insert(job)
+        position = self._place(job.id)
+        # Announced before the write returns: the worker's own writes for it queue up behind it.
+        self._emit(Queued(job, position))
+        self._wakeup.set()
+        await self._save(job)
+        return job, position
+
+    async def cancel(self, job_id: str, by: str, moderator: bool = False) -> Job:
+        """Cancel a queued job, or stop a running one within a step. KeyError if unknown."""
+        job = self._jobs[job_id]
+        if by != job.owner and not moderator:
+            raise NotAllowed("Only the person who asked for this job or a moderator can cancel it.")
+        if job.state in TERMINAL:
+            raise UserError(f"Job {job.id} has already {job.state}; there is nothing to cancel.")
+        if job.state == "running" and self._current is not None and self._current.job_id == job.id:
+            self._current.stop("cancel")
+        job = await self._end(job, "cancelled")
+        self._emit(Cancelled(job, by))
+        return job
+
+    async def annotate(self, job_id: str, **origin: Any) -> Job:
+        """Merge keys into a job's ``origin`` (e.g. the message that shows it) and persist them."""
+        job = self._jobs[job_id]
+        job = self._replace(job, origin={**job.origin, **origin})
+        await self._save(job)
+        return job
+
+    def get(self, job_id: str) -> Job | None:
+        return self._jobs.get(job_id)
+
+    def find(self, **origin: Any) -> Job | None:
+        """The newest job whose ``origin`` holds all these key/values."""
+        for job in reversed(self._jobs.values()):
+            if all(k in job.origin and job.origin[k] == v for k, v in origin.items()):
+                return job
+        return None
+
+    def pending(self) -> list[Job]:
+        """The running job first, then the queued ones in the order they will run."""
+        running = [j for j in self._jobs.values() if j.state == "running"]
+        return running + self._service_order()
+
+    def jobs_of(self, owner: str) -> list[Job]:
+        """All of an owner's jobs still on record, newest first."""
+        return [j for j in reversed(self._jobs.values()) if j.owner == owner]
+
+    def position(self, job_id: str) -> int | None:
+        """0 = running, 1 = next, ...; None when the job is not pending."""
+        job = self._jobs.get(job_id)
+        if job is None or job.state in TERMINAL:
+            return None
+        return 0 if job.state == "running" else self._place(job_id)
+
+    def _place(self, job_id: str) -> int:
+        return next(i for i, j in enumerate(self._service_order(), 1) if j.id == job_id)
+
+    # -- scheduling ------------------------------------------------------------------------
+
+    def _service_order(self) -> list[Job]:
+        """Queued jobs in the order they will run: an interrupted job first, then by priority,
+        then the owner served least recently, then submission order."""
+
+        def rank(j: Job) -> tuple[bool, int, int]:
+            return (j.started_at is None, -j.priority, self._order[j.id])
+
+        by_owner: dict[str, deque[Job]] = {}
+        for job in sorted((j for j in self._jobs.values() if j.state == "queued"), key=rank):
+            by_owner.setdefault(job.owner, deque()).append(job)
+        last = dict(self._last_served)
+        tick = max(last.values(), default=0.0)
+        order: list[Job] = []
+        while by_owner:
+            owner = min(by_owner, key=lambda o: (rank(by_owner[o][0])[:2], last.get(o, -math.inf),
+                                                 rank(by_owner[o][0])[2]))
+            order.append(by_owner[owner].popleft())
+            if not by_owner[owner]:
+                del by_owner[owner]
+            tick += 1
+            last[owner] = tick
+        return order
+
+    async def _work(self) -> None:
+        while not self._closing:
+            order = self._service_order()
+            if not order:
+                self._wakeup.clear()
+                await self._wakeup.wait()
+                continue
+            try:
+                await self._run(order[0])
+            except Exception:  # a bug or a broken disk: say so on this job, keep serving the others
+                log.exception("job queue: job %s", order[0].id)
+                job = self._jobs[order[0].id]
+                if job.state not in TERMINAL:
+                    reason = "the job queue failed; see the log"
+                    job = self._replace(job, state="failed", error=reason, finished_at=time.time())
+                    self._emit(Failed(job, reason))
+                    with contextlib.suppress(Exception):
+                        await self._save(job)
+            if time.time() - self._pruned_at > PRUNE_EVERY_S:
+                await self._prune()
+
+    async def _run(self, job: Job) -> None:
+        ctl = _Control(job.id, time.monotonic() + self._cfg.job_timeout_s)
+        self._current = ctl
+        job = self._replace(job, state="running", started_at=time.time(), attempts=job.attempts + 1)
+        self._last_served[job.owner] = job.started_at or 0.0
+        try:
+            await self._save(job)
+            if self._jobs[job.id].state != "running":  # cancelled while being saved
+                return
+            self._emit(Started(job))
+            out = await self._loop.run_in_executor(self._gpu, self._execute, job, ctl)
+        finally:
+            self._current = None
+        job = self._jobs[job.id]
+        if job.state != "running":  # cancelled meanwhile: its Cancelled event has gone out
+            if out.path:
+                Path(out.path).unlink(missing_ok=True)
+        elif out.kind == "finished":
+            job = await self._end(job, "finished", result_path=out.path, seconds=out.seconds)
+            self._emit(Finished(job, out.png, out.metadata, out.seconds))
+        elif out.kind == "failed":
+            job = await self._end(job, "failed", error=out.reason)
+            self._emit(Failed(job, out.reason))
+        else:  # stopped by close(): back in the queue; this attempt does not count
+            job = self._replace(job, state="queued", attempts=job.attempts - 1)
+            await self._save(job)
+
+    # -- the worker thread -----------------------------------------------------------------
+
+    def _execute(self, job: Job, ctl: _Control) -> _Outcome:
+        """Run one job on the worker thread; never raises."""
+        request, note = job.request, None
+        while not ctl.reason:
+            try:
+                result = self._runner(request, lambda p: self._on_progress(job.id, p), ctl.should_stop)
+            except Exception as e:
+                out = self._failure(e, ctl, request)
+                if out is not None:
+                    return out
+            else:
+                png = result.png_bytes()
+                path = self._results / f"{job.id}.png"
+                tmp = path.with_suffix(".tmp")
+                tmp.write_bytes(png)
+                os.replace(tmp, path)
+                meta = {"request": result.request.to_metadata(), "note": note}
+                return _Outcome("finished", png=png, path=str(path), seconds=float(result.seconds), metadata=meta)
+            # Out of memory: the exception and its frames (holding tensors) are gone by now.
+            _free_memory()
+            w, h = request.width, request.height
+            smaller = _smaller(w, h)
+            if note is None and self._cfg.oom_retry_smaller and smaller and not ctl.reason:
+                note = f"ran out of GPU memory at {w}x{h}; made at {smaller[0]}x{smaller[1]} instead"
+                request = request.model_copy(update={"width": smaller[0], "height": smaller[1]})
+                continue
+            hint = f" such as {smaller[0]}x{smaller[1]}" if smaller else ""
+            return _Outcome("failed", reason=f"ran out of GPU memory at {w}x{h}; try a smaller size{hint}")
+        return _Outcome("stopped")
+
+    def _failure(self, e: Exception, ctl: _Control, request: Request) -> _Outcome | None:
+        """What an exception from the runner means for the job; None for out of memory."""
+        if isinstance(e, errors.Cancelled) and ctl.reason == "timeout":
+            limit = f"{self._cfg.job_timeout_s:g}"
+            return _Outcome("failed", reason=f"it took longer than {limit} s and was stopped")
+        if isinstance(e, errors.Cancelled) and ctl.reason:
+            return _Outcome("stopped")
+        if isinstance(e, UserError):
+            return _Outcome("failed", reason=str(e))
+        if _is_oom(e):
+            return None
+        log.error("engine failed on %s", request.model_dump_json(), exc_info=e)
+        return _Outcome("failed", reason=f"the engine failed: {type(e).__name__}")
+
+    def _on_progress(self, job_id: str, p: Any) -> None:
+        png = _png(p.image)  # encoded here, off the event loop
+        self._loop.call_soon_threadsafe(self._progress, job_id, int(p.step), int(p.total), float(p.loss), png)
+
+    def _progress(self, job_id: str, step: int, total: int, loss: float, png: bytes) -> None:
+        job = self._jobs.get(job_id)
+        if job is not None and job.state == "running":
+            self._emit(Progress(job, step, total, loss, png))
+
+    # -- state, events, store --------------------------------------------------------------
+
+    def _insert(self, job: Job) -> None:
+        self._jobs[job.id] = job
+        self._order[job.id] = next(self._rank)
+
+    def _replace(self, job: Job, **changes: Any) -> Job:
+        job = job.model_copy(update=changes)
+        self._jobs[job.id] = job
+        return job
+
+    async def _end(self, job: Job, state: State, **changes: Any) -> Job:
+        job = self._replace(job, state=state, finished_at=time.time(), **changes)
+        await self._save(job)
+        return job
+
+    def _emit(self, event: Event) -> None:
+        for listener in self._listeners:
+            listener.put(event)
+
+    async def _save(self, job: Job) -> None:
+        assert self._store is not None
+        await self._in_db(self._store.save, job.model_dump(mode="json"))
+
+    async def _in_db(self, fn: Callable[..., Any], *args: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(self._db, fn, *args)
+
+    async def _prune(self) -> None:
+        assert self._store is not None
+        self._pruned_at = time.time()
+        gone = await self._in_db(self._store.prune, time.time() - self._cfg.keep_days * 86400)
+        for row in gone:
+            self._jobs.pop(row["id"], None)
+            if row["result_path"]:
+                Path(row["result_path"]).unlink(missing_ok=True)
+
+    @staticmethod
+    def _from_row(row: dict[str, Any]) -> tuple[Job, bool]:
+        """A stored job, and whether this version can read its request (if not, the fields it
+        knows are kept so that the job can still be reported and failed)."""
+        try:
+            return Job.model_validate(row), True
+        except ValidationError as e:
+            log.warning("job %s: stored request no longer valid: %s", row["id"], e)
+            known = {k: v for k, v in row["request"].items() if k in Request.model_fields}
+            return Job.model_construct(**{**row, "request": Request.model_construct(**known)}), False
+
+
+class _Control:
+    """What the loop tells the worker thread about the running job (plain attributes: the GIL
+    makes a single assignment safe to read from the other thread)."""
+
+    def __init__(self, job_id: str, deadline: float) -> None:
+        self.job_id = job_id
+        self.deadline = deadline
+        self.reason: str | None = None  # "cancel" | "close" | "timeout"
+
+    def stop(self, reason: str) -> None:
+        self.reason = self.reason or reason
+
+    def should_stop(self) -> bool:
+        if self.reason is None and time.monotonic() > self.deadline:
+            self.reason = "timeout"
+        return self.reason is not None
+
+
+@dataclass
+class _Outcome:
+    kind: Literal["finished", "failed", "stopped"]
+    reason: str = ""
+    png: bytes = b""
+    path: str | None = None
+    seconds: float = 0.0
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+class _Listener:
+    """One subscriber's mailbox, drained by its own task, so it can lag without harm."""
+
+    def __init__(self, fn: Listener) -> None:
+        self.fn = fn
+        self.items: deque[Event] = deque()
+        self.task: asyncio.Task[None] | None = None
+
+    def put(self, event: Event) -> None:
+        if isinstance(event, Progress):  # a lagging listener only needs the newest progress
+            stale = [e for e in self.items if isinstance(e, Progress) and e.job.id == event.job.id]
+            for e in stale:
+                self.items.remove(e)
+        self.items.append(event)
+        if self.task is None or self.task.done():
+            self.task = asyncio.get_running_loop().create_task(self._drain())
+
+    async def _drain(self) -> None:
+        while self.items:
+            event = self.items.popleft()
+            try:
+                result = self.fn(event)
+                if inspect.isawaitable(result):
+                    await result
+            except Exception:
+                log.exception("job queue listener %r failed on %s", self.fn, type(event).__name__)
+
+
+def _png(image: Any) -> bytes:
+    buf = io.BytesIO()
+    image.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _smaller(width: int, height: int) -> tuple[int, int] | None:
+    """About 0.7x each side, a multiple of 16, at least 64; None if that is no smaller."""
+    w, h = (min(v, max(64, int(v * 0.7) // 16 * 16)) for v in (width, height))
+    return (w, h) if (w, h) != (width, height) else None
+
+
+def _is_oom(e: BaseException) -> bool:
+    torch = sys.modules.get("torch")  # a runner that never imported torch cannot raise its OOM
+    if torch is not None and isinstance(e, torch.cuda.OutOfMemoryError):
+        return True
+    return isinstance(e, RuntimeError) and "out of memory" in str(e)
+
+
+def _free_memory() -> None:
+    gc.collect()
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_available():
+        torch.cuda.empty_cache()

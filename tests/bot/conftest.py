@@ -1,0 +1,169 @@
+"""Fixtures for the bot's end-to-end tests: a fake Discord, a config, a fake or tiny-model runner."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import io
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import discord.asset
+import discord.gateway
+import discord.http
+import pytest
+from PIL import Image
+
+from bot.app import VQGANBot
+from bot.config import BotConfig
+from engine.config import Config
+from engine.errors import Cancelled
+from engine.request import Request
+from tests.fakediscord import FakeDiscord, Message
+
+
+@pytest.fixture
+async def fake() -> AsyncIterator[FakeDiscord]:
+    """A running fake Discord; discord.py's global URLs are restored afterwards."""
+    saved = (discord.http.Route.BASE, discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY, discord.asset.Asset.BASE)
+    async with FakeDiscord() as server:
+        try:
+            yield server
+        finally:
+            (discord.http.Route.BASE, discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY,
+             discord.asset.Asset.BASE) = saved
+
+
+def make_config(tmp_path: Path, fake: FakeDiscord, base: Config | None = None, *,
+                queue: dict[str, Any] | None = None, limits: dict[str, Any] | None = None,
+                **discord_section: Any) -> BotConfig:
+    """A BotConfig for one test: its own SQLite file and data dir, pointed at ``fake``."""
+    data: dict[str, Any] = base.model_dump() if base is not None else {
+        "generation": {"steps": 4, "width": 64, "height": 64, "cutouts": 4, "progress_every": 2},
+    }
+    data.pop("discord", None)
+    data["queue"] = {**data.get("queue", {}), "db_path": str(tmp_path / "jobs.sqlite3"),
+                     "results_dir": str(tmp_path / "results"), **(queue or {})}
+    if limits:
+        data["limits"] = {**data.get("limits", {}), **limits}
+    data["discord"] = {"api_base": fake.api_base, "data_dir": str(tmp_path / "discord"),
+                       "progress_interval_s": 0.0, "notice_delete_after_s": 0.0, **discord_section}
+    return BotConfig.model_validate(data)
+
+
+# ------------------------------------------------------------------ a fake engine
+
+
+@dataclass
+class FakeProgress:
+    step: int
+    total: int
+    loss: float
+    image: Image.Image
+
+
+@dataclass
+class FakeResult:
+    image: Image.Image
+    request: Request
+    seconds: float
+    losses: list[float] = field(default_factory=list)
+
+    def png_bytes(self) -> bytes:
+        from PIL import PngImagePlugin
+
+        info = PngImagePlugin.PngInfo()
+        info.add_text("request", self.request.model_dump_json())
+        buf = io.BytesIO()
+        self.image.save(buf, format="PNG", pnginfo=info)
+        return buf.getvalue()
+
+
+class FakeRunner:
+    """The runner signature without torch: a coloured square per seed, ``delay`` s per step."""
+
+    def __init__(self, delay: float = 0.02, every: int = 2) -> None:
+        self.delay = delay
+        self.every = every
+        self.calls: list[Request] = []
+        self.gate: Callable[[Request], bool] | None = None  # hold a job until this returns True
+
+    def __call__(self, req: Request, on_progress: Callable[[Any], None], should_stop: Callable[[], bool]) -> Any:
+        self.calls.append(req)
+        t0 = time.monotonic()
+        colour = (req.seed * 97 % 256, req.seed * 57 % 256, req.seed * 17 % 256)
+        img = Image.new("RGB", (req.width, req.height), colour)
+        while self.gate is not None and not self.gate(req):
+            if should_stop():
+                raise Cancelled()
+            time.sleep(0.01)
+        for step in range(1, req.steps + 1):
+            if should_stop():
+                raise Cancelled()
+            time.sleep(self.delay)
+            if step % self.every == 0:
+                on_progress(FakeProgress(step, req.steps, 1.0 / step, img))
+        return FakeResult(img, req, time.monotonic() - t0)
+
+
+# ------------------------------------------------------------------ helpers
+
+
+@contextlib.asynccontextmanager
+async def run_bot(fake: FakeDiscord, cfg: BotConfig, runner: Any = None) -> AsyncIterator[VQGANBot]:
+    bot = VQGANBot(cfg, runner=runner)
+    async with fake.running(bot) as b:
+        yield b
+
+
+def png(size: tuple[int, int] = (32, 32), colour: tuple[int, int, int] = (200, 40, 40), mode: str = "RGB") -> bytes:
+    buf = io.BytesIO()
+    Image.new(mode, size, colour if mode == "RGB" else 255).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def results(fake: FakeDiscord) -> list[Message]:
+    """The bot's final result posts (an image + the seed line), oldest first."""
+    return sorted((m for m in fake.bot_messages() if m.attachments and "seed `" in m.content
+                   and m.attachments[0].filename.startswith("vqgan-")), key=lambda m: m.id)
+
+
+def progress_posts(fake: FakeDiscord) -> list[Message]:
+    return [m for m in fake.bot_messages() if m.attachments and m.attachments[0].filename.startswith("progress-")]
+
+
+async def wait_results(fake: FakeDiscord, n: int = 1, timeout: float = 20.0) -> list[Message]:
+    return await fake.wait_for(lambda: len(results(fake)) >= n and results(fake), timeout)
+
+
+async def job_of(fake: FakeDiscord, bot: VQGANBot, result: Message) -> Any:
+    """The job behind a posted result (annotated just after posting, so wait for it)."""
+    return await fake.wait_for(lambda: bot.queue.find(result_message_id=result.id))
+
+
+async def submitted(fake: FakeDiscord, bot: VQGANBot, inter: Any) -> Any:
+    """The job an /imagine or /edit interaction queued, once it is queued."""
+    return await fake.wait_for(
+        lambda: inter.original is not None and bot.queue.find(status_message_id=inter.original.id))
+
+
+def ephemeral_text(fake: FakeDiscord, inter: Any) -> str:
+    """The text of an interaction's ephemeral answer (callback or followup)."""
+    for cb in inter.responses:
+        if cb.data and cb.data.get("flags", 0) & 64:
+            return cb.data.get("content", "")
+    for m in inter.followups:
+        if m.ephemeral:
+            return m.content
+    return ""
+
+
+async def wait_ephemeral(fake: FakeDiscord, inter: Any, timeout: float = 5.0) -> str:
+    return await fake.wait_for(lambda: ephemeral_text(fake, inter), timeout)
+
+
+async def settle(seconds: float = 0.2) -> None:
+    await asyncio.sleep(seconds)

@@ -1,0 +1,60 @@
+"""/imagine and /edit end to end: real discord.py client, fake Discord, fake or tiny-model engine."""
+
+from __future__ import annotations
+
+import io
+import json
+
+from PIL import Image
+
+from tests.bot.conftest import (
+    FakeRunner,
+    job_of,
+    make_config,
+    png,
+    progress_posts,
+    results,
+    run_bot,
+    wait_results,
+)
+
+
+async def test_imagine_defers_fast_opens_thread_posts_progress_and_result(fake, tmp_path):
+    cfg = make_config(tmp_path, fake)
+    async with run_bot(fake, cfg, FakeRunner()) as bot:
+        assert fake.find_command("imagine")[0] is not None
+        user = fake.add_user("alice")
+        inter = await fake.slash(user, fake.channel, "imagine", {"prompt": "a forest rendered in low poly",
+                                                                 "seed": 42, "steps": 6})
+        cb = await inter.wait_response()
+        assert cb.type == 5 and inter.first_response_delay < 3.0
+        [result] = await wait_results(fake)
+        status = inter.original
+        thread = fake.thread_for(status)
+        assert thread is not None and thread.name == "a forest rendered in low poly"
+        assert result.channel_id == thread.id
+        assert "seed `42`" in result.content and "6 steps" in result.content
+        assert "🔁" in await fake.wait_for(lambda: result.reactions)
+        # progress: one message in the thread, edited in place with a new image
+        [prog] = progress_posts(fake)
+        assert prog.channel_id == thread.id
+        img = Image.open(io.BytesIO(result.attachments[0].data))
+        assert img.size == (64, 64)
+        assert json.loads(img.text["request"])["seed"] == 42
+        job = (await job_of(fake, bot, result))
+        assert job is not None and job.state == "finished"
+        await fake.wait_for(lambda: "✅ done" in fake.message(status.id).content)
+        assert results(fake) == [result]
+
+
+async def test_imagine_size_and_image_prompt(fake, tmp_path):
+    cfg = make_config(tmp_path, fake)
+    runner = FakeRunner()
+    async with run_bot(fake, cfg, runner):
+        user = fake.add_user("bob")
+        await fake.slash(user, fake.channel, "imagine", {"prompt": "a cat", "size": "48x32", "steps": 2},
+                         attachments={"image_prompt": ("cat.png", png((20, 20)), "image/png")})
+        await wait_results(fake)
+        req = runner.calls[0]
+        assert (req.width, req.height) == (48, 32)
+        assert len(req.image_prompts) == 1 and req.image_prompts[0].path.endswith(".png")

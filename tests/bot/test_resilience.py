@@ -1,0 +1,119 @@
+"""Discord errors never cost a job its result: 429s, 5xx, deleted threads, missing permissions."""
+
+from __future__ import annotations
+
+import asyncio
+
+from tests.bot.conftest import FakeRunner, make_config, progress_posts, results, run_bot, wait_results
+
+
+async def _held_job(fake, tmp_path, **discord_section):
+    cfg = make_config(tmp_path, fake, **discord_section)
+    runner = FakeRunner()
+    hold = asyncio.Event()
+    runner.gate = lambda req: hold.is_set()
+    return cfg, runner, hold
+
+
+async def _start(fake, bot, prompt="a windmill"):
+    user = fake.add_user("alice")
+    inter = await fake.slash(user, fake.channel, "imagine", {"prompt": prompt, "steps": 4})
+    await fake.wait_for(lambda: inter.original and bot.queue.find(status_message_id=inter.original.id))
+    return inter, bot.queue.find(status_message_id=inter.original.id)
+
+
+async def test_429_on_posting_is_waited_out(fake, tmp_path):
+    cfg, runner, hold = await _held_job(fake, tmp_path)
+    async with run_bot(fake, cfg, runner) as bot:
+        inter, job = await _start(fake, bot)
+        thread = fake.thread_for(inter.original)
+        fake.fail_next("POST", rf"/channels/{thread.id}/messages$", status=429, retry_after=0.3, count=2)
+        fake.fail_next("PATCH", r"/messages/", status=429, retry_after=0.2)
+        hold.set()
+        [result] = await wait_results(fake)
+        assert result.channel_id == thread.id
+        assert [r.status for r in fake.requests_to("POST", rf"/channels/{thread.id}/messages$")][:2] == [429, 429]
+
+
+async def test_a_5xx_is_retried(fake, tmp_path):
+    # discord.py retries 5xx itself (1 s, 3 s, ...); a persistent one ends in the channel fallback,
+    # the same path as the deleted-thread test below.
+    cfg, runner, hold = await _held_job(fake, tmp_path)
+    async with run_bot(fake, cfg, runner) as bot:
+        inter, job = await _start(fake, bot)
+        thread = fake.thread_for(inter.original)
+        fake.fail_next("POST", rf"/channels/{thread.id}/messages$", status=502, count=1)
+        hold.set()
+        [result] = await wait_results(fake, timeout=10)
+        assert result.channel_id == thread.id
+        assert fake.requests_to("POST", rf"/channels/{thread.id}/messages$")[0].status == 502
+
+
+async def test_thread_deleted_mid_job_posts_in_the_channel(fake, tmp_path):
+    cfg, runner, hold = await _held_job(fake, tmp_path)
+    async with run_bot(fake, cfg, runner) as bot:
+        inter, job = await _start(fake, bot)
+        thread = fake.thread_for(inter.original)
+        await fake.delete_channel(thread)
+        hold.set()
+        [result] = await wait_results(fake)
+        assert result.channel_id == fake.channel.id
+        assert bot.queue.get(job.id).origin["thread_id"] is None
+        assert all(p.channel_id == fake.channel.id for p in progress_posts(fake))
+
+
+async def test_status_message_deleted_mid_job_still_delivers(fake, tmp_path):
+    cfg, runner, hold = await _held_job(fake, tmp_path)
+    async with run_bot(fake, cfg, runner) as bot:
+        inter, job = await _start(fake, bot)
+        await fake.delete_message(inter.original)
+        hold.set()
+        [result] = await wait_results(fake)
+        assert bot.queue.get(job.id).state == "finished" and result
+
+
+async def test_no_permission_to_make_threads(fake, tmp_path):
+    cfg = make_config(tmp_path, fake)
+    fake.deny_threads(fake.channel)
+    async with run_bot(fake, cfg, FakeRunner()):
+        user = fake.add_user("bob")
+        await fake.slash(user, fake.channel, "imagine", {"prompt": "no threads here", "steps": 2})
+        [result] = await wait_results(fake)
+        assert result.channel_id == fake.channel.id and fake.threads() == []
+
+
+async def test_no_channel_access_uses_the_interaction_webhook(fake, tmp_path):
+    cfg, runner, hold = await _held_job(fake, tmp_path)
+    async with run_bot(fake, cfg, runner) as bot:
+        inter, job = await _start(fake, bot)
+        thread = fake.thread_for(inter.original)
+        await fake.delete_channel(thread)
+        await fake.set_permissions(fake.channel, allow=0, deny=["send_messages"])
+        hold.set()
+        await fake.wait_for(lambda: bot.queue.get(job.id).state == "finished")
+        followup = await fake.wait_for(lambda: [m for m in inter.followups if m.attachments])
+        assert "seed `" in followup[0].content
+
+
+async def test_expired_interaction_token_does_not_matter(fake, tmp_path):
+    cfg, runner, hold = await _held_job(fake, tmp_path)
+    async with run_bot(fake, cfg, runner) as bot:
+        inter, job = await _start(fake, bot)
+        fake.expire_tokens()
+        hold.set()
+        [result] = await wait_results(fake)
+        await fake.wait_for(lambda: "✅ done" in fake.message(inter.original.id).content)
+        assert bot.queue.get(job.id).origin["result_message_id"] == result.id
+
+
+async def test_progress_is_throttled(fake, tmp_path):
+    cfg = make_config(tmp_path, fake, progress_interval_s=60.0)
+    runner = FakeRunner(delay=0.01, every=1)
+    async with run_bot(fake, cfg, runner):
+        user = fake.add_user("bob")
+        await fake.slash(user, fake.channel, "imagine", {"prompt": "many steps", "steps": 10})
+        await wait_results(fake)
+        assert len(progress_posts(fake)) == 1
+        edits = [r for r in fake.requests_to("PATCH", r"/messages/") if r.files]
+        assert edits == []  # the interval was never reached: posted once, not edited
+    assert len(results(fake)) == 1

@@ -1,0 +1,57 @@
+"""The real engine on the tiny models behind the bot: /imagine, reply-to-edit, /edit with a mask."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+from PIL import Image
+
+from tests.bot.conftest import job_of, make_config, png, progress_posts, run_bot, wait_results
+
+
+@pytest.fixture
+def cfg(tiny_cfg, fake, tmp_path):
+    return make_config(tmp_path, fake, tiny_cfg)
+
+
+async def test_imagine_with_the_tiny_models(fake, cfg):
+    async with run_bot(fake, cfg) as bot:
+        user = fake.add_user("alice")
+        inter = await fake.slash(user, fake.channel, "imagine", {"prompt": "a forest rendered in low poly",
+                                                                 "seed": 5, "steps": 4})
+        await inter.wait_response()
+        assert inter.first_response_delay < 3.0
+        [result] = await wait_results(fake, timeout=60)
+        assert result.channel_id == fake.thread_for(inter.original).id
+        assert progress_posts(fake)
+        job = (await job_of(fake, bot, result))
+        assert job.request.seed == 5
+        assert Image.open(io.BytesIO(result.attachments[0].data)).size == (32, 32)
+
+
+async def test_reply_edit_and_masked_edit_with_the_tiny_models(fake, cfg):
+    async with run_bot(fake, cfg) as bot:
+        alice = fake.add_user("alice")
+        upload = await fake.user_message(alice, fake.channel, "",
+                                         attachments=[("cat.png", png((32, 32), (10, 120, 200)), "image/png")])
+        await fake.user_message(alice, fake.channel, "a cat made of fire", reply_to=upload)
+        [edited] = await wait_results(fake, timeout=60)
+        job = (await job_of(fake, bot, edited))
+        assert job.request.kind == "edit" and job.request.init_image
+
+        mask = Image.new("L", (32, 32), 0)
+        mask.paste(255, (0, 0, 16, 32))  # left half may change
+        buf = io.BytesIO()
+        mask.save(buf, format="PNG")
+        source = png((32, 32), (10, 120, 200))
+        inter = await fake.slash(alice, fake.channel, "edit", {"prompt": "sunset", "steps": 4, "seed": 3},
+                                 attachments={"image": ("in.png", source, "image/png"),
+                                              "mask": ("mask.png", buf.getvalue(), "image/png")})
+        await inter.wait_response()
+        masked = (await wait_results(fake, 2, timeout=60))[1]
+        job = (await job_of(fake, bot, masked))
+        assert job.request.mask and job.request.kind == "edit"
+        out = Image.open(io.BytesIO(masked.attachments[0].data)).convert("RGB")
+        # far from the mask (beyond the feather), the input's own pixels are kept exactly
+        assert out.getpixel((31, 16)) == (10, 120, 200)
