@@ -119,6 +119,7 @@ class VQGANBot(commands.Bot):
     async def _beat(self) -> None:
         """Touch the heartbeat file while connected; the container healthcheck reads its age."""
         path = self.cfg.discord.data_path / HEARTBEAT_FILE
+        await self.wait_until_ready()
         while True:
             if self.is_ready() and not self.is_closed():
                 try:

@@ -83,10 +83,11 @@ class Delivery:
             return
         try:
             await handler(event)
+            if isinstance(event, Finished | Failed | JobCancelled):
+                self._last_progress.pop(event.job.id, None)
+                await self._retract_cancel(event.job)
         except Exception:
             log.exception("delivery of %s for job %s failed", type(event).__name__, event.job.id)
-        if isinstance(event, Finished | Failed | JobCancelled):
-            self._last_progress.pop(event.job.id, None)
 
     # ------------------------------------------------------------------ handlers
 
@@ -223,6 +224,18 @@ class Delivery:
             except discord.HTTPException as e:
                 log.warning("job %s: interaction followup failed too (%s)", job.id, e.status)
         return None
+
+    async def _retract_cancel(self, job: Any) -> None:
+        """Take the bot's cancel reaction off a finished job's status message (best effort)."""
+        origin = self._origin(job)
+        msg_id, chan_id = origin.get("status_message_id"), origin.get("status_channel_id")
+        if not msg_id or not chan_id or self.bot.user is None:
+            return
+        try:
+            await self._channel(chan_id).get_partial_message(int(msg_id)).remove_reaction(
+                self.cfg.discord.cancel_emoji, self.bot.user)
+        except discord.HTTPException:
+            pass
 
     async def _edit_status(self, job: Any, line: str) -> None:
         """Edit the job's status message; fall back to the interaction webhook; else give up quietly."""

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 import discord
 
 from bot.delivery import MENTIONS, describe_request, thread_name
+from bot.requests import priority_for
 from engine.errors import UserError
 from engine.request import Request
 
@@ -116,7 +117,8 @@ async def from_interaction(bot: VQGANBot, interaction: discord.Interaction, req:
         "note": note,
     }
     try:
-        job, _ = await bot.queue.submit(req, owner=owner, origin=origin)
+        job, _ = await bot.queue.submit(req, owner=owner, origin=origin,
+                                        priority=priority_for(bot.cfg, interaction.user))
     except UserError as e:
         if made:
             await _delete_thread(bot, thread_id)
@@ -128,7 +130,8 @@ async def from_interaction(bot: VQGANBot, interaction: discord.Interaction, req:
 
 
 async def from_message(bot: VQGANBot, anchor: discord.Message | discord.PartialMessage, req: Request, *,
-                       owner: int, note: str | None = None, extra: dict[str, Any] | None = None) -> Any | None:
+                       owner: int, member: Any = None, note: str | None = None,
+                       extra: dict[str, Any] | None = None) -> Any | None:
     """Submit for a gesture: the status message replies to ``anchor`` and opens the thread."""
     text = _pending_text(req, note)
     try:
@@ -154,7 +157,7 @@ async def from_message(bot: VQGANBot, anchor: discord.Message | discord.PartialM
         **(extra or {}),
     }
     try:
-        job, _ = await bot.queue.submit(req, owner=str(owner), origin=origin)
+        job, _ = await bot.queue.submit(req, owner=str(owner), origin=origin, priority=priority_for(bot.cfg, member))
     except UserError as e:
         if made:
             await _delete_thread(bot, thread_id)

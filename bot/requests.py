@@ -100,6 +100,15 @@ def is_moderator(cfg: BotConfig, member: Any) -> bool:
     return is_admin(member) or _role_match(cfg.discord.moderator_roles, list(getattr(member, "roles", []) or []))
 
 
+def priority_for(cfg: BotConfig, member: Any) -> int:
+    """``[queue] role_priority``: the highest priority among the member's roles (by name or id)."""
+    table = cfg.queue.role_priority
+    if not table or member is None:
+        return 0
+    values = [table[k] for r in getattr(member, "roles", []) or [] for k in (r.name, str(r.id)) if k in table]
+    return max(values, default=0)
+
+
 def check_access_interaction(cfg: BotConfig, interaction: discord.Interaction) -> None:
     ch = interaction.channel
     parent = getattr(ch, "parent_id", None)

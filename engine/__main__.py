@@ -58,7 +58,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("input", type=Path)
     p.add_argument("prompt")
     p.add_argument("--mask", type=Path, help="white = change, black = keep (same shape as the input)")
+    p.add_argument("--region", help="let CLIP find what to change, e.g. --region jacket")
+    p.add_argument("--save-mask", type=Path, help="write the mask that was used (e.g. the one CLIP found)")
+    p.add_argument("--paste", action="append", default=[], metavar="IMG@X,Y",
+                   help="paste an image onto the input (a collage); holes and seams are repainted")
+    p.add_argument("--seam", type=int, help="collage: pixels each side of a seam to repaint")
     p.add_argument("--feather", type=int, help="pixels of soft edge outside the mask")
+    _common(p)
+    p = sub.add_parser("vary", help="a similar but different picture from an image (its metadata's prompt)")
+    p.add_argument("input", type=Path)
+    p.add_argument("prompt", nargs="?", help="defaults to the prompt in the image's metadata")
+    p.add_argument("--strength", type=float, help="fraction of the parent's steps to run (default from config)")
     _common(p)
     p = sub.add_parser("rerun", help="redo an image from the request in its PNG metadata")
     p.add_argument("input", type=Path)
@@ -94,7 +104,9 @@ def _request(args: argparse.Namespace, cfg: Config):
     if args.image_prompt:
         over["image_prompts"] = tuple(ImagePrompt(**s) for s in _image_prompts(args.image_prompt))
 
-    if args.command == "rerun":
+    if args.command == "vary":
+        req = _variation(args, cfg, over, io_limits)
+    elif args.command == "rerun":
         load_rgb(args.input, what="input image", **io_limits)  # refuse non-images first
         meta = read_metadata(args.input)
         if not meta or "request" not in meta:
@@ -103,12 +115,15 @@ def _request(args: argparse.Namespace, cfg: Config):
     else:
         if args.command == "edit":
             img = load_rgb(args.input, what="input image", **io_limits)
-            over.update(kind="edit", init_image=str(args.input), feather=args.feather)
-            if not args.size:
-                over["width"], over["height"] = fit_size(*img.size, lim.max_width, lim.max_height, lim.max_pixels)
+            over.update(kind="edit", init_image=str(args.input), feather=args.feather, region=args.region)
             if args.mask:
                 load_mask(args.mask, **io_limits)
                 over["mask"] = str(args.mask)
+            if collage := _collage(args, cfg, io_limits):
+                over.update(init_image=collage[0], mask=collage[1])
+                img = load_rgb(collage[0])
+            if not args.size:
+                over["width"], over["height"] = fit_size(*img.size, lim.max_width, lim.max_height, lim.max_pixels)
         req = Request.from_config(cfg, prompt=args.prompt, **over)
 
     m = req.models
@@ -132,6 +147,57 @@ def _request(args: argparse.Namespace, cfg: Config):
             raise UserError(f"model file not found: {path}")
     check_limits(req, lim)
     return req
+
+
+def _collage(args: argparse.Namespace, cfg: Config, io_limits: dict[str, int]) -> tuple[str, str] | None:
+    """A transparent input or ``--paste`` pieces -> canvas and mask files beside the output."""
+    from engine import collage
+    from engine.imageio import open_image
+
+    seam = cfg.editing.seam if args.seam is None else args.seam
+    base = open_image(args.input, what="input image", **io_limits)
+    pieces = []
+    for spec in args.paste:
+        path, xy = collage.parse_paste(spec)
+        pieces.append((open_image(path, what="pasted image", **io_limits), xy))
+    if pieces:
+        canvas, mask = collage.build(pieces, seam=seam, base=base)
+    elif (made := collage.from_transparent(base, seam=seam)) is not None:
+        canvas, mask = made
+    else:
+        return None
+    if args.mask:
+        raise UserError("give either --mask or a collage (--paste, transparent holes), not both")
+    stem = args.output.with_suffix("")
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    canvas.save(f"{stem}-collage.png")
+    mask.save(f"{stem}-collage-mask.png")
+    return f"{stem}-collage.png", f"{stem}-collage-mask.png"
+
+
+def _variation(args: argparse.Namespace, cfg: Config, over: dict[str, Any], io_limits: dict[str, int]):
+    """A new seed from the parent's own image, with fewer steps and a pull towards the parent."""
+    import hashlib
+
+    from engine.imageio import load_rgb, read_metadata
+    from engine.request import Request
+
+    img = load_rgb(args.input, what="input image", **io_limits)
+    meta = read_metadata(args.input) or {}
+    parent = meta.get("request", {})
+    prompt = args.prompt or parent.get("prompt")
+    if not prompt:
+        raise UserError(f"{args.input} has no prompt in its metadata: give one, e.g. vary IN.png 'a castle'")
+    strength = args.strength or cfg.editing.vary_strength
+    if not 0 < strength <= 1:
+        raise UserError("--strength must be more than 0 and at most 1")
+    steps = over.pop("steps", None) or max(1, round(parent.get("steps", cfg.generation.steps) * strength))
+    digest = hashlib.sha256(args.input.read_bytes()).hexdigest()[:16]
+    keep = {k: v for k, v in over.items() if v is not None}
+    fields = {k: parent[k] for k in ("models", "cutouts", "cut_pow", "lr", "betas") if k in parent}
+    return Request.from_config(cfg, **{**fields, **keep}, kind="vary", prompt=prompt, init_image=str(args.input),
+                               steps=steps, width=img.width, height=img.height,
+                               parent=f"sha256:{digest} seed:{parent.get('seed', '?')}")
 
 
 def _run(args: argparse.Namespace, cfg: Config) -> int:
@@ -161,6 +227,11 @@ def _run(args: argparse.Namespace, cfg: Config) -> int:
     bar.close()
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_bytes(result.png_bytes())
+    if getattr(args, "save_mask", None):
+        if result.mask is None:
+            print("note: no mask was used, so none was saved", file=sys.stderr)
+        else:
+            result.mask.save(args.save_mask)
     print(f"{args.output} ({result.image.width}x{result.image.height}, seed {req.seed}, "
           f"{req.steps} steps, {result.seconds:.1f} s)")
     return 0

@@ -145,10 +145,10 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
                               width=args.size[0], height=args.size[1], cutouts=args.cutouts, models=spec)
 
     _peak_reset(device)
-    ours_run = Run(fast_models, req)
-    ours = _time(lambda: step_together([ours_run]), args.steps, args.warmup, args.repeats, device)
+    ours_runs = [Run(fast_models, req)]
+    ours = _time(lambda: step_together(ours_runs), args.steps, args.warmup, args.repeats, device)
     ours_peak = _peak(device)
-    del ours_run
+    ours_runs.clear()
     _peak_reset(device)
     ref = _time(reference_step_fn(models, req), args.steps, args.warmup, args.repeats, device)
     ref_peak = _peak(device)

@@ -55,9 +55,12 @@ class GenerationConfig(Section):
 
 class EditingConfig(Section):
     feather: int = Field(4, ge=0)
-    keep_structure: float = Field(0.0, ge=0)
-    keep_latent: float = Field(0.0, ge=0)
-    mask_resize: bool = True
+    keep_structure: float = Field(0.5, ge=0)
+    keep_latent: float = Field(0.05, ge=0)
+    region_threshold: float = 0.5
+    region_crops: int = Field(128, ge=8)
+    seam: int = Field(8, ge=0)
+    vary_strength: float = Field(0.3, gt=0, le=1)
 
 
 class LimitsConfig(Section):

@@ -35,6 +35,7 @@ from engine.models.loader import Models
 from engine.ops import clamp_with_grad, vector_quantize
 from engine.prompts import parse_prompts
 from engine.request import Request
+from engine.selfmask import clip_scorer, region_mask
 
 
 @dataclass
@@ -57,6 +58,7 @@ class Result:
     request: Request
     seconds: float
     losses: list[float] = field(default_factory=list)
+    mask: Image.Image | None = None  # the edit mask used (white = changed), e.g. one CLIP found
 
     def metadata(self) -> dict[str, Any]:
         return {"engine_version": __version__, "request": self.request.to_metadata(),
@@ -148,14 +150,19 @@ class Run:
         f = models.vqgan.factor
         self.size = w, h = working_size(req, f)
         self.augment = make_augment(req.noise).to(dev) if req.augment else None
-        self.original = self.soft = self.cell_mask = None
+        self.original = self.soft = self.cell_mask = self.pixel_mask = None
         if req.init_image:
             src = load_rgb(req.init_image, what="input image")
             self.original = to_tensor(src.resize((w, h), Image.LANCZOS), dev)
             with torch.no_grad():
                 z0 = models.vqgan.encode(self.original * 2 - 1)
-            if req.mask:
-                pixel_mask = self._load_mask(src.size)
+            pixel_mask = self._load_mask(src.size) if req.mask else None
+            if req.region:
+                found = region_mask(self.original, clip_scorer(models.clip, req.region), models.clip.size,
+                                    n_crops=req.region_crops, threshold=req.region_threshold, seed=req.seed)
+                pixel_mask = found if pixel_mask is None else pixel_mask * found  # both: the region inside the mask
+            if pixel_mask is not None:
+                self.pixel_mask = pixel_mask
                 self.cell_mask = latent_mask(pixel_mask, f)
                 self.soft = feather(pixel_mask, req.feather)
         else:
@@ -235,7 +242,8 @@ class Run:
             if self.soft is not None:
                 blended = to_uint8(composite(self.original, final.float() / 255, self.soft))  # type: ignore[arg-type]
                 final = torch.where(self.soft > 0, blended, to_uint8(self.original))  # type: ignore[arg-type]
-        return Result(to_image(final), self.req, time.perf_counter() - self.t0, self.losses)
+        mask = None if self.pixel_mask is None else to_image(to_uint8(self.pixel_mask.expand(-1, 3, -1, -1))).convert("L")
+        return Result(to_image(final), self.req, time.perf_counter() - self.t0, self.losses, mask)
 
 
 def step_together(runs: list[Run]) -> None:

@@ -70,11 +70,21 @@ class Request(BaseModel):
     image_prompts: tuple[ImagePrompt, ...] = ()
     init_image: str | None = None
     mask: str | None = None
+    region: str | None = None
+    region_threshold: float = 0.5
+    region_crops: int = Field(128, ge=8)
     feather: int = Field(4, ge=0)
     keep_structure: float = Field(0.0, ge=0)
     keep_latent: float = Field(0.0, ge=0)
     models: ModelSpec = ModelSpec()
     parent: str | None = None
+
+    @field_validator("region")
+    @classmethod
+    def _region_text(cls, v: str | None) -> str | None:
+        if v is not None and not v.strip():
+            raise UserError("the region phrase is empty: name what to change, e.g. 'jacket'")
+        return v.strip() if v else None
 
     @field_validator("prompt")
     @classmethod
@@ -89,7 +99,8 @@ class Request(BaseModel):
         base: dict[str, Any] = dict(
             steps=g.steps, width=g.width, height=g.height, cutouts=g.cutouts, cut_pow=g.cut_pow,
             lr=g.lr, betas=(g.beta1, g.beta2), z_l2_weight=g.z_l2_weight, z_l2_decay=g.z_l2_decay,
-            noise=g.noise, augment=g.augment, feather=e.feather,
+            noise=g.noise, augment=g.augment, feather=e.feather, region_threshold=e.region_threshold,
+            region_crops=e.region_crops,
             models=ModelSpec(
                 vqgan=m.vqgan, vqgan_config=m.vqgan_config or None,
                 vqgan_checkpoint=m.vqgan_checkpoint or None, clip_model=m.clip_model,
@@ -97,7 +108,7 @@ class Request(BaseModel):
                 clip_checkpoint=m.clip_checkpoint or None,
             ),
         )
-        if overrides.get("kind", "imagine") != "imagine" or overrides.get("init_image"):
+        if overrides.get("init_image"):  # edits and variations keep some of the original by default
             base.update(keep_structure=e.keep_structure, keep_latent=e.keep_latent)
         base.update({k: v for k, v in overrides.items() if v is not None})
         return cls.parse(base)

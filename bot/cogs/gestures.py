@@ -76,6 +76,7 @@ class Gestures(commands.Cog):
     def __init__(self, bot: VQGANBot) -> None:
         self.bot = bot
         self.menu = app_commands.ContextMenu(name="Edit with VQGAN", callback=self.edit_menu)
+        self._warned_content = False
 
     async def cog_load(self) -> None:
         self.bot.tree.add_command(self.menu)
@@ -134,28 +135,31 @@ class Gestures(commands.Cog):
         mentioned = me in message.mentions or bool(re.search(rf"<@!?{me.id}>", message.content or ""))
         if not replying and not mentioned:
             return
+        resolved = message.reference.resolved if replying and message.reference else None
+        to_me = isinstance(resolved, discord.Message) and resolved.author.id == me.id
+        try:
+            check_access_message(self.bot.cfg, message)
+        except UserError as e:
+            if mentioned or to_me:  # in a channel the bot stays out of, only answer who asked it
+                await launch.notice(message, self.bot, str(e))
+            return
         text = self._prompt_text(message)
         own = image_attachments(message)
         target: discord.Message | None = message if own else None
-        replied: discord.Message | None = None
         if target is None and replying:
             replied = await self._resolve(message)
             target = replied if replied is not None and image_attachments(replied) else None
-            if target is None and replied is not None:
-                target = await self._nearest_image(replied) if replied.reference else None
-        directed = mentioned or (replied is not None and replied.author.id == me.id) or bool(own)
+            if target is None and replied is not None and replied.reference:
+                target = await self._nearest_image(replied)
         if target is None:
             if mentioned:
                 await launch.notice(message, self.bot, HOWTO)
             return
-        try:
-            check_access_message(self.bot.cfg, message)
-        except UserError as e:
-            if directed:
-                await launch.notice(message, self.bot, str(e))
-            return
         if not text:
-            await launch.notice(message, self.bot, HOWTO)
+            if own:  # an image and no words: say how it works
+                await launch.notice(message, self.bot, HOWTO)
+            elif not message.attachments and not message.stickers:
+                self._warn_no_content()
             return
         if "->" in text:
             await launch.notice(message, self.bot, REGION_NOT_YET)
@@ -178,7 +182,15 @@ class Gestures(commands.Cog):
         except UserError as e:
             await launch.notice(message, self.bot, str(e))
             return
-        await launch.from_message(self.bot, message, req, owner=message.author.id, note=note)
+        await launch.from_message(self.bot, message, req, owner=message.author.id, member=message.author,
+                                  note=note)
+
+    def _warn_no_content(self) -> None:
+        """A reply with no words, files or stickers cannot be sent: the content intent is off."""
+        if not self._warned_content:
+            self._warned_content = True
+            log.warning("replies arrive without text: enable the Message Content intent "
+                        "(Developer Portal -> Bot -> Privileged Gateway Intents)")
 
     # ------------------------------------------------------------------ reactions
 
@@ -226,7 +238,7 @@ class Gestures(commands.Cog):
         except UserError as e:
             await launch.notice(anchor, self.bot, f"<@{payload.user_id}> {e}")
             return
-        await launch.from_message(self.bot, anchor, req, owner=payload.user_id,
+        await launch.from_message(self.bot, anchor, req, owner=payload.user_id, member=payload.member,
                                   note=f"rerun of job {job.id} with a new seed", extra={"rerun_of": job.id})
 
     async def _cancel(self, payload: discord.RawReactionActionEvent, job: Any) -> None:

@@ -32,6 +32,7 @@ async def fake() -> AsyncIterator[FakeDiscord]:
     async with FakeDiscord() as server:
         try:
             yield server
+            assert not server.unknown_routes, f"routes the fake does not know: {server.unknown_routes}"
         finally:
             (discord.http.Route.BASE, discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY,
              discord.asset.Asset.BASE) = saved
@@ -103,7 +104,8 @@ class FakeRunner:
         for step in range(1, req.steps + 1):
             if should_stop():
                 raise Cancelled()
-            time.sleep(self.delay)
+            if self.delay:
+                time.sleep(self.delay)
             if step % self.every == 0:
                 on_progress(FakeProgress(step, req.steps, 1.0 / step, img))
         return FakeResult(img, req, time.monotonic() - t0)

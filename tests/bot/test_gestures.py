@@ -150,3 +150,18 @@ async def test_restart_mid_job_delivers_after_restart(fake, tmp_path):
         await fake.react(alice, result, "🔁")
         second = (await wait_results(fake, 2))[1]
         assert (await job_of(fake, bot3, second)).request.parent == job.id
+
+
+async def test_role_priority_goes_first(fake, tmp_path):
+    cfg = make_config(tmp_path, fake, queue={"role_priority": {"Patron": 10}})
+    runner = FakeRunner(delay=0.01)
+    hold = asyncio.Event()
+    runner.gate = lambda req: hold.is_set()
+    async with run_bot(fake, cfg, runner) as bot:
+        alice, bob, pat = fake.add_user("alice"), fake.add_user("bob"), fake.add_user("pat", roles=["Patron"])
+        for user, prompt in ((alice, "running"), (bob, "normal"), (pat, "patron")):
+            i = await fake.slash(user, fake.channel, "imagine", {"prompt": prompt, "steps": 2})
+            await submitted(fake, bot, i)
+        hold.set()
+        await wait_results(fake, 3)
+        assert [r.prompt for r in runner.calls] == ["running", "patron", "normal"]

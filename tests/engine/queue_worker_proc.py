@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import sys
 import time
 from collections.abc import Callable
 from typing import Any
@@ -63,7 +64,9 @@ async def main() -> None:
     idle = asyncio.Event()
 
     def on_event(ev: Event) -> None:
-        print(json.dumps(describe(ev)), flush=True)
+        # sys.__stdout__: model loading swaps sys.stdout (process-wide) to silence taming's prints.
+        sys.__stdout__.write(json.dumps(describe(ev)) + "\n")
+        sys.__stdout__.flush()
         if ev.job.state in ("finished", "failed", "cancelled") and not queue.pending():
             idle.set()
 

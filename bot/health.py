@@ -1,0 +1,38 @@
+"""``python -m bot.health [--config config.toml]``: exit 0 while the bot is connected.
+
+The bot touches ``<data_dir>/heartbeat`` every ``heartbeat_s`` seconds while its gateway session
+is ready; the container healthcheck runs this to see how old that file is. Reading the path
+from the config keeps the check right wherever ``data_dir`` points.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+from bot.app import HEARTBEAT_FILE
+from bot.config import load_bot_config
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m bot.health")
+    p.add_argument("--config", "-c", default=None)
+    args = p.parse_args(argv)
+    try:
+        cfg = load_bot_config(args.config)
+        path = cfg.discord.data_path / HEARTBEAT_FILE
+        age = time.time() - path.stat().st_mtime
+    except Exception as e:  # no config, no file yet: unhealthy, say why
+        print(f"unhealthy: {e}", file=sys.stderr)
+        return 1
+    limit = max(90.0, 3 * cfg.discord.heartbeat_s)
+    if age > limit:
+        print(f"unhealthy: heartbeat is {age:.0f} s old (limit {limit:.0f} s)", file=sys.stderr)
+        return 1
+    print(f"healthy: heartbeat {age:.0f} s old")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,80 @@
+"""Collages made whole: pieces pasted on a canvas, holes and seams become the edit mask.
+
+The idea of latent composition (GAN inversion of a collage), without training a regressor:
+the canvas is encoded by the VQGAN like any input, the uncovered or transparent regions are
+the mask, and a band of ``seam`` pixels along every border between pieces (and between a piece
+and a hole) is added to the mask, so the optimisation repaints the joins into one picture.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from PIL import Image, ImageFilter
+
+Piece = tuple[Image.Image, tuple[int, int]]
+
+
+def parse_paste(spec: str) -> tuple[str, tuple[int, int]]:
+    """``IMG@x,y`` -> (path, (x, y))."""
+    path, sep, pos = spec.rpartition("@")
+    try:
+        x, y = (int(v) for v in pos.split(","))
+    except ValueError:
+        path = ""
+    if not sep or not path:
+        from engine.errors import UserError
+
+        raise UserError(f"--paste {spec!r}: write it as IMAGE@X,Y, e.g. cat.png@0,32")
+    return path, (x, y)
+
+
+def left_to_right(images: list[Image.Image], height: int | None = None) -> list[Piece]:
+    """Lay pieces side by side at a common height (how the bot arranges several attachments)."""
+    height = height or min(im.height for im in images)
+    pieces, x = [], 0
+    for im in images:
+        scaled = im.resize((max(1, round(im.width * height / im.height)), height), Image.LANCZOS)
+        pieces.append((scaled, (x, 0)))
+        x += scaled.width
+    return pieces
+
+
+def build(pieces: list[Piece], size: tuple[int, int] | None = None, seam: int = 8,
+          base: Image.Image | None = None) -> tuple[Image.Image, Image.Image]:
+    """Paste pieces (RGBA respected) on a canvas; return (RGB canvas, L mask: white = repaint)."""
+    if size is None:
+        ref = [base.size] if base is not None else []
+        size = (max([x + im.width for im, (x, _) in pieces] + [w for w, _ in ref]),
+                max([y + im.height for im, (_, y) in pieces] + [h for _, h in ref]))
+    canvas = Image.new("RGBA", size, (0, 0, 0, 0))
+    owner = np.zeros(size[::-1], dtype=np.int32)  # 0 = uncovered, i = piece i
+    layers = ([(base, (0, 0))] if base is not None else []) + pieces
+    for i, (im, (x, y)) in enumerate(layers, start=1):
+        rgba = im.convert("RGBA")
+        canvas.paste(rgba, (x, y), rgba)
+        layer = Image.new("L", size, 0)
+        layer.paste(rgba.getchannel("A"), (x, y))
+        owner[np.asarray(layer) > 127] = i
+    hole = np.asarray(canvas.getchannel("A")) < 128
+    edges = np.zeros_like(hole)
+    edges[:, 1:] |= owner[:, 1:] != owner[:, :-1]
+    edges[1:, :] |= owner[1:, :] != owner[:-1, :]
+    mask = Image.fromarray(((hole | edges) * 255).astype(np.uint8))
+    if seam > 0:
+        mask = mask.filter(ImageFilter.MaxFilter(2 * seam + 1))
+    mask = Image.fromarray(np.where(hole, 255, np.asarray(mask)).astype(np.uint8))
+    # Holes start from the mean colour of what is there, not black, so the fill is not pulled dark.
+    rgb = np.asarray(canvas.convert("RGB")).astype(np.float32)
+    fill = rgb[~hole].mean(0) if (~hole).any() else np.full(3, 127.0)
+    rgb[hole] = fill
+    return Image.fromarray(rgb.round().astype(np.uint8)), mask
+
+
+def from_transparent(image: Image.Image, seam: int = 0) -> tuple[Image.Image, Image.Image] | None:
+    """An image with transparent holes -> (canvas, mask), or None when it has no transparency."""
+    if image.mode not in ("RGBA", "LA", "P") or "A" not in image.convert("RGBA").getbands():
+        return None
+    alpha = np.asarray(image.convert("RGBA").getchannel("A"))
+    if alpha.min() >= 128:
+        return None
+    return build([(image, (0, 0))], image.size, seam=seam)

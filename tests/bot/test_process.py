@@ -1,0 +1,54 @@
+"""``python -m bot`` as a real process: env-configured endpoint, heartbeat, SIGTERM mid-job, then restart."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sqlite3
+import sys
+from pathlib import Path
+
+from bot.health import main as health_main
+from tests.bot.conftest import FakeRunner, make_config, progress_posts, run_bot, wait_results
+from tests.tinymodels import write_tiny_config
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+async def test_sigterm_mid_job_keeps_it_for_the_next_start(fake, tmp_path):
+    data = tmp_path / "discord"
+    # tiny models and a fresh queue; api_base comes from the environment only
+    cfg_path = write_tiny_config(tmp_path, limits={"max_steps": 100000},
+                                 discord={"data_dir": str(data), "progress_interval_s": 0.0})
+    env = {**os.environ, "DISCORD_TOKEN": "fake-token", "DISCORD_API_BASE": fake.api_base,
+           "PYTHONPATH": str(ROOT)}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bot", "--config", str(cfg_path), cwd=str(tmp_path), env=env,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+    try:
+        await fake.wait_ready(timeout=60)
+        await fake.wait_for(lambda: (data / "heartbeat").exists(), timeout=10)
+        assert health_main(["--config", str(cfg_path)]) == 0  # the container healthcheck
+        alice = fake.add_user("alice")
+        inter = await fake.slash(alice, fake.channel, "imagine", {"prompt": "a very long painting",
+                                                                  "steps": 50000})
+        await inter.wait_response()
+        await fake.wait_for(lambda: progress_posts(fake), timeout=60)  # running
+        proc.send_signal(signal.SIGTERM)
+        out, _ = await asyncio.wait_for(proc.communicate(), 30)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    assert proc.returncode == 0, out.decode()[-3000:]
+    with sqlite3.connect(tmp_path / "jobs.sqlite3") as db:
+        [(state,)] = db.execute("SELECT state FROM jobs").fetchall()
+    assert state == "queued"
+
+    # the next start (here in-process, with a fast fake engine) delivers it into the same thread
+    cfg = make_config(tmp_path, fake, data_dir=str(data))
+    async with run_bot(fake, cfg, FakeRunner(delay=0.0, every=25000)):
+        [result] = await wait_results(fake, timeout=30)
+        assert result.channel_id == fake.thread_for(inter.original).id
+        assert "50000 steps" in result.content
