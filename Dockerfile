@@ -25,10 +25,10 @@ RUN pip install . && rm -rf /app/engine /app/bot /app/build
 
 COPY config.toml /app/config.toml
 
-# Relative paths in config.toml (data/jobs.sqlite3, data/results, data/discord) resolve under
-# /data, the working directory, so that they land in the data volume.
+# The working directory is /, so config.toml's relative paths (data/jobs.sqlite3, data/results,
+# data/discord) are /data/..., in the data volume.
 RUN mkdir -p /data "$VQGAN_CLIP_CACHE" && chown -R app:app /data /home/app/.cache
-WORKDIR /data
+WORKDIR /
 USER app
 
 VOLUME ["/home/app/.cache/vqgan-clip", "/data"]

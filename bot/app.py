@@ -21,6 +21,7 @@ from discord.ext import commands
 from bot.config import BotConfig
 from bot.delivery import Delivery
 from bot.endpoints import point_at
+from bot.requests import prune_uploads
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +50,7 @@ class VQGANBot(commands.Bot):
             intents=intents(),
             help_command=None,
             allowed_mentions=discord.AllowedMentions(everyone=False, roles=False, users=True, replied_user=False),
+            proxy=cfg.discord.http_proxy or None,
             **options,
         )
         if queue is None:
@@ -73,6 +75,9 @@ class VQGANBot(commands.Bot):
             await self.load_extension(cog)
         if self.sync_commands:
             await self.sync_if_changed()
+        pruned = await asyncio.to_thread(prune_uploads, self.cfg)
+        if pruned:
+            log.info("pruned %d old uploads", pruned)
         self._unsubscribe = self.queue.subscribe(self.delivery)
         await self.queue.start()
         self._queue_started = True

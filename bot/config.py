@@ -28,6 +28,8 @@ class DiscordConfig(Section):
     api_base: str = DEFAULT_API_BASE
     # Gateway URL; empty = derived from api_base (wss://gateway.discord.gg for Discord itself).
     gateway_url: str = ""
+    # Forward proxy for every Discord connection (REST, gateway, CDN), e.g. "http://proxy:3128"; empty = none.
+    http_proxy: str = ""
     # Guild ids to sync slash commands to (instant); empty = sync globally (can take an hour).
     guilds: list[int] = Field(default_factory=list)
     # Guild ids the bot answers in; empty = every guild it is in.

@@ -25,6 +25,7 @@ from engine.queue import Failed, Finished, Progress, Queued, Started
 log = logging.getLogger(__name__)
 
 TOKEN_TTL_S = 14 * 60  # interaction tokens live 15 minutes; keep a margin
+POSITIONS_REFRESHED = 5  # waiting jobs whose status message is updated when the queue moves
 MENTIONS = discord.AllowedMentions(everyone=False, roles=False, users=True, replied_user=False)
 
 
@@ -71,6 +72,7 @@ class Delivery:
         self.cfg = cfg
         self.queue = queue
         self._last_progress: dict[str, float] = {}
+        self._shown_position: dict[str, int] = {}
         self._handlers: dict[type, Callable[[Any], Awaitable[None]]] = {
             Queued: self._on_queued, Started: self._on_started, Progress: self._on_progress,
             Finished: self._on_finished, Failed: self._on_failed, JobCancelled: self._on_cancelled,
@@ -92,10 +94,22 @@ class Delivery:
     # ------------------------------------------------------------------ handlers
 
     async def _on_queued(self, ev: Any) -> None:
+        self._shown_position[ev.job.id] = ev.position
         await self._edit_status(ev.job, position_line(ev.position))
 
     async def _on_started(self, ev: Any) -> None:
+        self._shown_position.pop(ev.job.id, None)
         await self._edit_status(ev.job, "🎨 painting…")
+        await self._refresh_positions()
+
+    async def _refresh_positions(self) -> None:
+        """Everyone moved up one: fix the shown place of the first few waiting jobs (few API calls)."""
+        for job in self.queue.pending()[:POSITIONS_REFRESHED + 1]:
+            pos = self.queue.position(job.id)
+            if job.state != "queued" or pos is None or self._shown_position.get(job.id) == pos:
+                continue
+            self._shown_position[job.id] = pos
+            await self._edit_status(job, position_line(pos))
 
     async def _on_progress(self, ev: Any) -> None:
         job = ev.job
@@ -249,6 +263,10 @@ class Delivery:
             try:
                 await self._channel(chan_id).get_partial_message(int(msg_id)).edit(
                     content=content, allowed_mentions=discord.AllowedMentions.none())
+                return
+            except discord.NotFound:
+                log.info("job %s: its status message is gone; not editing it again", job.id)
+                await self._annotate(job, status_message_id=None)
                 return
             except discord.HTTPException as e:
                 log.info("job %s: status message not editable in channel (%s)", job.id, e.status)

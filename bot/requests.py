@@ -13,6 +13,7 @@ import hashlib
 import io
 import math
 import re
+import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -284,10 +285,26 @@ async def download(bot: discord.Client, cfg: BotConfig, ref: ImageRef, what: str
     digest = hashlib.sha256(data).hexdigest()
     dest = cfg.discord.data_path / "uploads" / f"{digest}.png"
     if dest.exists():
+        dest.touch()  # in use again: keep it past the next prune
         return dest
     img = await asyncio.to_thread(decode_image, cfg, data, what)
     await asyncio.to_thread(_save_png, img, dest)
     return dest
+
+
+def prune_uploads(cfg: BotConfig) -> int:
+    """Delete uploads unused for longer than the queue keeps jobs (no job can refer to them)."""
+    folder = cfg.discord.data_path / "uploads"
+    cutoff = time.time() - cfg.queue.keep_days * 86400
+    gone = 0
+    for f in folder.glob("*.png") if folder.is_dir() else ():
+        try:
+            if f.stat().st_mtime < cutoff:
+                f.unlink()
+                gone += 1
+        except OSError:
+            pass
+    return gone
 
 
 def _save_png(img: Image.Image, dest: Path) -> None:

@@ -76,7 +76,7 @@ class LimitsConfig(Section):
 
 
 class QueueConfig(Section):
-    batch_size: int = Field(1, ge=1)
+    batch_size: int = Field(4, ge=1)
     db_path: str = "data/jobs.sqlite3"
     results_dir: str = "data/results"
     per_owner_pending: int = Field(3, ge=1)

@@ -150,6 +150,8 @@ class JobQueue:
         self._worker: asyncio.Task[None] | None = None
         self._closing = False
         self._pruned_at = 0.0
+        self._solo: set[str] = set()  # jobs that ran out of memory in a batch: run them alone
+        self._batch: dict[str, _Control] = {}  # the jobs of the running batch
         self._loop: asyncio.AbstractEventLoop  # set by start()
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -193,6 +195,8 @@ class JobQueue:
         self._closing = True
         if self._current is not None:
             self._current.stop("close")
+        for ctl in self._batch.values():
+            ctl.stop("close")
         self._wakeup.set()
         await self._worker
         tasks = [t for listener in self._listeners if (t := listener.task) is not None and not t.done()]
@@ -254,6 +258,8 @@ class JobQueue:
             raise UserError(f"Job {job.id} has already {job.state}; there is nothing to cancel.")
         if job.state == "running" and self._current is not None and self._current.job_id == job.id:
             self._current.stop("cancel")
+        if job.id in self._batch:
+            self._batch[job.id].stop("cancel")
         job = await self._end(job, "cancelled")
         self._emit(Cancelled(job, by))
         return job
@@ -327,7 +333,10 @@ class JobQueue:
                 await self._wakeup.wait()
                 continue
             try:
-                await self._run(order[0])
+                if self._batching() and order[0].id not in self._solo:
+                    await self._run_batch(order[0])
+                else:
+                    await self._run(order[0])
             except Exception:  # a bug or a broken disk: say so on this job, keep serving the others
                 log.exception("job queue: job %s", order[0].id)
                 job = self._jobs[order[0].id]
@@ -338,7 +347,10 @@ class JobQueue:
                     with contextlib.suppress(Exception):
                         await self._save(job)
             if time.time() - self._pruned_at > PRUNE_EVERY_S:
-                await self._prune()
+                try:
+                    await self._prune()
+                except Exception:
+                    log.exception("job queue: pruning old jobs failed")
 
     async def _run(self, job: Job) -> None:
         ctl = _Control(job.id, time.monotonic() + self._cfg.job_timeout_s)
@@ -367,24 +379,123 @@ class JobQueue:
             job = self._replace(job, state="queued", attempts=job.attempts - 1)
             await self._save(job)
 
+    # -- several jobs stepped together --------------------------------------------------------
+
+    def _batching(self) -> bool:
+        r = self._runner
+        return self._cfg.batch_size > 1 and all(hasattr(r, a) for a in ("start", "step", "batch_key"))
+
+    async def _run_batch(self, first: Job) -> None:
+        """Step compatible jobs together; a finished job leaves, a waiting one joins at the next step.
+
+        The loop decides who is in the batch between steps; each step is one hop to the GPU thread.
+        Out of memory sends the batch's jobs back to the front of the queue to run alone.
+        """
+        runner: Any = self._runner
+        key = runner.batch_key(first.request)
+        runs: dict[str, Any] = {}
+        gpu = self._gpu
+
+        async def admit(job: Job) -> None:
+            ctl = _Control(job.id, time.monotonic() + self._cfg.job_timeout_s)
+            job = self._replace(job, state="running", started_at=time.time(), attempts=job.attempts + 1)
+            self._last_served[job.owner] = job.started_at or 0.0
+            self._batch[job.id] = ctl
+            await self._save(job)
+            if self._jobs[job.id].state != "running":
+                self._batch.pop(job.id, None)
+                return
+            self._emit(Started(job))
+            try:
+                runs[job.id] = await self._loop.run_in_executor(
+                    gpu, runner.start, job.request, lambda p, i=job.id: self._on_progress(i, p))
+            except Exception as e:
+                await self._conclude(job.id, self._failure(e, ctl, job.request) or _Outcome(
+                    "failed", reason=f"ran out of GPU memory at {job.request.width}x{job.request.height}; "
+                                     "try a smaller size"))
+
+        try:
+            await admit(first)
+            while runs:
+                for job in self._service_order():
+                    if len(runs) >= self._cfg.batch_size or self._closing:
+                        break
+                    if job.id not in self._solo and runner.batch_key(job.request) == key:
+                        await admit(job)
+                for job_id in list(runs):
+                    ctl = self._batch[job_id]
+                    if ctl.should_stop() or self._jobs[job_id].state != "running":
+                        runs.pop(job_id)
+                        await self._conclude(job_id, self._failure(errors.Cancelled(), ctl, self._jobs[job_id].request))
+                if not runs:
+                    break
+                try:
+                    await self._loop.run_in_executor(gpu, runner.step, list(runs.values()))
+                except Exception as e:
+                    if not _is_oom(e):
+                        raise
+                    await self._loop.run_in_executor(gpu, _free_memory)
+                    for job_id in list(runs):  # back to the queue, to run one at a time
+                        runs.pop(job_id)
+                        self._solo.add(job_id)
+                        await self._conclude(job_id, _Outcome("stopped"))
+                    return
+                for job_id, run in list(runs.items()):
+                    if run.done:
+                        runs.pop(job_id)
+                        out = await self._loop.run_in_executor(gpu, self._finish, self._jobs[job_id], run)
+                        await self._conclude(job_id, out)
+        except Exception:
+            for job_id in list(runs):
+                runs.pop(job_id)
+                await self._conclude(job_id, _Outcome("failed", reason="the engine failed; see the log"))
+            raise
+        finally:
+            self._batch.clear()
+
+    def _finish(self, job: Job, run: Any) -> _Outcome:
+        """On the worker thread: the final image of a batched run, written like a solo job's."""
+        result = run.result()
+        png = result.png_bytes()
+        path = self._results / f"{job.id}.png"
+        path.with_suffix(".tmp").write_bytes(png)
+        os.replace(path.with_suffix(".tmp"), path)
+        meta = {"request": result.request.to_metadata(), "note": None}
+        return _Outcome("finished", png=png, path=str(path), seconds=float(result.seconds), metadata=meta)
+
+    async def _conclude(self, job_id: str, out: _Outcome) -> None:
+        """Record a batched job's outcome and tell the listeners (as ``_run`` does for one job)."""
+        self._batch.pop(job_id, None)
+        job = self._jobs[job_id]
+        if job.state != "running":  # cancelled meanwhile: its Cancelled event has gone out
+            if out.path:
+                Path(out.path).unlink(missing_ok=True)
+        elif out.kind == "finished":
+            job = await self._end(job, "finished", result_path=out.path, seconds=out.seconds)
+            self._emit(Finished(job, out.png, out.metadata, out.seconds))
+        elif out.kind == "failed":
+            job = await self._end(job, "failed", error=out.reason)
+            self._emit(Failed(job, out.reason))
+        else:  # stopped by close() or sent back to run alone: queued again, the attempt not counted
+            await self._save(self._replace(job, state="queued", attempts=job.attempts - 1))
+
     # -- the worker thread -----------------------------------------------------------------
 
     def _execute(self, job: Job, ctl: _Control) -> _Outcome:
         """Run one job on the worker thread; never raises."""
         request, note = job.request, None
         while not ctl.reason:
+            path = self._results / f"{job.id}.png"
             try:
                 result = self._runner(request, lambda p: self._on_progress(job.id, p), ctl.should_stop)
+                png = result.png_bytes()
+                path.with_suffix(".tmp").write_bytes(png)
+                os.replace(path.with_suffix(".tmp"), path)
             except Exception as e:
                 out = self._failure(e, ctl, request)
                 if out is not None:
                     return out
             else:
-                png = result.png_bytes()
-                path = self._results / f"{job.id}.png"
-                tmp = path.with_suffix(".tmp")
-                tmp.write_bytes(png)
-                os.replace(tmp, path)
                 meta = {"request": result.request.to_metadata(), "note": note}
                 return _Outcome("finished", png=png, path=str(path), seconds=float(result.seconds), metadata=meta)
             # Out of memory: the exception and its frames (holding tensors) are gone by now.
@@ -414,6 +525,8 @@ class JobQueue:
         return _Outcome("failed", reason=f"the engine failed: {type(e).__name__}")
 
     def _on_progress(self, job_id: str, p: Any) -> None:
+        if not self._listeners:
+            return
         png = _png(p.image)  # encoded here, off the event loop
         self._loop.call_soon_threadsafe(self._progress, job_id, int(p.step), int(p.total), float(p.loss), png)
 

@@ -1,11 +1,14 @@
-"""The queue's default runner: models from the LRU cache, then ``generate`` (on the worker thread)."""
+"""The queue's default runner: models from the LRU cache, then ``generate`` (on the worker thread).
+
+It can also start ``Run``s and step several together, which the queue uses to batch jobs.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
 from engine.config import Config
-from engine.generate import Progress, Result, generate
+from engine.generate import Progress, Result, Run, generate, step_together
 from engine.models.loader import ModelCache
 from engine.request import Request
 
@@ -21,3 +24,16 @@ class EngineRunner:
         models = self.cache.get(request.models)
         return generate(models, request, on_progress=on_progress, progress_every=self.progress_every,
                         should_stop=should_stop)
+
+    # -- stepping several jobs together (used by the queue when queue.batch_size > 1) --------
+
+    def batch_key(self, request: Request) -> tuple:
+        """Jobs with equal keys share models and size, so they can be stepped together."""
+        return request.models.vqgan_key(), request.models.clip_key(), request.width, request.height
+
+    def start(self, request: Request, on_progress: Callable[[Progress], None] | None = None) -> Run:
+        return Run(self.cache.get(request.models), request, on_progress=on_progress,
+                   progress_every=self.progress_every)
+
+    def step(self, runs: list[Run]) -> None:
+        step_together(runs)

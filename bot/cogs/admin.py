@@ -25,7 +25,7 @@ def help_text(bot: VQGANBot) -> str:
     d, lim = bot.cfg.discord, bot.cfg.limits
     return f"""**Painting with words**
 `/imagine prompt:a forest rendered in low poly` paints a picture; watch it form in the thread.
-• **Weights**: split ideas with `|` and weigh them with `:`, e.g. `a castle:1|fog:-0.5` (negative = less of it).
+• **Weights**: `a:1|b:-0.5` = more of a, less of b; e.g. `a castle:1|fog:-0.5` (weights are optional).
 • **Seed**: the same prompt and seed give the same picture; leave it out for a random one.
 • **Steps**: more steps, more detail, more waiting (at most {lim.max_steps}).
 • **Size**: `size:384x256` or `aspect:wide` (at most {lim.max_width}x{lim.max_height}, {lim.max_pixels:,} pixels).
@@ -59,6 +59,11 @@ class Admin(commands.Cog):
     @app_commands.command(name="queue", description="Show what is being painted and what is waiting")
     async def queue_cmd(self, interaction: discord.Interaction) -> None:
         q = self.bot.queue
+        try:
+            check_access_interaction(self.bot.cfg, interaction)
+        except UserError as e:
+            await launch.refuse(interaction, str(e))
+            return
         pending = q.pending()
         lines = [_line(j, q.position(j.id)) for j in pending[:SHOWN]]
         if len(pending) > SHOWN:

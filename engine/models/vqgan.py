@@ -8,11 +8,10 @@ of that to *use* a VQGAN: the module below has the same attribute names as tamin
 
 from __future__ import annotations
 
-import contextlib
-import io
 import logging
 from pathlib import Path
 
+import taming.modules.diffusionmodules.model as _taming_model
 import torch
 from omegaconf import OmegaConf
 from taming.modules.diffusionmodules.model import Decoder, Encoder
@@ -25,6 +24,9 @@ from engine.models.checkpoint import load_checkpoint
 log = logging.getLogger(__name__)
 
 _TARGETS = {"VQModel": False, "GumbelVQ": True}
+# taming's Decoder prints its z shape on construction; silence that module only (redirecting
+# sys.stdout would swallow other threads' output while a model loads).
+_taming_model.print = lambda *args, **kwargs: None  # type: ignore[attr-defined]
 
 
 class VQGAN(nn.Module):
@@ -71,8 +73,7 @@ def vqgan_from_config(config: dict) -> VQGAN:
                         "(ddconfig, n_embed, embed_dim)") from None
     if target not in _TARGETS:
         raise UserError(f"VQGAN config target {target!r} is not supported (VQModel or GumbelVQ)")
-    with contextlib.redirect_stdout(io.StringIO()):  # taming's Decoder prints its z shape
-        return VQGAN(ddconfig, n_embed, embed_dim, gumbel=_TARGETS[target])
+    return VQGAN(ddconfig, n_embed, embed_dim, gumbel=_TARGETS[target])
 
 
 def load_vqgan(config_path: str | Path, checkpoint_path: str | Path) -> VQGAN:

@@ -86,9 +86,10 @@ class FakeResult:
 class FakeRunner:
     """The runner signature without torch: a coloured square per seed, ``delay`` s per step."""
 
-    def __init__(self, delay: float = 0.02, every: int = 2) -> None:
+    def __init__(self, delay: float = 0.02, every: int = 2, noise: bool = False) -> None:
         self.delay = delay
         self.every = every
+        self.noise = noise  # incompressible images, to test the upload size limit
         self.calls: list[Request] = []
         self.gate: Callable[[Request], bool] | None = None  # hold a job until this returns True
 
@@ -97,6 +98,8 @@ class FakeRunner:
         t0 = time.monotonic()
         colour = (req.seed * 97 % 256, req.seed * 57 % 256, req.seed * 17 % 256)
         img = Image.new("RGB", (req.width, req.height), colour)
+        if self.noise:
+            img = Image.merge("RGB", [Image.effect_noise((req.width, req.height), 128)] * 3)
         while self.gate is not None and not self.gate(req):
             if should_stop():
                 raise Cancelled()

@@ -165,3 +165,45 @@ async def test_role_priority_goes_first(fake, tmp_path):
         hold.set()
         await wait_results(fake, 3)
         assert [r.prompt for r in runner.calls] == ["running", "patron", "normal"]
+
+
+async def test_waiting_jobs_see_their_place_move_up(fake, tmp_path):
+    cfg = make_config(tmp_path, fake)
+    runner = FakeRunner()
+    go = {p: asyncio.Event() for p in ("p1", "p2", "p3")}
+    runner.gate = lambda req: go[req.prompt].is_set()
+    async with run_bot(fake, cfg, runner) as bot:
+        alice, bob, carol = fake.add_user("alice"), fake.add_user("bob"), fake.add_user("carol")
+        inters = []
+        for user, prompt in ((alice, "p1"), (bob, "p2"), (carol, "p3")):
+            i = await fake.slash(user, fake.channel, "imagine", {"prompt": prompt, "steps": 2})
+            await submitted(fake, bot, i)
+            inters.append(i)
+        third = inters[2].original
+        await fake.wait_for(lambda: "#2 in line" in fake.message(third.id).content)
+        go["p1"].set()
+        await fake.wait_for(lambda: "next in line" in fake.message(third.id).content)
+        go["p2"].set()
+        go["p3"].set()
+        await wait_results(fake, 3)
+
+
+async def test_cancel_reaction_after_a_restart(fake, tmp_path):
+    cfg = make_config(tmp_path, fake)
+    runner = FakeRunner()
+    hold = asyncio.Event()
+    runner.gate = lambda req: hold.is_set()
+    alice, bob = fake.add_user("alice"), fake.add_user("bob")
+    async with run_bot(fake, cfg, runner) as bot:
+        i1 = await fake.slash(alice, fake.channel, "imagine", {"prompt": "keeps going", "steps": 2})
+        await submitted(fake, bot, i1)
+        i2 = await fake.slash(bob, fake.channel, "imagine", {"prompt": "will be cancelled", "steps": 2})
+        job2 = await submitted(fake, bot, i2)
+    runner2 = FakeRunner()
+    runner2.gate = lambda req: hold.is_set()
+    async with run_bot(fake, cfg, runner2) as bot2:
+        await fake.react(bob, i2.original, "❌")
+        await fake.wait_for(lambda: bot2.queue.get(job2.id).state == "cancelled")
+        hold.set()
+        [only] = await wait_results(fake)
+        assert "keeps going" in only.content

@@ -38,6 +38,8 @@ async def test_imagine_defers_fast_opens_thread_posts_progress_and_result(fake, 
         # progress: one message in the thread, edited in place with a new image
         [prog] = progress_posts(fake)
         assert prog.channel_id == thread.id
+        edits = [r for r in fake.requests_to("PATCH", rf"/channels/{thread.id}/messages/{prog.id}$") if r.files]
+        assert edits, "the progress message is edited in place with a new image"
         img = Image.open(io.BytesIO(result.attachments[0].data))
         assert img.size == (64, 64)
         assert json.loads(img.text["request"])["seed"] == 42
@@ -58,3 +60,16 @@ async def test_imagine_size_and_image_prompt(fake, tmp_path):
         req = runner.calls[0]
         assert (req.width, req.height) == (48, 32)
         assert len(req.image_prompts) == 1 and req.image_prompts[0].path.endswith(".png")
+
+
+async def test_big_results_are_downscaled_to_the_upload_limit(fake, tmp_path):
+    cfg = make_config(tmp_path, fake, filesize_limit=64 * 1024, limits={"max_pixels": 512 * 512})
+    async with run_bot(fake, cfg, FakeRunner(noise=True)):
+        user = fake.add_user("alice")
+        await fake.slash(user, fake.channel, "imagine", {"prompt": "static", "size": "512x512", "steps": 2})
+        [result] = await wait_results(fake)
+        data = result.attachments[0].data
+        assert len(data) <= 64 * 1024
+        img = Image.open(io.BytesIO(data))
+        assert img.width < 512 and json.loads(img.text["request"])["width"] == 512
+        assert "512x512" in result.content

@@ -156,6 +156,7 @@ async def test_queue_cancel_and_help(fake, tmp_path):
         assert "no job" in await wait_ephemeral(fake, nothing)
         h = await fake.slash(bob, fake.channel, "help")
         help_text = (await h.wait_response()).data["content"]
-        assert "a:1|b:-0.5" in help_text or "|" in help_text and "mask" in help_text and "Reply" in help_text
+        for words in ("a:1|b:-0.5", "seed", "mask", "Reply", "🔁", "❌"):
+            assert words in help_text
         assert len(help_text) <= 2000
         hold.set()

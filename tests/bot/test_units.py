@@ -165,3 +165,20 @@ def test_bot_package_never_imports_torch():
     code = "import bot.app, bot.cogs.imagine, bot.cogs.gestures, bot.cogs.admin, sys; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_old_uploads_are_pruned(tmp_path):
+    import os
+    import time
+
+    from bot.requests import prune_uploads
+
+    cfg = BotConfig(discord=DiscordConfig(data_dir=str(tmp_path)))
+    up = tmp_path / "uploads"
+    up.mkdir()
+    old, new = up / "old.png", up / "new.png"
+    old.write_bytes(b"x")
+    new.write_bytes(b"x")
+    t = time.time() - (cfg.queue.keep_days + 1) * 86400
+    os.utime(old, (t, t))
+    assert prune_uploads(cfg) == 1 and not old.exists() and new.exists()

@@ -1,0 +1,88 @@
+"""Several users' jobs share the GPU: stepped together, each gets the picture it would get alone."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+
+import numpy as np
+from PIL import Image
+
+from engine.config import load_config
+from engine.generate import generate
+from engine.queue import Finished, JobQueue, Started
+from engine.request import Request
+from engine.runner import EngineRunner
+from tests.tinymodels import write_tiny_config
+
+
+async def test_waiting_jobs_join_a_running_batch_and_match_their_solo_images(tmp_path):
+    cfg = load_config(write_tiny_config(tmp_path, queue={"batch_size": 3}))
+    runner = EngineRunner(cfg)
+    q = JobQueue(cfg, runner=runner)
+    events: list = []
+    q.subscribe(events.append)
+    await q.start()
+    reqs = [Request.from_config(cfg, prompt=p, seed=i, steps=s)
+            for i, (p, s) in enumerate([("a red barn", 12), ("a blue lake", 6), ("a green hill", 8)])]
+    first, _ = await q.submit(reqs[0], owner="ana")
+    while not any(isinstance(e, Started) for e in events):
+        await asyncio.sleep(0.01)
+    others = [(await q.submit(r, owner=o))[0] for r, o in zip(reqs[1:], ("ben", "cy"), strict=True)]
+    ids = [first.id] + [j.id for j in others]
+    for _ in range(600):
+        done = {e.job.id: e for e in events if isinstance(e, Finished)}
+        if len(done) == 3:
+            break
+        await asyncio.sleep(0.05)
+    await q.close()
+    assert set(done) == set(ids)
+    order = [(type(e).__name__, e.job.id) for e in events if isinstance(e, Started | Finished)]
+    # The later jobs started while the first was still running: they joined its batch.
+    assert order.index(("Started", ids[1])) < order.index(("Finished", ids[0]))
+    assert order.index(("Started", ids[2])) < order.index(("Finished", ids[0]))
+    models = runner.cache.get(reqs[0].models)
+    for job_id, req in zip(ids, reqs, strict=True):
+        alone = np.asarray(generate(models, req).image).astype(int)
+        batched = np.asarray(Image.open(io.BytesIO(done[job_id].png)).convert("RGB")).astype(int)
+        assert np.abs(alone - batched).max() <= 1  # the README's stated tolerance
+
+
+async def test_jobs_of_another_size_wait_for_the_batch(tmp_path):
+    cfg = load_config(write_tiny_config(tmp_path, queue={"batch_size": 4}))
+    q = JobQueue(cfg, runner=EngineRunner(cfg))
+    events: list = []
+    q.subscribe(events.append)
+    await q.start()
+    a, _ = await q.submit(Request.from_config(cfg, prompt="a", seed=1, steps=6), owner="ana")
+    b, _ = await q.submit(Request.from_config(cfg, prompt="b", seed=2, steps=2, width=48), owner="ben")
+    for _ in range(400):
+        if sum(isinstance(e, Finished) for e in events) == 2:
+            break
+        await asyncio.sleep(0.05)
+    await q.close()
+    order = [(type(e).__name__, e.job.id) for e in events if isinstance(e, Started | Finished)]
+    assert order == [("Started", a.id), ("Finished", a.id), ("Started", b.id), ("Finished", b.id)]
+
+
+async def test_cancelling_one_job_of_a_batch_leaves_the_others_running(tmp_path):
+    from engine.queue import Cancelled
+
+    cfg = load_config(write_tiny_config(tmp_path, queue={"batch_size": 2}))
+    q = JobQueue(cfg, runner=EngineRunner(cfg))
+    events: list = []
+    q.subscribe(events.append)
+    await q.start()
+    a, _ = await q.submit(Request.from_config(cfg, prompt="a", seed=1, steps=40), owner="ana")
+    b, _ = await q.submit(Request.from_config(cfg, prompt="b", seed=2, steps=10), owner="ben")
+    while sum(isinstance(e, Started) for e in events) < 2:
+        await asyncio.sleep(0.01)
+    await q.cancel(a.id, by="ana")
+    for _ in range(400):
+        if any(isinstance(e, Finished) for e in events):
+            break
+        await asyncio.sleep(0.05)
+    await q.close()
+    assert [e.job.id for e in events if isinstance(e, Cancelled)] == [a.id]
+    assert [e.job.id for e in events if isinstance(e, Finished)] == [b.id]
+    assert q.get(a.id) is None or q.get(a.id).state == "cancelled"
