@@ -161,8 +161,10 @@ class Delivery:
         if msg is None:
             log.error("job %s finished but its result could not be posted anywhere", job.id)
             await self._edit_status(job, "⚠️ done, but I could not post the image here")
+            await self._delivered(job)  # nowhere to post it: do not retry at every start
             return
         await self._annotate(job, result_message_id=msg.id, result_channel_id=msg.channel.id)
+        await self._delivered(job)
         try:
             await msg.add_reaction(self.cfg.discord.rerun_emoji)
         except discord.HTTPException as e:
@@ -186,6 +188,13 @@ class Delivery:
         """The freshest origin: annotations made after the event was built are in the store."""
         fresh = self.queue.get(job.id) if self.queue is not None else None
         return dict((fresh or job).origin or {})
+
+    async def _delivered(self, job: Any) -> None:
+        """Tell the queue the result is shown; a crash before this sends ``Finished`` again at start."""
+        try:
+            await self.queue.mark_delivered(job.id)
+        except Exception:
+            log.exception("could not mark job %s delivered", job.id)
 
     async def _annotate(self, job: Any, **keys: Any) -> None:
         try:

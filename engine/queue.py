@@ -76,6 +76,7 @@ class Job(BaseModel):
     result_path: str | None = None
     seconds: float | None = None
     attempts: int = 0
+    delivered: bool = False  # the front end said it showed the result (``mark_delivered``)
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,6 +108,7 @@ class Finished:
     png: bytes
     metadata: dict[str, Any]
     seconds: float
+    mask_png: bytes | None = None  # the edit mask used, e.g. the region CLIP found (white = changed)
 
 
 @dataclass(frozen=True, slots=True)
@@ -186,6 +188,9 @@ class JobQueue:
             self._emit(ev)
         for pos, job in enumerate(self._service_order(), 1):
             self._emit(Queued(job, pos))
+        for job in [j for j in self._jobs.values() if j.state == "finished" and not j.delivered]:
+            if (again := await self._in_db(_reread, job)) is not None:  # died before it was shown
+                self._emit(again)
         self._worker = asyncio.create_task(self._work(), name="jobqueue-worker")
 
     async def close(self) -> None:
@@ -263,6 +268,10 @@ class JobQueue:
         job = await self._end(job, "cancelled")
         self._emit(Cancelled(job, by))
         return job
+
+    async def mark_delivered(self, job_id: str) -> None:
+        """The front end has shown this job's result; until then a restart sends ``Finished`` again."""
+        await self._save(self._replace(self._jobs[job_id], delivered=True))
 
     async def annotate(self, job_id: str, **origin: Any) -> Job:
         """Merge keys into a job's ``origin`` (e.g. the message that shows it) and persist them."""
@@ -371,7 +380,7 @@ class JobQueue:
                 Path(out.path).unlink(missing_ok=True)
         elif out.kind == "finished":
             job = await self._end(job, "finished", result_path=out.path, seconds=out.seconds)
-            self._emit(Finished(job, out.png, out.metadata, out.seconds))
+            self._emit(Finished(job, out.png, out.metadata, out.seconds, out.mask_png))
         elif out.kind == "failed":
             job = await self._end(job, "failed", error=out.reason)
             self._emit(Failed(job, out.reason))
@@ -461,7 +470,8 @@ class JobQueue:
         path.with_suffix(".tmp").write_bytes(png)
         os.replace(path.with_suffix(".tmp"), path)
         meta = {"request": result.request.to_metadata(), "note": None}
-        return _Outcome("finished", png=png, path=str(path), seconds=float(result.seconds), metadata=meta)
+        return _Outcome("finished", png=png, path=str(path), seconds=float(result.seconds), metadata=meta,
+                        mask_png=_mask_png(result))
 
     async def _conclude(self, job_id: str, out: _Outcome) -> None:
         """Record a batched job's outcome and tell the listeners (as ``_run`` does for one job)."""
@@ -472,7 +482,7 @@ class JobQueue:
                 Path(out.path).unlink(missing_ok=True)
         elif out.kind == "finished":
             job = await self._end(job, "finished", result_path=out.path, seconds=out.seconds)
-            self._emit(Finished(job, out.png, out.metadata, out.seconds))
+            self._emit(Finished(job, out.png, out.metadata, out.seconds, out.mask_png))
         elif out.kind == "failed":
             job = await self._end(job, "failed", error=out.reason)
             self._emit(Failed(job, out.reason))
@@ -497,7 +507,8 @@ class JobQueue:
                     return out
             else:
                 meta = {"request": result.request.to_metadata(), "note": note}
-                return _Outcome("finished", png=png, path=str(path), seconds=float(result.seconds), metadata=meta)
+                return _Outcome("finished", png=png, path=str(path), seconds=float(result.seconds), metadata=meta,
+                                mask_png=_mask_png(result))
             # Out of memory: the exception and its frames (holding tensors) are gone by now.
             _free_memory()
             w, h = request.width, request.height
@@ -609,6 +620,7 @@ class _Outcome:
     path: str | None = None
     seconds: float = 0.0
     metadata: dict[str, Any] = field(default_factory=dict)
+    mask_png: bytes | None = None
 
 
 class _Listener:
@@ -637,6 +649,24 @@ class _Listener:
                     await result
             except Exception:
                 log.exception("job queue listener %r failed on %s", self.fn, type(event).__name__)
+
+
+def _reread(job: Job) -> Finished | None:
+    """A finished job's event again, from its PNG on disk (None when the file is gone)."""
+    from engine.imageio import read_metadata
+
+    path = Path(job.result_path or "")
+    if not job.result_path or not path.is_file():
+        return None
+    png = path.read_bytes()
+    meta = read_metadata(png) or {}
+    return Finished(job, png, {"request": meta.get("request", job.request.to_metadata()), "note": None},
+                    float(job.seconds or 0.0))
+
+
+def _mask_png(result: Any) -> bytes | None:
+    mask = getattr(result, "mask", None)
+    return None if mask is None else _png(mask)
 
 
 def _png(image: Any) -> bytes:

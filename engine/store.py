@@ -16,7 +16,7 @@ from typing import Any
 
 COLUMNS = (
     "id", "owner", "state", "priority", "request", "origin", "created_at", "started_at",
-    "finished_at", "error", "result_path", "seconds", "attempts",
+    "finished_at", "error", "result_path", "seconds", "attempts", "delivered",
 )
 _JSON = ("request", "origin")
 TERMINAL = ("finished", "failed", "cancelled")
@@ -35,7 +35,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     error TEXT,
     result_path TEXT,
     seconds REAL,
-    attempts INTEGER NOT NULL DEFAULT 0
+    attempts INTEGER NOT NULL DEFAULT 0,
+    delivered INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS jobs_state ON jobs (state, created_at);
 CREATE INDEX IF NOT EXISTS jobs_owner ON jobs (owner, created_at);

@@ -86,3 +86,31 @@ async def test_cancelling_one_job_of_a_batch_leaves_the_others_running(tmp_path)
     assert [e.job.id for e in events if isinstance(e, Cancelled)] == [a.id]
     assert [e.job.id for e in events if isinstance(e, Finished)] == [b.id]
     assert q.get(a.id) is None or q.get(a.id).state == "cancelled"
+
+
+async def test_a_result_not_yet_shown_is_sent_again_after_a_restart(tmp_path):
+    """The process died between finishing a job and the front end posting it: nothing is lost."""
+    cfg = load_config(write_tiny_config(tmp_path))
+    q = JobQueue(cfg, runner=EngineRunner(cfg))
+    events: list = []
+    q.subscribe(events.append)
+    await q.start()
+    shown, _ = await q.submit(Request.from_config(cfg, prompt="shown", seed=1), owner="ana")
+    lost, _ = await q.submit(Request.from_config(cfg, prompt="lost", seed=2), owner="ben")
+    for _ in range(400):
+        if sum(isinstance(e, Finished) for e in events) == 2:
+            break
+        await asyncio.sleep(0.05)
+    await q.mark_delivered(shown.id)  # the front end posted this one, then "crashed"
+    await q.close()
+
+    again = JobQueue(cfg, runner=EngineRunner(cfg))
+    seen: list = []
+    again.subscribe(seen.append)
+    await again.start()
+    await asyncio.sleep(0.1)
+    await again.close()
+    resent = [e for e in seen if isinstance(e, Finished)]
+    assert [e.job.id for e in resent] == [lost.id]
+    assert resent[0].png == next(e.png for e in events if isinstance(e, Finished) and e.job.id == lost.id)
+    assert resent[0].metadata["request"]["prompt"] == "lost"
