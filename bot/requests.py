@@ -268,7 +268,9 @@ def decode_image(cfg: BotConfig, data: bytes, what: str = "image") -> Image.Imag
     except Exception:
         raise BadImage(f"the {what} is not a readable image; attach a PNG, JPEG or WEBP") from None
     if img.mode not in ("RGB", "L", "RGBA"):
-        img = img.convert("RGBA" if "A" in img.getbands() else "RGB")
+        # keep transparency (palette or grey+alpha): transparent areas are holes to fill, not white
+        keep_alpha = "A" in img.getbands() or "transparency" in img.info
+        img = img.convert("RGBA" if keep_alpha else "RGB")
     return img
 
 
@@ -288,7 +290,7 @@ async def download(bot: discord.Client, cfg: BotConfig, ref: ImageRef, what: str
         dest.touch()  # in use again: keep it past the next prune
         return dest
     img = await asyncio.to_thread(decode_image, cfg, data, what)
-    await asyncio.to_thread(_save_png, img, dest)
+    await asyncio.to_thread(save_png, img, dest)
     return dest
 
 
@@ -307,7 +309,8 @@ def prune_uploads(cfg: BotConfig) -> int:
     return gone
 
 
-def _save_png(img: Image.Image, dest: Path) -> None:
+def save_png(img: Image.Image, dest: Path) -> None:
+    """Write atomically: a half-written upload must never be read by a job."""
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = dest.with_suffix(".tmp")
     img.save(tmp, format="PNG")

@@ -15,17 +15,15 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot import launch
+from bot.editing import piece_name, prepare, split_arrow
 from bot.requests import (
     ASPECTS,
     ImageRef,
     build_request,
     check_access_interaction,
     check_attachment,
-    check_mask_shape,
     check_pending,
     download,
-    fit_size,
-    image_size,
     parse_size,
 )
 from engine.errors import UserError
@@ -111,40 +109,50 @@ class Imagine(commands.Cog):
 
     @app_commands.command(name="edit", description="Change an uploaded picture with words")
     @app_commands.describe(
-        image="The picture to change",
-        prompt="What it should become, e.g. 'a snowy mountain'",
+        image="The picture to change (transparent parts are repainted)",
+        prompt="What it should become, e.g. 'a snowy mountain' (or 'jacket -> a fur coat')",
+        region="Only change this part, found by CLIP, e.g. 'jacket'",
         mask="Optional black-and-white picture of the same shape: white = may change",
         seed="Same seed = same result (default: random)",
         steps="More steps = stronger change, more time",
+        image2="Another picture: side by side with the first, the seams repainted into one",
+        image3="A third picture for the collage",
+        image4="A fourth picture for the collage",
     )
     async def edit(
         self,
         interaction: discord.Interaction,
         image: discord.Attachment,
         prompt: str,
+        region: str | None = None,
         mask: discord.Attachment | None = None,
         seed: app_commands.Range[int, 0, MAX_SEED] | None = None,
         steps: app_commands.Range[int, 1, 100000] | None = None,
+        image2: discord.Attachment | None = None,
+        image3: discord.Attachment | None = None,
+        image4: discord.Attachment | None = None,
     ) -> None:
         cfg = self.bot.cfg
         fields: dict[str, Any] = dict(seed=seed, steps=steps)
-        if not await self._precheck(interaction, prompt, {"image": image, "mask": mask}, kind="edit", **fields):
+        try:
+            if region is None:
+                region, prompt = split_arrow(prompt)
+        except UserError as e:
+            await launch.refuse(interaction, str(e))
+            return
+        pictures = [a for a in (image, image2, image3, image4) if a is not None]
+        atts = {piece_name(i, len(pictures)): a for i, a in enumerate(pictures)} | {"mask": mask}
+        if not await self._precheck(interaction, prompt, atts, kind="edit", region=region, **fields):
             return
         await interaction.response.defer(thinking=True)
         try:
-            init = await self._download(interaction, image, "image")
-            mask_path = await self._download(interaction, mask, "mask")
-            assert init is not None
-            iw, ih = image_size(init)
-            if mask_path is not None:
-                check_mask_shape(image_size(mask_path), (iw, ih))
-            w, h = fit_size(iw, ih, cfg)
-            req = build_request(cfg, prompt=prompt, kind="edit", init_image=str(init),
-                                mask=str(mask_path) if mask_path else None, width=w, height=h, **fields)
+            edit = await prepare(self.bot, cfg, [ImageRef.of(a) for a in pictures],
+                                 ImageRef.of(mask) if mask else None)
+            req = build_request(cfg, prompt=prompt, kind="edit", region=region, **edit.fields(), **fields)
         except UserError as e:
             await launch.refuse_after_defer(interaction, str(e))
             return
-        await launch.from_interaction(self.bot, interaction, req)
+        await launch.from_interaction(self.bot, interaction, req, note=edit.note)
 
 
 async def setup(bot: VQGANBot) -> None:

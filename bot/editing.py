@@ -1,0 +1,165 @@
+"""Editing by words in Discord: a region phrase, collages of uploads, variations of results.
+
+The engine does the work (CLIP finds the region, the VQGAN repaints holes and seams); this module
+turns what people post into the files and fields of a ``Request``. Collages are made here, not in
+the engine, because a job only carries file paths: the canvas and its mask are written into the
+uploads folder (pruned like any upload) and the request points at them. ``engine.collage`` needs
+numpy and PIL only, so importing this never imports torch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import random
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import discord
+from PIL import Image, ImageChops
+
+from bot.config import BotConfig
+from bot.requests import ImageRef, check_mask_shape, download, fit_size, image_size, save_png
+from engine.collage import build, from_transparent, left_to_right
+from engine.errors import UserError
+from engine.imageio import load_mask
+from engine.request import Request, check_limits
+
+ARROW = re.compile(r"\s*(?:->|→)\s*")
+REGION_HOWTO = ("write it as `what to change -> what it becomes`, e.g. `jacket -> a fur coat` "
+                "(or use /edit with `region:`)")
+MAX_PIECES = 4  # images laid side by side in one collage; more would be too thin to repaint well
+COLLAGE_PREFIX = "collage-"  # uploads the bot made; delivery shows their mask
+
+
+def split_arrow(text: str) -> tuple[str | None, str]:
+    """``jacket -> fur`` -> ``("jacket", "fur")``; no arrow -> ``(None, text)``; an empty side refuses."""
+    parts = ARROW.split(text, maxsplit=1)
+    if len(parts) == 1:
+        return None, text
+    region, prompt = (" ".join(p.split()) for p in parts)
+    if not region or not prompt:
+        raise UserError(REGION_HOWTO)
+    return region, prompt
+
+
+# --------------------------------------------------------------------------- collages
+
+
+@dataclass(frozen=True)
+class EditInput:
+    """What a request edits: the start image, its mask (if any), the working size, a line to show."""
+
+    init: Path
+    mask: Path | None
+    size: tuple[int, int]
+    note: str | None = None
+
+    def fields(self) -> dict[str, Any]:
+        w, h = self.size
+        return {"init_image": str(self.init), "mask": str(self.mask) if self.mask else None, "width": w, "height": h}
+
+
+def piece_name(i: int, n: int) -> str:
+    """How a refusal names one of several pictures."""
+    return "image" if n == 1 else f"image {i + 1} of {n}"
+
+
+async def prepare(bot: discord.Client, cfg: BotConfig, images: list[ImageRef],
+                  mask: ImageRef | None = None) -> EditInput:
+    """Download the pictures and make them one thing to edit: the image, its holes, or a collage."""
+    refs = images[:MAX_PIECES]
+    paths = [await download(bot, cfg, r, piece_name(i, len(refs))) for i, r in enumerate(refs)]
+    mask_path = await download(bot, cfg, mask, "mask") if mask is not None else None
+    return await asyncio.to_thread(compose, cfg, paths, mask_path, len(images) - len(refs))
+
+
+def compose(cfg: BotConfig, paths: list[Path], mask: Path | None = None, left_out: int = 0) -> EditInput:
+    """Stored uploads -> ``EditInput`` (blocking: PIL and numpy work; run it in a thread)."""
+    if len(paths) > 1:
+        if mask is not None:
+            raise UserError("a mask goes with one image; with several, their seams are what gets repainted")
+        return _collage(cfg, paths, left_out)
+    return _single(cfg, paths[0], mask)
+
+
+def _open(path: Path) -> Image.Image:
+    with Image.open(path) as im:
+        im.load()
+        return im.copy()
+
+
+def _single(cfg: BotConfig, path: Path, mask: Path | None) -> EditInput:
+    """One picture: as it is, or, when it has transparent holes, a canvas with the holes as the mask."""
+    img = _open(path)
+    if mask is not None:
+        check_mask_shape(image_size(mask), img.size)
+    size = fit_size(*img.size, cfg)
+    # at the working size, so that the seam is `editing.seam` pixels of the picture the engine paints
+    made = from_transparent(img.resize(size, Image.Resampling.LANCZOS), seam=cfg.editing.seam)
+    if made is None:
+        return EditInput(path, mask, size)
+    canvas, holes = made
+    if mask is not None:  # the holes must be filled whatever the mask says: change either
+        holes = ImageChops.lighter(holes, load_mask(mask).resize(size, Image.Resampling.NEAREST))
+    init, mask_out = _save_pair(cfg, canvas, holes)
+    return EditInput(init, mask_out, size, "the transparent parts are repainted")
+
+
+def _collage(cfg: BotConfig, paths: list[Path], left_out: int) -> EditInput:
+    """Several pictures side by side at the working height; the seams between them are the mask."""
+    imgs = [_open(p) for p in paths]
+    h0 = min(im.height for im in imgs)
+    natural = (sum(max(1, round(im.width * h0 / im.height)) for im in imgs), h0)
+    w, h = fit_size(*natural, cfg)
+    canvas, mask = build(left_to_right(imgs, height=h), seam=cfg.editing.seam)
+    init, mask_out = _save_pair(cfg, canvas, mask)
+    note = f"made a collage of {len(imgs)} images"
+    if left_out:
+        note += f" (at most {MAX_PIECES}: {left_out} left out)"
+    return EditInput(init, mask_out, (w, h), note)
+
+
+def _save_pair(cfg: BotConfig, canvas: Image.Image, mask: Image.Image) -> tuple[Path, Path]:
+    """Canvas and mask into the uploads folder, named by their content (the same collage = the same files)."""
+    digest = hashlib.sha256(f"{canvas.size}".encode() + canvas.tobytes() + mask.tobytes()).hexdigest()[:32]
+    folder = cfg.discord.data_path / "uploads"
+    init, mask_path = folder / f"{COLLAGE_PREFIX}{digest}.png", folder / f"{COLLAGE_PREFIX}{digest}-mask.png"
+    for img, dest in ((canvas, init), (mask, mask_path)):
+        if dest.exists():
+            dest.touch()  # in use again: keep it past the next prune
+        else:
+            save_png(img, dest)
+    return init, mask_path
+
+
+def is_collage(req: Request) -> bool:
+    """Whether the request's mask is one the bot made from holes and seams (worth showing)."""
+    return bool(req.mask) and Path(req.mask or "").name.startswith(COLLAGE_PREFIX)
+
+
+# --------------------------------------------------------------------------- variations
+
+
+def new_seed(old: int) -> int:
+    seed = random.randrange(2**31)
+    while seed == old:
+        seed = random.randrange(2**31)
+    return seed
+
+
+def variation_request(cfg: BotConfig, job: Any, seed: int) -> Request:
+    """The parent's own picture as the start, a new seed, fewer steps, pulled towards the parent."""
+    path = Path(job.result_path or "")
+    if not job.result_path or not path.is_file():
+        raise UserError("the picture behind that result is gone (old results are cleaned up); "
+                        "reply to it with words to edit it instead")
+    w, h = image_size(path)
+    e = cfg.editing
+    req = job.request.with_changes(
+        kind="vary", init_image=str(path), seed=seed, steps=max(1, round(job.request.steps * e.vary_strength)),
+        keep_structure=e.keep_structure, keep_latent=e.keep_latent, parent=job.id, width=w, height=h)
+    check_limits(req, cfg.limits)
+    return req
