@@ -46,7 +46,8 @@ class DiscordConfig(Section):
     rerun_emoji: str = "🔁"
     # Reaction on a job's status message that cancels it (owner or moderator).
     cancel_emoji: str = "❌"
-    # Reaction for variations (reserved for a later issue).
+    # Reaction on a result that asks for a variation: its own picture as the start, a new seed,
+    # editing.vary_strength of its steps, pulled towards it by editing.keep_structure/keep_latent.
     vary_emoji: str = "🎲"
     # Minimum seconds between two progress updates of one job (Discord rate limits).
     progress_interval_s: float = Field(5.0, ge=0)

@@ -18,6 +18,7 @@ from typing import Any
 import discord
 
 from bot.config import BotConfig
+from bot.editing import is_collage
 from bot.images import fit_png
 from engine.queue import Cancelled as JobCancelled
 from engine.queue import Failed, Finished, Progress, Queued, Started
@@ -45,7 +46,17 @@ def describe(job: Any) -> str:
 
 def describe_request(r: Any) -> str:
     kind = {"edit": "✏️ edit", "vary": "🎲 variation"}.get(r.kind, "🎨")
-    return f"{kind} **{short_prompt(r.prompt)}** · seed `{r.seed}` · {r.steps} steps · {r.width}x{r.height}"
+    where = f"*{short_prompt(r.region, 80)}* → " if getattr(r, "region", None) else ""
+    return f"{kind} {where}**{short_prompt(r.prompt)}** · seed `{r.seed}` · {r.steps} steps · {r.width}x{r.height}"
+
+
+def mask_caption(r: Any) -> str | None:
+    """What the mask of a finished edit shows, or None when it is not worth a message (the person's own)."""
+    if getattr(r, "region", None):
+        return f"🔍 where CLIP found *{short_prompt(r.region, 80)}* (white = repainted)"
+    if is_collage(r):
+        return "🧩 the holes and seams that were repainted (white)"
+    return None
 
 
 def status_text(job: Any, line: str, note: str | None = None) -> str:
@@ -149,14 +160,17 @@ class Delivery:
         w, h = ran.get("width", r.width), ran.get("height", r.height)
         note = (ev.metadata or {}).get("note")
         secs = ev.seconds if ev.seconds is not None else (job.seconds or 0.0)
-        content = (f"<@{job.owner}> **{short_prompt(r.prompt, 1500)}**\n"
+        d = self.cfg.discord
+        where = f" · in *{short_prompt(r.region, 80)}*" if r.region else ""
+        content = (f"<@{job.owner}> **{short_prompt(r.prompt, 1500)}**{where}\n"
                    f"seed `{r.seed}` · {r.steps} steps · {w}x{h} · {secs:.1f} s"
                    + (f"\n⚠️ {note}" if note else "")
-                   + f"\n-# react {self.cfg.discord.rerun_emoji} to paint it again with a new seed")
+                   + f"\n-# react {d.rerun_emoji} to paint it again with a new seed, {d.vary_emoji} for a variation")
 
         def file() -> discord.File:
             return discord.File(io.BytesIO(png), filename=f"vqgan-{r.seed}.png")
 
+        await self._post_mask(job, ev.mask_png)  # before the result, so that the result is the newest image
         msg = await self._post(job, content=content, file_factory=file)
         if msg is None:
             log.error("job %s finished but its result could not be posted anywhere", job.id)
@@ -165,11 +179,27 @@ class Delivery:
             return
         await self._annotate(job, result_message_id=msg.id, result_channel_id=msg.channel.id)
         await self._delivered(job)
-        try:
-            await msg.add_reaction(self.cfg.discord.rerun_emoji)
-        except discord.HTTPException as e:
-            log.info("could not add the rerun reaction to %s: %s", msg.id, e)
+        for emoji in (d.rerun_emoji, d.vary_emoji):
+            try:
+                await msg.add_reaction(emoji)
+            except discord.HTTPException as e:
+                log.info("could not add the %s reaction to %s: %s", emoji, msg.id, e)
         await self._edit_status(job, f"✅ done in {secs:.1f} s: {msg.jump_url}")
+
+    async def _post_mask(self, job: Any, mask_png: bytes | None) -> None:
+        """Show the region CLIP found (or a collage's seams) in the thread, as a message of its own:
+        the result message keeps a single image, so replying to it edits the picture, not the mask."""
+        caption = mask_caption(job.request) if mask_png else None
+        if caption is None or mask_png is None:
+            return
+        png = await asyncio.to_thread(fit_png, mask_png, self.cfg.discord.filesize_limit)
+
+        def file() -> discord.File:
+            return discord.File(io.BytesIO(png), filename=f"mask-{job.id}.png")
+
+        msg = await self._post(job, content=caption, file_factory=file, use_webhook=False)
+        if msg is not None:
+            await self._annotate(job, mask_message_id=msg.id)
 
     async def _on_failed(self, ev: Any) -> None:
         reason = str(ev.reason).splitlines()[0][:300] if ev.reason else "unknown error"

@@ -160,6 +160,7 @@ def variation_request(cfg: BotConfig, job: Any, seed: int) -> Request:
     e = cfg.editing
     req = job.request.with_changes(
         kind="vary", init_image=str(path), seed=seed, steps=max(1, round(job.request.steps * e.vary_strength)),
-        keep_structure=e.keep_structure, keep_latent=e.keep_latent, parent=job.id, width=w, height=h)
+        keep_structure=e.keep_structure, keep_latent=e.keep_latent, parent=job.id, width=w, height=h,
+        mask=None, region=None)  # the whole result varies; the parent's mask may be pruned by now
     check_limits(req, cfg.limits)
     return req

@@ -374,19 +374,7 @@ class JobQueue:
             out = await self._loop.run_in_executor(self._gpu, self._execute, job, ctl)
         finally:
             self._current = None
-        job = self._jobs[job.id]
-        if job.state != "running":  # cancelled meanwhile: its Cancelled event has gone out
-            if out.path:
-                Path(out.path).unlink(missing_ok=True)
-        elif out.kind == "finished":
-            job = await self._end(job, "finished", result_path=out.path, seconds=out.seconds)
-            self._emit(Finished(job, out.png, out.metadata, out.seconds, out.mask_png))
-        elif out.kind == "failed":
-            job = await self._end(job, "failed", error=out.reason)
-            self._emit(Failed(job, out.reason))
-        else:  # stopped by close(): back in the queue; this attempt does not count
-            job = self._replace(job, state="queued", attempts=job.attempts - 1)
-            await self._save(job)
+        await self._conclude(job.id, out)
 
     # -- several jobs stepped together --------------------------------------------------------
 
@@ -474,7 +462,7 @@ class JobQueue:
                         mask_png=_mask_png(result))
 
     async def _conclude(self, job_id: str, out: _Outcome) -> None:
-        """Record a batched job's outcome and tell the listeners (as ``_run`` does for one job)."""
+        """Record a job's outcome and tell the listeners (solo or batched)."""
         self._batch.pop(job_id, None)
         job = self._jobs[job_id]
         if job.state != "running":  # cancelled meanwhile: its Cancelled event has gone out

@@ -36,9 +36,14 @@ def help_text(bot: VQGANBot) -> str:
 the same shape: white = may change, black = keep).
 • **Reply** with words to any message that has an image (a result or anyone's upload) to edit it.
 • Or attach a picture with words while mentioning me, or right-click a message → Apps → **Edit with VQGAN**.
+• **One part only**: reply `jacket -> a fur coat`, or `/edit region:jacket prompt:a fur coat`; I show where \
+I found it.
+• **Collages**: several pictures (`image2:`, or attach several) go side by side, and transparent parts of \
+a PNG are holes; the seams and holes are repainted into one picture.
 
 **Reactions**
 • {d.rerun_emoji} on a result: paint it again with a new seed.
+• {d.vary_emoji} on a result: a variation, similar but different (fewer steps, from the picture itself).
 • {d.cancel_emoji} on a job's message: cancel it (yours, or anyone's if you are a moderator).
 
 `/queue` shows what is waiting; `/cancel` stops your newest job. Prompts are at most \

@@ -1,9 +1,11 @@
 """Talking to the bot without slash commands: replies, mentions, reactions, a context menu.
 
 * reply with words to a message that carries an image (or to a reply chain leading to one)
-  -> edit that image with the words as the prompt;
+  -> edit that image with the words as the prompt; ``jacket -> fur`` changes only the jacket;
 * attach an image + words while replying or mentioning the bot -> edit the attached image;
+* several images in one message -> a collage of them, left to right, seams repainted;
 * react with the rerun emoji on a result -> the same request with a new seed;
+* react with the vary emoji on a result -> a variation: its own picture, a new seed, fewer steps;
 * react with the cancel emoji on a job's status message -> cancel it (owner or moderator);
 * right-click a message -> Apps -> "Edit with VQGAN" -> a modal asks for the prompt.
 
@@ -14,8 +16,8 @@ posted before a restart keep working.
 from __future__ import annotations
 
 import logging
-import random
 import re
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import discord
@@ -23,6 +25,7 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot import launch
+from bot.editing import MAX_PIECES, new_seed, piece_name, prepare, split_arrow, variation_request
 from bot.requests import (
     ImageRef,
     build_request,
@@ -31,14 +34,12 @@ from bot.requests import (
     check_access_message,
     check_attachment,
     check_pending,
-    download,
-    fit_size,
     image_attachments,
-    image_size,
     is_moderator,
     rerun_request,
 )
 from engine.errors import UserError
+from engine.request import Request
 
 if TYPE_CHECKING:
     from bot.app import VQGANBot
@@ -46,9 +47,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 MAX_CHAIN = 5  # replies followed to find an image
 HOWTO = ("to edit an image, reply to it with words saying what it should become, "
-         "e.g. `a snowy mountain at dusk` (or use /edit)")
-REGION_NOT_YET = ("`a -> b` (changing one thing into another) is not supported yet; "
-                  "reply with what the whole image should become, or use /edit with a mask")
+         "e.g. `a snowy mountain at dusk`, or `jacket -> a fur coat` to change one part (or use /edit)")
 
 
 def _norm(emoji: str) -> str:
@@ -61,13 +60,12 @@ class EditModal(discord.ui.Modal, title="Edit with VQGAN"):
     prompt: discord.ui.TextInput[EditModal] = discord.ui.TextInput(
         label="What should the image become?", placeholder="a snowy mountain at dusk", max_length=1000)
 
-    def __init__(self, cog: Gestures, target: discord.Message, attachment: discord.Attachment, note: str | None):
+    def __init__(self, cog: Gestures, target: discord.Message, attachments: list[discord.Attachment]) -> None:
         super().__init__()
-        self.cog, self.target, self.attachment, self.note = cog, target, attachment, note
+        self.cog, self.target, self.attachments = cog, target, attachments
 
     async def on_submit(self, interaction: discord.Interaction) -> None:
-        await self.cog.edit_from_modal(interaction, self.target, self.attachment, str(self.prompt.value),
-                                       self.note)
+        await self.cog.edit_from_modal(interaction, self.target, self.attachments, str(self.prompt.value))
 
 
 class Gestures(commands.Cog):
@@ -161,29 +159,31 @@ class Gestures(commands.Cog):
             elif not message.attachments and not message.stickers:
                 self._warn_no_content()
             return
-        if "->" in text:
-            await launch.notice(message, self.bot, REGION_NOT_YET)
-            return
-        images = image_attachments(target)
-        note = f"{len(images)} images attached: editing the first" if len(images) > 1 else None
-        await self._edit(message, target, images[0], text, note)
+        await self._edit(message, target, image_attachments(target), text)
 
-    async def _edit(self, message: discord.Message, target: discord.Message, att: discord.Attachment,
-                    text: str, note: str | None) -> None:
+    async def _edit(self, message: discord.Message, target: discord.Message, atts: list[discord.Attachment],
+                    text: str) -> None:
+        """Edit ``target``'s image(s): one picture, or several as a collage; ``a -> b`` is a region edit."""
         cfg = self.bot.cfg
         try:
+            region, prompt = split_arrow(text)
             check_pending(cfg, self.bot.queue, str(message.author.id))
-            build_request(cfg, prompt=text, kind="edit")
-            path = await download(self.bot, cfg, ImageRef.of(att), "image")
-            w, h = fit_size(*image_size(path), cfg)
-            parent = self.bot.queue.find(result_message_id=target.id)
-            req = build_request(cfg, prompt=text, kind="edit", init_image=str(path), width=w, height=h,
-                                parent=parent.id if parent else None)
+            build_request(cfg, prompt=prompt, kind="edit", region=region)
+            req, note = await self._edit_request(target, atts, prompt, region)
         except UserError as e:
             await launch.notice(message, self.bot, str(e))
             return
         await launch.from_message(self.bot, message, req, owner=message.author.id, member=message.author,
                                   note=note)
+
+    async def _edit_request(self, target: discord.Message, atts: list[discord.Attachment], prompt: str,
+                            region: str | None) -> tuple[Request, str | None]:
+        """Download and compose the pictures; the parent is the job whose result ``target`` shows."""
+        edit = await prepare(self.bot, self.bot.cfg, [ImageRef.of(a) for a in atts])
+        parent = self.bot.queue.find(result_message_id=target.id)
+        req = build_request(self.bot.cfg, prompt=prompt, kind="edit", region=region, **edit.fields(),
+                            parent=parent.id if parent else None)
+        return req, edit.note
 
     def _warn_no_content(self) -> None:
         """A reply with no words, files or stickers cannot be sent: the content intent is off."""
@@ -207,10 +207,12 @@ class Gestures(commands.Cog):
             return
         emoji = _norm(str(payload.emoji))
         d = self.bot.cfg.discord
-        if emoji == _norm(d.rerun_emoji):
+        if emoji in (_norm(d.rerun_emoji), _norm(d.vary_emoji)):
             job = self.bot.queue.find(result_message_id=payload.message_id)
-            if job is not None:
+            if job is not None and emoji == _norm(d.rerun_emoji):
                 await self._rerun(payload, job)
+            elif job is not None:
+                await self._vary(payload, job)
         elif emoji == _norm(d.cancel_emoji):
             job = (self.bot.queue.find(status_message_id=payload.message_id)
                    or self.bot.queue.find(progress_message_id=payload.message_id))
@@ -224,6 +226,21 @@ class Gestures(commands.Cog):
         return channel.get_partial_message(payload.message_id)  # type: ignore[union-attr]
 
     async def _rerun(self, payload: discord.RawReactionActionEvent, job: Any) -> None:
+        def make() -> Request:
+            seed = new_seed(job.request.seed)
+            return rerun_request(self.bot.cfg, job.request, seed).model_copy(update={"parent": job.id})
+
+        await self._from_result(payload, job, make, f"rerun of job {job.id} with a new seed", "rerun_of")
+
+    async def _vary(self, payload: discord.RawReactionActionEvent, job: Any) -> None:
+        def make() -> Request:
+            return variation_request(self.bot.cfg, job, new_seed(job.request.seed))
+
+        await self._from_result(payload, job, make, f"variation of job {job.id}", "variation_of")
+
+    async def _from_result(self, payload: discord.RawReactionActionEvent, job: Any, make: Callable[[], Request], note: str,
+                           key: str) -> None:
+        """A new job from a reaction on a result, owned by the reactor, posted beside the result."""
         cfg = self.bot.cfg
         anchor = self._anchor(payload)
         channel = self.bot.get_channel(payload.channel_id)
@@ -231,15 +248,12 @@ class Gestures(commands.Cog):
             check_access(cfg, guild_id=payload.guild_id, channel_id=payload.channel_id,
                          parent_id=getattr(channel, "parent_id", None), member=payload.member)
             check_pending(cfg, self.bot.queue, str(payload.user_id))
-            seed = random.randrange(2**31)
-            while seed == job.request.seed:
-                seed = random.randrange(2**31)
-            req = rerun_request(cfg, job.request, seed).model_copy(update={"parent": job.id})
+            req = make()
         except UserError as e:
             await launch.notice(anchor, self.bot, f"<@{payload.user_id}> {e}")
             return
         await launch.from_message(self.bot, anchor, req, owner=payload.user_id, member=payload.member,
-                                  note=f"rerun of job {job.id} with a new seed", extra={"rerun_of": job.id})
+                                  note=note, extra={key: job.id})
 
     async def _cancel(self, payload: discord.RawReactionActionEvent, job: Any) -> None:
         moderator = is_moderator(self.bot.cfg, payload.member)
@@ -262,31 +276,26 @@ class Gestures(commands.Cog):
             if not images:
                 raise UserError("that message has no image to edit; attach one or pick another message")
             check_pending(cfg, self.bot.queue, str(interaction.user.id))
-            check_attachment(cfg, ImageRef.of(images[0]))
+            shown = images[:MAX_PIECES]  # the rest are left out of the collage (and the note says so)
+            for i, a in enumerate(shown):
+                check_attachment(cfg, ImageRef.of(a), piece_name(i, len(shown)))
         except UserError as e:
             await launch.refuse(interaction, str(e))
             return
-        note = f"{len(images)} images attached: editing the first" if len(images) > 1 else None
-        await interaction.response.send_modal(EditModal(self, message, images[0], note))
+        await interaction.response.send_modal(EditModal(self, message, images))
 
     async def edit_from_modal(self, interaction: discord.Interaction, target: discord.Message,
-                              att: discord.Attachment, text: str, note: str | None = None) -> None:
-        cfg = self.bot.cfg
+                              atts: list[discord.Attachment], text: str) -> None:
         text = " ".join(text.split())
         try:
-            if "->" in text:
-                raise UserError(REGION_NOT_YET)
-            build_request(cfg, prompt=text, kind="edit")
+            region, prompt = split_arrow(text)
+            build_request(self.bot.cfg, prompt=prompt, kind="edit", region=region)
         except UserError as e:
             await launch.refuse(interaction, str(e))
             return
         await interaction.response.defer(thinking=True)
         try:
-            path = await download(self.bot, cfg, ImageRef.of(att), "image")
-            w, h = fit_size(*image_size(path), cfg)
-            parent = self.bot.queue.find(result_message_id=target.id)
-            req = build_request(cfg, prompt=text, kind="edit", init_image=str(path), width=w, height=h,
-                                parent=parent.id if parent else None)
+            req, note = await self._edit_request(target, atts, prompt, region)
         except UserError as e:
             await launch.refuse_after_defer(interaction, str(e))
             return

@@ -58,14 +58,19 @@ async def test_reply_with_an_image_and_no_text_gets_a_howto(fake, tmp_path):
         assert bot.queue.pending() == []
 
 
-async def test_arrow_prompts_are_not_yet_supported(fake, tmp_path):
-    async with run_bot(fake, make_config(tmp_path, fake), FakeRunner()) as bot:
+async def test_arrow_prompts_are_region_edits_and_an_empty_side_gets_a_howto(fake, tmp_path):
+    runner = FakeRunner()
+    async with run_bot(fake, make_config(tmp_path, fake), runner) as bot:
         alice = fake.add_user("alice")
         upload = await fake.user_message(alice, fake.channel, "", attachments=[("a.png", png(), "image/png")])
-        msg = await fake.user_message(alice, fake.channel, "cat -> dog", reply_to=upload)
-        [n] = await fake.wait_for(lambda: _notices(fake, msg))
-        assert "not supported yet" in n.content
-        assert bot.queue.pending() == []
+        await fake.user_message(alice, fake.channel, "the cat → a small dog", reply_to=upload)
+        await wait_results(fake)
+        req = runner.calls[0]
+        assert (req.kind, req.region, req.prompt) == ("edit", "the cat", "a small dog")
+        half = await fake.user_message(alice, fake.channel, "cat ->", reply_to=upload)
+        [n] = await fake.wait_for(lambda: _notices(fake, half))
+        assert "what to change -> what it becomes" in n.content
+        assert bot.queue.pending() == [] and len(runner.calls) == 1
 
 
 async def test_context_menu_opens_a_modal_then_edits(fake, tmp_path):
@@ -97,7 +102,7 @@ async def test_context_menu_refusals(fake, tmp_path):
         assert "no image" in await wait_ephemeral(fake, inter)
 
 
-async def test_several_images_edits_the_first_and_says_so(fake, tmp_path):
+async def test_several_images_become_one_collage_and_it_says_so(fake, tmp_path):
     runner = FakeRunner()
     async with run_bot(fake, make_config(tmp_path, fake), runner) as bot:
         alice = fake.add_user("alice")
@@ -105,9 +110,10 @@ async def test_several_images_edits_the_first_and_says_so(fake, tmp_path):
             ("wide.png", png((64, 32)), "image/png"), ("tall.png", png((32, 64)), "image/png")])
         await fake.user_message(alice, fake.channel, "an oil painting", reply_to=upload)
         [result] = await wait_results(fake)
-        assert runner.calls[0].width > runner.calls[0].height
+        req = runner.calls[0]
+        assert req.width > req.height and req.mask and "collage-" in req.init_image  # 2:1 + 1:2 side by side
         job = (await job_of(fake, bot, result))
-        await fake.wait_for(lambda: "editing the first" in fake.message(job.origin["status_message_id"]).content)
+        await fake.wait_for(lambda: "collage of 2 images" in fake.message(job.origin["status_message_id"]).content)
 
 
 async def test_a_reply_to_a_reply_follows_the_chain_to_the_image(fake, tmp_path):
@@ -156,7 +162,7 @@ async def test_queue_cancel_and_help(fake, tmp_path):
         assert "no job" in await wait_ephemeral(fake, nothing)
         h = await fake.slash(bob, fake.channel, "help")
         help_text = (await h.wait_response()).data["content"]
-        for words in ("a:1|b:-0.5", "seed", "mask", "Reply", "🔁", "❌"):
+        for words in ("a:1|b:-0.5", "seed", "mask", "Reply", "🔁", "❌", "🎲", "->", "region:", "ollage"):
             assert words in help_text
         assert len(help_text) <= 2000
         hold.set()

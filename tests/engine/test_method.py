@@ -151,3 +151,24 @@ def test_clip_from_config_json_and_pt_state_dict(tmp_path):
     assert t.shape == (2, 32) and torch.allclose(t.norm(dim=-1), torch.ones(2))
     assert torch.allclose(t, b.encode_text(["a red apple", "a blue car"]))
     assert a.encode_image(torch.rand(3, 3, 32, 32)).shape == (3, 32)
+
+
+def test_models_load_once_and_the_least_recently_used_is_dropped(tiny_cfg, tmp_path):
+    from engine.models.loader import ModelCache
+    from engine.request import ModelSpec
+
+    other_json, other_weights = write_tiny_clip(tmp_path / "other", seed=1)
+    cache = ModelCache(tiny_cfg.models.model_copy(update={"max_loaded": 1}))
+    base = _models_of(tiny_cfg)
+    other = ModelSpec(**{**base.model_dump(), "clip_config": str(other_json), "clip_checkpoint": str(other_weights)})
+    first = cache.get(base)
+    assert cache.get(base).clip is first.clip, "a second job with the same models reuses them"
+    second = cache.get(other)
+    assert second.clip is not first.clip and second.vqgan is first.vqgan
+    assert cache.get(base).clip is not first.clip, "max_loaded=1: the first CLIP was dropped and reloaded"
+
+
+def _models_of(cfg):
+    from engine.request import Request
+
+    return Request.from_config(cfg, prompt="x").models
