@@ -10,11 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import io
-import math
 import re
 import time
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,6 +22,7 @@ from pydantic import ValidationError
 
 from bot.config import BotConfig, RoleRef
 from bot.endpoints import cdn_url
+from engine import imageio
 from engine.errors import BadImage, UserError
 from engine.request import Request, check_limits
 
@@ -134,25 +132,11 @@ def check_pending(cfg: BotConfig, queue: Any, owner: str) -> None:
 # --------------------------------------------------------------------------- sizes
 
 
-def _round16(v: float, cap: int) -> int:
-    """Nearest multiple of 16 (VQGAN cells), at least 16, at most ``cap`` rounded down."""
-    return min(max(16, round(v / 16) * 16), max(16, cap // 16 * 16))
-
-
 def fit_size(w: int, h: int, cfg: BotConfig) -> tuple[int, int]:
     """The aspect of ``w x h`` at the configured default pixel count, inside the limits, in 16s."""
     g, lim = cfg.generation, cfg.limits
-    target = min(g.width * g.height, lim.max_pixels)
-    scale = math.sqrt(target / max(1, w * h))
-    nw, nh = w * scale, h * scale
-    shrink = min(1.0, lim.max_width / nw, lim.max_height / nh)
-    out_w, out_h = _round16(nw * shrink, lim.max_width), _round16(nh * shrink, lim.max_height)
-    while out_w * out_h > lim.max_pixels and max(out_w, out_h) > 16:
-        if out_w >= out_h:
-            out_w -= 16
-        else:
-            out_h -= 16
-    return out_w, out_h
+    return imageio.fit_size(w, h, lim.max_width, lim.max_height, lim.max_pixels,
+                            target_pixels=min(g.width * g.height, lim.max_pixels))
 
 
 def parse_size(cfg: BotConfig, size: str | None, aspect: str | None) -> tuple[int | None, int | None]:
@@ -245,28 +229,10 @@ def _mib(n: int) -> str:
 
 
 def decode_image(cfg: BotConfig, data: bytes, what: str = "image") -> Image.Image:
-    """Open with a pixel guard (decompression bombs) and verify, then load as RGB/L."""
+    """Decode with the engine's guards (bytes, header pixels before decoding, truncation), keep transparency."""
     lim = cfg.limits
-    if len(data) > lim.max_input_bytes:
-        raise BadImage(f"the {what} is {_mib(len(data))}; the limit is {_mib(lim.max_input_bytes)}")
-    try:
-        with warnings.catch_warnings():
-            # PIL's own bomb guard (Image.MAX_IMAGE_PIXELS) becomes an error, and the header's size
-            # is checked against our (smaller) limit before any pixel is decoded.
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(data)) as probe:
-                w, h = probe.size
-                if w * h > lim.max_input_pixels:
-                    raise BadImage(f"the {what} is {w}x{h}; the limit is {lim.max_input_pixels:,} pixels")
-                probe.verify()
-            img = Image.open(io.BytesIO(data))
-            img.load()
-    except BadImage:
-        raise
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise BadImage(f"the {what} has too many pixels; the limit is {lim.max_input_pixels:,}") from None
-    except Exception:
-        raise BadImage(f"the {what} is not a readable image; attach a PNG, JPEG or WEBP") from None
+    img = imageio.open_image(data, what=f"the {what}", max_bytes=lim.max_input_bytes,
+                             max_pixels=lim.max_input_pixels)
     if img.mode not in ("RGB", "L", "RGBA"):
         # keep transparency (palette or grey+alpha): transparent areas are holes to fill, not white
         keep_alpha = "A" in img.getbands() or "transparency" in img.info

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import warnings
 from pathlib import Path
 from typing import Any
@@ -82,12 +83,21 @@ def load_mask(source: str | Path | bytes, **limits: Any) -> Image.Image:
 
 
 def fit_size(width: int, height: int, max_width: int, max_height: int, max_pixels: int,
-             multiple: int = 16) -> tuple[int, int]:
-    """Scale (width, height) down to fit the limits, keep the aspect, round down to ``multiple``."""
-    scale = min(1.0, max_width / width, max_height / height, (max_pixels / (width * height)) ** 0.5)
-    w = max(multiple, int(width * scale) // multiple * multiple)
-    h = max(multiple, int(height * scale) // multiple * multiple)
-    return w, h
+             target_pixels: int | None = None, multiple: int = 16) -> tuple[int, int]:
+    """Keep the aspect of (width, height), scaled to ``target_pixels`` when given (else kept), then
+    shrunk into the limits, in whole VQGAN cells (``multiple``, nearest)."""
+    scale = 1.0 if target_pixels is None else math.sqrt(target_pixels / max(1, width * height))
+    w, h = width * scale, height * scale
+    shrink = min(1.0, max_width / w, max_height / h)
+    top_w, top_h = max(multiple, max_width // multiple * multiple), max(multiple, max_height // multiple * multiple)
+    out_w = min(max(multiple, round(w * shrink / multiple) * multiple), top_w)
+    out_h = min(max(multiple, round(h * shrink / multiple) * multiple), top_h)
+    while out_w * out_h > max_pixels and max(out_w, out_h) > multiple:
+        if out_w >= out_h:
+            out_w -= multiple
+        else:
+            out_h -= multiple
+    return out_w, out_h
 
 
 def png_bytes(img: Image.Image, metadata: dict[str, Any] | None = None) -> bytes:

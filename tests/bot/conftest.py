@@ -7,7 +7,6 @@ import contextlib
 import io
 import time
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +22,7 @@ from engine.config import Config
 from engine.errors import Cancelled
 from engine.request import Request
 from tests.fakediscord import FakeDiscord, Message
+from tests.fakes import FakeProgress, FakeResult
 
 
 @pytest.fixture
@@ -56,31 +56,6 @@ def make_config(tmp_path: Path, fake: FakeDiscord, base: Config | None = None, *
 
 
 # ------------------------------------------------------------------ a fake engine
-
-
-@dataclass
-class FakeProgress:
-    step: int
-    total: int
-    loss: float
-    image: Image.Image
-
-
-@dataclass
-class FakeResult:
-    image: Image.Image
-    request: Request
-    seconds: float
-    losses: list[float] = field(default_factory=list)
-
-    def png_bytes(self) -> bytes:
-        from PIL import PngImagePlugin
-
-        info = PngImagePlugin.PngInfo()
-        info.add_text("request", self.request.model_dump_json())
-        buf = io.BytesIO()
-        self.image.save(buf, format="PNG", pnginfo=info)
-        return buf.getvalue()
 
 
 class FakeRunner:

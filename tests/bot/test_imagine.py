@@ -42,7 +42,7 @@ async def test_imagine_defers_fast_opens_thread_posts_progress_and_result(fake, 
         assert edits, "the progress message is edited in place with a new image"
         img = Image.open(io.BytesIO(result.attachments[0].data))
         assert img.size == (64, 64)
-        assert json.loads(img.text["request"])["seed"] == 42
+        assert json.loads(img.text["vqgan-clip"])["request"]["seed"] == 42
         job = (await job_of(fake, bot, result))
         assert job is not None and job.state == "finished"
         await fake.wait_for(lambda: "✅ done" in fake.message(status.id).content)
@@ -71,5 +71,5 @@ async def test_big_results_are_downscaled_to_the_upload_limit(fake, tmp_path):
         data = result.attachments[0].data
         assert len(data) <= 64 * 1024
         img = Image.open(io.BytesIO(data))
-        assert img.width < 512 and json.loads(img.text["request"])["width"] == 512
+        assert img.width < 512 and json.loads(img.text["vqgan-clip"])["request"]["width"] == 512
         assert "512x512" in result.content

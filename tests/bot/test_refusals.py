@@ -81,7 +81,7 @@ async def test_size_over_limit_and_malformed(fake, tmp_path):
     ("notes.txt", b"hello", "text/plain", "text/plain"),
     ("big.png", png((10, 10)) + b"\0" * 3000, "image/png", "limit is"),
     ("huge.png", png((300, 300)), "image/png", "pixels"),
-    ("liar.png", b"this is not a png at all" * 10, "image/png", "not a readable image"),
+    ("liar.png", b"this is not a png at all" * 10, "image/png", "not an image"),
 ])
 async def test_attachment_checks(fake, tmp_path, filename, data, ctype, expect):
     cfg = make_config(tmp_path, fake, limits={"max_input_bytes": 2048, "max_input_pixels": 256 * 256})

@@ -7,7 +7,6 @@ prompt); the event-loop lag and the SIGKILL restart run the real engine on the t
 from __future__ import annotations
 
 import asyncio
-import io
 import json
 import os
 import signal
@@ -16,7 +15,6 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -39,30 +37,10 @@ from engine.queue import (
     Started,
 )
 from engine.request import Request
+from tests.fakes import FakeProgress, FakeResult
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tests"))
-
-
-@dataclass
-class FakeProgress:
-    step: int
-    total: int
-    loss: float
-    image: Image.Image
-
-
-@dataclass
-class FakeResult:
-    image: Image.Image
-    request: Request
-    seconds: float
-    losses: list[float] = field(default_factory=list)
-
-    def png_bytes(self) -> bytes:
-        buf = io.BytesIO()
-        self.image.save(buf, format="PNG")
-        return buf.getvalue()
 
 
 class FakeRunner:
