@@ -44,11 +44,15 @@ def test_config_unknown_key_and_wrong_type_name_the_key_and_file(tmp_path):
         load_config(p)
 
 
-def test_shipped_config_toml_is_valid_and_matches_defaults():
-    from engine.config import Config
+def test_shipped_config_toml_documents_every_setting_at_its_default():
+    import tomllib
 
-    cfg = load_config("config.toml")
-    assert cfg.model_dump(exclude={"discord"}) == Config().model_dump(exclude={"discord"})
+    from bot.config import BotConfig
+
+    written = tomllib.loads(open("config.toml", encoding="utf-8").read())
+    for section, values in BotConfig().model_dump().items():
+        assert set(values) == set(written[section]), f"[{section}] in config.toml lists every key"
+    assert load_config("config.toml", BotConfig) == BotConfig()
 
 
 def test_spherical_distance_is_zero_for_same_and_grows_with_angle():
