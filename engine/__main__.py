@@ -135,7 +135,7 @@ def _request(args: argparse.Namespace, cfg: Config):
             raise UserError(f"--{a.replace('_', '-')} and --{b.replace('_', '-')} go together")
     named = {k: v for k, v in {"vqgan": args.vqgan, "clip_model": args.clip_model,
                                "clip_pretrained": args.clip_pretrained}.items() if v}
-    if named.keys() & {"vqgan"}:
+    if "vqgan" in named:
         files.update(vqgan_config=None, vqgan_checkpoint=None)  # a preset named on the command line wins
     if named.keys() & {"clip_model", "clip_pretrained"}:
         files.update(clip_config=None, clip_checkpoint=None)

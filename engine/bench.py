@@ -55,11 +55,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
 def _random_models(device: torch.device) -> Models:
     import open_clip
 
-    from engine.models.clip import _wrap
+    from engine.models.clip import wrap_clip
     from engine.models.vqgan import vqgan_from_config
 
     vq = vqgan_from_config(copy.deepcopy(IMAGENET_F16_16384)).eval().requires_grad_(False).to(device)
-    clip = _wrap(open_clip.create_model("ViT-B-32", pretrained=None, force_quick_gelu=True),
+    clip = wrap_clip(open_clip.create_model("ViT-B-32", pretrained=None, force_quick_gelu=True),
                  open_clip.get_tokenizer("ViT-B-32")).to(device)
     return Models(vq, clip, device)
 

@@ -144,7 +144,6 @@ class JobQueue:
         self._rank = itertools.count()
         self._last_served: dict[str, float] = {}  # owner -> when their last job started
         self._listeners: list[_Listener] = []
-        self._current: _Control | None = None
         self._store: JobStore | None = None
         self._db = ThreadPoolExecutor(1, thread_name_prefix="jobqueue-db")  # ordered writes
         self._gpu = ThreadPoolExecutor(1, thread_name_prefix="jobqueue-worker")
@@ -153,7 +152,7 @@ class JobQueue:
         self._closing = False
         self._pruned_at = 0.0
         self._solo: set[str] = set()  # jobs that ran out of memory in a batch: run them alone
-        self._batch: dict[str, _Control] = {}  # the jobs of the running batch
+        self._running: dict[str, _Control] = {}  # the running job(s): how to stop each
         self._loop: asyncio.AbstractEventLoop  # set by start()
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -198,9 +197,7 @@ class JobQueue:
         if self._worker is None:
             return
         self._closing = True
-        if self._current is not None:
-            self._current.stop("close")
-        for ctl in self._batch.values():
+        for ctl in self._running.values():
             ctl.stop("close")
         self._wakeup.set()
         await self._worker
@@ -261,10 +258,8 @@ class JobQueue:
             raise NotAllowed("Only the person who asked for this job or a moderator can cancel it.")
         if job.state in TERMINAL:
             raise UserError(f"Job {job.id} has already {job.state}; there is nothing to cancel.")
-        if job.state == "running" and self._current is not None and self._current.job_id == job.id:
-            self._current.stop("cancel")
-        if job.id in self._batch:
-            self._batch[job.id].stop("cancel")
+        if job.id in self._running:
+            self._running[job.id].stop("cancel")
         job = await self._end(job, "cancelled")
         self._emit(Cancelled(job, by))
         return job
@@ -361,19 +356,28 @@ class JobQueue:
                 except Exception:
                     log.exception("job queue: pruning old jobs failed")
 
-    async def _run(self, job: Job) -> None:
+    async def _begin(self, job: Job) -> tuple[Job, _Control] | None:
+        """Mark a job running (saved, announced); None if it was cancelled while being saved."""
         ctl = _Control(job.id, time.monotonic() + self._cfg.job_timeout_s)
-        self._current = ctl
+        self._running[job.id] = ctl
         job = self._replace(job, state="running", started_at=time.time(), attempts=job.attempts + 1)
         self._last_served[job.owner] = job.started_at or 0.0
+        await self._save(job)
+        if self._jobs[job.id].state != "running":
+            self._running.pop(job.id, None)
+            return None
+        self._emit(Started(job))
+        return job, ctl
+
+    async def _run(self, job: Job) -> None:
+        if (begun := await self._begin(job)) is None:
+            return
+        job, ctl = begun
         try:
-            await self._save(job)
-            if self._jobs[job.id].state != "running":  # cancelled while being saved
-                return
-            self._emit(Started(job))
             out = await self._loop.run_in_executor(self._gpu, self._execute, job, ctl)
-        finally:
-            self._current = None
+        except BaseException:
+            self._running.pop(job.id, None)
+            raise
         await self._conclude(job.id, out)
 
     # -- several jobs stepped together --------------------------------------------------------
@@ -394,15 +398,9 @@ class JobQueue:
         gpu = self._gpu
 
         async def admit(job: Job) -> None:
-            ctl = _Control(job.id, time.monotonic() + self._cfg.job_timeout_s)
-            job = self._replace(job, state="running", started_at=time.time(), attempts=job.attempts + 1)
-            self._last_served[job.owner] = job.started_at or 0.0
-            self._batch[job.id] = ctl
-            await self._save(job)
-            if self._jobs[job.id].state != "running":
-                self._batch.pop(job.id, None)
+            if (begun := await self._begin(job)) is None:
                 return
-            self._emit(Started(job))
+            job, ctl = begun
             try:
                 runs[job.id] = await self._loop.run_in_executor(
                     gpu, runner.start, job.request, lambda p, i=job.id: self._on_progress(i, p))
@@ -420,7 +418,7 @@ class JobQueue:
                     if job.id not in self._solo and runner.batch_key(job.request) == key:
                         await admit(job)
                 for job_id in list(runs):
-                    ctl = self._batch[job_id]
+                    ctl = self._running[job_id]
                     if ctl.should_stop() or self._jobs[job_id].state != "running":
                         runs.pop(job_id)
                         await self._conclude(job_id, self._failure(errors.Cancelled(), ctl, self._jobs[job_id].request))
@@ -448,7 +446,7 @@ class JobQueue:
                 await self._conclude(job_id, _Outcome("failed", reason="the engine failed; see the log"))
             raise
         finally:
-            self._batch.clear()
+            self._running.clear()
 
     def _finish(self, job: Job, run: Any) -> _Outcome:
         """On the worker thread: the final image of a batched run, written like a solo job's."""
@@ -463,7 +461,7 @@ class JobQueue:
 
     async def _conclude(self, job_id: str, out: _Outcome) -> None:
         """Record a job's outcome and tell the listeners (solo or batched)."""
-        self._batch.pop(job_id, None)
+        self._running.pop(job_id, None)
         job = self._jobs[job_id]
         if job.state != "running":  # cancelled meanwhile: its Cancelled event has gone out
             if out.path:

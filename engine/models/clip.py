@@ -60,7 +60,8 @@ def _image_size(model: nn.Module) -> int:
     return int(size[0] if isinstance(size, (tuple, list)) else size)
 
 
-def _wrap(model: nn.Module, tokenizer: Any, preprocess: dict | None = None) -> Clip:
+def wrap_clip(model: nn.Module, tokenizer: Any, preprocess: dict | None = None) -> Clip:
+    """An open_clip model as a ``Clip``: frozen, with its input size and normalisation."""
     pre = preprocess or getattr(model.visual, "preprocess_cfg", None) or {}
     mean = tuple(pre.get("mean", OPENAI_DATASET_MEAN))
     std = tuple(pre.get("std", OPENAI_DATASET_STD))
@@ -81,7 +82,7 @@ def load_clip_pretrained(name: str, pretrained: str | None, cache_dir: str | Non
             f"could not get CLIP weights {name}/{pretrained} ({e}); with no network, use "
             "--clip-config F.json --clip-checkpoint F.safetensors with files you copied here"
         ) from None
-    return _wrap(model, open_clip.get_tokenizer(name))
+    return wrap_clip(model, open_clip.get_tokenizer(name))
 
 
 def load_clip_files(config_path: str | Path, checkpoint_path: str | Path) -> Clip:
@@ -108,4 +109,4 @@ def load_clip_files(config_path: str | Path, checkpoint_path: str | Path) -> Cli
         raise UserError(f"{checkpoint_path}: weights do not match {config_path.name}: "
                         f"{str(e).splitlines()[1] if len(str(e).splitlines()) > 1 else e}") from None
     tokenizer = open_clip.SimpleTokenizer(context_length=text_cfg.get("context_length", 77))
-    return _wrap(model, tokenizer, preprocess)
+    return wrap_clip(model, tokenizer, preprocess)
