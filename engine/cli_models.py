@@ -1,4 +1,5 @@
-"""``python -m engine models [fetch NAME]``: see which model files are cached, fetch them ahead of time.
+"""``python -m engine models [fetch NAME [--force]]``: see which model files are cached (and the
+sha256 recorded for each), fetch them ahead of time or again.
 
 Fetching before the first generation (or before starting the bot) keeps a 1 GB download out
 of a user's first request.
@@ -13,6 +14,7 @@ from pathlib import Path
 from engine.config import Config, cache_dir
 from engine.errors import UserError
 from engine.models import registry
+from engine.models.fetch import recorded_sha256
 
 __all__ = ["add_parser", "run"]
 
@@ -34,6 +36,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         "name", nargs="?", default=None, help="preset name (default: models.vqgan from the config)"
     )
     f.add_argument("--quiet", action="store_true", help="no progress bar")
+    f.add_argument(
+        "--force",
+        action="store_true",
+        help="download the preset again even if it is cached, and record the new sha256",
+    )
     return p
 
 
@@ -63,6 +70,7 @@ def _list(cfg: Config, root: Path) -> int:
     if m.vqgan_checkpoint:
         found = "found" if Path(m.vqgan_checkpoint).expanduser().exists() else "MISSING"
         print(f"* custom VQGAN: {m.vqgan_config or '(no config)'} + {m.vqgan_checkpoint} ({found})")
+    _print_recorded(root)
 
     print("CLIP:")
     if m.clip_checkpoint:
@@ -81,11 +89,29 @@ def _list(cfg: Config, root: Path) -> int:
     return 0
 
 
+def _print_recorded(root: Path) -> None:
+    """The sha256 recorded for each downloaded file, to compare with another machine's or a
+    publisher's: the mirrors publish none, so this is what was checked and installed here."""
+    rows = []
+    for p in registry.PRESETS.values():
+        for remote, path in zip((p.config, p.checkpoint), registry.preset_paths(p.name, root), strict=True):
+            digest = remote.sha256 or recorded_sha256(path)
+            if path.exists():
+                rows.append((f"{p.name}/{path.name}", digest or "(not recorded: not downloaded by fetch)"))
+    if not rows:
+        return
+    print("sha256 of the downloaded files (recorded when each was installed):")
+    width = max(len(r[0]) for r in rows)
+    for file, digest in rows:
+        print(f"  {file:<{width}}  {digest}")
+
+
 def _fetch(args: argparse.Namespace, cfg: Config, root: Path) -> int:
     name = args.name or cfg.models.vqgan
-    config, ckpt = registry.ensure_preset(name, root, progress=not args.quiet)
-    print(f"{name}: config {config}")
-    print(f"{name}: checkpoint {ckpt}")
+    config, ckpt = registry.ensure_preset(name, root, progress=not args.quiet, force=args.force)
+    for what, path in (("config", config), ("checkpoint", ckpt)):
+        digest = recorded_sha256(path)
+        print(f"{name}: {what} {path}" + (f"  sha256 {digest}" if digest else ""))
     return 0
 
 

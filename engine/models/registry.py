@@ -3,9 +3,12 @@
 Files live in ``<cache_dir>/<preset>/model.yaml`` and ``<cache_dir>/<preset>/last.ckpt``.
 URLs are the public mirrors the well-known VQGAN+CLIP notebooks use, best first. None of the
 original publishers (Heidelberg's heibox, EleutherAI, the community mirrors) publish sizes
-or checksums for these files, so ``sha256``/``size`` are ``None`` and ``fetch`` records the
-digest of the first download instead (trust on first use). Configs are fetched over HTTPS
-only: a config names Python classes, so it must not come from a plain-HTTP mirror.
+or checksums for these files, so ``sha256``/``size`` are ``None``: a download is installed only
+once it is whole and opens as what it should be (``check_config``: YAML that parses to a taming
+VQGAN config; ``check_checkpoint``: a zip/pickle checkpoint whose ``state_dict`` holds every
+weight, with its shape, of the model that config describes), and ``fetch`` records its sha256.
+Configs are fetched over HTTPS only: a config names Python classes, so it must not come from a
+plain-HTTP mirror.
 """
 
 from __future__ import annotations
@@ -13,9 +16,13 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from engine.errors import UserError
 from engine.models.fetch import fetch
+
+if TYPE_CHECKING:
+    from engine.models.vqgan import VQGAN
 
 __all__ = [
     "RemoteFile",
@@ -25,6 +32,8 @@ __all__ = [
     "get_preset",
     "preset_paths",
     "ensure_preset",
+    "check_config",
+    "check_checkpoint",
     "ClipWeights",
     "clip_weights",
 ]
@@ -162,14 +171,91 @@ def preset_paths(name: str, cache_dir: str | os.PathLike[str]) -> tuple[Path, Pa
     return folder / CONFIG_NAME, folder / CHECKPOINT_NAME
 
 
-def ensure_preset(name: str, cache_dir: str | os.PathLike[str], progress: bool = True) -> tuple[Path, Path]:
-    """The preset's (config, checkpoint), downloading whichever is missing. Raises ``FetchError``."""
+class _Unusable(Exception):
+    """Why a downloaded file is not the config or checkpoint it should be."""
+
+
+def _model_of(config: Path) -> VQGAN:
+    """The (weightless, ``meta`` device) VQGAN a taming config describes; ``_Unusable`` if none."""
+    import torch
+    from omegaconf import OmegaConf
+
+    from engine.models.vqgan import vqgan_from_config
+
+    try:
+        cfg = OmegaConf.to_container(OmegaConf.load(config), resolve=True)
+    except Exception as e:  # junk, binary data, a web page: whatever the YAML parser says
+        raise _Unusable(f"not a YAML file ({type(e).__name__})") from None
+    if not isinstance(cfg, dict) or not isinstance(cfg.get("model"), dict):
+        raise _Unusable("YAML, but not a taming config (no model section)")
+    try:
+        with torch.device("meta"):  # no memory, no time: only the names and shapes are wanted
+            return vqgan_from_config(cfg)
+    except UserError as e:
+        raise _Unusable(f"not a usable taming config: {e}") from None
+    except (TypeError, ValueError, KeyError) as e:  # ddconfig with wrong or missing fields
+        raise _Unusable(f"not a usable taming config: {type(e).__name__}: {e}") from None
+
+
+def check_config(path: Path) -> str | None:
+    """``fetch`` check for a preset's ``model.yaml``: None if it is a VQGAN config we can build."""
+    try:
+        _model_of(path)
+    except _Unusable as e:
+        return str(e)
+    return None
+
+
+def check_checkpoint(path: Path, config: Path) -> str | None:
+    """``fetch`` check for a preset's checkpoint: None if it loads (safely) and its ``state_dict``
+    has every weight of the model ``config`` describes, in the shape the config gives it."""
+    import torch
+
+    from engine.models.checkpoint import load_checkpoint
+
+    try:
+        expected = {k: tuple(v.shape) for k, v in _model_of(config).state_dict().items()}
+    except _Unusable as e:
+        return f"cannot be checked: its config {config} is {e}"
+    try:
+        data = load_checkpoint(path)
+    except UserError as e:
+        return f"not a readable zip/pickle checkpoint ({type(e).__name__})"
+    sd = data.get("state_dict")
+    if not isinstance(sd, dict):
+        return "a checkpoint without a state_dict"
+    missing = [k for k in expected if not isinstance(sd.get(k), torch.Tensor)]
+    if missing:
+        return (
+            f"its state_dict lacks {len(missing)} of the {len(expected)} weights the config names, "
+            f"e.g. {missing[0]}"
+        )
+    for k, shape in expected.items():
+        if tuple(sd[k].shape) != shape:
+            return f"weight {k} has shape {list(sd[k].shape)}, the config says {list(shape)}"
+    return None
+
+
+def ensure_preset(
+    name: str, cache_dir: str | os.PathLike[str], progress: bool = True, *, force: bool = False
+) -> tuple[Path, Path]:
+    """The preset's (config, checkpoint), downloading whichever is missing (both with ``force``).
+
+    The config comes first: the checkpoint is checked against the model it describes.
+    Raises ``FetchError``.
+    """
     preset = get_preset(name)
-    paths = preset_paths(name, cache_dir)
-    for remote, path in zip((preset.config, preset.checkpoint), paths, strict=True):
-        if not path.exists():
-            fetch(remote.urls, path, remote.sha256, remote.size, progress, label=remote.label)
-    return paths
+    config, ckpt = preset_paths(name, cache_dir)
+    for remote, path, check in (
+        (preset.config, config, check_config),
+        (preset.checkpoint, ckpt, lambda p: check_checkpoint(p, config)),
+    ):
+        if force or not path.exists():
+            fetch(
+                remote.urls, path, remote.sha256, remote.size, progress,
+                label=remote.label, check=check, force=force,
+            )
+    return config, ckpt
 
 
 # --- CLIP: open_clip downloads its own weights; this is only for listings. ---

@@ -1,4 +1,5 @@
-"""fetch() against a loopback HTTP server: success, resume, checksum, 404, fallback, no network."""
+"""fetch() against a loopback HTTP server: success, resume, checksum, 404, fallback, no network,
+and the servers that misbehave: changed files, stray ranges, redirect loops, hangs."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import hashlib
 import http.server
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,10 +16,11 @@ import pytest
 
 from engine.errors import ModelFileMissing, UserError
 from engine.models import fetch as fetch_mod
-from engine.models.fetch import FetchError, fetch
+from engine.models.fetch import FetchError, fetch, recorded_sha256
 
 DATA = bytes(range(256)) * 40  # 10240 bytes
 SHA = hashlib.sha256(DATA).hexdigest()
+OTHER = bytes(reversed(DATA))  # another file of the same length: another mirror's, or a new version
 
 
 @dataclass
@@ -27,6 +30,12 @@ class Route:
     truncate_times: int = 0  # first N full responses stop halfway and close the connection
     honour_range: bool = True
     content_type: str = "application/octet-stream"
+    send_length: bool = True  # False: no Content-Length, the body ends when the connection closes
+    etag: str | None = None
+    last_modified: str | None = None
+    range_from: int | None = None  # answer every GET with a 206 starting here, asked or not
+    redirect_to: str | None = None
+    hang: str | None = None  # "silent": never answer; "drip": a byte every 50 ms
 
 
 @dataclass
@@ -40,8 +49,6 @@ class Server:
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):
-    server_state: Server  # set per server
-
     def log_message(self, *args: object) -> None:  # keep test output clean
         pass
 
@@ -53,8 +60,25 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         if route is None or route.status == 404:
             self.send_error(404, "Not Found")
             return
+        if route.hang == "silent":
+            self.connection.settimeout(10)
+            try:
+                self.connection.recv(1)  # until the client gives up
+            except OSError:
+                pass
+            return
+        if route.redirect_to:
+            self.send_response(302)
+            self.send_header("Location", route.redirect_to)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
         body, start = route.body, 0
-        if rng and route.honour_range:
+        if route.range_from is not None:
+            start = route.range_from
+            self.send_response(206)
+            self.send_header("Content-Range", f"bytes {start}-{len(body) - 1}/{len(body)}")
+        elif rng and route.honour_range:
             start = int(rng.removeprefix("bytes=").split("-")[0])
             if start >= len(body):
                 self.send_response(416)
@@ -68,8 +92,23 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self.send_response(200)
         chunk = body[start:]
         self.send_header("Content-Type", route.content_type)
-        self.send_header("Content-Length", str(len(chunk)))
+        if route.send_length:
+            self.send_header("Content-Length", str(len(chunk)))
+        else:
+            self.close_connection = True
+        for name, value in (("ETag", route.etag), ("Last-Modified", route.last_modified)):
+            if value:
+                self.send_header(name, value)
         self.end_headers()
+        if route.hang == "drip":
+            for i in range(200):  # 10 s at most; stops when the client hangs up
+                time.sleep(0.05)
+                try:
+                    self.wfile.write(chunk[i : i + 1])
+                    self.wfile.flush()
+                except OSError:
+                    return
+            return
         if route.truncate_times > 0:
             route.truncate_times -= 1
             self.wfile.write(chunk[: len(chunk) // 2])
@@ -153,22 +192,26 @@ def test_truncated_transfer_resumes(server: Server, tmp_path: Path) -> None:
 
 
 def test_server_ignoring_range_restarts_from_zero(server: Server, tmp_path: Path) -> None:
-    server.routes["/m.ckpt"] = Route(honour_range=False)
+    server.routes["/m.ckpt"] = Route(truncate_times=1)
     dest = tmp_path / "last.ckpt"
-    part = dest.with_name("last.ckpt.part")
-    part.write_bytes(b"garbage that must not stay in front")
+    with pytest.raises(FetchError, match="resume"):
+        fetch(server.url("/m.ckpt"), dest, SHA, len(DATA), progress=False)
+    server.routes["/m.ckpt"].honour_range = False
     fetch(server.url("/m.ckpt"), dest, SHA, len(DATA), progress=False)
     assert dest.read_bytes() == DATA
-    assert server.requests[0][1] is not None  # it asked for a range, got a 200, started over
+    assert server.requests[1][1] is not None  # it asked for a range, got a 200, started over
 
 
 def test_bad_resumed_part_is_retried_fresh(server: Server, tmp_path: Path) -> None:
-    server.routes["/m.ckpt"] = Route()
+    server.routes["/m.ckpt"] = Route(truncate_times=1)
     dest = tmp_path / "last.ckpt"
-    dest.with_name("last.ckpt.part").write_bytes(b"\xff" * 100)  # wrong bytes, right position
+    part = dest.with_name("last.ckpt.part")
+    with pytest.raises(FetchError, match="resume"):
+        fetch(server.url("/m.ckpt"), dest, SHA, len(DATA), progress=False)
+    part.write_bytes(b"\xff" * part.stat().st_size)  # wrong bytes, right position
     fetch(server.url("/m.ckpt"), dest, SHA, len(DATA), progress=False)
     assert dest.read_bytes() == DATA
-    assert [r for _, r in server.requests] == ["bytes=100-", None]
+    assert [r for _, r in server.requests] == [None, f"bytes={len(DATA) // 2}-", None]
 
 
 def test_404_names_url_and_destination(server: Server, tmp_path: Path) -> None:
@@ -216,11 +259,23 @@ def test_no_checksum_records_first_download(
     assert f"no published checksum; recorded {SHA}" in err
     assert dest.with_name("last.ckpt.sha256").read_text().split()[0] == SHA
 
-    # A later re-download must match what was recorded.
+    assert recorded_sha256(dest) == SHA
+
+
+def test_deleting_a_file_clears_its_recorded_hash(server: Server, tmp_path: Path) -> None:
+    # The first download was bad (the loader said "delete it and fetch it again"): the user
+    # deletes it, and the good file the mirror now serves must be accepted and recorded.
+    server.routes["/m.ckpt"] = Route(body=OTHER)
+    dest = tmp_path / "last.ckpt"
+    fetch(server.url("/m.ckpt"), dest, None, None, progress=False)
     dest.unlink()
-    server.routes["/m.ckpt"] = Route(body=DATA[::-1])
-    with pytest.raises(FetchError, match="checksum mismatch"):
-        fetch(server.url("/m.ckpt"), dest, None, None, progress=False)
+    assert recorded_sha256(dest) is None
+
+    server.routes["/m.ckpt"] = Route(body=DATA)
+    fetch(server.url("/m.ckpt"), dest, None, None, progress=False)
+
+    assert dest.read_bytes() == DATA
+    assert recorded_sha256(dest) == SHA
 
 
 def test_concurrent_fetches_download_once(server: Server, tmp_path: Path) -> None:
@@ -251,3 +306,178 @@ def test_progress_bar_goes_to_stderr(
     fetch(server.url("/m.ckpt"), tmp_path / "last.ckpt", SHA, len(DATA), progress=True, label="demo.ckpt")
     out = capsys.readouterr()
     assert out.out == "" and "demo.ckpt" in out.err
+
+
+# --- Nothing is installed or recorded that is not the whole file, from one source. ---
+
+
+def _interrupted(server: Server, path: str, dest: Path) -> None:
+    """A first download from ``path`` that broke off halfway, leaving a .part to resume."""
+    with pytest.raises(FetchError, match="resume"):
+        fetch(server.url(path), dest, None, None, progress=False)
+    assert dest.with_name(dest.name + ".part").stat().st_size == len(server.routes[path].body) // 2
+
+
+def test_junk_part_as_long_as_the_file_is_not_taken_for_it(server: Server, tmp_path: Path) -> None:
+    # A .part nobody can vouch for (left by a crash, another tool, an old version) is at least
+    # as long as the file: a Range request for it gets 416, which does not mean "complete".
+    server.routes["/m.ckpt"] = Route()
+    dest = tmp_path / "last.ckpt"
+    dest.with_name("last.ckpt.part").write_bytes(b"\x00" * (len(DATA) + 5))
+
+    fetch(server.url("/m.ckpt"), dest, None, None, progress=False)
+
+    assert dest.read_bytes() == DATA and recorded_sha256(dest) == SHA
+
+
+def test_416_when_the_file_shrank_starts_over(server: Server, tmp_path: Path) -> None:
+    server.routes["/m.ckpt"] = Route(body=DATA + DATA, truncate_times=1)
+    dest = tmp_path / "last.ckpt"
+    _interrupted(server, "/m.ckpt", dest)
+    server.routes["/m.ckpt"] = Route(body=DATA[:-10])  # the mirror now has a shorter file
+
+    fetch(server.url("/m.ckpt"), dest, None, None, progress=False)
+
+    assert dest.read_bytes() == DATA[:-10]
+    assert [r for _, r in server.requests] == [None, f"bytes={len(DATA)}-", None]
+
+
+def test_part_from_one_mirror_is_not_resumed_from_another(server: Server, tmp_path: Path) -> None:
+    server.routes["/a/m.ckpt"] = Route(body=DATA, truncate_times=1)
+    server.routes["/b/m.ckpt"] = Route(body=OTHER)  # same name and length, other bytes
+    dest = tmp_path / "last.ckpt"
+
+    fetch([server.url("/a/m.ckpt"), server.url("/b/m.ckpt")], dest, None, None, progress=False)
+
+    assert dest.read_bytes() == OTHER  # not half of one and half of the other
+    assert server.requests == [("/a/m.ckpt", None), ("/b/m.ckpt", None)]
+
+
+@pytest.mark.parametrize(
+    ("header", "old", "new"),
+    [
+        ("etag", '"v1"', '"v2"'),
+        ("last_modified", "Mon, 01 Jan 2024 00:00:00 GMT", "Tue, 02 Jan 2024 00:00:00 GMT"),
+    ],
+)
+def test_part_of_an_older_version_is_not_resumed(
+    server: Server, tmp_path: Path, header: str, old: str, new: str
+) -> None:
+    server.routes["/m.ckpt"] = Route(body=DATA, truncate_times=1, **{header: old})
+    dest = tmp_path / "last.ckpt"
+    _interrupted(server, "/m.ckpt", dest)
+    server.routes["/m.ckpt"] = Route(body=OTHER, **{header: new})  # replaced on the server
+
+    fetch(server.url("/m.ckpt"), dest, None, None, progress=False)
+
+    assert dest.read_bytes() == OTHER
+    assert [r for _, r in server.requests][-1] is None  # the resume was dropped for a fresh start
+
+
+def test_same_version_is_resumed(server: Server, tmp_path: Path) -> None:
+    server.routes["/m.ckpt"] = Route(body=DATA, truncate_times=1, etag='"v1"')
+    dest = tmp_path / "last.ckpt"
+    _interrupted(server, "/m.ckpt", dest)
+
+    fetch(server.url("/m.ckpt"), dest, SHA, None, progress=False)
+
+    assert dest.read_bytes() == DATA
+    assert [r for _, r in server.requests] == [None, f"bytes={len(DATA) // 2}-"]
+
+
+def test_a_file_the_check_refuses_is_neither_installed_nor_recorded(server: Server, tmp_path: Path) -> None:
+    server.routes["/m.ckpt"] = Route(body=b"<!doctype html><p>please log in</p>")  # as octet-stream
+    dest = tmp_path / "last.ckpt"
+
+    def check(path: Path) -> str | None:
+        return None if path.read_bytes().startswith(b"PK") else "not a zip checkpoint"
+
+    with pytest.raises(FetchError) as err:
+        fetch(server.url("/m.ckpt"), dest, None, None, progress=False, check=check)
+
+    assert f"{server.url('/m.ckpt')} (not a zip checkpoint)" in str(err.value)
+    assert not dest.exists() and recorded_sha256(dest) is None
+    assert not dest.with_name("last.ckpt.sha256").exists() and not dest.with_name("last.ckpt.part").exists()
+
+
+def test_force_downloads_again_and_records_the_new_hash(server: Server, tmp_path: Path) -> None:
+    server.routes["/m.ckpt"] = Route(body=OTHER)
+    dest = tmp_path / "last.ckpt"
+    fetch(server.url("/m.ckpt"), dest, None, None, progress=False)
+    server.routes["/m.ckpt"] = Route(body=DATA)
+
+    fetch(server.url("/m.ckpt"), dest, None, None, progress=False, force=True)
+
+    assert dest.read_bytes() == DATA and recorded_sha256(dest) == SHA
+
+
+def test_failed_force_keeps_the_installed_file(server: Server, tmp_path: Path) -> None:
+    server.routes["/m.ckpt"] = Route()
+    dest = tmp_path / "last.ckpt"
+    fetch(server.url("/m.ckpt"), dest, None, None, progress=False)
+    server.routes["/m.ckpt"] = Route(status=404)
+
+    with pytest.raises(FetchError, match="HTTP 404"):
+        fetch(server.url("/m.ckpt"), dest, None, None, progress=False, force=True)
+
+    assert dest.read_bytes() == DATA and recorded_sha256(dest) == SHA
+
+
+# --- Misbehaving servers are one line, and quick. ---
+
+
+def _one_line_failure(urls: str | list[str], dest: Path) -> str:
+    with pytest.raises(FetchError) as err:
+        fetch(urls, dest, None, None, progress=False)
+    msg = str(err.value)
+    assert "\n" not in msg and msg.endswith(f"save it as {dest}")
+    assert not dest.exists()
+    return msg
+
+
+@pytest.mark.parametrize("resuming", [False, True])
+def test_206_for_a_range_not_asked_for(server: Server, tmp_path: Path, resuming: bool) -> None:
+    dest = tmp_path / "last.ckpt"
+    if resuming:
+        server.routes["/m.ckpt"] = Route(truncate_times=1)
+        _interrupted(server, "/m.ckpt", dest)
+    server.routes["/m.ckpt"] = Route(range_from=100)
+
+    msg = _one_line_failure(server.url("/m.ckpt"), dest)
+
+    asked = f"bytes={len(DATA) // 2}-" if resuming else "the whole file"
+    assert f"the server sent 'bytes 100-{len(DATA) - 1}/{len(DATA)}' for a request of {asked}" in msg
+
+
+def test_redirect_loop(server: Server, tmp_path: Path) -> None:
+    server.routes["/a"] = Route(redirect_to="/b")
+    server.routes["/b"] = Route(redirect_to="/a")
+    msg = _one_line_failure(server.url("/a"), tmp_path / "last.ckpt")
+    assert f"{server.url('/a')} (redirect loop" in msg
+
+
+def test_redirect_to_another_scheme_is_refused(server: Server, tmp_path: Path) -> None:
+    server.routes["/a"] = Route(redirect_to="ftp://127.0.0.1/m.ckpt")
+    msg = _one_line_failure(server.url("/a"), tmp_path / "last.ckpt")
+    assert "redirected to a ftp: URL, which is refused" in msg
+
+
+def test_server_that_never_answers(
+    server: Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(fetch_mod, "TIMEOUT_S", 0.5)
+    server.routes["/m.ckpt"] = Route(hang="silent")
+    t0 = time.monotonic()
+    msg = _one_line_failure(server.url("/m.ckpt"), tmp_path / "last.ckpt")
+    assert time.monotonic() - t0 < 3
+    assert "the server did not answer within 0.5 s" in msg and "no network" not in msg
+
+
+def test_server_that_trickles(server: Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A byte every 50 ms never trips the per-read timeout, but it is no download either.
+    monkeypatch.setattr(fetch_mod, "STALL_S", 0.5)
+    server.routes["/m.ckpt"] = Route(hang="drip")
+    t0 = time.monotonic()
+    msg = _one_line_failure(server.url("/m.ckpt"), tmp_path / "last.ckpt")
+    assert time.monotonic() - t0 < 3
+    assert "the server stalled" in msg
