@@ -1,4 +1,8 @@
-"""``python -m engine models`` as the lead wires it: parse, then ``run(args, cfg)``."""
+"""``python -m engine models`` as the lead wires it: parse, then ``run(args, cfg)``.
+
+The mirrors are a loopback HTTP server serving tiny VQGANs in the real file formats, so a
+download goes through the same checks a real one does.
+"""
 
 from __future__ import annotations
 
@@ -8,18 +12,87 @@ import http.server
 import socket
 import threading
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+import torch
 
 from engine import cli_models
 from engine.config import Config, ModelsConfig
 from engine.models import fetch as fetch_mod
 from engine.models import registry
 from engine.models.registry import Preset, RemoteFile
+from engine.models.vqgan import load_vqgan
+from tests.tinymodels import write_tiny_vqgan
 
-YAML = b"model:\n  target: taming.models.vqgan.VQModel\n"
-CKPT = b"\x00fake checkpoint bytes" * 100
+
+@dataclass
+class Served:
+    body: bytes
+    content_type: str = "application/octet-stream"
+    cut_without_length: bool = False  # no Content-Length, and the connection closes halfway
+
+
+@dataclass
+class Mirror:
+    base: str
+    files: dict[str, Served] = field(default_factory=dict)
+
+    def url(self, path: str) -> str:
+        return self.base + path
+
+
+@pytest.fixture(scope="module")
+def tiny_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, bytes]:
+    """A tiny VQGAN's YAML and checkpoint, a second checkpoint of the same model (another
+    training run), and one of another model (other codebook size)."""
+    folder = tmp_path_factory.mktemp("tiny_vqgan")
+    yaml_path, ckpt_path = write_tiny_vqgan(folder / "a", seed=0)
+    _, ckpt2_path = write_tiny_vqgan(folder / "b", seed=1)
+    other = torch.load(ckpt_path, weights_only=False)
+    other["state_dict"]["quantize.embedding.weight"] = torch.zeros(32, 8)  # 32 codes, not 64
+    torch.save(other, folder / "other.ckpt")
+    return {
+        "yaml": yaml_path.read_bytes(),
+        "ckpt": ckpt_path.read_bytes(),
+        "ckpt2": ckpt2_path.read_bytes(),
+        "other": (folder / "other.ckpt").read_bytes(),
+    }
+
+
+@pytest.fixture
+def mirror(tiny_files: dict[str, bytes]) -> Iterator[Mirror]:
+    state = Mirror("", {"/tiny.yaml": Served(tiny_files["yaml"]), "/tiny.ckpt": Served(tiny_files["ckpt"])})
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def log_message(self, *args: object) -> None:
+            pass
+
+        def do_GET(self) -> None:  # noqa: N802
+            served = state.files.get(self.path)
+            if served is None:
+                self.send_error(404)
+                return
+            self.send_response(200)
+            self.send_header("Content-Type", served.content_type)
+            if served.cut_without_length:
+                self.end_headers()
+                self.wfile.write(served.body[: len(served.body) // 2])
+                self.close_connection = True
+                return
+            self.send_header("Content-Length", str(len(served.body)))
+            self.end_headers()
+            self.wfile.write(served.body)
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    state.base = f"http://127.0.0.1:{httpd.server_address[1]}"
+    threading.Thread(target=httpd.serve_forever, args=(0.05,), daemon=True).start()
+    try:
+        yield state
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
 
 
 def _parse(*argv: str) -> argparse.Namespace:
@@ -35,42 +108,30 @@ def _cfg(tmp_path: Path, **models: str) -> Config:
     return Config(models=ModelsConfig(cache_dir=str(tmp_path / "cache"), **models))
 
 
-@pytest.fixture
-def files_server() -> Iterator[str]:
-    files = {"/tiny.yaml": YAML, "/tiny.ckpt": CKPT}
+def _tiny(base: str, ckpt_path: str = "/tiny.ckpt", published: dict[str, bytes] | None = None) -> Preset:
+    """A preset on the loopback mirror; ``published``: the bytes whose sha256/size it publishes
+    (as no real preset does), else none, as for the real ones."""
 
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def log_message(self, *args: object) -> None:
-            pass
+    def remote(label: str, path: str, key: str) -> RemoteFile:
+        body = (published or {}).get(key)
+        sha = hashlib.sha256(body).hexdigest() if body else None
+        return RemoteFile(label, (base + path,), sha, len(body) if body else None, 1000)
 
-        def do_GET(self) -> None:  # noqa: N802
-            body = files.get(self.path)
-            if body is None:
-                self.send_error(404)
-                return
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    try:
-        yield f"http://127.0.0.1:{httpd.server_address[1]}"
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
+    return Preset("tiny", "test preset", remote("tiny.yaml", "/tiny.yaml", "yaml"),
+                  remote("tiny.ckpt", ckpt_path, "ckpt"))
 
 
-def _tiny(base: str, ckpt_path: str = "/tiny.ckpt") -> Preset:
-    return Preset(
-        "tiny",
-        "test preset",
-        RemoteFile(
-            "tiny.yaml", (base + "/tiny.yaml",), hashlib.sha256(YAML).hexdigest(), len(YAML), len(YAML)
-        ),
-        RemoteFile("tiny.ckpt", (base + ckpt_path,), hashlib.sha256(CKPT).hexdigest(), len(CKPT), len(CKPT)),
-    )
+def _fetch_tiny(cfg: Config, *extra: str) -> int:
+    return cli_models.run(_parse("models", "fetch", "tiny", "--quiet", *extra), cfg)
+
+
+def _error_line(capsys: pytest.CaptureFixture[str]) -> str:
+    """The one error line on stderr; any other lines are the "recorded sha256" warnings of
+    files that were installed before the failure."""
+    *before, last = capsys.readouterr().err.strip().splitlines()
+    assert all(line.startswith("warning: ") and "recorded" in line for line in before), before
+    assert last.startswith("error: ")
+    return last
 
 
 @pytest.fixture(autouse=True)
@@ -116,42 +177,43 @@ def test_list_marks_partial_downloads_and_custom_files(
 
 
 def test_fetch_downloads_and_prints_paths(
-    tmp_path: Path, files_server: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, mirror: Mirror, tiny_files: dict[str, bytes], monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
-    monkeypatch.setitem(registry.PRESETS, "tiny", _tiny(files_server))
+    monkeypatch.setitem(registry.PRESETS, "tiny", _tiny(mirror.base, published=tiny_files))
     cfg = _cfg(tmp_path)
 
-    assert cli_models.run(_parse("models", "fetch", "tiny", "--quiet"), cfg) == 0
+    assert _fetch_tiny(cfg) == 0
 
     config, ckpt = registry.preset_paths("tiny", tmp_path / "cache")
-    assert config.read_bytes() == YAML and ckpt.read_bytes() == CKPT
+    assert config.read_bytes() == tiny_files["yaml"] and ckpt.read_bytes() == tiny_files["ckpt"]
     out = capsys.readouterr().out
     assert str(config) in out and str(ckpt) in out
+    assert load_vqgan(config, ckpt).n_embed == 64  # what was installed opens as the model
 
     assert cli_models.run(_parse("models"), cfg) == 0
     assert "cached: yes" in next(line for line in capsys.readouterr().out.splitlines() if "tiny" in line)
 
 
 def test_fetch_defaults_to_the_configured_preset(
-    tmp_path: Path, files_server: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, mirror: Mirror, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setitem(registry.PRESETS, "tiny", _tiny(files_server))
+    monkeypatch.setitem(registry.PRESETS, "tiny", _tiny(mirror.base))
     assert cli_models.run(_parse("models", "fetch", "--quiet"), _cfg(tmp_path, vqgan="tiny")) == 0
     assert registry.preset_paths("tiny", tmp_path / "cache")[1].exists()
 
 
 def test_fetch_failure_is_one_line_and_exit_2(
-    tmp_path: Path, files_server: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, mirror: Mirror, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    monkeypatch.setitem(registry.PRESETS, "tiny", _tiny(files_server, ckpt_path="/gone.ckpt"))
+    monkeypatch.setitem(registry.PRESETS, "tiny", _tiny(mirror.base, ckpt_path="/gone.ckpt"))
 
-    assert cli_models.run(_parse("models", "fetch", "tiny", "--quiet"), _cfg(tmp_path)) == 2
+    assert _fetch_tiny(_cfg(tmp_path)) == 2
 
-    err = capsys.readouterr().err.strip()
+    err = _error_line(capsys)
     ckpt = registry.preset_paths("tiny", tmp_path / "cache")[1]
-    assert "\n" not in err
     assert err.startswith("error: could not download tiny.ckpt from ")
-    assert f"{files_server}/gone.ckpt (HTTP 404)" in err and str(ckpt) in err
+    assert f"{mirror.base}/gone.ckpt (HTTP 404)" in err and str(ckpt) in err
 
 
 def test_fetch_without_network(
@@ -161,7 +223,7 @@ def test_fetch_without_network(
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     monkeypatch.setitem(registry.PRESETS, "tiny", _tiny(f"http://127.0.0.1:{port}"))
-    assert cli_models.run(_parse("models", "fetch", "tiny", "--quiet"), _cfg(tmp_path)) == 2
+    assert _fetch_tiny(_cfg(tmp_path)) == 2
     assert "no network?" in capsys.readouterr().err
 
 
@@ -205,3 +267,112 @@ def test_list_finds_clip_weights_in_the_open_clip_cache(
 
     clip_line = next(line for line in capsys.readouterr().out.splitlines() if "ViT-B-32" in line)
     assert f"cached: yes  {snap / 'open_clip_model.safetensors'}" in clip_line
+
+
+# --- With no published checksum, only a whole file that opens as the preset's model is
+# installed, and what was installed is recorded and shown. ---
+
+
+def _refused(
+    tmp_path: Path, mirror: Mirror, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> str:
+    """Fetch the tiny preset, which must fail with one line, installing and recording nothing."""
+    monkeypatch.setitem(registry.PRESETS, "tiny", _tiny(mirror.base))
+    cfg = _cfg(tmp_path)
+    assert _fetch_tiny(cfg) == 2
+    err = _error_line(capsys)
+    assert err.startswith("error: could not download tiny.")
+    assert cli_models.run(_parse("models"), cfg) == 0
+    listing = capsys.readouterr().out
+    assert "cached: no" in next(line for line in listing.splitlines() if "tiny" in line)
+    assert "tiny/last.ckpt" not in listing  # no sha256 shown for it: nothing was recorded
+    assert not list((tmp_path / "cache" / "tiny").glob("last.ckpt*.sha256"))
+    return err
+
+
+def test_html_page_served_as_octet_stream_is_refused(
+    tmp_path: Path, mirror: Mirror, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    mirror.files["/tiny.ckpt"] = Served(b"<!DOCTYPE html><html><body>Please sign in</body></html>\n" * 40)
+    err = _refused(tmp_path, mirror, monkeypatch, capsys)
+    assert f"{mirror.url('/tiny.ckpt')} (not a readable zip/pickle checkpoint" in err
+
+
+def test_body_without_length_cut_off_halfway_is_refused(
+    tmp_path: Path, mirror: Mirror, tiny_files: dict[str, bytes], monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    mirror.files["/tiny.ckpt"] = Served(tiny_files["ckpt"], cut_without_length=True)
+    err = _refused(tmp_path, mirror, monkeypatch, capsys)
+    assert f"{mirror.url('/tiny.ckpt')} (not a readable zip/pickle checkpoint" in err
+
+
+def test_checkpoint_of_another_model_is_refused(
+    tmp_path: Path, mirror: Mirror, tiny_files: dict[str, bytes], monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    mirror.files["/tiny.ckpt"] = Served(tiny_files["other"])
+    err = _refused(tmp_path, mirror, monkeypatch, capsys)
+    assert "weight quantize.embedding.weight has shape [32, 8], the config says [64, 8]" in err
+
+
+def test_checkpoint_missing_weights_is_refused(
+    tmp_path: Path, mirror: Mirror, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+    tiny_files: dict[str, bytes],
+) -> None:
+    folder = tmp_path / "made"
+    folder.mkdir()
+    ckpt = torch.load(__import__("io").BytesIO(tiny_files["ckpt"]), weights_only=False)
+    ckpt["state_dict"] = {k: v for k, v in ckpt["state_dict"].items() if not k.startswith("decoder.")}
+    torch.save(ckpt, folder / "encoder_only.ckpt")
+    mirror.files["/tiny.ckpt"] = Served((folder / "encoder_only.ckpt").read_bytes())
+    err = _refused(tmp_path, mirror, monkeypatch, capsys)
+    assert "its state_dict lacks" in err and "weights the config names, e.g. decoder." in err
+
+
+def test_yaml_that_is_not_a_taming_config_is_refused(
+    tmp_path: Path, mirror: Mirror, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    mirror.files["/tiny.yaml"] = Served(b"title: Release notes\nbody: nothing to see\n")
+    monkeypatch.setitem(registry.PRESETS, "tiny", _tiny(mirror.base))
+    assert _fetch_tiny(_cfg(tmp_path)) == 2
+    err = _error_line(capsys)
+    assert f"{mirror.url('/tiny.yaml')} (YAML, but not a taming config" in err
+    config, ckpt = registry.preset_paths("tiny", tmp_path / "cache")
+    assert not config.exists() and not ckpt.exists()
+
+
+def _sha_lines(out: str) -> dict[str, str]:
+    """The ``file  sha256`` rows ``python -m engine models`` prints for the tiny preset."""
+    return {ln.split()[0]: ln.split()[1] for ln in out.splitlines() if ln.strip().startswith("tiny/")}
+
+
+def test_models_shows_the_recorded_sha256_and_force_downloads_again(
+    tmp_path: Path, mirror: Mirror, tiny_files: dict[str, bytes], monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setitem(registry.PRESETS, "tiny", _tiny(mirror.base))
+    cfg = _cfg(tmp_path)
+    config, ckpt = registry.preset_paths("tiny", tmp_path / "cache")
+    assert _fetch_tiny(cfg) == 0
+    capsys.readouterr()
+
+    assert cli_models.run(_parse("models"), cfg) == 0
+    first = {"tiny/model.yaml": hashlib.sha256(tiny_files["yaml"]).hexdigest(),
+             "tiny/last.ckpt": hashlib.sha256(tiny_files["ckpt"]).hexdigest()}
+    assert _sha_lines(capsys.readouterr().out) == first
+
+    # The mirror now has another checkpoint (a fixed re-upload, say); a plain fetch keeps
+    # what is installed, --force downloads it again and records the new hash.
+    mirror.files["/tiny.ckpt"] = Served(tiny_files["ckpt2"])
+    assert _fetch_tiny(cfg) == 0
+    assert ckpt.read_bytes() == tiny_files["ckpt"]
+    assert _fetch_tiny(cfg, "--force") == 0
+    assert ckpt.read_bytes() == tiny_files["ckpt2"]
+    out = capsys.readouterr().out
+    new_sha = hashlib.sha256(tiny_files["ckpt2"]).hexdigest()
+    assert f"tiny: checkpoint {ckpt}  sha256 {new_sha}" in out
+
+    assert cli_models.run(_parse("models"), cfg) == 0
+    assert _sha_lines(capsys.readouterr().out) == {**first, "tiny/last.ckpt": new_sha}
+    load_vqgan(config, ckpt)
