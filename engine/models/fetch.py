@@ -271,15 +271,17 @@ def _transfer(
             start = 0
             length = resp.headers.get("Content-Length", "")
             total = int(length) if length.isdigit() else None
-            _write_atomically(
-                _source_file(dest),
-                PartSource(url=url, etag=etag, last_modified=last_modified, total=total).model_dump_json(),
-            )
             mode = "wb"
         else:
             raise _Failed(f"HTTP {status}")
         if size is not None and total is not None and total != size:
             raise _Failed(f"the server offers {total} bytes, expected {size}")
+        if mode == "wb":  # a new .part: say where it comes from before its first byte
+            _discard_part(dest)
+            _write_atomically(
+                _source_file(dest),
+                PartSource(url=url, etag=etag, last_modified=last_modified, total=total).model_dump_json(),
+            )
         expected = total if total is not None else size
         got = start
         with (

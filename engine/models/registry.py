@@ -211,7 +211,7 @@ def check_checkpoint(path: Path, config: Path) -> str | None:
     has every weight of the model ``config`` describes, in the shape the config gives it."""
     import torch
 
-    from engine.models.checkpoint import load_checkpoint
+    from engine.models.checkpoint import CorruptCheckpoint, load_checkpoint
 
     try:
         expected = {k: tuple(v.shape) for k, v in _model_of(config).state_dict().items()}
@@ -219,8 +219,10 @@ def check_checkpoint(path: Path, config: Path) -> str | None:
         return f"cannot be checked: its config {config} is {e}"
     try:
         data = load_checkpoint(path)
-    except UserError as e:
-        return f"not a readable zip/pickle checkpoint ({type(e).__name__})"
+    except CorruptCheckpoint:
+        return "not a readable zip/pickle checkpoint (cut short, or another kind of file)"
+    except UserError as e:  # e.g. a pickle of something else, with no tensors in it
+        return f"not a usable checkpoint ({type(e).__name__})"
     sd = data.get("state_dict")
     if not isinstance(sd, dict):
         return "a checkpoint without a state_dict"
