@@ -109,8 +109,9 @@ def _print_recorded(root: Path) -> None:
 def _fetch(args: argparse.Namespace, cfg: Config, root: Path) -> int:
     name = args.name or cfg.models.vqgan
     config, ckpt = registry.ensure_preset(name, root, progress=not args.quiet, force=args.force)
-    for what, path in (("config", config), ("checkpoint", ckpt)):
-        digest = recorded_sha256(path)
+    preset = registry.get_preset(name)
+    for what, path, remote in (("config", config, preset.config), ("checkpoint", ckpt, preset.checkpoint)):
+        digest = remote.sha256 or recorded_sha256(path)
         print(f"{name}: {what} {path}" + (f"  sha256 {digest}" if digest else ""))
     return 0
 
