@@ -12,7 +12,15 @@ import yarl
 from PIL import Image
 
 from bot.app import VQGANBot
-from tests.bot.conftest import FakeRunner, ephemeral_text, make_config, png, run_bot, submitted, wait_ephemeral
+from tests.bot.conftest import (
+    FakeRunner,
+    ephemeral_text,
+    make_config,
+    png,
+    run_bot,
+    submitted,
+    wait_ephemeral,
+)
 
 
 def _tracer(seen: list[yarl.URL]) -> aiohttp.TraceConfig:
@@ -107,7 +115,7 @@ async def test_four_people_editing_the_same_picture_at_once_all_get_their_job(fa
     pictures = [_noise_png(i) for i in range(pieces)]
     async with run_bot(fake, cfg, runner) as bot:
         people = [fake.add_user(f"painter{i}") for i in range(4)]
-        atts = {name: (f"{name}.png", data, "image/png") for name, data in zip(("image", "image2"), pictures)}
+        atts = {name: (f"{name}.png", data, "image/png") for name, data in zip(("image", "image2")[:pieces], pictures, strict=True)}
         inters = await asyncio.gather(*(
             fake.slash(p, fake.channel, "edit", {"prompt": "in the snow"}, attachments=atts) for p in people))
         jobs = [await submitted(fake, bot, i) for i in inters]
