@@ -18,7 +18,7 @@ import re
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -133,6 +133,8 @@ class Preparing:
 
     They count against the pending limit, so that one person cannot start many downloads at once.
     ``check_pending`` then ``hold`` with no ``await`` between them: the event loop makes the pair atomic.
+    ``hold`` gives a ``release`` to call as soon as the queue holds the job (or refused it), so that
+    it is never counted twice.
     """
 
     def __init__(self) -> None:
@@ -142,15 +144,23 @@ class Preparing:
         return self._count[owner]
 
     @contextlib.contextmanager
-    def hold(self, owner: str) -> Iterator[None]:
-        """Count one request of ``owner`` until it is queued (or refused)."""
+    def hold(self, owner: str) -> Iterator[Callable[[], None]]:
+        """Count one request of ``owner`` until ``release()`` or the end of the block."""
+        held = True
+
+        def release() -> None:
+            nonlocal held
+            if held:
+                held = False
+                self._count[owner] -= 1
+                if self._count[owner] <= 0:
+                    del self._count[owner]
+
         self._count[owner] += 1
         try:
-            yield
+            yield release
         finally:
-            self._count[owner] -= 1
-            if self._count[owner] <= 0:
-                del self._count[owner]
+            release()
 
 
 def check_pending(cfg: BotConfig, queue: Any, owner: str, preparing: Preparing | None = None) -> None:

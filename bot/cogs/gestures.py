@@ -173,14 +173,14 @@ class Gestures(commands.Cog):
         except UserError as e:
             await launch.notice(message, self.bot, str(e))
             return
-        with self.bot.preparing.hold(owner):  # right after the check: no await between
+        with self.bot.preparing.hold(owner) as release:  # right after the check: no await between
             try:
                 req, note = await self._edit_request(target, atts, prompt, region)
             except UserError as e:
                 await launch.notice(message, self.bot, str(e))
                 return
             await launch.from_message(self.bot, message, req, owner=message.author.id, member=message.author,
-                                      note=note)
+                                      note=note, release=release)
 
     async def _edit_request(self, target: discord.Message, atts: list[discord.Attachment], prompt: str,
                             region: str | None) -> tuple[Request, str | None]:
@@ -301,14 +301,14 @@ class Gestures(commands.Cog):
         except UserError as e:
             await launch.refuse(interaction, str(e))
             return
-        with self.bot.preparing.hold(owner):  # right after the check: no await between
+        with self.bot.preparing.hold(owner) as release:  # right after the check: no await between
             await interaction.response.defer(thinking=True)
             try:
                 req, note = await self._edit_request(target, atts, prompt, region)
             except UserError as e:
                 await launch.refuse_after_defer(interaction, str(e))
                 return
-            await launch.from_interaction(self.bot, interaction, req, note=note)
+            await launch.from_interaction(self.bot, interaction, req, note=note, release=release)
 
 
 async def setup(bot: VQGANBot) -> None:

@@ -95,7 +95,8 @@ class Imagine(commands.Cog):
         atts = {"starting image": image, "image prompt": image_prompt}
         if not await self._precheck(interaction, prompt, atts, **fields):
             return
-        with self.bot.preparing.hold(str(interaction.user.id)):  # right after the check: no await between
+        # counted from right after the check (no await between) until the queue has the job
+        with self.bot.preparing.hold(str(interaction.user.id)) as release:
             await interaction.response.defer(thinking=True)
             try:
                 init = await self._download(interaction, image, "starting image")
@@ -106,7 +107,7 @@ class Imagine(commands.Cog):
             except UserError as e:
                 await launch.refuse_after_defer(interaction, str(e))
                 return
-            await launch.from_interaction(self.bot, interaction, req)
+            await launch.from_interaction(self.bot, interaction, req, release=release)
 
     @app_commands.command(name="edit", description="Change an uploaded picture with words")
     @app_commands.describe(
@@ -145,7 +146,8 @@ class Imagine(commands.Cog):
         atts = {piece_name(i, len(pictures)): a for i, a in enumerate(pictures)} | {"mask": mask}
         if not await self._precheck(interaction, prompt, atts, kind="edit", region=region, **fields):
             return
-        with self.bot.preparing.hold(str(interaction.user.id)):  # right after the check: no await between
+        # counted from right after the check (no await between) until the queue has the job
+        with self.bot.preparing.hold(str(interaction.user.id)) as release:
             await interaction.response.defer(thinking=True)
             try:
                 edit = await prepare(self.bot, cfg, [ImageRef.of(a) for a in pictures],
@@ -154,7 +156,7 @@ class Imagine(commands.Cog):
             except UserError as e:
                 await launch.refuse_after_defer(interaction, str(e))
                 return
-            await launch.from_interaction(self.bot, interaction, req, note=edit.note)
+            await launch.from_interaction(self.bot, interaction, req, note=edit.note, release=release)
 
 
 async def setup(bot: VQGANBot) -> None:
