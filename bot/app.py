@@ -18,10 +18,11 @@ from typing import Any
 import discord
 from discord.ext import commands
 
+from bot import launch
 from bot.config import BotConfig
 from bot.delivery import Delivery
 from bot.endpoints import point_at
-from bot.requests import prune_uploads
+from bot.requests import Preparing, prune_uploads
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +61,7 @@ class VQGANBot(commands.Bot):
         self.cfg = cfg
         self.queue = queue
         self.delivery = Delivery(self, cfg, queue)
+        self.preparing = Preparing()  # requests downloading: they count against the pending limit
         self.sync_commands = sync_commands
         self._unsubscribe: Any = None
         self._heartbeat: asyncio.Task[None] | None = None
@@ -91,9 +93,10 @@ class VQGANBot(commands.Bot):
                 self._heartbeat.cancel()
             if self._queue_started:
                 try:
-                    await self.queue.close()  # waits a little for the last events to be delivered
+                    await self.queue.close()
                 except Exception:
                     log.exception("closing the job queue failed")
+                await self.delivery.close()  # waits a little for the last events to be delivered
                 self._queue_started = False
             if self._unsubscribe is not None:
                 self._unsubscribe()
@@ -101,19 +104,19 @@ class VQGANBot(commands.Bot):
 
     async def _on_tree_error(self, interaction: discord.Interaction,
                              error: discord.app_commands.AppCommandError) -> None:
-        """A bug in a command: log it, and tell the person something short instead of 'failed'."""
+        """A bug in a command: log it, and tell the person alone something short instead of 'failed'.
+
+        After a public defer, a followup would fill the public "thinking" message: remove it and
+        answer ephemerally, as refusals do."""
         if isinstance(error, discord.app_commands.CheckFailure):
             text = str(error) or "you cannot use this here"
         else:
             log.error("command %s failed", getattr(interaction.command, "name", "?"), exc_info=error)
             text = "something went wrong on my side; please try again later"
-        try:
-            if interaction.response.is_done():
-                await interaction.followup.send(f"⚠️ {text}", ephemeral=True)
-            else:
-                await interaction.response.send_message(f"⚠️ {text}", ephemeral=True)
-        except discord.HTTPException:
-            pass
+        if interaction.response.type == discord.InteractionResponseType.deferred_channel_message:
+            await launch.refuse_after_defer(interaction, text)
+        else:
+            await launch.refuse(interaction, text)
 
     async def on_message(self, message: discord.Message) -> None:
         """No prefix commands: messages are handled by the gestures cog's listener."""

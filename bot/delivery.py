@@ -4,6 +4,9 @@ Everything needed to deliver a job lives in ``job.origin`` (persisted by the que
 recovered after a restart is delivered like any other. Nothing here raises out of the listener:
 a Discord error is logged, and the result goes to the next place that works (thread -> channel
 -> the interaction's webhook while its token is fresh).
+
+Each job is delivered in its own lane: its events in order, by a task of its own, so a slow Discord
+call for one job (discord.py retries a 5xx for ~25 s) never holds another job's messages.
 """
 
 from __future__ import annotations
@@ -12,7 +15,9 @@ import asyncio
 import io
 import logging
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 import discord
@@ -27,6 +32,7 @@ log = logging.getLogger(__name__)
 
 TOKEN_TTL_S = 14 * 60  # interaction tokens live 15 minutes; keep a margin
 POSITIONS_REFRESHED = 5  # waiting jobs whose status message is updated when the queue moves
+CLOSE_FLUSH_S = 5.0  # at close, how long lanes get to deliver their last events
 MENTIONS = discord.AllowedMentions(everyone=False, roles=False, users=True, replied_user=False)
 
 
@@ -71,11 +77,59 @@ def position_line(position: int | None) -> str:
     return f"⏳ queued: #{position} in line"
 
 
-class Delivery:
-    """A queue listener that posts status, progress and results to Discord.
+@dataclass(frozen=True)
+class Moved:
+    """A waiting job's place in line changed because another one started (made here, not by the queue)."""
 
-    The queue gives each listener its own task and drops stale progress when we lag, so
-    handling events inline here stalls neither the worker nor other listeners.
+    job: Any
+    position: int
+
+
+class Lanes:
+    """One mailbox per job, each drained in order by its own task: one job's trouble never delays
+    another's. A lagging lane keeps only the newest progress, as the queue does for a listener."""
+
+    def __init__(self, handle: Callable[[Any], Awaitable[None]]) -> None:
+        self._handle = handle
+        self._items: dict[str, deque[Any]] = {}
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+
+    def put(self, key: str, event: Any) -> None:
+        items = self._items.setdefault(key, deque())
+        if isinstance(event, Progress):
+            for stale in [e for e in items if isinstance(e, Progress)]:
+                items.remove(stale)
+        items.append(event)
+        if key not in self._tasks:
+            self._tasks[key] = asyncio.get_running_loop().create_task(self._drain(key), name=f"delivery-{key}")
+
+    async def _drain(self, key: str) -> None:
+        items = self._items[key]
+        try:
+            while items:
+                await self._handle(items.popleft())
+        finally:
+            self._items.pop(key, None)
+            self._tasks.pop(key, None)
+
+    async def close(self, timeout: float) -> None:
+        """Let the lanes finish for up to ``timeout`` seconds, then stop the rest."""
+        tasks = list(self._tasks.values())
+        if not tasks:
+            return
+        _, late = await asyncio.wait(tasks, timeout=timeout)
+        for t in late:
+            t.cancel()
+        if late:
+            log.warning("%d jobs' last messages were not delivered before closing", len(late))
+            await asyncio.wait(late, timeout=1.0)
+
+
+class Delivery:
+    """A queue listener that posts status, progress and results to Discord, job by job.
+
+    ``__call__`` only files the event into its job's lane (``Lanes``), so it returns at once;
+    the lane's task does the Discord calls.
     """
 
     def __init__(self, bot: discord.Client, cfg: BotConfig, queue: Any) -> None:
@@ -87,10 +141,20 @@ class Delivery:
         self._handlers: dict[type, Callable[[Any], Awaitable[None]]] = {
             Queued: self._on_queued, Started: self._on_started, Progress: self._on_progress,
             Finished: self._on_finished, Failed: self._on_failed, JobCancelled: self._on_cancelled,
+            Moved: self._on_moved,
         }
+        self._lanes = Lanes(self._deliver)
 
     async def __call__(self, event: Any) -> None:
-        """Queue listener: never raises (a Discord error must not cost the job its delivery)."""
+        """Queue listener: file the event into its job's lane."""
+        if type(event) in self._handlers:
+            self._lanes.put(event.job.id, event)
+
+    async def close(self, timeout: float = CLOSE_FLUSH_S) -> None:
+        await self._lanes.close(timeout)
+
+    async def _deliver(self, event: Any) -> None:
+        """One event of one job: never raises (a Discord error must not cost the job its delivery)."""
         handler = self._handlers.get(type(event))
         if handler is None:
             return
@@ -98,6 +162,7 @@ class Delivery:
             await handler(event)
             if isinstance(event, Finished | Failed | JobCancelled):
                 self._last_progress.pop(event.job.id, None)
+                self._shown_position.pop(event.job.id, None)
                 await self._retract_cancel(event.job)
         except Exception:
             log.exception("delivery of %s for job %s failed", type(event).__name__, event.job.id)
@@ -110,17 +175,22 @@ class Delivery:
 
     async def _on_started(self, ev: Any) -> None:
         self._shown_position.pop(ev.job.id, None)
+        self._refresh_positions()
         await self._edit_status(ev.job, "🎨 painting…")
-        await self._refresh_positions()
 
-    async def _refresh_positions(self) -> None:
-        """Everyone moved up one: fix the shown place of the first few waiting jobs (few API calls)."""
+    def _refresh_positions(self) -> None:
+        """Everyone moved up one: fix the shown place of the first few waiting jobs (few API calls),
+        each in its own job's lane."""
         for job in self.queue.pending()[:POSITIONS_REFRESHED + 1]:
             pos = self.queue.position(job.id)
             if job.state != "queued" or pos is None or self._shown_position.get(job.id) == pos:
                 continue
             self._shown_position[job.id] = pos
-            await self._edit_status(job, position_line(pos))
+            self._lanes.put(job.id, Moved(job, pos))
+
+    async def _on_moved(self, ev: Moved) -> None:
+        if self._shown_position.get(ev.job.id) == ev.position:  # not started or moved again meanwhile
+            await self._edit_status(ev.job, position_line(ev.position))
 
     async def _on_progress(self, ev: Any) -> None:
         job = ev.job

@@ -2,7 +2,9 @@
 
 discord.py keeps its URLs in class attributes; a plain ``Bot`` never asks ``/gateway``, so the
 gateway URL must be set too. Attachment URLs come in payloads; the ones on Discord's CDN are
-rewritten to the base so that downloads go the same way as every other request.
+rewritten to the base so that downloads go the same way as every other request. A payload's URL
+is only fetched when it points at Discord's CDN or at the base itself (``may_download``): anything
+else (a link-local metadata service, a port on the bot's own host) is refused unread.
 """
 
 from __future__ import annotations
@@ -45,6 +47,23 @@ def point_at(cfg: DiscordConfig) -> None:
     discord.http.Route.BASE = f"{base}/api/v{INTERNAL_API_VERSION}"
     discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = gateway_for(cfg)
     discord.asset.Asset.BASE = base
+
+
+def _origin(u: yarl.URL) -> tuple[str, str, int | None]:
+    return u.scheme.lower(), (u.host or "").lower(), u.port
+
+
+def may_download(url: str, cfg: DiscordConfig) -> bool:
+    """Whether ``url`` is on Discord's CDN (https) or on the API base (same scheme, host and port)."""
+    try:
+        u = yarl.URL(url)
+    except (TypeError, ValueError):
+        return False
+    if not u.is_absolute() or u.user is not None:
+        return False
+    allowed = {("https", host, 443) for host in CDN_HOSTS}
+    allowed.add(_origin(yarl.URL(cfg.api_base.rstrip("/"))))
+    return _origin(u) in allowed
 
 
 def cdn_url(url: str, cfg: DiscordConfig) -> str:

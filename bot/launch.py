@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import discord
@@ -92,9 +93,15 @@ async def _add_cancel(bot: VQGANBot, message: discord.Message) -> None:
         log.info("could not add the cancel reaction (%s)", e.status)
 
 
+def _submitted(release: Callable[[], None] | None) -> None:
+    if release is not None:
+        release()
+
+
 async def from_interaction(bot: VQGANBot, interaction: discord.Interaction, req: Request,
-                           note: str | None = None) -> Any | None:
-    """Submit for a deferred interaction; the deferred response becomes the status message."""
+                           note: str | None = None, release: Callable[[], None] | None = None) -> Any | None:
+    """Submit for a deferred interaction; the deferred response becomes the status message.
+    ``release`` (from ``Preparing.hold``) is called once the queue has the job or refused it."""
     owner = str(interaction.user.id)
     msg: discord.Message | None
     try:
@@ -120,10 +127,12 @@ async def from_interaction(bot: VQGANBot, interaction: discord.Interaction, req:
         job, _ = await bot.queue.submit(req, owner=owner, origin=origin,
                                         priority=priority_for(bot.cfg, interaction.user))
     except UserError as e:
+        _submitted(release)
         if made:
             await _delete_thread(bot, thread_id)
         await refuse_after_defer(interaction, str(e))
         return None
+    _submitted(release)
     if msg is not None:
         await _add_cancel(bot, msg)
     return job
@@ -131,8 +140,9 @@ async def from_interaction(bot: VQGANBot, interaction: discord.Interaction, req:
 
 async def from_message(bot: VQGANBot, anchor: discord.Message | discord.PartialMessage, req: Request, *,
                        owner: int, member: Any = None, note: str | None = None,
-                       extra: dict[str, Any] | None = None) -> Any | None:
-    """Submit for a gesture: the status message replies to ``anchor`` and opens the thread."""
+                       extra: dict[str, Any] | None = None, release: Callable[[], None] | None = None) -> Any | None:
+    """Submit for a gesture: the status message replies to ``anchor`` and opens the thread.
+    ``release`` (from ``Preparing.hold``) is called once the queue has the job or refused it."""
     text = _pending_text(req, note)
     try:
         status = await anchor.reply(text, mention_author=False, allowed_mentions=MENTIONS)
@@ -159,6 +169,7 @@ async def from_message(bot: VQGANBot, anchor: discord.Message | discord.PartialM
     try:
         job, _ = await bot.queue.submit(req, owner=str(owner), origin=origin, priority=priority_for(bot.cfg, member))
     except UserError as e:
+        _submitted(release)
         if made:
             await _delete_thread(bot, thread_id)
         try:
@@ -168,5 +179,6 @@ async def from_message(bot: VQGANBot, anchor: discord.Message | discord.PartialM
         except discord.HTTPException:
             pass
         return None
+    _submitted(release)
     await _add_cancel(bot, status)
     return job

@@ -2,16 +2,23 @@
 
 Checks run cheapest first so that most refusals are answered before the interaction is deferred:
 access (guild, channel, role), pending jobs, the request itself, then attachments from their payload
-(type, bytes, pixels). Only then are attachments downloaded, and checked again with PIL, because a
-payload can lie about what the file holds.
+(where they are, type, bytes, pixels). Only then are attachments downloaded, and checked again with
+PIL, because a payload can lie about what the file holds. A request being prepared (downloads,
+collages) counts against its owner's pending limit like a queued job (``Preparing``), and a big
+upload is shrunk once, as it is decoded, to twice the largest size a job could paint it at.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
+import os
 import re
 import time
+import uuid
+from collections import Counter
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,7 +28,7 @@ from PIL import Image
 from pydantic import ValidationError
 
 from bot.config import BotConfig, RoleRef
-from bot.endpoints import cdn_url
+from bot.endpoints import cdn_url, may_download
 from engine import imageio
 from engine.errors import BadImage, UserError
 from engine.request import Request, check_limits
@@ -121,12 +128,49 @@ def check_access_message(cfg: BotConfig, message: discord.Message) -> None:
                  parent_id=getattr(ch, "parent_id", None), member=message.author)
 
 
-def check_pending(cfg: BotConfig, queue: Any, owner: str) -> None:
-    """A fast, early copy of the queue's own per-owner limit (the queue has the last word)."""
-    mine = [j for j in queue.jobs_of(owner) if j.state in PENDING_STATES]
+class Preparing:
+    """Requests still being prepared (downloading, composing) per owner, before the queue knows them.
+
+    They count against the pending limit, so that one person cannot start many downloads at once.
+    ``check_pending`` then ``hold`` with no ``await`` between them: the event loop makes the pair atomic.
+    ``hold`` gives a ``release`` to call as soon as the queue holds the job (or refused it), so that
+    it is never counted twice.
+    """
+
+    def __init__(self) -> None:
+        self._count: Counter[str] = Counter()
+
+    def count(self, owner: str) -> int:
+        return self._count[owner]
+
+    @contextlib.contextmanager
+    def hold(self, owner: str) -> Iterator[Callable[[], None]]:
+        """Count one request of ``owner`` until ``release()`` or the end of the block."""
+        held = True
+
+        def release() -> None:
+            nonlocal held
+            if held:
+                held = False
+                self._count[owner] -= 1
+                if self._count[owner] <= 0:
+                    del self._count[owner]
+
+        self._count[owner] += 1
+        try:
+            yield release
+        finally:
+            release()
+
+
+def check_pending(cfg: BotConfig, queue: Any, owner: str, preparing: Preparing | None = None) -> None:
+    """A fast, early copy of the queue's own per-owner limit (the queue has the last word), counting
+    requests still downloading too."""
+    mine = sum(1 for j in queue.jobs_of(owner) if j.state in PENDING_STATES)
+    mine += preparing.count(owner) if preparing is not None else 0
     limit = cfg.queue.per_owner_pending
-    if len(mine) >= limit:
-        raise Refused(f"you already have {len(mine)} jobs waiting (limit {limit}): wait for one or /cancel it")
+    if mine >= limit:
+        raise Refused(f"you already have {mine} jobs waiting (limit {limit}): wait for one or /cancel it")
 
 
 # --------------------------------------------------------------------------- sizes
@@ -210,8 +254,10 @@ def image_attachments(message: discord.Message) -> list[discord.Attachment]:
 
 
 def check_attachment(cfg: BotConfig, ref: ImageRef, what: str = "image") -> None:
-    """Type, bytes and pixels from the payload: refuse before downloading anything."""
+    """Place, type, bytes and pixels from the payload: refuse before downloading anything."""
     lim = cfg.limits
+    if not may_download(ref.url, cfg.discord):
+        raise BadImage(f"the {what} {ref.filename!r} is not on Discord; attach the file itself")
     ct = (ref.content_type or "").split(";")[0].strip().lower()
     if ct and ct not in cfg.discord.image_types:
         kinds = ", ".join(t.removeprefix("image/").upper() for t in cfg.discord.image_types)
@@ -228,11 +274,20 @@ def _mib(n: int) -> str:
     return f"{n / 1024 / 1024:.1f} MiB"
 
 
+def input_box(cfg: BotConfig, width: int, height: int) -> tuple[int, int]:
+    """Twice the largest size a job may paint a ``width x height`` picture at: more is never used."""
+    lim = cfg.limits
+    w, h = imageio.fit_size(width, height, lim.max_width, lim.max_height, lim.max_pixels,
+                            target_pixels=lim.max_pixels)
+    return 2 * w, 2 * h
+
+
 def decode_image(cfg: BotConfig, data: bytes, what: str = "image") -> Image.Image:
-    """Decode with the engine's guards (bytes, header pixels before decoding, truncation), keep transparency."""
+    """Decode with the engine's guards (bytes, header pixels before decoding, truncation), shrunk
+    while decoding to ``input_box``, keeping transparency."""
     lim = cfg.limits
     img = imageio.open_image(data, what=f"the {what}", max_bytes=lim.max_input_bytes,
-                             max_pixels=lim.max_input_pixels)
+                             max_pixels=lim.max_input_pixels, within=lambda w, h: input_box(cfg, w, h))
     if img.mode not in ("RGB", "L", "RGBA"):
         # keep transparency (palette or grey+alpha): transparent areas are holes to fill, not white
         keep_alpha = "A" in img.getbands() or "transparency" in img.info
@@ -242,7 +297,7 @@ def decode_image(cfg: BotConfig, data: bytes, what: str = "image") -> Image.Imag
 
 async def download(bot: discord.Client, cfg: BotConfig, ref: ImageRef, what: str = "image") -> Path:
     """Check, download, check again and store as ``data_dir/uploads/<sha256>.png``; returns the path."""
-    check_attachment(cfg, ref, what)
+    check_attachment(cfg, ref, what)  # also: only from Discord's CDN or the API base
     url = cdn_url(ref.url, cfg.discord)
     try:
         data = await bot.http.get_from_cdn(url)
@@ -265,7 +320,7 @@ def prune_uploads(cfg: BotConfig) -> int:
     folder = cfg.discord.data_path / "uploads"
     cutoff = time.time() - cfg.queue.keep_days * 86400
     gone = 0
-    for f in folder.glob("*.png") if folder.is_dir() else ():
+    for f in [*folder.glob("*.png"), *folder.glob("*.tmp")] if folder.is_dir() else ():
         try:
             if f.stat().st_mtime < cutoff:
                 f.unlink()
@@ -276,11 +331,20 @@ def prune_uploads(cfg: BotConfig) -> int:
 
 
 def save_png(img: Image.Image, dest: Path) -> None:
-    """Write atomically: a half-written upload must never be read by a job."""
+    """Write atomically: a half-written upload must never be read by a job. Files are named by their
+    content, so several people sending the same picture write the same ``dest`` at once: each writes
+    its own temporary file, and a ``dest`` already in place is as good as our own."""
     dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_suffix(".tmp")
-    img.save(tmp, format="PNG")
-    tmp.replace(dest)
+    tmp = dest.with_name(f"{dest.stem}.{uuid.uuid4().hex}.tmp")
+    try:
+        img.save(tmp, format="PNG")
+        try:
+            os.replace(tmp, dest)
+        except OSError:
+            if not dest.is_file():  # e.g. Windows refuses to replace a file being read
+                raise
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def check_mask_shape(mask: tuple[int, int], image: tuple[int, int]) -> None:

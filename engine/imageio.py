@@ -11,6 +11,7 @@ import io
 import json
 import math
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,8 +25,14 @@ DEFAULT_MAX_PIXELS = 40_000_000
 
 
 def open_image(source: str | Path | bytes, *, what: str = "image", max_bytes: int = DEFAULT_MAX_BYTES,
-               max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
-    """Decode a file or bytes into a loaded PIL image, or raise ``BadImage`` with one line."""
+               max_pixels: int = DEFAULT_MAX_PIXELS,
+               within: Callable[[int, int], tuple[int, int]] | None = None) -> Image.Image:
+    """Decode a file or bytes into a loaded PIL image, or raise ``BadImage`` with one line.
+
+    ``within(width, height)`` -> the largest size worth keeping: a JPEG is decoded at a reduced
+    scale (``draft``), anything still bigger is shrunk by a whole factor (``shrink_to``), so a huge
+    upload costs one cheap decode instead of full-size work in every later step.
+    """
     if isinstance(source, bytes):
         data, name = source, what
     else:
@@ -50,7 +57,12 @@ def open_image(source: str | Path | bytes, *, what: str = "image", max_bytes: in
             w, h = img.size
             if w * h > max_pixels:
                 raise BadImage(f"{name}: {w}x{h} is over the {max_pixels:,} pixel limit; use a smaller image")
+            box = within(w, h) if within is not None else None
+            if box is not None:
+                img.draft(None, box)  # JPEG only: decode at 1/2, 1/4 or 1/8 scale, still >= box
             img.load()
+            if box is not None:
+                img = shrink_to(img, box)
     except BadImage:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
@@ -60,6 +72,18 @@ def open_image(source: str | Path | bytes, *, what: str = "image", max_bytes: in
     except (OSError, SyntaxError, ValueError) as e:
         raise BadImage(f"{name}: the image is damaged or truncated ({e})") from None
     return img
+
+
+def shrink_to(img: Image.Image, box: tuple[int, int]) -> Image.Image:
+    """``img`` reduced by the smallest whole factor that fits it in ``box`` (a fast box filter);
+    unchanged when it fits. Palette images become RGB(A) first (indices cannot be averaged)."""
+    factor = math.ceil(max(img.width / max(1, box[0]), img.height / max(1, box[1])))
+    if factor <= 1:
+        return img
+    if img.mode not in ("L", "LA", "RGB", "RGBA", "I", "F"):
+        keep_alpha = "A" in img.getbands() or "transparency" in img.info
+        img = img.convert("RGBA" if keep_alpha else "RGB")
+    return img.reduce(factor)
 
 
 def load_rgb(source: str | Path | bytes, **limits: Any) -> Image.Image:

@@ -165,16 +165,22 @@ class Gestures(commands.Cog):
                     text: str) -> None:
         """Edit ``target``'s image(s): one picture, or several as a collage; ``a -> b`` is a region edit."""
         cfg = self.bot.cfg
+        owner = str(message.author.id)
         try:
             region, prompt = split_arrow(text)
-            check_pending(cfg, self.bot.queue, str(message.author.id))
+            check_pending(cfg, self.bot.queue, owner, self.bot.preparing)
             build_request(cfg, prompt=prompt, kind="edit", region=region)
-            req, note = await self._edit_request(target, atts, prompt, region)
         except UserError as e:
             await launch.notice(message, self.bot, str(e))
             return
-        await launch.from_message(self.bot, message, req, owner=message.author.id, member=message.author,
-                                  note=note)
+        with self.bot.preparing.hold(owner) as release:  # right after the check: no await between
+            try:
+                req, note = await self._edit_request(target, atts, prompt, region)
+            except UserError as e:
+                await launch.notice(message, self.bot, str(e))
+                return
+            await launch.from_message(self.bot, message, req, owner=message.author.id, member=message.author,
+                                      note=note, release=release)
 
     async def _edit_request(self, target: discord.Message, atts: list[discord.Attachment], prompt: str,
                             region: str | None) -> tuple[Request, str | None]:
@@ -247,7 +253,7 @@ class Gestures(commands.Cog):
         try:
             check_access(cfg, guild_id=payload.guild_id, channel_id=payload.channel_id,
                          parent_id=getattr(channel, "parent_id", None), member=payload.member)
-            check_pending(cfg, self.bot.queue, str(payload.user_id))
+            check_pending(cfg, self.bot.queue, str(payload.user_id), self.bot.preparing)
             req = make()
         except UserError as e:
             await launch.notice(anchor, self.bot, f"<@{payload.user_id}> {e}")
@@ -275,7 +281,7 @@ class Gestures(commands.Cog):
             check_access_interaction(cfg, interaction)
             if not images:
                 raise UserError("that message has no image to edit; attach one or pick another message")
-            check_pending(cfg, self.bot.queue, str(interaction.user.id))
+            check_pending(cfg, self.bot.queue, str(interaction.user.id), self.bot.preparing)
             shown = images[:MAX_PIECES]  # the rest are left out of the collage (and the note says so)
             for i, a in enumerate(shown):
                 check_attachment(cfg, ImageRef.of(a), piece_name(i, len(shown)))
@@ -287,19 +293,22 @@ class Gestures(commands.Cog):
     async def edit_from_modal(self, interaction: discord.Interaction, target: discord.Message,
                               atts: list[discord.Attachment], text: str) -> None:
         text = " ".join(text.split())
+        owner = str(interaction.user.id)
         try:
             region, prompt = split_arrow(text)
+            check_pending(self.bot.cfg, self.bot.queue, owner, self.bot.preparing)  # again: time passed
             build_request(self.bot.cfg, prompt=prompt, kind="edit", region=region)
         except UserError as e:
             await launch.refuse(interaction, str(e))
             return
-        await interaction.response.defer(thinking=True)
-        try:
-            req, note = await self._edit_request(target, atts, prompt, region)
-        except UserError as e:
-            await launch.refuse_after_defer(interaction, str(e))
-            return
-        await launch.from_interaction(self.bot, interaction, req, note=note)
+        with self.bot.preparing.hold(owner) as release:  # right after the check: no await between
+            await interaction.response.defer(thinking=True)
+            try:
+                req, note = await self._edit_request(target, atts, prompt, region)
+            except UserError as e:
+                await launch.refuse_after_defer(interaction, str(e))
+                return
+            await launch.from_interaction(self.bot, interaction, req, note=note, release=release)
 
 
 async def setup(bot: VQGANBot) -> None:

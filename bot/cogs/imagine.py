@@ -47,7 +47,7 @@ class Imagine(commands.Cog):
         cfg = self.bot.cfg
         try:
             check_access_interaction(cfg, interaction)
-            check_pending(cfg, self.bot.queue, str(interaction.user.id))
+            check_pending(cfg, self.bot.queue, str(interaction.user.id), self.bot.preparing)
             build_request(cfg, prompt=prompt, **fields)
             for what, att in attachments.items():
                 if att is not None:
@@ -95,17 +95,19 @@ class Imagine(commands.Cog):
         atts = {"starting image": image, "image prompt": image_prompt}
         if not await self._precheck(interaction, prompt, atts, **fields):
             return
-        await interaction.response.defer(thinking=True)
-        try:
-            init = await self._download(interaction, image, "starting image")
-            ip = await self._download(interaction, image_prompt, "image prompt")
-            req = build_request(
-                cfg, prompt=prompt, kind="imagine", init_image=str(init) if init else None,
-                image_prompts=[{"path": str(ip), "weight": 1.0}] if ip else None, **fields)
-        except UserError as e:
-            await launch.refuse_after_defer(interaction, str(e))
-            return
-        await launch.from_interaction(self.bot, interaction, req)
+        # counted from right after the check (no await between) until the queue has the job
+        with self.bot.preparing.hold(str(interaction.user.id)) as release:
+            await interaction.response.defer(thinking=True)
+            try:
+                init = await self._download(interaction, image, "starting image")
+                ip = await self._download(interaction, image_prompt, "image prompt")
+                req = build_request(
+                    cfg, prompt=prompt, kind="imagine", init_image=str(init) if init else None,
+                    image_prompts=[{"path": str(ip), "weight": 1.0}] if ip else None, **fields)
+            except UserError as e:
+                await launch.refuse_after_defer(interaction, str(e))
+                return
+            await launch.from_interaction(self.bot, interaction, req, release=release)
 
     @app_commands.command(name="edit", description="Change an uploaded picture with words")
     @app_commands.describe(
@@ -144,15 +146,17 @@ class Imagine(commands.Cog):
         atts = {piece_name(i, len(pictures)): a for i, a in enumerate(pictures)} | {"mask": mask}
         if not await self._precheck(interaction, prompt, atts, kind="edit", region=region, **fields):
             return
-        await interaction.response.defer(thinking=True)
-        try:
-            edit = await prepare(self.bot, cfg, [ImageRef.of(a) for a in pictures],
-                                 ImageRef.of(mask) if mask else None)
-            req = build_request(cfg, prompt=prompt, kind="edit", region=region, **edit.fields(), **fields)
-        except UserError as e:
-            await launch.refuse_after_defer(interaction, str(e))
-            return
-        await launch.from_interaction(self.bot, interaction, req, note=edit.note)
+        # counted from right after the check (no await between) until the queue has the job
+        with self.bot.preparing.hold(str(interaction.user.id)) as release:
+            await interaction.response.defer(thinking=True)
+            try:
+                edit = await prepare(self.bot, cfg, [ImageRef.of(a) for a in pictures],
+                                     ImageRef.of(mask) if mask else None)
+                req = build_request(cfg, prompt=prompt, kind="edit", region=region, **edit.fields(), **fields)
+            except UserError as e:
+                await launch.refuse_after_defer(interaction, str(e))
+                return
+            await launch.from_interaction(self.bot, interaction, req, note=edit.note, release=release)
 
 
 async def setup(bot: VQGANBot) -> None:

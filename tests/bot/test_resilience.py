@@ -4,7 +4,17 @@ from __future__ import annotations
 
 import asyncio
 
-from tests.bot.conftest import FakeRunner, make_config, progress_posts, results, run_bot, wait_results
+from tests.bot.conftest import (
+    FakeRunner,
+    make_config,
+    png,
+    progress_posts,
+    results,
+    run_bot,
+    submitted,
+    wait_ephemeral,
+    wait_results,
+)
 
 
 async def _held_job(fake, tmp_path, **discord_section):
@@ -117,3 +127,48 @@ async def test_progress_is_throttled(fake, tmp_path):
         edits = [r for r in fake.requests_to("PATCH", r"/messages/") if r.files]
         assert edits == []  # the interval was never reached: posted once, not edited
     assert len(results(fake)) == 1
+
+
+async def test_an_error_after_a_public_defer_is_shown_only_to_its_author(fake, tmp_path, caplog):
+    cfg = make_config(tmp_path, fake)
+    uploads = cfg.discord.data_path / "uploads"
+    uploads.parent.mkdir(parents=True)
+    uploads.write_text("a file where the uploads folder should be")  # storing the upload fails
+    async with run_bot(fake, cfg, FakeRunner()) as bot:
+        alice = fake.add_user("alice")
+        inter = await fake.slash(alice, fake.channel, "edit", {"prompt": "a fur coat"},
+                                 attachments={"image": ("cat.png", png(), "image/png")})
+        text = await wait_ephemeral(fake, inter)
+        assert "something went wrong on my side" in text
+        assert inter.deferred and inter.original is not None and inter.original.deleted
+        public = [m for m in fake.messages_in(fake.channel) if not m.ephemeral and not m.deleted]
+        assert not [m for m in public if "went wrong" in m.content]
+        assert not bot.queue.jobs_of(str(alice.id))
+    assert "command edit failed" in caplog.text
+
+
+async def test_one_threads_failing_edits_do_not_hold_another_jobs_messages(fake, tmp_path):
+    # Job A's progress edits in its thread are answered 500 (discord.py waits 1 s, then 3 s, before
+    # retrying); job B, in its own thread, is delivered meanwhile, and each job's messages keep their order.
+    cfg, runner, hold = await _held_job(fake, tmp_path)
+    async with run_bot(fake, cfg, runner) as bot:
+        alice, bob = fake.add_user("alice"), fake.add_user("bob")
+        inter_a = await fake.slash(alice, fake.channel, "imagine", {"prompt": "a windmill", "steps": 4})
+        inter_b = await fake.slash(bob, fake.channel, "imagine", {"prompt": "a lighthouse", "steps": 4})
+        job_a, job_b = [await submitted(fake, bot, i) for i in (inter_a, inter_b)]
+        thread_a, thread_b = fake.thread_for(inter_a.original), fake.thread_for(inter_b.original)
+        fake.fail_next("PATCH", rf"/channels/{thread_a.id}/messages/\d+$", status=500, count=2)
+        hold.set()
+        [result_b] = await fake.wait_for(lambda: [m for m in results(fake) if m.channel_id == thread_b.id])
+        assert not [m for m in results(fake) if m.channel_id == thread_a.id], "A is still retrying"
+        assert {r.status for r in fake.requests_to("PATCH", rf"/channels/{thread_a.id}/messages/")} == {500}
+        assert bot.queue.get(job_a.id).state == "finished"  # A ran first, yet B is shown first
+        await fake.wait_for(lambda: "✅ done" in fake.message(inter_b.original.id).content)
+
+        [result_a] = await fake.wait_for(lambda: [m for m in results(fake) if m.channel_id == thread_a.id], 10)
+        for thread, result in ((thread_a, result_a), (thread_b, result_b)):
+            posts = [m for m in fake.messages_in(thread) if m.author.id == fake.bot_user.id and m.attachments]
+            assert [m.attachments[0].filename.split("-")[0] for m in posts] == ["progress", "vqgan"]
+            assert posts[-1].id == result.id
+        await fake.wait_for(lambda: "✅ done" in fake.message(inter_a.original.id).content)
+        assert bot.queue.get(job_b.id).origin["result_message_id"] == result_b.id

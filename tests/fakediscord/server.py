@@ -278,8 +278,10 @@ class FakeDiscord:
         self.interaction_timeout = 3.0  # seconds to the first callback (then 404 10062 Unknown interaction)
         self.token_ttl = 15 * 60.0  # interaction token lifetime for followups (then 401 50027)
         self.attachment_size_limit = 10 * 1024 * 1024
+        self.cdn_delay = 0.0  # seconds each CDN download takes (slow downloads)
 
         self.requests: list[Request] = []
+        self.cdn_requests: list[str] = []  # paths of CDN downloads, in order
         self.unknown_routes: list[Request] = []
         self.events: list[GatewayEvent] = []
         self.identifies: list[dict] = []  # IDENTIFY payloads ('d'), one per (re)connect without resume
@@ -873,6 +875,9 @@ class FakeDiscord:
 
     # ------------------------------------------------------------------ CDN
     async def _cdn(self, request: web.Request) -> web.StreamResponse:
+        self.cdn_requests.append(request.path)
+        if self.cdn_delay:
+            await asyncio.sleep(self.cdn_delay)
         parts = request.path.strip("/").split("/")
         if parts[0] in ("attachments", "ephemeral-attachments") and len(parts) >= 3:
             with contextlib.suppress(ValueError):
@@ -1704,9 +1709,11 @@ class FakeDiscord:
         name: str,
         options: dict[str, Any] | None = None,
         attachments: dict[str, tuple[str, bytes, str | None]] | None = None,
+        attachment_urls: dict[str, str] | None = None,
     ) -> Interaction:
         """Dispatch a chat-input command. ``name`` may be "cmd", "cmd sub" or "cmd group sub".
-        Option types come from the synced command schema when there is one, else from the Python type."""
+        Option types come from the synced command schema when there is one, else from the Python type.
+        ``attachment_urls`` puts another URL in an attachment's payload (a forged or hostile one)."""
         ch = self._channel(channel)
         parts = name.split()
         cmd, scope = self.find_command(parts[0], 1)
@@ -1741,7 +1748,7 @@ class FakeDiscord:
         for k, (filename, data, ctype) in (attachments or {}).items():
             a = self._store_attachment(ch.id, filename, data, ctype)
             a.ephemeral = True
-            a.url = a.url.replace("/attachments/", "/ephemeral-attachments/")
+            a.url = (attachment_urls or {}).get(k) or a.url.replace("/attachments/", "/ephemeral-attachments/")
             opts.append({"name": k, "type": 11, "value": str(a.id)})
             resolved.setdefault("attachments", {})[str(a.id)] = a.payload()
         for depth, p in reversed(list(enumerate(parts[1:], start=1))):
