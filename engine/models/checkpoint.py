@@ -542,9 +542,9 @@ class _Bounded(io.RawIOBase):
         return n or 0
 
 
-def _load_legacy(path: Path, f: IO[bytes], budget: _Budget) -> Any:
+def _load_legacy(path: Path, f: IO[bytes], size: int, budget: _Budget) -> Any:
     """The pre-1.6 ``torch.save`` stream: magic, protocol, sys info, pickle, storage keys, storages."""
-    stream = io.BufferedReader(_Bounded(f, budget.limit))
+    stream = io.BufferedReader(_Bounded(f, size))
 
     def header() -> Any:
         return _SafeUnpickler(stream).load()
@@ -610,7 +610,7 @@ def _read_pickled(path: Path, max_bytes: int | None) -> Any:
                     f"{path}: the pre-2018 torch tar format is not supported; re-save it with torch.save"
                 )
             f.seek(0)
-            return _load_legacy(path, f, budget)
+            return _load_legacy(path, f, size, budget)
         except UserError:
             raise
         except Exception as e:  # a hostile or damaged file can raise anything; it is still only "unreadable"
