@@ -499,38 +499,76 @@ def _broken_files(tmp_path: Path) -> dict[str, Path]:
     }
 
 
-def test_every_broken_file_is_one_line_naming_it(tmp_path: Path) -> None:
-    # The hand-written pickle is a valid checkpoint when nothing in it is broken.
+def test_hand_written_tensor_pickle_is_a_valid_checkpoint(tmp_path: Path) -> None:
+    # So that the broken files below are refused for what is broken in them, not for a typo.
     assert torch.equal(load_checkpoint(_zip_with(tmp_path, "fine.ckpt", _tensor_pickle(1, 1, 1)))["w"], torch.ones(1))
-    why = {
-        "fake end-of-zip record": "BadZipFile",
-        "text persistent id": "unexpected storage reference",
-        "bytearray(2**70)": "bytearray is allowed only",
-        "deflate bomb": "compressed record",
-        "declares 4 TiB": "declared as 4398046511104 bytes but the file holds 4",
-        "zero-stride giant": "larger than its data",
-    }
-    for what, path in _broken_files(tmp_path).items():
-        with pytest.raises(CorruptCheckpoint) as info:
-            load_checkpoint(path)
-        message = str(info.value)
-        assert message.startswith(f"{path}: ") and why[what] in message, (what, message)
-        assert message.endswith("download it again)") or message.endswith("download it again"), (what, message)
-        assert "\n" not in message, what
 
 
+BROKEN = {  # what is wrong -> what the one line says about it
+    "fake end-of-zip record": "BadZipFile",
+    "text persistent id": "unexpected storage reference",
+    "bytearray(2**70)": "bytearray is allowed only",
+    "deflate bomb": "compressed record",
+    "declares 4 TiB": "declared as 4398046511104 bytes but the file holds 4",
+    "zero-stride giant": "larger than its data",
+}
+
+
+@pytest.mark.parametrize("what", list(BROKEN))
+def test_every_broken_file_is_one_line_naming_it(tmp_path: Path, what: str) -> None:
+    path = _broken_files(tmp_path)[what]
+    with pytest.raises(CorruptCheckpoint) as info:
+        load_checkpoint(path)
+    message = str(info.value)
+    assert message.startswith(f"{path}: ") and BROKEN[what] in message, message
+    assert "download it again" in message and "\n" not in message, message
+
+
+@pytest.mark.parametrize("what", list(BROKEN))
 def test_broken_checkpoint_on_the_command_line_exits_2(
-    tiny_config_path: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tiny_config_path: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], what: str
 ) -> None:
     from engine.__main__ import main
 
+    path = _broken_files(tmp_path)[what]
     yaml_path = next(tiny_config_path.parent.glob("models/*.yaml"))
-    for what, path in _broken_files(tmp_path).items():
-        code = main(["imagine", "x", "-o", str(tmp_path / "out.png"), "--steps", "1", "--config", str(tiny_config_path),
-                     "--vqgan-config", str(yaml_path), "--vqgan-checkpoint", str(path)])
-        err = capsys.readouterr().err
-        assert code == 2, (what, err)
-        assert str(path) in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err, (what, err)
+    code = main(["imagine", "x", "-o", str(tmp_path / "out.png"), "--steps", "1", "--config", str(tiny_config_path),
+                 "--vqgan-config", str(yaml_path), "--vqgan-checkpoint", str(path)])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert str(path) in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+
+
+async def test_broken_checkpoint_fails_the_bot_job_with_that_line(tiny_config_path: Path, tmp_path: Path) -> None:
+    # The bot shows a job's failure reason as it is: it must be the file's line, not "the engine failed".
+    import asyncio
+
+    from engine.config import load_config
+    from engine.queue import Failed, JobQueue
+    from engine.request import Request
+
+    bad = _broken_files(tmp_path)["text persistent id"]
+    cfg = load_config(tiny_config_path)
+    cfg = cfg.model_copy(update={
+        "models": cfg.models.model_copy(update={"vqgan_checkpoint": str(bad)}),
+        "queue": cfg.queue.model_copy(update={"db_path": str(tmp_path / "jobs.sqlite3"),
+                                              "results_dir": str(tmp_path / "results")}),
+    })
+    queue = JobQueue(cfg)
+    events: list[object] = []
+    queue.subscribe(events.append)
+    await queue.start()
+    try:
+        job, _ = await queue.submit(Request.from_config(cfg, prompt="a red apple", steps=1, seed=1), "alice")
+        for _ in range(1000):
+            failed = [e for e in events if isinstance(e, Failed) and e.job.id == job.id]
+            if failed:
+                break
+            await asyncio.sleep(0.01)
+    finally:
+        await queue.close()
+    assert failed, events
+    assert failed[0].reason.startswith(f"{bad}: ") and "engine failed" not in failed[0].reason
 
 
 def test_declared_data_beyond_the_file_is_refused_before_allocating(tmp_path: Path) -> None:
