@@ -286,9 +286,21 @@ class _SafeUnpickler(pickle._Unpickler):  # type: ignore[name-defined]
 
     dispatch = dict(pickle._Unpickler.dispatch)  # type: ignore[attr-defined]
 
-    def __init__(self, file: IO[bytes], persistent_load: Callable[[Any], Any] | None = None) -> None:
+    def __init__(
+        self, file: IO[bytes], persistent_load: Callable[[Any], Any] | None = None, size: int = 0
+    ) -> None:
         super().__init__(file, encoding="utf-8")  # what torch.load passes for Python 2 pickles
         self._persistent_load = persistent_load
+        # Calls may copy what the memo holds (``_codecs.encode`` of one string a million times):
+        # what they make, in bytes or items, may not outgrow the pickle by much.
+        self._may_make = 8 * size + (1 << 20)
+
+    def _made(self, obj: Any) -> Any:
+        if isinstance(obj, bytes | bytearray | str | tuple | list | dict | set | frozenset):
+            self._may_make -= len(obj)
+            if self._may_make < 0:
+                raise pickle.UnpicklingError("its pickle builds far more data than it holds")
+        return obj
 
     def persistent_load(self, pid: Any) -> Any:
         if self._persistent_load is None:
@@ -314,7 +326,7 @@ class _SafeUnpickler(pickle._Unpickler):  # type: ignore[name-defined]
         checked = _CALLS.get(id(func)) if id(func) in _ALLOWED_IDS else None
         if checked is None:
             raise pickle.UnpicklingError(f"refusing to call {type(func).__name__} object from a checkpoint")
-        return checked(*args, **(kwargs or {}))
+        return self._made(checked(*args, **(kwargs or {})))
 
     def _new(self, cls: Any, args: tuple[Any, ...], kwargs: dict[str, Any] | None = None) -> Any:
         if _is_placeholder_class(cls):
@@ -322,7 +334,7 @@ class _SafeUnpickler(pickle._Unpickler):  # type: ignore[name-defined]
         if cls is torch.nn.Parameter:
             return _parameter(*args, **(kwargs or {}))
         if isinstance(cls, type) and id(cls) in _NEWOBJ_OK:
-            return cls.__new__(cls, *args, **(kwargs or {}))
+            return self._made(cls.__new__(cls, *args, **(kwargs or {})))
         raise pickle.UnpicklingError(f"refusing to create {cls!r} from a checkpoint")
 
     def load_reduce(self) -> None:
@@ -523,7 +535,7 @@ def _load_zip(path: Path, f: IO[bytes], budget: _Budget) -> Any:
             return storage
 
         pickled = zf.read(records["data.pkl"])
-        return _SafeUnpickler(io.BytesIO(pickled), persistent_load).load()
+        return _SafeUnpickler(io.BytesIO(pickled), persistent_load, len(pickled)).load()
 
 
 class _Bounded(io.RawIOBase):
@@ -547,7 +559,7 @@ def _load_legacy(path: Path, f: IO[bytes], size: int, budget: _Budget) -> Any:
     stream = io.BufferedReader(_Bounded(f, size))
 
     def header() -> Any:
-        return _SafeUnpickler(stream).load()
+        return _SafeUnpickler(stream, size=size).load()
 
     if header() != _LEGACY_MAGIC:
         raise pickle.UnpicklingError("not a torch checkpoint (wrong magic number)")
@@ -578,7 +590,7 @@ def _load_legacy(path: Path, f: IO[bytes], size: int, budget: _Budget) -> Any:
             return torch.storage.TypedStorage(wrap_storage=untyped, dtype=dtype, _internal=True)
         return storage
 
-    result = _SafeUnpickler(stream, persistent_load).load()
+    result = _SafeUnpickler(stream, persistent_load, size).load()
     keys = header()
     if not isinstance(keys, list) or set(keys) != set(buffers):
         raise pickle.UnpicklingError("storage keys do not match the pickle")

@@ -592,6 +592,22 @@ def test_declared_data_beyond_the_file_is_refused_before_allocating(tmp_path: Pa
         load_checkpoint(good, max_bytes=16)
 
 
+def test_pickle_that_copies_one_string_over_and_over_is_refused(tmp_path: Path) -> None:
+    # A 1 MiB string once, then _codecs.encode of it n times: n MiB of memory from a 1 MiB file.
+    def copies(n: int) -> Path:
+        big = b"X" + (1 << 20).to_bytes(4, "little") + b"a" * (1 << 20) + b"q\x01"
+        encode = b"h\x02h\x01X\x06\x00\x00\x00latin1\x86R"
+        return _zip_with(tmp_path, f"copies{n}.ckpt", (
+            b"\x80\x02}(X\x01\x00\x00\x00s" + big
+            + b"X\x04\x00\x00\x00many]c_codecs\nencode\nq\x020(" + encode * n + b"e"
+            + _tensor_pickle(1, 1, 1)[3:-2] + b"u."
+        ))
+
+    assert len(load_checkpoint(copies(3))["many"]) == 3
+    with pytest.raises(CorruptCheckpoint, match="builds far more data than it holds"):
+        load_checkpoint(copies(200))
+
+
 def test_check_checkpoint_returns_the_weight_names(tmp_path: Path) -> None:
     path = _lightning_like(tmp_path, zip_format=True)
     assert checkpoint.check_checkpoint(path) == ["encoder.weight", "quantize.embedding"]
