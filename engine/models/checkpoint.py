@@ -568,7 +568,7 @@ def _load_legacy(path: Path, f: IO[bytes], size: int, budget: _Budget) -> Any:
     sys_info = header()
     if not isinstance(sys_info, dict) or sys_info.get("little_endian", True) is not (sys.byteorder == "little"):
         raise pickle.UnpicklingError("saved on a machine of the other byte order")
-    buffers: dict[str, tuple[bytearray, torch.storage.TypedStorage]] = {}
+    buffers: dict[str, tuple[bytearray, torch.storage.TypedStorage, torch.dtype]] = {}
 
     def persistent_load(pid: Any) -> Any:
         if isinstance(pid, tuple) and len(pid) == 4 and pid[0] in ("module", b"module"):
@@ -578,15 +578,16 @@ def _load_legacy(path: Path, f: IO[bytes], size: int, budget: _Budget) -> Any:
         if key not in buffers:
             budget.take(numel * dtype.itemsize)
             buf = bytearray(numel * dtype.itemsize)
-            buffers[key] = (buf, _typed(buf, dtype))
-        storage = buffers[key][1]
-        if storage.dtype != dtype:
+            buffers[key] = (buf, _typed(buf, dtype), dtype)
+        buf, storage, known = buffers[key]
+        if known != dtype:
             raise pickle.UnpicklingError(f"storage {key!r} declared with two types")
         if view is not None:  # (view key, offset, size) in elements; written by torch < 1.0
-            _key, offset, size = view
-            if not (type(offset) is int and type(size) is int and 0 <= offset <= offset + size <= storage.size()):
+            _key, offset, count = view
+            whole = len(buf) // dtype.itemsize
+            if not (type(offset) is int and type(count) is int and 0 <= offset <= offset + count <= whole):
                 raise pickle.UnpicklingError("storage view outside its storage")
-            untyped = storage._untyped_storage[offset * dtype.itemsize:(offset + size) * dtype.itemsize]
+            untyped = storage._untyped_storage[offset * dtype.itemsize:(offset + count) * dtype.itemsize]
             return torch.storage.TypedStorage(wrap_storage=untyped, dtype=dtype, _internal=True)
         return storage
 
@@ -595,10 +596,12 @@ def _load_legacy(path: Path, f: IO[bytes], size: int, budget: _Budget) -> Any:
     if not isinstance(keys, list) or set(keys) != set(buffers):
         raise pickle.UnpicklingError("storage keys do not match the pickle")
     for key in keys:
-        buf, storage = buffers[key]
+        buf, _, dtype = buffers[key]
         count = int.from_bytes(stream.read(8), "little", signed=True)
-        if count * storage.element_size() != len(buf):
-            raise pickle.UnpicklingError(f"storage {key!r} has {count} elements, the pickle says {storage.size()}")
+        if count * dtype.itemsize != len(buf):
+            raise pickle.UnpicklingError(
+                f"storage {key!r} holds {count} elements, its pickle says {len(buf) // dtype.itemsize}"
+            )
         _read_exactly(stream, buf)
     return result
 
