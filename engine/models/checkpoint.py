@@ -74,7 +74,6 @@ class Placeholder:
     """Stands in for any class the pickle names that is not whitelisted; does nothing."""
 
     _pickled_name = "?"
-    dump_patches = False  # read by torch's legacy loader for pickled nn.Module classes
 
     def __new__(cls, *args: Any, **kwargs: Any) -> Placeholder:
         return object.__new__(cls)
@@ -160,7 +159,7 @@ _TENSOR_REBUILDERS: tuple[Callable[..., Any], ...] = (
 def _rebuild_from_type_v2(func: Any, new_type: Any, args: Any, state: Any) -> Any:
     """``torch._tensor._rebuild_from_type_v2`` calls ``func(*args)``: only a tensor rebuilder, and
     without the pickled attribute state (see ``_rebuild_parameter_with_state``)."""
-    if not any(func is f for f in _TENSOR_REBUILDERS) or new_type not in (torch.Tensor, torch.nn.Parameter):
+    if not any(func is f for f in _TENSOR_REBUILDERS) or not (new_type is torch.Tensor or new_type is torch.nn.Parameter):
         raise pickle.UnpicklingError("_rebuild_from_type_v2 is allowed only for plain tensors")
     return torch._tensor._rebuild_from_type_v2(_CALLS[id(func)], new_type, tuple(args), None)
 
@@ -213,7 +212,6 @@ def _np_scalar(dtype: Any, data: Any = None) -> Any:
 def _allowed_globals() -> tuple[dict[tuple[str, str], Any], dict[int, Callable[..., Any]]]:
     """The (module, name) pairs a checkpoint may reference, mapped to the real objects, and the
     checked callables (by ``id`` of the object the pickle names) that REDUCE/NEWOBJ may use."""
-    u = torch._utils
     names: dict[tuple[str, str], Any] = {
         ("collections", "OrderedDict"): collections.OrderedDict,
         ("builtins", "set"): set,
@@ -256,7 +254,6 @@ def _allowed_globals() -> tuple[dict[tuple[str, str], Any], dict[int, Callable[.
     calls[id(torch.nn.Parameter)] = _parameter
     calls[id(torch._utils._rebuild_parameter_with_state)] = _rebuild_parameter_with_state
     calls[id(torch._tensor._rebuild_from_type_v2)] = _rebuild_from_type_v2
-    del u
 
     np = _numpy()
     if np is not None:
@@ -317,6 +314,11 @@ class _SafeUnpickler(pickle._Unpickler):  # type: ignore[name-defined]
                 module = _compat_pickle.IMPORT_MAPPING[module]
         if module == "torch.tensor":  # renamed torch._tensor in 1.8, as torch.load maps it
             module = "torch._tensor"
+        if isinstance(name, str) and name.endswith("Storage") and (module, name) not in _ALLOWED:
+            try:  # e.g. torch.cuda.FloatStorage in old files: an inert type tag, as torch.load maps it
+                return torch.serialization.StorageType(name)
+            except (KeyError, AttributeError):
+                pass
         obj = _ALLOWED.get((module, name))
         return obj if obj is not None else _placeholder(module, name)
 
