@@ -656,6 +656,14 @@ def _tensors(obj: Any, seen: set[int] | None = None, depth: int = 0) -> list[tor
     return found
 
 
+def _looks_like_safetensors(path: Path) -> bool:
+    """8 bytes of header length, then the JSON header: no pickle or zip starts like that."""
+    with path.open("rb") as f:
+        head = f.read(9)
+        size = os.fstat(f.fileno()).st_size
+    return len(head) == 9 and head[8:] == b"{" and int.from_bytes(head[:8], "little") <= size - 8
+
+
 def load_checkpoint(path: str | os.PathLike[str], *, max_bytes: int | None = None) -> dict[str, Any]:
     """Read a ``.ckpt``/``.pt``/``.pth``/``.bin`` or ``.safetensors`` file onto the CPU.
 
@@ -667,7 +675,7 @@ def load_checkpoint(path: str | os.PathLike[str], *, max_bytes: int | None = Non
     p = Path(path)
     if not p.is_file():
         raise ModelFileMissing(f"model file not found: {p}")
-    if p.suffix == ".safetensors":
+    if p.suffix == ".safetensors" or _looks_like_safetensors(p):  # by content too: e.g. a download's .part
         from safetensors.torch import load_file
 
         try:

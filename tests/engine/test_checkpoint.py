@@ -263,6 +263,15 @@ def test_safetensors_round_trip(tmp_path: Path) -> None:
     assert all(torch.equal(loaded[k], tensors[k]) for k in tensors)
 
 
+def test_safetensors_is_known_by_its_content_too(tmp_path: Path) -> None:
+    # A download being verified is still called NAME.part.
+    from safetensors.torch import save_file
+
+    path = tmp_path / "model.safetensors.part"
+    save_file({"a": torch.ones(2)}, str(path))
+    assert torch.equal(load_checkpoint(path)["a"], torch.ones(2))
+
+
 def test_missing_file_names_the_path(tmp_path: Path) -> None:
     path = tmp_path / "nope" / "last.ckpt"
     with pytest.raises(ModelFileMissing, match=str(path)):
