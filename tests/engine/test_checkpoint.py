@@ -164,21 +164,26 @@ def test_checkpoint_with_only_a_payload_is_refused(tmp_path: Path, zip_format: b
     assert not marker.exists()
 
 
-def _raw_pickle(tmp_path: Path, build) -> Path:  # type: ignore[no-untyped-def]
-    """A zip checkpoint whose data.pkl is replaced by hand-written opcodes."""
-    path = _save({"w": torch.ones(1)}, tmp_path / "hand.pt")
+def _zip_with(tmp_path: Path, name: str, pkl: bytes, *, deflate: bool = False) -> Path:
+    """A real torch.save archive (one 4-byte tensor record, data/0) with data.pkl replaced."""
     import zipfile
 
-    with zipfile.ZipFile(path) as zf:
-        names = zf.namelist()
-        records = {n: zf.read(n) for n in names}
-    pkl = next(n for n in names if n.endswith("/data.pkl"))
-    records[pkl] = build()
-    out = tmp_path / "hand2.pt"
+    src = _save({"w": torch.ones(1)}, tmp_path / "src.pt")
+    with zipfile.ZipFile(src) as zf:
+        records = {n: zf.read(n) for n in zf.namelist()}
+    out = tmp_path / name
     with zipfile.ZipFile(out, "w", compression=zipfile.ZIP_STORED) as zf:
-        for n in names:
-            zf.writestr(n, records[n])
+        for n, data in records.items():
+            if n.endswith("/data.pkl"):
+                zf.writestr(n, pkl, compress_type=zipfile.ZIP_DEFLATED if deflate else zipfile.ZIP_STORED)
+            else:
+                zf.writestr(n, data)
     return out
+
+
+def _raw_pickle(tmp_path: Path, build) -> Path:  # type: ignore[no-untyped-def]
+    """A zip checkpoint whose data.pkl is replaced by hand-written opcodes."""
+    return _zip_with(tmp_path, "hand.pt", build())
 
 
 def test_build_cannot_patch_a_whitelisted_class(tmp_path: Path) -> None:
@@ -459,23 +464,6 @@ def test_numpy_scalar_needs_a_plain_dtype_and_exact_bytes(tmp_path: Path) -> Non
     assert loaded["ok"] == 1.0 and type(loaded["ok"]) is np.float64
     assert isinstance(loaded["short"], Placeholder) and isinstance(loaded["obj"], Placeholder)
     assert torch.equal(loaded["w"], torch.ones(1))
-
-
-def _zip_with(tmp_path: Path, name: str, pkl: bytes, *, deflate: bool = False) -> Path:
-    """A real torch.save archive (one 4-byte tensor record, data/0) with data.pkl replaced."""
-    import zipfile
-
-    src = _save({"w": torch.ones(1)}, tmp_path / "src.pt")
-    with zipfile.ZipFile(src) as zf:
-        records = {n: zf.read(n) for n in zf.namelist()}
-    out = tmp_path / name
-    with zipfile.ZipFile(out, "w", compression=zipfile.ZIP_STORED) as zf:
-        for n, data in records.items():
-            if n.endswith("/data.pkl"):
-                zf.writestr(n, pkl, compress_type=zipfile.ZIP_DEFLATED if deflate else zipfile.ZIP_STORED)
-            else:
-                zf.writestr(n, data)
-    return out
 
 
 def _tensor_pickle(numel: int, size: int, stride: int) -> bytes:
