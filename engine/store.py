@@ -126,8 +126,9 @@ class JobStore:
         private_dir(p.parent)
         fd = os.open(p, os.O_RDWR | os.O_CREAT, 0o600)  # sqlite would create it 0644
         os.close(fd)
-        if os.stat(p).st_mode & 0o077:
-            os.chmod(p, 0o600)  # a file an older version made
+        for f in (p, *(p.with_name(p.name + s) for s in ("-wal", "-shm", "-journal"))):
+            if f.exists() and os.stat(f).st_mode & 0o077:
+                os.chmod(f, 0o600)  # files an older version made world-readable
         # Autocommit: each statement commits at once, so nothing waits in an open transaction.
         db = sqlite3.connect(p, isolation_level=None)
         try:
