@@ -208,6 +208,28 @@ async def test_turns_alternate_even_when_the_clock_is_stepped_back(tmp_path, mon
     assert turns == "AB" * 6
 
 
+async def test_turns_survive_a_restart_across_a_clock_step(tmp_path, monkeypatch):
+    real, offset = time.time, [0.0]
+    monkeypatch.setattr(time, "time", lambda: real() - offset[0])
+    runner = FakeRunner()
+    q, rec = await started(tmp_path, runner)
+    a0, _ = await q.submit(req("a0", steps=1), "alice")
+    await rec.wait(Finished, a0.id)
+    offset[0] = 3600.0  # the clock is stepped back an hour: bob is served after alice all the same
+    b0, _ = await q.submit(req("b0", steps=1), "bob")
+    await rec.wait(Finished, b0.id)
+    await q.submit(req("gate"), "xavier")
+    await q.submit(req("b1"), "bob")
+    await q.submit(req("a1"), "alice")
+    await q.close()
+
+    q2, _ = await started(tmp_path, FakeRunner())
+    try:
+        assert [j.request.prompt for j in q2.pending()] == ["gate", "a1", "b1"]  # alice's turn, then bob's
+    finally:
+        await q2.close()
+
+
 # -- #7: storage failures are one line naming the path, and nothing stored is lost ------------
 
 
