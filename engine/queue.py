@@ -295,6 +295,22 @@ class JobQueue:
             self._schedule_forget()
         return job, position
 
+    async def expire_origin_key(self, key: str, after_s: float) -> int:
+        """``forget_after`` for jobs already stored (e.g. by a version without it): each job whose
+        origin holds ``key`` loses it ``after_s`` seconds after its submission, at once if that has
+        passed. Returns how many jobs it applied to."""
+        if self._store is None:
+            raise RuntimeError("the job queue is not running (call start() first)")
+        ids = [j.id for j in self._jobs.values() if key in j.origin and key not in j.forget_at]
+        for job_id in ids:
+            job = self._jobs[job_id]
+            self._replace(job, forget_at={**job.forget_at, key: job.created_at + after_s})
+        for job_id in ids:
+            if (job := self._jobs.get(job_id)) is not None:
+                await self._in_db(self._store.update, job.id, forget_at=job.forget_at)
+        await self._forget_due()
+        return len(ids)
+
     async def cancel(self, job_id: str, by: str, moderator: bool = False) -> Job:
         """Cancel a queued job, or stop a running one within a step. KeyError if unknown."""
         job = self._jobs[job_id]

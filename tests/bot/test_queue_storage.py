@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 
 import discord
 import pytest
@@ -39,3 +40,21 @@ async def test_the_interaction_token_is_stored_for_its_15_minutes_only(fake, tmp
         assert job.origin["interaction_token"]
         assert job.forget_at == {"interaction_token": pytest.approx(job.created_at + 15 * 60)}
         await wait_results(fake)
+
+
+async def test_tokens_an_older_version_stored_are_dropped_at_start(fake, tmp_path):
+    from engine.queue import JobQueue
+    from engine.request import Request
+
+    cfg = make_config(tmp_path, fake)
+    q = JobQueue(cfg, runner=FakeRunner())
+    await q.start()
+    job, _ = await q.submit(Request(prompt="old", steps=4, width=64, height=64), "1",
+                            origin={"interaction_token": "OLD-TOKEN", "channel_id": 1})
+    await q.cancel(job.id, by="1")
+    await q.close()
+    with sqlite3.connect(tmp_path / "jobs.sqlite3") as db:  # an hour old, stored without an expiry
+        db.execute("UPDATE jobs SET created_at=created_at-3600, forget_at='{}'")
+    async with run_bot(fake, cfg, FakeRunner()) as bot:
+        assert "interaction_token" not in bot.queue.get(job.id).origin
+    assert not any(b"OLD-TOKEN" in p.read_bytes() for p in tmp_path.glob("jobs.sqlite3*"))

@@ -386,3 +386,26 @@ async def test_a_key_that_expired_while_the_queue_was_down_is_dropped_at_start(t
         await rec2.wait(Finished, job.id)
     finally:
         await q2.close()
+
+
+async def test_tokens_stored_before_expiry_existed_are_dropped_when_the_front_end_names_the_key(tmp_path):
+    q, rec = await started(tmp_path, FakeRunner())
+    old, _ = await q.submit(req("gate"), "alice", origin={"token": "SECRET-OLD", "channel": 1})
+    new, _ = await q.submit(req("b"), "bob", origin={"token": "SECRET-NEW"})
+    await q.close()
+    with sqlite3.connect(tmp_path / "jobs.sqlite3") as db:  # submitted an hour ago
+        db.execute("UPDATE jobs SET created_at=created_at-3600 WHERE id=?", (old.id,))
+
+    q2, _ = await started(tmp_path, FakeRunner())
+    try:
+        assert await q2.expire_origin_key("token", after_s=900) == 2
+        assert q2.get(old.id).origin == {"channel": 1} and not _on_disk(tmp_path, b"SECRET-OLD")
+        assert q2.get(new.id).origin == {"token": "SECRET-NEW"}  # still within its 15 minutes
+        assert q2.get(new.id).forget_at["token"] == pytest.approx(q2.get(new.id).created_at + 900)
+    finally:
+        await q2.close()
+    q3, _ = await started(tmp_path, FakeRunner())  # the deadline was stored with the job
+    try:
+        assert q3.get(new.id).forget_at["token"] == pytest.approx(q3.get(new.id).created_at + 900)
+    finally:
+        await q3.close()
