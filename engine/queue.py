@@ -719,8 +719,10 @@ class JobQueue:
         except Exception as e:  # a ValidationError, or a validator's own UserError
             log.warning("job %s: saved by an older version, cannot be read: %s", row.get("id"), e)
             stored = row["request"] if isinstance(row["request"], dict) else {}
-            known = {k: v for k, v in stored.items() if k in Request.model_fields}
-            fields = {**row, "request": Request.model_construct(**{"prompt": "", **known}),
+            base = Request.model_construct(prompt="")  # the defaults, then what a front end shows, if sound
+            shown = {k: v for k, v in stored.items()
+                     if k in ("kind", "prompt", "seed", "steps", "width", "height") and type(v) is type(getattr(base, k))}
+            fields = {**row, "request": base.model_copy(update=shown),
                       "origin": row["origin"] if isinstance(row["origin"], dict) else {},
                       "forget_at": row["forget_at"] if isinstance(row["forget_at"], dict) else {},
                       "state": row["state"] if row["state"] in get_args(State) else "queued",
