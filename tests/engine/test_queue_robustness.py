@@ -148,7 +148,7 @@ async def test_rows_an_older_version_saved_fail_alone_and_the_rest_run(tmp_path)
             failed = await rec2.wait(Failed, job_id)
             assert failed.reason == STALE, name
         assert rec2.of(stale["blank region"]) == ["Failed"]
-        assert (await rec2.wait(Failed, stale["blank region"])).job.request.prompt == "blank region"  # shown
+        assert (await rec2.wait(Failed, stale["blank region"])).job.request.prompt == "a red apple"  # as stored
         await rec2.wait(Finished, good.id)
         await rec2.wait(Finished, gate.id)
         rows = db_rows(tmp_path)
