@@ -74,6 +74,9 @@ def main(argv: list[str] | None = None) -> int:
         print("error: Discord refused the token in DISCORD_TOKEN; reset it in the Developer Portal",
               file=sys.stderr)
         return 2
+    except UserError as e:  # e.g. the job store cannot be opened: one line naming the file and the fix
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     except discord.PrivilegedIntentsRequired:
         print("error: enable the Message Content intent (Developer Portal -> Bot -> Privileged Gateway Intents)",
               file=sys.stderr)

@@ -22,6 +22,7 @@ from bot import launch
 from bot.config import BotConfig
 from bot.delivery import Delivery
 from bot.endpoints import point_at
+from bot.launch import TOKEN_EXPIRES_S
 from bot.requests import Preparing, prune_uploads
 
 log = logging.getLogger(__name__)
@@ -83,6 +84,7 @@ class VQGANBot(commands.Bot):
         self._unsubscribe = self.queue.subscribe(self.delivery)
         await self.queue.start()
         self._queue_started = True
+        await self.queue.expire_origin_key("interaction_token", TOKEN_EXPIRES_S)  # jobs stored before expiry
         self._heartbeat = asyncio.create_task(self._beat(), name="heartbeat")
 
     async def close(self) -> None:

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from bot.app import VQGANBot
 
 log = logging.getLogger(__name__)
+TOKEN_EXPIRES_S = 15 * 60  # an interaction token is valid 15 minutes; the queue drops its stored copy then
 
 
 def _pending_text(req: Request, note: str | None = None) -> str:
@@ -125,7 +126,8 @@ async def from_interaction(bot: VQGANBot, interaction: discord.Interaction, req:
     }
     try:
         job, _ = await bot.queue.submit(req, owner=owner, origin=origin,
-                                        priority=priority_for(bot.cfg, interaction.user))
+                                        priority=priority_for(bot.cfg, interaction.user),
+                                        forget_after={"interaction_token": TOKEN_EXPIRES_S})
     except UserError as e:
         _submitted(release)
         if made:

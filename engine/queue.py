@@ -7,7 +7,13 @@ The front end submits ``Request``s and listens to job events; the engine never r
 * after a crash or a restart, queued jobs and the interrupted one are resumed (the interrupted
   one first, from step 0); a job that cannot be finished ends with a ``Failed`` event and its
   reason, never silently;
-* higher priority first, then round-robin between owners (the owner served least recently);
+* higher priority first, then round-robin between owners (the owner served least recently,
+  by a turn counter that survives restarts and that no change of the wall clock can upset);
+* a job is read again from the queue's current state at each decision (a job cancelled while
+  another is admitted to a batch is never started);
+* a stored job this version cannot read fails alone ("saved by an older version; please ask
+  again"); storage failures are ``StorageError``s, one line naming the path and what to do;
+* ``submit(..., forget_after={key: seconds})`` drops short-lived secrets from the stored origin;
 * the generation runs on one worker thread, so the event loop stays responsive; each listener
   has its own delivery task, so a slow listener stalls neither the worker nor the others (it
   may miss intermediate ``Progress`` events, never any other kind).
@@ -17,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import gc
 import inspect
 import io
@@ -28,19 +35,19 @@ import secrets
 import sys
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict
 
 from engine import errors
 from engine.config import Config
 from engine.errors import UserError
 from engine.request import Request
-from engine.store import TERMINAL, JobStore
+from engine.store import TERMINAL, JobStore, StorageError, describe, private_dir
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +55,8 @@ State = Literal["queued", "running", "finished", "failed", "cancelled"]
 MAX_ATTEMPTS = 3  # starts of a job that the process did not survive, before giving up on it
 PRUNE_EVERY_S = 3600.0
 LISTENER_FLUSH_S = 5.0  # at close, how long listeners get to receive the last events
+FORGET_RETRY_S = 60.0  # dropping expired origin keys failed (e.g. a full disk): try again after this
+STALE = "saved by an older version; please ask again"
 
 
 class QueueFull(UserError):
@@ -77,6 +86,8 @@ class Job(BaseModel):
     seconds: float | None = None
     attempts: int = 0
     delivered: bool = False  # the front end said it showed the result (``mark_delivered``)
+    served: int | None = None  # the queue's turn counter when it last started (fairness, not a clock)
+    forget_at: dict[str, float] = {}  # origin key -> time.time() after which it is dropped
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,7 +153,8 @@ class JobQueue:
         self._jobs: dict[str, Job] = {}
         self._order: dict[str, int] = {}  # job id -> submission rank, for stable ordering
         self._rank = itertools.count()
-        self._last_served: dict[str, float] = {}  # owner -> when their last job started
+        self._last_served: dict[str, int] = {}  # owner -> the turn their last job started at
+        self._turns = itertools.count(1)  # service turns: monotonic, persisted as ``Job.served``
         self._listeners: list[_Listener] = []
         self._store: JobStore | None = None
         self._db = ThreadPoolExecutor(1, thread_name_prefix="jobqueue-db")  # ordered writes
@@ -150,7 +162,11 @@ class JobQueue:
         self._wakeup = asyncio.Event()
         self._worker: asyncio.Task[None] | None = None
         self._closing = False
-        self._pruned_at = 0.0
+        self._pruned_at = 0.0  # time.monotonic()
+        self._saving: set[str] = set()  # submitted, not yet on disk: not announced, not run
+        self._unreadable: set[str] = set()  # stored by an older version: only its state is ever written
+        self._forget_timer: asyncio.TimerHandle | None = None
+        self._forget_task: asyncio.Task[None] | None = None
         self._solo: set[str] = set()  # jobs that ran out of memory in a batch: run them alone
         self._running: dict[str, _Control] = {}  # the running job(s): how to stop each
         self._loop: asyncio.AbstractEventLoop  # set by start()
@@ -163,26 +179,32 @@ class JobQueue:
         Subscribe first: the recovered jobs' ``Queued`` (or ``Failed``) events are sent here.
         """
         self._loop = asyncio.get_running_loop()
-        self._results.mkdir(parents=True, exist_ok=True)
+        await self._in_db(self._prepare_results)
         self._store = await self._in_db(JobStore, self._cfg.db_path)
         await self._prune()
         ended: list[Failed] = []
+        turn = 0
         for row in await self._in_db(self._store.load):
             job, readable = self._from_row(row)
             self._insert(job)
-            if job.started_at is not None:
-                self._last_served[job.owner] = max(self._last_served.get(job.owner, 0.0), job.started_at)
+            if not readable:
+                self._unreadable.add(job.id)
+            if isinstance(job.served, int):
+                self._last_served[job.owner] = max(self._last_served.get(job.owner, 0), job.served)
+                turn = max(turn, job.served)
             if job.state in TERMINAL:
                 continue
             reason = None
             if not readable:
-                reason = "it was saved by an older version and cannot be resumed; please submit it again"
+                reason = STALE
             elif job.state == "running" and job.attempts >= MAX_ATTEMPTS:  # it killed the process
                 reason = f"it could not be finished after {job.attempts} attempts"
             if reason:
                 ended.append(Failed(await self._end(job, "failed", error=reason), reason))
             elif job.state == "running":  # the process died under it: run it again, first
                 await self._save(self._replace(job, state="queued"))
+        self._turns = itertools.count(turn + 1)
+        await self._forget_due()
         for ev in ended:
             self._emit(ev)
         for pos, job in enumerate(self._service_order(), 1):
@@ -201,6 +223,10 @@ class JobQueue:
             ctl.stop("close")
         self._wakeup.set()
         await self._worker
+        if self._forget_timer is not None:
+            self._forget_timer.cancel()
+        if self._forget_task is not None:
+            await self._forget_task
         tasks = [t for listener in self._listeners if (t := listener.task) is not None and not t.done()]
         if tasks:
             await asyncio.wait(tasks, timeout=LISTENER_FLUSH_S)
@@ -225,12 +251,17 @@ class JobQueue:
         return unsubscribe
 
     async def submit(
-        self, request: Request, owner: str, origin: dict[str, Any] | None = None, priority: int = 0
+        self, request: Request, owner: str, origin: dict[str, Any] | None = None, priority: int = 0, *,
+        forget_after: Mapping[str, float] | None = None,
     ) -> tuple[Job, int]:
-        """Queue a request; returns the job and its position (1 = next). It is on disk on return."""
+        """Queue a request; returns the job and its position (1 = next). It is on disk on return.
+
+        ``forget_after``: origin keys to drop, in memory and on disk, that many seconds after
+        submission (short-lived secrets). ``StorageError`` if it cannot be stored: nothing is queued.
+        """
         if self._store is None or self._closing:
             raise RuntimeError("the job queue is not running (call start() first)")
-        pending = self.pending()
+        pending = [j for j in self._jobs.values() if j.state in ("queued", "running")]
         mine = sum(j.owner == owner for j in pending)
         if mine >= self._cfg.per_owner_pending:
             raise QueueFull(
@@ -241,15 +272,44 @@ class JobQueue:
         job_id = secrets.token_hex(6)
         while job_id in self._jobs:
             job_id = secrets.token_hex(6)
-        job = Job(id=job_id, request=request, owner=owner, origin=dict(origin or {}), priority=priority,
-                  created_at=time.time())
+        now = time.time()
+        origin = dict(origin or {})
+        forget = {k: now + float(s) for k, s in (forget_after or {}).items() if k in origin}
+        job = Job(id=job_id, request=request, owner=owner, origin=origin, priority=priority,
+                  created_at=now, forget_at=forget)
         self._insert(job)
+        self._saving.add(job.id)  # counted against the limits, but not run before it is on disk
+        try:
+            await self._save(job)
+        except BaseException:
+            self._jobs.pop(job.id, None)
+            self._order.pop(job.id, None)
+            raise
+        finally:
+            self._saving.discard(job.id)
+        job = self._jobs[job.id]
         position = self._place(job.id)
-        # Announced before the write returns: the worker's own writes for it queue up behind it.
         self._emit(Queued(job, position))
         self._wakeup.set()
-        await self._save(job)
+        if forget:
+            self._schedule_forget()
         return job, position
+
+    async def expire_origin_key(self, key: str, after_s: float) -> int:
+        """``forget_after`` for jobs already stored (e.g. by a version without it): each job whose
+        origin holds ``key`` loses it ``after_s`` seconds after its submission, at once if that has
+        passed. Returns how many jobs it applied to."""
+        if self._store is None:
+            raise RuntimeError("the job queue is not running (call start() first)")
+        ids = [j.id for j in self._jobs.values() if key in j.origin and key not in j.forget_at]
+        for job_id in ids:
+            job = self._jobs[job_id]
+            self._replace(job, forget_at={**job.forget_at, key: job.created_at + after_s})
+        for job_id in ids:
+            if (job := self._jobs.get(job_id)) is not None:
+                await self._in_db(self._store.update, job.id, forget_at=job.forget_at)
+        await self._forget_due()
+        return len(ids)
 
     async def cancel(self, job_id: str, by: str, moderator: bool = False) -> Job:
         """Cancel a queued job, or stop a running one within a step. KeyError if unknown."""
@@ -314,10 +374,11 @@ class JobQueue:
             return (j.started_at is None, -j.priority, self._order[j.id])
 
         by_owner: dict[str, deque[Job]] = {}
-        for job in sorted((j for j in self._jobs.values() if j.state == "queued"), key=rank):
+        queued = (j for j in self._jobs.values() if j.state == "queued" and j.id not in self._saving)
+        for job in sorted(queued, key=rank):
             by_owner.setdefault(job.owner, deque()).append(job)
         last = dict(self._last_served)
-        tick = max(last.values(), default=0.0)
+        tick = max(last.values(), default=0)
         order: list[Job] = []
         while by_owner:
             owner = min(by_owner, key=lambda o: (rank(by_owner[o][0])[:2], last.get(o, -math.inf),
@@ -341,28 +402,37 @@ class JobQueue:
                     await self._run_batch(order[0])
                 else:
                     await self._run(order[0])
-            except Exception:  # a bug or a broken disk: say so on this job, keep serving the others
+            except Exception as e:  # a bug or a broken disk: say so on this job, keep serving the others
                 log.exception("job queue: job %s", order[0].id)
                 job = self._jobs[order[0].id]
                 if job.state not in TERMINAL:
-                    reason = "the job queue failed; see the log"
+                    reason = str(e) if isinstance(e, StorageError) else "the job queue failed; see the log"
                     job = self._replace(job, state="failed", error=reason, finished_at=time.time())
                     self._emit(Failed(job, reason))
                     with contextlib.suppress(Exception):
                         await self._save(job)
-            if time.time() - self._pruned_at > PRUNE_EVERY_S:
+            if time.monotonic() - self._pruned_at > PRUNE_EVERY_S:
                 try:
                     await self._prune()
                 except Exception:
                     log.exception("job queue: pruning old jobs failed")
 
-    async def _begin(self, job: Job) -> tuple[Job, _Control] | None:
-        """Mark a job running (saved, announced); None if it was cancelled while being saved."""
+    async def _begin(self, job_id: str) -> tuple[Job, _Control] | None:
+        """Mark a job running (saved, announced); None if it is no longer queued (cancelled
+        meanwhile, e.g. while another job was being admitted) or was cancelled while being saved."""
+        job = self._jobs.get(job_id)  # the current state, never a copy taken before an await
+        if job is None or job.state != "queued" or self._closing:
+            return None
         ctl = _Control(job.id, time.monotonic() + self._cfg.job_timeout_s)
         self._running[job.id] = ctl
-        job = self._replace(job, state="running", started_at=time.time(), attempts=job.attempts + 1)
-        self._last_served[job.owner] = job.started_at or 0.0
-        await self._save(job)
+        turn = next(self._turns)
+        job = self._replace(job, state="running", started_at=time.time(), attempts=job.attempts + 1, served=turn)
+        self._last_served[job.owner] = turn
+        try:
+            await self._save(job)
+        except BaseException:
+            self._running.pop(job.id, None)
+            raise
         if self._jobs[job.id].state != "running":
             self._running.pop(job.id, None)
             return None
@@ -370,7 +440,7 @@ class JobQueue:
         return job, ctl
 
     async def _run(self, job: Job) -> None:
-        if (begun := await self._begin(job)) is None:
+        if (begun := await self._begin(job.id)) is None:
             return
         job, ctl = begun
         try:
@@ -398,7 +468,7 @@ class JobQueue:
         gpu = self._gpu
 
         async def admit(job: Job) -> None:
-            if (begun := await self._begin(job)) is None:
+            if (begun := await self._begin(job.id)) is None:
                 return
             job, ctl = begun
             try:
@@ -452,12 +522,39 @@ class JobQueue:
         """On the worker thread: the final image of a batched run, written like a solo job's."""
         result = run.result()
         png = result.png_bytes()
-        path = self._results / f"{job.id}.png"
-        path.with_suffix(".tmp").write_bytes(png)
-        os.replace(path.with_suffix(".tmp"), path)
+        try:
+            path = self._write_result(job.id, png)
+        except StorageError as e:
+            return _Outcome("failed", reason=str(e))
         meta = {"request": result.request.to_metadata(), "note": None}
-        return _Outcome("finished", png=png, path=str(path), seconds=float(result.seconds), metadata=meta,
+        return _Outcome("finished", png=png, path=path, seconds=float(result.seconds), metadata=meta,
                         mask_png=_mask_png(result))
+
+    def _write_result(self, job_id: str, png: bytes) -> str:
+        """On the worker thread: the result PNG, written whole or not at all; its path."""
+        path = self._results / f"{job_id}.png"
+        tmp = path.with_suffix(".tmp")
+        try:
+            private_dir(self._results)  # made again if someone removed it
+            tmp.write_bytes(png)
+            os.replace(tmp, path)
+        except OSError as e:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+            line = describe(e, self._results, "the results folder")
+            log.error("job %s: %s", job_id, line)
+            raise StorageError(f"could not save the picture: {line}") from e
+        return str(path)
+
+    def _prepare_results(self) -> None:
+        """At start: the results folder exists (0700 when made here) and takes a file."""
+        try:
+            private_dir(self._results)
+            probe = self._results / f".write-test-{os.getpid()}"
+            probe.write_bytes(b"")
+            probe.unlink()
+        except OSError as e:
+            raise StorageError(describe(e, self._results, "the results folder")) from e
 
     async def _conclude(self, job_id: str, out: _Outcome) -> None:
         """Record a job's outcome and tell the listeners (solo or batched)."""
@@ -481,19 +578,17 @@ class JobQueue:
         """Run one job on the worker thread; never raises."""
         request, note = job.request, None
         while not ctl.reason:
-            path = self._results / f"{job.id}.png"
             try:
                 result = self._runner(request, lambda p: self._on_progress(job.id, p), ctl.should_stop)
                 png = result.png_bytes()
-                path.with_suffix(".tmp").write_bytes(png)
-                os.replace(path.with_suffix(".tmp"), path)
+                path = self._write_result(job.id, png)
             except Exception as e:
                 out = self._failure(e, ctl, request)
                 if out is not None:
                     return out
             else:
                 meta = {"request": result.request.to_metadata(), "note": note}
-                return _Outcome("finished", png=png, path=str(path), seconds=float(result.seconds), metadata=meta,
+                return _Outcome("finished", png=png, path=path, seconds=float(result.seconds), metadata=meta,
                                 mask_png=_mask_png(result))
             # Out of memory: the exception and its frames (holding tensors) are gone by now.
             _free_memory()
@@ -504,7 +599,10 @@ class JobQueue:
                 request = request.model_copy(update={"width": smaller[0], "height": smaller[1]})
                 continue
             hint = f" such as {smaller[0]}x{smaller[1]}" if smaller else ""
-            return _Outcome("failed", reason=f"ran out of GPU memory at {w}x{h}; try a smaller size{hint}")
+            asked = job.request
+            tried = "" if request is asked else f", and again at {w}x{h} when retried smaller"
+            return _Outcome("failed", reason=f"ran out of GPU memory at {asked.width}x{asked.height}{tried}; "
+                                             f"try a smaller size{hint}")
         return _Outcome("stopped")
 
     def _failure(self, e: Exception, ctl: _Control, request: Request) -> _Outcome | None:
@@ -554,30 +652,82 @@ class JobQueue:
 
     async def _save(self, job: Job) -> None:
         assert self._store is not None
-        await self._in_db(self._store.save, job.model_dump(mode="json"))
+        if job.id in self._unreadable:  # keep the stored request and origin as they are
+            await self._in_db(self._store.update, job.id, state=job.state, error=job.error,
+                              finished_at=job.finished_at, delivered=job.delivered)
+        else:
+            await self._in_db(self._store.save, job.model_dump(mode="json"))
 
-    async def _in_db(self, fn: Callable[..., Any], *args: Any) -> Any:
-        return await asyncio.get_running_loop().run_in_executor(self._db, fn, *args)
+    async def _in_db(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(self._db, functools.partial(fn, *args, **kwargs))
 
     async def _prune(self) -> None:
         assert self._store is not None
-        self._pruned_at = time.time()
+        self._pruned_at = time.monotonic()
         gone = await self._in_db(self._store.prune, time.time() - self._cfg.keep_days * 86400)
         for row in gone:
             self._jobs.pop(row["id"], None)
             if row["result_path"]:
                 Path(row["result_path"]).unlink(missing_ok=True)
 
+    # -- origin keys that expire (short-lived secrets) ----------------------------------------
+
+    def _schedule_forget(self, at_least: float = 0.0) -> None:
+        """Wake ``_forget_due`` at the earliest deadline of any job's ``forget_at``."""
+        if self._forget_timer is not None:
+            self._forget_timer.cancel()
+            self._forget_timer = None
+        deadlines = [t for j in self._jobs.values() for t in j.forget_at.values()]
+        if deadlines and not self._closing:
+            delay = max(at_least, min(deadlines) - time.time(), 0.0)
+            self._forget_timer = self._loop.call_later(delay, self._forget_soon)
+
+    def _forget_soon(self) -> None:
+        self._forget_timer = None
+        if not self._closing and (self._forget_task is None or self._forget_task.done()):
+            self._forget_task = self._loop.create_task(self._forget_due(), name="jobqueue-forget")
+
+    async def _forget_due(self) -> None:
+        """Drop the origin keys whose time is up, in memory and on disk (WAL included)."""
+        assert self._store is not None
+        now, changed, retry = time.time(), False, 0.0
+        try:
+            for job_id in [j.id for j in self._jobs.values() if any(t <= now for t in j.forget_at.values())]:
+                job = self._jobs.get(job_id)  # read again: the job may have changed during the last write
+                if job is None:
+                    continue
+                due = {k for k, t in job.forget_at.items() if t <= now}
+                job = self._replace(job, origin={k: v for k, v in job.origin.items() if k not in due},
+                                    forget_at={k: t for k, t in job.forget_at.items() if k not in due})
+                await self._in_db(self._store.update, job.id, origin=job.origin, forget_at=job.forget_at)
+                changed = True
+            if changed:
+                await self._in_db(self._store.scrub)
+        except Exception:
+            log.exception("job queue: dropping expired origin keys failed; trying again in %g s", FORGET_RETRY_S)
+            retry = FORGET_RETRY_S
+        self._schedule_forget(retry)
+
     @staticmethod
     def _from_row(row: dict[str, Any]) -> tuple[Job, bool]:
-        """A stored job, and whether this version can read its request (if not, the fields it
-        knows are kept so that the job can still be reported and failed)."""
+        """A stored job, and whether this version can read it. If not (a field an older version
+        allowed, a value that is not JSON), what can be read is kept so the job can be failed."""
         try:
+            if not all(isinstance(row[c], dict) for c in ("request", "origin", "forget_at")):
+                raise ValueError("request, origin or forget_at is not a JSON object")
             return Job.model_validate(row), True
-        except ValidationError as e:
-            log.warning("job %s: stored request no longer valid: %s", row["id"], e)
-            known = {k: v for k, v in row["request"].items() if k in Request.model_fields}
-            return Job.model_construct(**{**row, "request": Request.model_construct(**known)}), False
+        except Exception as e:  # a ValidationError, or a validator's own UserError
+            log.warning("job %s: saved by an older version, cannot be read: %s", row.get("id"), e)
+            stored = row["request"] if isinstance(row["request"], dict) else {}
+            base = Request.model_construct(prompt="")  # the defaults, then what a front end shows, if sound
+            shown = {k: v for k, v in stored.items()
+                     if k in ("kind", "prompt", "seed", "steps", "width", "height") and type(v) is type(getattr(base, k))}
+            fields = {**row, "request": base.model_copy(update=shown),
+                      "origin": row["origin"] if isinstance(row["origin"], dict) else {},
+                      "forget_at": row["forget_at"] if isinstance(row["forget_at"], dict) else {},
+                      "state": row["state"] if row["state"] in get_args(State) else "queued",
+                      "served": row["served"] if isinstance(row["served"], int) else None}
+            return Job.model_construct(**fields), False
 
 
 class _Control:

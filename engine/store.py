@@ -2,26 +2,39 @@
 
 WAL journal with ``synchronous=NORMAL``: a commit survives the process being killed at any
 point (the database is never left half-written), and writers never block readers. The store
-deals in plain dicts so that it does not depend on the queue's models; ``request`` and
-``origin`` are stored as JSON text. A ``JobStore`` is used from one thread (the queue keeps
+deals in plain dicts so that it does not depend on the queue's models; ``request``, ``origin``
+and ``forget_at`` are stored as JSON text (a value that is not valid JSON comes back as the raw
+text, for the queue to fail that one job). A ``JobStore`` is used from one thread (the queue keeps
 a dedicated one for it), so it needs no locking of its own.
+
+The folder is created 0700 and the database 0600 (origins may hold short-lived secrets);
+``secure_delete`` and ``scrub`` make sure a dropped secret does not linger in free pages or the WAL.
+Every failure leaves as a ``StorageError``: one line naming the file and what to do.
+
+The schema has a version (``PRAGMA user_version``); ``MIGRATIONS[n]`` turns version n-1 into n,
+inside one transaction. To change the schema, append a step and nothing else.
 """
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 import sqlite3
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from engine.errors import UserError
+
 COLUMNS = (
     "id", "owner", "state", "priority", "request", "origin", "created_at", "started_at",
-    "finished_at", "error", "result_path", "seconds", "attempts", "delivered",
+    "finished_at", "error", "result_path", "seconds", "attempts", "delivered", "served", "forget_at",
 )
-_JSON = ("request", "origin")
+_JSON = ("request", "origin", "forget_at")
 TERMINAL = ("finished", "failed", "cancelled")
 
-_SCHEMA = """
+_V1 = """
 CREATE TABLE IF NOT EXISTS jobs (
     id TEXT PRIMARY KEY,
     owner TEXT NOT NULL,
@@ -44,47 +57,156 @@ CREATE INDEX IF NOT EXISTS jobs_finished ON jobs (finished_at);
 """
 
 
+def _v2(db: sqlite3.Connection) -> None:
+    """Turns counted, not timed (``served``); origin keys with an expiry (``forget_at``)."""
+    db.execute("ALTER TABLE jobs ADD COLUMN served INTEGER")
+    db.execute("ALTER TABLE jobs ADD COLUMN forget_at TEXT NOT NULL DEFAULT '{}'")
+    # Older rows: their turns in the order they started (the best the old record allows).
+    db.execute("UPDATE jobs SET served = (SELECT COUNT(*) FROM jobs AS o WHERE o.started_at IS NOT NULL "
+               "AND (o.started_at, o.rowid) <= (jobs.started_at, jobs.rowid)) WHERE started_at IS NOT NULL")
+
+
+def _v1(db: sqlite3.Connection) -> None:
+    """The first release's layout (``executescript`` would commit the migration's transaction)."""
+    for statement in _V1.split(";"):
+        if statement.strip():
+            db.execute(statement)
+
+
+# Index n-1 holds the step to version n. Version 1 is the layout the first release wrote
+# without a version number (so an unversioned file with a ``jobs`` table is version 0 -> 1: a no-op).
+MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_v1, _v2]
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+class StorageError(UserError):
+    """The job store or results folder cannot be used: one line naming the path and the fix."""
+
+
+def describe(e: BaseException, path: str | Path, what: str = "the job store") -> str:
+    """One line for a storage failure: which file, what went wrong, what to do."""
+    code = getattr(e, "sqlite_errorname", "") or ""
+    err = getattr(e, "errno", None)
+    text = str(e)
+    if code.startswith(("SQLITE_CORRUPT", "SQLITE_NOTADB")) or "not a database" in text or "malformed" in text:
+        return (f"{what} {path} is damaged ({text}); move it aside (it is left as it is) "
+                "and start again to begin with an empty queue")
+    if code.startswith("SQLITE_FULL") or err == errno.ENOSPC or "disk is full" in text:
+        return f"the disk holding {what} {path} is full; free some space and try again"
+    if (code.startswith(("SQLITE_READONLY", "SQLITE_CANTOPEN", "SQLITE_PERM", "SQLITE_AUTH"))
+            or err in (errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOTDIR, errno.EEXIST, errno.EISDIR)
+            or "readonly" in text or "unable to open" in text):
+        reason = e.strerror if isinstance(e, OSError) and e.strerror else text
+        return f"cannot write {what} {path} ({reason}); make that folder writable by this user or choose another path"
+    return f"{what} {path} failed ({type(e).__name__}: {text}); check the disk and its permissions"
+
+
+def private_dir(folder: Path) -> None:
+    """Create ``folder`` (and missing parents) readable by this user only; an existing one is left alone."""
+    missing = [p for p in (folder, *folder.parents) if not p.exists()]
+    for p in reversed(missing):
+        p.mkdir(mode=0o700)
+        os.chmod(p, 0o700)  # whatever the umask
+
+
 class JobStore:
     """Rows of the ``jobs`` table in and out; every call is its own committed transaction."""
 
     def __init__(self, path: str | Path) -> None:
-        p = Path(path)
-        p.parent.mkdir(parents=True, exist_ok=True)
+        self.path = Path(path)
+        try:
+            self._db = self._open(self.path)
+        except StorageError:
+            raise
+        except (sqlite3.Error, OSError) as e:
+            raise StorageError(describe(e, self.path)) from e
+
+    @staticmethod
+    def _open(p: Path) -> sqlite3.Connection:
+        private_dir(p.parent)
+        fd = os.open(p, os.O_RDWR | os.O_CREAT, 0o600)  # sqlite would create it 0644
+        os.close(fd)
+        for f in (p, *(p.with_name(p.name + s) for s in ("-wal", "-shm", "-journal"))):
+            if f.exists() and os.stat(f).st_mode & 0o077:
+                os.chmod(f, 0o600)  # files an older version made world-readable
         # Autocommit: each statement commits at once, so nothing waits in an open transaction.
-        self._db = sqlite3.connect(p, isolation_level=None)
-        self._db.row_factory = sqlite3.Row
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.execute("PRAGMA busy_timeout=5000")
-        self._db.executescript(_SCHEMA)
+        db = sqlite3.connect(p, isolation_level=None)
+        try:
+            db.row_factory = sqlite3.Row
+            db.execute("PRAGMA busy_timeout=5000")
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+            db.execute("PRAGMA secure_delete=ON")
+            version = db.execute("PRAGMA user_version").fetchone()[0]
+            if version > SCHEMA_VERSION:
+                raise StorageError(
+                    f"the job store {p} was written by a newer version (schema {version}, this one reads up to "
+                    f"{SCHEMA_VERSION}); upgrade, or set queue.db_path to another file")
+            for n in range(version + 1, SCHEMA_VERSION + 1):
+                db.execute("BEGIN IMMEDIATE")
+                try:
+                    MIGRATIONS[n - 1](db)
+                    db.execute(f"PRAGMA user_version={n}")
+                    db.execute("COMMIT")
+                except BaseException:
+                    db.execute("ROLLBACK")
+                    raise
+        except BaseException:
+            db.close()
+            raise
+        return db
+
+    def _run(self, sql: str, args: Any = ()) -> sqlite3.Cursor:
+        try:
+            return self._db.execute(sql, args)
+        except sqlite3.Error as e:
+            raise StorageError(describe(e, self.path)) from e
 
     def save(self, row: dict[str, Any]) -> None:
         """Insert or update a job (an update keeps its rowid, hence its place in ``load``)."""
         values = [json.dumps(row[c]) if c in _JSON else row[c] for c in COLUMNS]
         updates = ", ".join(f"{c}=excluded.{c}" for c in COLUMNS[1:])
-        self._db.execute(
+        self._run(
             f"INSERT INTO jobs ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))}) "
             f"ON CONFLICT(id) DO UPDATE SET {updates}",
             values,
         )
 
+    def update(self, job_id: str, **columns: Any) -> None:
+        """Change some columns of one job, leaving the others (e.g. an unreadable request) as stored."""
+        assert columns and all(c in COLUMNS[1:] for c in columns)
+        sets = ", ".join(f"{c}=?" for c in columns)
+        values = [json.dumps(v) if c in _JSON else v for c, v in columns.items()]
+        self._run(f"UPDATE jobs SET {sets} WHERE id=?", (*values, job_id))
+
     def load(self) -> list[dict[str, Any]]:
-        """All jobs, oldest first (submission order)."""
-        rows = self._db.execute(f"SELECT {', '.join(COLUMNS)} FROM jobs ORDER BY created_at, rowid")
-        return [self._decode(r) for r in rows]
+        """All jobs in submission order."""
+        return [self._decode(r) for r in self._run(f"SELECT {', '.join(COLUMNS)} FROM jobs ORDER BY rowid")]
 
     def prune(self, before: float) -> list[dict[str, Any]]:
         """Delete ended jobs that ended before ``before``; returns them (to remove their files)."""
         marks = ", ".join("?" * len(TERMINAL))
-        rows = self._db.execute(
+        rows = self._run(
             f"DELETE FROM jobs WHERE state IN ({marks}) AND finished_at < ? RETURNING {', '.join(COLUMNS)}",
             (*TERMINAL, before),
         ).fetchall()
         return [self._decode(r) for r in rows]
+
+    def scrub(self) -> None:
+        """Copy the WAL into the database and empty it, so overwritten values are gone from disk."""
+        self._run("PRAGMA wal_checkpoint(TRUNCATE)")
 
     def close(self) -> None:
         self._db.close()
 
     @staticmethod
     def _decode(row: sqlite3.Row) -> dict[str, Any]:
-        return {c: json.loads(row[c]) if c in _JSON else row[c] for c in COLUMNS}
+        out = {}
+        for c in COLUMNS:
+            out[c] = row[c]
+            if c in _JSON:
+                try:
+                    out[c] = json.loads(row[c])
+                except (TypeError, ValueError):
+                    pass  # kept as text: the queue fails this job as unreadable
+        return out

@@ -45,7 +45,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 class FakeRunner:
     """Sleeps ``step_s`` per step. Prompts: ``gate`` waits for ``gate`` to be set; ``oom``
-    runs out of memory above 128 px; ``torch-oom`` raises torch's own OOM; ``user-error`` and
+    runs out of memory above 128 px, ``oom-any`` at any size; ``torch-oom`` raises torch's own OOM; ``user-error`` and
     ``bug`` raise a UserError and a ValueError."""
 
     def __init__(self, step_s: float = 0.005) -> None:
@@ -59,7 +59,7 @@ class FakeRunner:
         t0 = time.perf_counter()
         while req.prompt == "gate" and not self.gate.wait(0.005):
             self._check(req, should_stop)
-        if req.prompt == "oom" and max(req.width, req.height) > 128:
+        if req.prompt == "oom-any" or req.prompt == "oom" and max(req.width, req.height) > 128:
             raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
         if req.prompt == "torch-oom":
             import torch
@@ -289,7 +289,17 @@ async def test_out_of_memory_retries_once_smaller(open_queue):
     assert fin.metadata["note"] == "ran out of GPU memory at 160x160; made at 112x112 instead"
     never, _ = await q.submit(req("oom", size=256), "alice")  # 176 px does not
     failed = await rec.wait(Failed, never.id)
-    assert failed.reason == "ran out of GPU memory at 176x176; try a smaller size such as 112x112"
+    assert failed.reason == ("ran out of GPU memory at 256x256, and again at 176x176 when retried smaller; "
+                             "try a smaller size such as 112x112")
+
+
+async def test_when_the_smaller_retry_also_runs_out_the_message_names_what_was_asked(open_queue):
+    """#18: she asked for 128x128; the retry at 80x80 failed too. Both sizes are named."""
+    q, rec = await open_queue(oom_retry_smaller=True)
+    job, _ = await q.submit(req("oom-any", size=128), "alice")
+    failed = await rec.wait(Failed, job.id)
+    assert failed.reason == ("ran out of GPU memory at 128x128, and again at 80x80 when retried smaller; "
+                             "try a smaller size such as 64x64")
 
 
 async def test_timeout_stops_the_job_with_a_message(open_queue):
