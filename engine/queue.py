@@ -24,30 +24,27 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import gc
 import inspect
-import io
 import itertools
 import logging
 import math
 import os
 import secrets
-import sys
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict
 
-from engine import errors
 from engine.config import Config
 from engine.errors import UserError
 from engine.request import Request
 from engine.store import TERMINAL, JobStore, StorageError, describe, private_dir
+from engine.worker import Assignment, Control, Outcome, Worker
 
 log = logging.getLogger(__name__)
 
@@ -158,7 +155,6 @@ class JobQueue:
         self._listeners: list[_Listener] = []
         self._store: JobStore | None = None
         self._db = ThreadPoolExecutor(1, thread_name_prefix="jobqueue-db")  # ordered writes
-        self._gpu = ThreadPoolExecutor(1, thread_name_prefix="jobqueue-worker")
         self._wakeup = asyncio.Event()
         self._worker: asyncio.Task[None] | None = None
         self._closing = False
@@ -168,7 +164,7 @@ class JobQueue:
         self._forget_timer: asyncio.TimerHandle | None = None
         self._forget_task: asyncio.Task[None] | None = None
         self._solo: set[str] = set()  # jobs that ran out of memory in a batch: run them alone
-        self._running: dict[str, _Control] = {}  # the running job(s): how to stop each
+        self._running: dict[str, Control] = {}  # the running job(s): how to stop each
         self._loop: asyncio.AbstractEventLoop  # set by start()
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -212,7 +208,7 @@ class JobQueue:
         for job in [j for j in self._jobs.values() if j.state == "finished" and not j.delivered]:
             if (again := await self._in_db(_reread, job)) is not None:  # died before it was shown
                 self._emit(again)
-        self._worker = asyncio.create_task(self._work(), name="jobqueue-worker")
+        self._worker = asyncio.create_task(self._serve(), name="jobqueue-worker")
 
     async def close(self) -> None:
         """Stop the running job within a step and keep it queued for the next ``start``."""
@@ -230,7 +226,6 @@ class JobQueue:
         tasks = [t for listener in self._listeners if (t := listener.task) is not None and not t.done()]
         if tasks:
             await asyncio.wait(tasks, timeout=LISTENER_FLUSH_S)
-        self._gpu.shutdown()
         if self._store is not None:
             await self._in_db(self._store.close)
         self._db.shutdown()
@@ -390,40 +385,60 @@ class JobQueue:
             last[owner] = tick
         return order
 
-    async def _work(self) -> None:
+    async def _serve(self) -> None:
+        """The local backend: one worker in this process, fed by the in-process transport."""
+        await Worker(self._cfg, self._runner, _LocalSource(self)).serve()
+
+    async def _next(self, match: Callable[[Request], bool] | None, wait: bool) -> tuple[Job, Control] | None:
+        """Whose turn it is: mark the next job (that ``match`` accepts) running and return it.
+
+        ``wait``: until there is one (None only when closing); otherwise None when there is none.
+        """
         while not self._closing:
-            order = self._service_order()
-            if not order:
-                self._wakeup.clear()
-                await self._wakeup.wait()
-                continue
-            try:
-                if self._batching() and order[0].id not in self._solo:
-                    await self._run_batch(order[0])
-                else:
-                    await self._run(order[0])
-            except Exception as e:  # a bug or a broken disk: say so on this job, keep serving the others
-                log.exception("job queue: job %s", order[0].id)
-                job = self._jobs[order[0].id]
-                if job.state not in TERMINAL:
-                    reason = str(e) if isinstance(e, StorageError) else "the job queue failed; see the log"
-                    job = self._replace(job, state="failed", error=reason, finished_at=time.time())
-                    self._emit(Failed(job, reason))
-                    with contextlib.suppress(Exception):
-                        await self._save(job)
-            if time.monotonic() - self._pruned_at > PRUNE_EVERY_S:
+            if wait and time.monotonic() - self._pruned_at > PRUNE_EVERY_S:
                 try:
                     await self._prune()
                 except Exception:
                     log.exception("job queue: pruning old jobs failed")
+            order = [j for j in self._service_order()
+                     if match is None or (j.id not in self._solo and match(j.request))]
+            if not order:
+                if not wait:
+                    return None
+                self._wakeup.clear()
+                await self._wakeup.wait()
+                continue
+            for job in order if not wait else order[:1]:
+                try:
+                    begun = await self._begin(job.id)
+                except Exception as e:  # a broken disk: say so on this job, keep serving the others
+                    await self._broken(job.id, e)
+                    continue
+                if begun is not None:
+                    return begun
+            if not wait:
+                return None
+        return None
 
-    async def _begin(self, job_id: str) -> tuple[Job, _Control] | None:
+    async def _broken(self, job_id: str, e: Exception) -> None:
+        """A bug or a broken disk while handling a job: it fails with a line saying so."""
+        log.error("job queue: job %s", job_id, exc_info=e)
+        self._running.pop(job_id, None)
+        job = self._jobs[job_id]
+        if job.state not in TERMINAL:
+            reason = str(e) if isinstance(e, StorageError) else "the job queue failed; see the log"
+            job = self._replace(job, state="failed", error=reason, finished_at=time.time())
+            self._emit(Failed(job, reason))
+            with contextlib.suppress(Exception):
+                await self._save(job)
+
+    async def _begin(self, job_id: str) -> tuple[Job, Control] | None:
         """Mark a job running (saved, announced); None if it is no longer queued (cancelled
         meanwhile, e.g. while another job was being admitted) or was cancelled while being saved."""
         job = self._jobs.get(job_id)  # the current state, never a copy taken before an await
         if job is None or job.state != "queued" or self._closing:
             return None
-        ctl = _Control(job.id, time.monotonic() + self._cfg.job_timeout_s)
+        ctl = Control(job.id, time.monotonic() + self._cfg.job_timeout_s)
         self._running[job.id] = ctl
         turn = next(self._turns)
         job = self._replace(job, state="running", started_at=time.time(), attempts=job.attempts + 1, served=turn)
@@ -438,97 +453,6 @@ class JobQueue:
             return None
         self._emit(Started(job))
         return job, ctl
-
-    async def _run(self, job: Job) -> None:
-        if (begun := await self._begin(job.id)) is None:
-            return
-        job, ctl = begun
-        try:
-            out = await self._loop.run_in_executor(self._gpu, self._execute, job, ctl)
-        except BaseException:
-            self._running.pop(job.id, None)
-            raise
-        await self._conclude(job.id, out)
-
-    # -- several jobs stepped together --------------------------------------------------------
-
-    def _batching(self) -> bool:
-        r = self._runner
-        return self._cfg.batch_size > 1 and all(hasattr(r, a) for a in ("start", "step", "batch_key"))
-
-    async def _run_batch(self, first: Job) -> None:
-        """Step compatible jobs together; a finished job leaves, a waiting one joins at the next step.
-
-        The loop decides who is in the batch between steps; each step is one hop to the GPU thread.
-        Out of memory sends the batch's jobs back to the front of the queue to run alone.
-        """
-        runner: Any = self._runner
-        key = runner.batch_key(first.request)
-        runs: dict[str, Any] = {}
-        gpu = self._gpu
-
-        async def admit(job: Job) -> None:
-            if (begun := await self._begin(job.id)) is None:
-                return
-            job, ctl = begun
-            try:
-                runs[job.id] = await self._loop.run_in_executor(
-                    gpu, runner.start, job.request, lambda p, i=job.id: self._on_progress(i, p))
-            except Exception as e:
-                await self._conclude(job.id, self._failure(e, ctl, job.request) or _Outcome(
-                    "failed", reason=f"ran out of GPU memory at {job.request.width}x{job.request.height}; "
-                                     "try a smaller size"))
-
-        try:
-            await admit(first)
-            while runs:
-                for job in self._service_order():
-                    if len(runs) >= self._cfg.batch_size or self._closing:
-                        break
-                    if job.id not in self._solo and runner.batch_key(job.request) == key:
-                        await admit(job)
-                for job_id in list(runs):
-                    ctl = self._running[job_id]
-                    if ctl.should_stop() or self._jobs[job_id].state != "running":
-                        runs.pop(job_id)
-                        await self._conclude(job_id, self._failure(errors.Cancelled(), ctl, self._jobs[job_id].request))
-                if not runs:
-                    break
-                try:
-                    await self._loop.run_in_executor(gpu, runner.step, list(runs.values()))
-                except Exception as e:
-                    if not _is_oom(e):
-                        raise
-                    await self._loop.run_in_executor(gpu, _free_memory)
-                    for job_id in list(runs):  # back to the queue, to run one at a time
-                        runs.pop(job_id)
-                        self._solo.add(job_id)
-                        await self._conclude(job_id, _Outcome("stopped"))
-                    return
-                for job_id, run in list(runs.items()):
-                    if run.done:
-                        runs.pop(job_id)
-                        out = await self._loop.run_in_executor(gpu, self._finish, self._jobs[job_id], run)
-                        await self._conclude(job_id, out)
-        except Exception:
-            for job_id in list(runs):
-                runs.pop(job_id)
-                await self._conclude(job_id, _Outcome("failed", reason="the engine failed; see the log"))
-            raise
-        finally:
-            self._running.clear()
-
-    def _finish(self, job: Job, run: Any) -> _Outcome:
-        """On the worker thread: the final image of a batched run, written like a solo job's."""
-        result = run.result()
-        png = result.png_bytes()
-        try:
-            path = self._write_result(job.id, png)
-        except StorageError as e:
-            return _Outcome("failed", reason=str(e))
-        meta = {"request": result.request.to_metadata(), "note": None}
-        return _Outcome("finished", png=png, path=path, seconds=float(result.seconds), metadata=meta,
-                        mask_png=_mask_png(result))
 
     def _write_result(self, job_id: str, png: bytes) -> str:
         """On the worker thread: the result PNG, written whole or not at all; its path."""
@@ -556,74 +480,38 @@ class JobQueue:
         except OSError as e:
             raise StorageError(describe(e, self._results, "the results folder")) from e
 
-    async def _conclude(self, job_id: str, out: _Outcome) -> None:
-        """Record a job's outcome and tell the listeners (solo or batched)."""
+    async def _conclude(self, job_id: str, out: Outcome) -> None:
+        """Record a job's outcome (its picture written first) and tell the listeners."""
         self._running.pop(job_id, None)
-        job = self._jobs[job_id]
-        if job.state != "running":  # cancelled meanwhile: its Cancelled event has gone out
-            if out.path:
-                Path(out.path).unlink(missing_ok=True)
-        elif out.kind == "finished":
-            job = await self._end(job, "finished", result_path=out.path, seconds=out.seconds)
+        job = self._jobs.get(job_id)
+        if job is None or job.state != "running":  # cancelled meanwhile: its Cancelled event has gone out
+            return
+        path = None
+        if out.kind == "finished":
+            try:
+                path = await self._in_db(self._write_result, job_id, out.png)
+            except StorageError as e:
+                out = Outcome("failed", reason=str(e))
+            job = self._jobs[job_id]
+            if job.state != "running":  # cancelled while the picture was written
+                if path:
+                    Path(path).unlink(missing_ok=True)
+                return
+        if out.kind == "finished":
+            job = await self._end(job, "finished", result_path=path, seconds=out.seconds)
             self._emit(Finished(job, out.png, out.metadata, out.seconds, out.mask_png))
         elif out.kind == "failed":
             job = await self._end(job, "failed", error=out.reason)
             self._emit(Failed(job, out.reason))
         else:  # stopped by close() or sent back to run alone: queued again, the attempt not counted
+            if out.solo:
+                self._solo.add(job_id)
             await self._save(self._replace(job, state="queued", attempts=job.attempts - 1))
+            self._wakeup.set()
 
-    # -- the worker thread -----------------------------------------------------------------
-
-    def _execute(self, job: Job, ctl: _Control) -> _Outcome:
-        """Run one job on the worker thread; never raises."""
-        request, note = job.request, None
-        while not ctl.reason:
-            try:
-                result = self._runner(request, lambda p: self._on_progress(job.id, p), ctl.should_stop)
-                png = result.png_bytes()
-                path = self._write_result(job.id, png)
-            except Exception as e:
-                out = self._failure(e, ctl, request)
-                if out is not None:
-                    return out
-            else:
-                meta = {"request": result.request.to_metadata(), "note": note}
-                return _Outcome("finished", png=png, path=path, seconds=float(result.seconds), metadata=meta,
-                                mask_png=_mask_png(result))
-            # Out of memory: the exception and its frames (holding tensors) are gone by now.
-            _free_memory()
-            w, h = request.width, request.height
-            smaller = _smaller(w, h)
-            if note is None and self._cfg.oom_retry_smaller and smaller and not ctl.reason:
-                note = f"ran out of GPU memory at {w}x{h}; made at {smaller[0]}x{smaller[1]} instead"
-                request = request.model_copy(update={"width": smaller[0], "height": smaller[1]})
-                continue
-            hint = f" such as {smaller[0]}x{smaller[1]}" if smaller else ""
-            asked = job.request
-            tried = "" if request is asked else f", and again at {w}x{h} when retried smaller"
-            return _Outcome("failed", reason=f"ran out of GPU memory at {asked.width}x{asked.height}{tried}; "
-                                             f"try a smaller size{hint}")
-        return _Outcome("stopped")
-
-    def _failure(self, e: Exception, ctl: _Control, request: Request) -> _Outcome | None:
-        """What an exception from the runner means for the job; None for out of memory."""
-        if isinstance(e, errors.Cancelled) and ctl.reason == "timeout":
-            limit = f"{self._cfg.job_timeout_s:g}"
-            return _Outcome("failed", reason=f"it took longer than {limit} s and was stopped")
-        if isinstance(e, errors.Cancelled) and ctl.reason:
-            return _Outcome("stopped")
-        if isinstance(e, UserError):
-            return _Outcome("failed", reason=str(e))
-        if _is_oom(e):
-            return None
-        log.error("engine failed on %s", request.model_dump_json(), exc_info=e)
-        return _Outcome("failed", reason=f"the engine failed: {type(e).__name__}")
-
-    def _on_progress(self, job_id: str, p: Any) -> None:
-        if not self._listeners:
-            return
-        png = _png(p.image)  # encoded here, off the event loop
-        self._loop.call_soon_threadsafe(self._progress, job_id, int(p.step), int(p.total), float(p.loss), png)
+    def _on_progress(self, job_id: str, step: int, total: int, loss: float, png: bytes) -> None:
+        """On the worker thread."""
+        self._loop.call_soon_threadsafe(self._progress, job_id, step, total, loss, png)
 
     def _progress(self, job_id: str, step: int, total: int, loss: float, png: bytes) -> None:
         job = self._jobs.get(job_id)
@@ -730,33 +618,30 @@ class JobQueue:
             return Job.model_construct(**fields), False
 
 
-class _Control:
-    """What the loop tells the worker thread about the running job (plain attributes: the GIL
-    makes a single assignment safe to read from the other thread)."""
+class _LocalSource:
+    """The in-process transport: the worker asks this queue for jobs and reports back to it."""
 
-    def __init__(self, job_id: str, deadline: float) -> None:
-        self.job_id = job_id
-        self.deadline = deadline
-        self.reason: str | None = None  # "cancel" | "close" | "timeout"
+    def __init__(self, queue: JobQueue) -> None:
+        self.q = queue
 
-    def stop(self, reason: str) -> None:
-        self.reason = self.reason or reason
+    async def take(self, match: Callable[[Request], bool] | None, wait: bool) -> Assignment | None:
+        begun = await self.q._next(match, wait)
+        if begun is None:
+            return None
+        job, ctl = begun
+        return Assignment(job.id, job.request, ctl, solo=job.id in self.q._solo)
 
-    def should_stop(self) -> bool:
-        if self.reason is None and time.monotonic() > self.deadline:
-            self.reason = "timeout"
-        return self.reason is not None
+    async def done(self, job_id: str, out: Outcome) -> None:
+        try:
+            await self.q._conclude(job_id, out)
+        except Exception as e:
+            await self.q._broken(job_id, e)
 
+    def progress(self, job_id: str, step: int, total: int, loss: float, png: bytes) -> None:
+        self.q._on_progress(job_id, step, total, loss, png)
 
-@dataclass
-class _Outcome:
-    kind: Literal["finished", "failed", "stopped"]
-    reason: str = ""
-    png: bytes = b""
-    path: str | None = None
-    seconds: float = 0.0
-    metadata: dict[str, Any] = field(default_factory=dict)
-    mask_png: bytes | None = None
+    def wants_progress(self) -> bool:
+        return bool(self.q._listeners)
 
 
 class _Listener:
@@ -798,34 +683,3 @@ def _reread(job: Job) -> Finished | None:
     meta = read_metadata(png) or {}
     return Finished(job, png, {"request": meta.get("request", job.request.to_metadata()), "note": None},
                     float(job.seconds or 0.0))
-
-
-def _mask_png(result: Any) -> bytes | None:
-    mask = getattr(result, "mask", None)
-    return None if mask is None else _png(mask)
-
-
-def _png(image: Any) -> bytes:
-    buf = io.BytesIO()
-    image.save(buf, format="PNG")
-    return buf.getvalue()
-
-
-def _smaller(width: int, height: int) -> tuple[int, int] | None:
-    """About 0.7x each side, a multiple of 16, at least 64; None if that is no smaller."""
-    w, h = (min(v, max(64, int(v * 0.7) // 16 * 16)) for v in (width, height))
-    return (w, h) if (w, h) != (width, height) else None
-
-
-def _is_oom(e: BaseException) -> bool:
-    torch = sys.modules.get("torch")  # a runner that never imported torch cannot raise its OOM
-    if torch is not None and isinstance(e, torch.cuda.OutOfMemoryError):
-        return True
-    return isinstance(e, RuntimeError) and "out of memory" in str(e)
-
-
-def _free_memory() -> None:
-    gc.collect()
-    torch = sys.modules.get("torch")
-    if torch is not None and torch.cuda.is_available():
-        torch.cuda.empty_cache()

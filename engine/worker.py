@@ -1,0 +1,301 @@
+"""The worker room: run the jobs a coordinator hands out, on one device.
+
+It owns the runner (the model cache), batching, the out-of-memory policy, job timeouts and
+progress; it never decides whose turn it is. Jobs come from a ``Source`` (one transport per
+backend: in-process for ``backend = "local"``, Redis for ``"redis"``), and outcomes go back to it.
+One loop for both: a single job is a batch of one (or runs alone with a runner that cannot batch).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import io
+import logging
+import sys
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+from engine import errors
+from engine.config import QueueConfig
+from engine.errors import UserError
+from engine.request import Request
+
+log = logging.getLogger(__name__)
+
+
+class Control:
+    """What the loop tells the worker thread about a running job (plain attributes: the GIL
+    makes a single assignment safe to read from the other thread)."""
+
+    def __init__(self, job_id: str, deadline: float) -> None:
+        self.job_id = job_id
+        self.deadline = deadline
+        self.reason: str | None = None  # "cancel" | "close" | "timeout"
+
+    def stop(self, reason: str) -> None:
+        self.reason = self.reason or reason
+
+    def should_stop(self) -> bool:
+        if self.reason is None and time.monotonic() > self.deadline:
+            self.reason = "timeout"
+        return self.reason is not None
+
+
+@dataclass
+class Assignment:
+    """A job handed to this worker: what to paint, and how the source stops it."""
+
+    job_id: str
+    request: Request
+    ctl: Control
+    solo: bool = False  # ran out of memory in a batch before: run it alone
+
+
+@dataclass
+class Outcome:
+    kind: Literal["finished", "failed", "stopped"]
+    reason: str = ""
+    png: bytes = b""
+    seconds: float = 0.0
+    metadata: dict[str, Any] = field(default_factory=dict)
+    mask_png: bytes | None = None
+    solo: bool = False  # "stopped" because the batch ran out of memory: run it again alone
+
+
+class Source(Protocol):
+    """Where a worker's jobs come from and its outcomes go (one per transport)."""
+
+    async def take(self, match: Callable[[Request], bool] | None, wait: bool) -> Assignment | None:
+        """The next job for this worker (``match``: only one that joins the current batch);
+        ``wait=False``: None at once when there is none; ``wait=True``: None only when closing."""
+        ...
+
+    async def done(self, job_id: str, out: Outcome) -> None: ...
+
+    def progress(self, job_id: str, step: int, total: int, loss: float, png: bytes) -> None:
+        """Called on the worker thread."""
+        ...
+
+    def wants_progress(self) -> bool: ...
+
+
+Runner = Callable[[Request, Callable[[Any], None], Callable[[], bool]], Any]
+
+
+class Worker:
+    """Runs jobs from a source until it says there are no more (``take`` returns None)."""
+
+    def __init__(self, cfg: QueueConfig, runner: Runner, source: Source) -> None:
+        self.cfg = cfg
+        self.runner = runner
+        self.source = source
+        self.gpu = ThreadPoolExecutor(1, thread_name_prefix="jobqueue-worker")
+        self.running: dict[str, Control] = {}
+
+    async def serve(self) -> None:
+        try:
+            while (a := await self.source.take(None, True)) is not None:
+                try:
+                    if self.batching() and not a.solo:
+                        await self._run_batch(a)
+                    else:
+                        await self._run(a)
+                except Exception:  # a bug: say so on the job, keep serving the others
+                    log.exception("worker: job %s", a.job_id)
+                    for job_id in [a.job_id, *self.running]:
+                        if self.running.pop(job_id, None) is not None or job_id == a.job_id:
+                            await self._report_broken(job_id)
+        finally:
+            self.gpu.shutdown(wait=False)
+
+    async def _report_broken(self, job_id: str) -> None:
+        try:
+            await self.source.done(job_id, Outcome("failed", reason="the job queue failed; see the log"))
+        except Exception:
+            log.exception("worker: could not report job %s", job_id)
+
+    def batching(self) -> bool:
+        r = self.runner
+        return self.cfg.batch_size > 1 and all(hasattr(r, a) for a in ("start", "step", "batch_key"))
+
+    def stop_all(self, reason: str) -> None:
+        for ctl in self.running.values():
+            ctl.stop(reason)
+
+    async def _done(self, job_id: str, out: Outcome) -> None:
+        self.running.pop(job_id, None)
+        await self.source.done(job_id, out)
+
+    async def _run(self, a: Assignment) -> None:
+        self.running[a.job_id] = a.ctl
+        loop = asyncio.get_running_loop()
+        try:
+            out = await loop.run_in_executor(self.gpu, self._execute, a)
+        except BaseException:
+            self.running.pop(a.job_id, None)
+            raise
+        await self._done(a.job_id, out)
+
+    async def _run_batch(self, first: Assignment) -> None:
+        """Step compatible jobs together; a finished job leaves, a waiting one joins at the next step.
+
+        The loop decides who is in the batch between steps; each step is one hop to the GPU thread.
+        Out of memory sends the batch's jobs back to the coordinator to run alone.
+        """
+        runner: Any = self.runner
+        key = runner.batch_key(first.request)
+        runs: dict[str, Any] = {}
+        held: dict[str, Assignment] = {}
+        loop = asyncio.get_running_loop()
+        gpu = self.gpu
+
+        def match(req: Request) -> bool:
+            return runner.batch_key(req) == key
+
+        async def admit(a: Assignment) -> None:
+            held[a.job_id] = a
+            self.running[a.job_id] = a.ctl
+            try:
+                runs[a.job_id] = await loop.run_in_executor(
+                    gpu, runner.start, a.request, lambda p, i=a.job_id: self._on_progress(i, p))
+            except Exception as e:
+                held.pop(a.job_id, None)
+                await self._done(a.job_id, self._failure(e, a.ctl, a.request) or Outcome(
+                    "failed", reason=f"ran out of GPU memory at {a.request.width}x{a.request.height}; "
+                                     "try a smaller size"))
+
+        try:
+            await admit(first)
+            while runs:
+                while len(runs) < self.cfg.batch_size and (a := await self.source.take(match, False)) is not None:
+                    await admit(a)
+                for job_id in list(runs):
+                    ctl = held[job_id].ctl
+                    if ctl.should_stop():
+                        runs.pop(job_id)
+                        a = held.pop(job_id)
+                        await self._done(job_id, self._failure(errors.Cancelled(), ctl, a.request))
+                if not runs:
+                    break
+                try:
+                    await loop.run_in_executor(gpu, runner.step, list(runs.values()))
+                except Exception as e:
+                    if not _is_oom(e):
+                        raise
+                    await loop.run_in_executor(gpu, _free_memory)
+                    for job_id in list(runs):  # back to the coordinator, to run one at a time
+                        runs.pop(job_id)
+                        held.pop(job_id)
+                        await self._done(job_id, Outcome("stopped", solo=True))
+                    return
+                for job_id, run in list(runs.items()):
+                    if run.done:
+                        runs.pop(job_id)
+                        held.pop(job_id)
+                        await self._done(job_id, await loop.run_in_executor(gpu, _finish, run))
+        except Exception:
+            log.exception("worker: a batch failed")
+            for job_id in list(runs):
+                runs.pop(job_id)
+                await self._done(job_id, Outcome("failed", reason="the engine failed; see the log"))
+            raise
+
+    # -- the worker thread -----------------------------------------------------------------
+
+    def _execute(self, a: Assignment) -> Outcome:
+        """Run one job on the worker thread; never raises."""
+        ctl, asked = a.ctl, a.request
+        request, note = asked, None
+        while not ctl.reason:
+            try:
+                result = self.runner(request, lambda p: self._on_progress(a.job_id, p), ctl.should_stop)
+                png = result.png_bytes()
+            except Exception as e:
+                out = self._failure(e, ctl, request)
+                if out is not None:
+                    return out
+            else:
+                meta = {"request": result.request.to_metadata(), "note": note}
+                return Outcome("finished", png=png, seconds=float(result.seconds), metadata=meta,
+                               mask_png=_mask_png(result))
+            # Out of memory: the exception and its frames (holding tensors) are gone by now.
+            _free_memory()
+            w, h = request.width, request.height
+            smaller = _smaller(w, h)
+            if note is None and self.cfg.oom_retry_smaller and smaller and not ctl.reason:
+                note = f"ran out of GPU memory at {w}x{h}; made at {smaller[0]}x{smaller[1]} instead"
+                request = request.model_copy(update={"width": smaller[0], "height": smaller[1]})
+                continue
+            hint = f" such as {smaller[0]}x{smaller[1]}" if smaller else ""
+            tried = "" if request is asked else f", and again at {w}x{h} when retried smaller"
+            return Outcome("failed", reason=f"ran out of GPU memory at {asked.width}x{asked.height}{tried}; "
+                                            f"try a smaller size{hint}")
+        return Outcome("stopped")
+
+    def _failure(self, e: Exception, ctl: Control, request: Request) -> Outcome | None:
+        """What an exception from the runner means for the job; None for out of memory."""
+        if isinstance(e, errors.Cancelled) and ctl.reason == "timeout":
+            limit = f"{self.cfg.job_timeout_s:g}"
+            return Outcome("failed", reason=f"it took longer than {limit} s and was stopped")
+        if isinstance(e, errors.Cancelled) and ctl.reason:
+            return Outcome("stopped")
+        if isinstance(e, UserError):
+            return Outcome("failed", reason=str(e))
+        if _is_oom(e):
+            return None
+        log.error("engine failed on %s", request.model_dump_json(), exc_info=e)
+        return Outcome("failed", reason=f"the engine failed: {type(e).__name__}")
+
+    def _on_progress(self, job_id: str, p: Any) -> None:
+        if not self.source.wants_progress():
+            return
+        png = _png(p.image)  # encoded here, off the event loop
+        self.source.progress(job_id, int(p.step), int(p.total), float(p.loss), png)
+
+
+def batch_key(request: Request) -> tuple:
+    """Jobs with equal keys share models and size, so one worker can step them together."""
+    return request.models.vqgan_key(), request.models.clip_key(), request.width, request.height
+
+
+def _finish(run: Any) -> Outcome:
+    """On the worker thread: the final image of a batched run."""
+    result = run.result()
+    meta = {"request": result.request.to_metadata(), "note": None}
+    return Outcome("finished", png=result.png_bytes(), seconds=float(result.seconds), metadata=meta,
+                   mask_png=_mask_png(result))
+
+
+def _mask_png(result: Any) -> bytes | None:
+    mask = getattr(result, "mask", None)
+    return None if mask is None else _png(mask)
+
+
+def _png(image: Any) -> bytes:
+    buf = io.BytesIO()
+    image.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _smaller(width: int, height: int) -> tuple[int, int] | None:
+    """About 0.7x each side, a multiple of 16, at least 64; None if that is no smaller."""
+    w, h = (min(v, max(64, int(v * 0.7) // 16 * 16)) for v in (width, height))
+    return (w, h) if (w, h) != (width, height) else None
+
+
+def _is_oom(e: BaseException) -> bool:
+    torch = sys.modules.get("torch")  # a runner that never imported torch cannot raise its OOM
+    if torch is not None and isinstance(e, torch.cuda.OutOfMemoryError):
+        return True
+    return isinstance(e, RuntimeError) and "out of memory" in str(e)
+
+
+def _free_memory() -> None:
+    gc.collect()
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_available():
+        torch.cuda.empty_cache()
