@@ -46,7 +46,7 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from engine import bench, cli_models
+    from engine import bench, cli_models, fleet_cli
 
     parser = _Parser(prog="python -m engine", description="VQGAN+CLIP: paint and edit images from text.")
     parser.add_argument("--version", action="version", version=__version__)
@@ -75,6 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
     cli_models.add_parser(sub)
     bench.add_parser(sub)
+    fleet_cli.add_parser(sub)
     return parser
 
 
@@ -246,6 +247,10 @@ def main(argv: list[str] | None = None) -> int:
             from engine import bench
 
             return bench.run(args, cfg)
+        if args.command in ("worker", "fleet"):
+            from engine import fleet_cli
+
+            return fleet_cli.run(args, cfg)
         if args.command == "models":
             from engine import cli_models
 

@@ -85,6 +85,9 @@ class QueueConfig(Section):
     oom_retry_smaller: bool = True
     keep_days: float = Field(30.0, gt=0)
     role_priority: dict[str, int] = Field(default_factory=dict)
+    backend: Literal["local", "redis"] = "local"
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    worker_timeout_s: float = Field(60.0, gt=0)
 
 
 class Config(Section):
@@ -128,6 +131,11 @@ def load_config(path: str | os.PathLike[str] | None = None, model: type[C] = Con
         return model.model_validate(data)
     except ValidationError as e:
         raise ConfigError(_describe(e, p)) from None
+
+
+def redis_url(cfg: QueueConfig, given: str | None = None) -> str:
+    """``--redis`` beats ``$VQGAN_CLIP_REDIS_URL``, which beats ``queue.redis_url``."""
+    return given or os.environ.get("VQGAN_CLIP_REDIS_URL") or cfg.redis_url
 
 
 def cache_dir(cfg: ModelsConfig) -> Path:

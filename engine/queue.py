@@ -140,7 +140,7 @@ class JobQueue:
     """The bot's view of the GPU: submit, cancel, query, and listen to job events."""
 
     def __init__(self, cfg: Config, runner: Runner | None = None) -> None:
-        if runner is None:
+        if runner is None and cfg.queue.backend == "local":
             from engine.runner import EngineRunner  # torch and the models only when really used
 
             runner = EngineRunner(cfg)
@@ -166,6 +166,12 @@ class JobQueue:
         self._solo: set[str] = set()  # jobs that ran out of memory in a batch: run them alone
         self._running: dict[str, Control] = {}  # the running job(s): how to stop each
         self._loop: asyncio.AbstractEventLoop  # set by start()
+        self._link: Any = None  # backend "redis": the coordinator's end of the transport; runs no job
+        if cfg.queue.backend == "redis":
+            from engine.config import redis_url
+            from engine.redis_transport import RedisLink
+
+            self._link = RedisLink(self, redis_url(cfg.queue))
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -193,10 +199,13 @@ class JobQueue:
             reason = None
             if not readable:
                 reason = STALE
-            elif job.state == "running" and job.attempts >= MAX_ATTEMPTS:  # it killed the process
+            elif job.state == "running" and job.attempts >= MAX_ATTEMPTS and self._link is None:  # it killed us
                 reason = f"it could not be finished after {job.attempts} attempts"
             if reason:
                 ended.append(Failed(await self._end(job, "failed", error=reason), reason))
+            elif job.state == "running" and self._link is not None:  # a worker may hold it still
+                self._link.adopt(job)
+                self._running[job.id] = Control(job.id, math.inf)
             elif job.state == "running":  # the process died under it: run it again, first
                 await self._save(self._replace(job, state="queued"))
         self._turns = itertools.count(turn + 1)
@@ -315,6 +324,8 @@ class JobQueue:
             raise UserError(f"Job {job.id} has already {job.state}; there is nothing to cancel.")
         if job.id in self._running:
             self._running[job.id].stop("cancel")
+        if self._link is not None:
+            self._link.cancel(job.id)
         job = await self._end(job, "cancelled")
         self._emit(Cancelled(job, by))
         return job
@@ -385,23 +396,44 @@ class JobQueue:
             last[owner] = tick
         return order
 
-    async def _serve(self) -> None:
-        """The local backend: one worker in this process, fed by the in-process transport."""
-        await Worker(self._cfg, self._runner, _LocalSource(self)).serve()
+    def paused(self) -> str | None:
+        """Why no job can start now ("painting is paused: no worker reachable"), or None."""
+        return None if self._link is None else self._link.paused()
 
-    async def _next(self, match: Callable[[Request], bool] | None, wait: bool) -> tuple[Job, Control] | None:
+    async def _serve(self) -> None:
+        """The local backend: one worker in this process, fed by the in-process transport.
+        The Redis backend: hand jobs to remote workers until closed."""
+        if self._link is None:
+            await Worker(self._cfg, self._runner, _LocalSource(self)).serve()
+            return
+        await self._link.start()
+        try:
+            while not self._closing:
+                self._wakeup.clear()
+                await self._wakeup.wait()
+        finally:
+            await self._link.close()
+
+    async def _maybe_prune(self) -> None:
+        if time.monotonic() - self._pruned_at > PRUNE_EVERY_S:
+            try:
+                await self._prune()
+            except Exception:
+                log.exception("job queue: pruning old jobs failed")
+
+    async def _next(self, match: Callable[[Job], bool] | None, wait: bool,
+                    skip_solo: bool | None = None) -> tuple[Job, Control] | None:
         """Whose turn it is: mark the next job (that ``match`` accepts) running and return it.
 
         ``wait``: until there is one (None only when closing); otherwise None when there is none.
+        ``skip_solo`` (default: when matching a batch): leave out jobs that must run alone.
         """
+        skip_solo = match is not None if skip_solo is None else skip_solo
         while not self._closing:
-            if wait and time.monotonic() - self._pruned_at > PRUNE_EVERY_S:
-                try:
-                    await self._prune()
-                except Exception:
-                    log.exception("job queue: pruning old jobs failed")
+            if wait:
+                await self._maybe_prune()
             order = [j for j in self._service_order()
-                     if match is None or (j.id not in self._solo and match(j.request))]
+                     if (match is None or match(j)) and not (skip_solo and j.id in self._solo)]
             if not order:
                 if not wait:
                     return None
@@ -625,7 +657,7 @@ class _LocalSource:
         self.q = queue
 
     async def take(self, match: Callable[[Request], bool] | None, wait: bool) -> Assignment | None:
-        begun = await self.q._next(match, wait)
+        begun = await self.q._next(None if match is None else (lambda j: match(j.request)), wait)
         if begun is None:
             return None
         job, ctl = begun

@@ -14,14 +14,15 @@ from engine.request import Request
 
 
 class EngineRunner:
-    def __init__(self, cfg: Config, progress_every: int | None = None) -> None:
+    def __init__(self, cfg: Config, progress_every: int | None = None, device: str | None = None) -> None:
         self.cfg = cfg
+        self.device = device  # e.g. "cuda:1" for one worker per GPU; None: models.device
         self.cache = ModelCache(cfg.models)
         self.progress_every = progress_every or cfg.generation.progress_every
 
     def __call__(self, request: Request, on_progress: Callable[[Progress], None] | None = None,
                  should_stop: Callable[[], bool] | None = None) -> Result:
-        models = self.cache.get(request.models)
+        models = self.cache.get(request.models, self.device)
         return generate(models, request, on_progress=on_progress, progress_every=self.progress_every,
                         should_stop=should_stop)
 
@@ -32,7 +33,7 @@ class EngineRunner:
         return request.models.vqgan_key(), request.models.clip_key(), request.width, request.height
 
     def start(self, request: Request, on_progress: Callable[[Progress], None] | None = None) -> Run:
-        return Run(self.cache.get(request.models), request, on_progress=on_progress,
+        return Run(self.cache.get(request.models, self.device), request, on_progress=on_progress,
                    progress_every=self.progress_every)
 
     def step(self, runs: list[Run]) -> None:

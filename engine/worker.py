@@ -21,7 +21,7 @@ from typing import Any, Literal, Protocol
 
 from engine import errors
 from engine.config import QueueConfig
-from engine.errors import UserError
+from engine.errors import ModelFileMissing, UserError
 from engine.request import Request
 
 log = logging.getLogger(__name__)
@@ -64,6 +64,7 @@ class Outcome:
     metadata: dict[str, Any] = field(default_factory=dict)
     mask_png: bytes | None = None
     solo: bool = False  # "stopped" because the batch ran out of memory: run it again alone
+    elsewhere: bool = False  # "failed" because this worker cannot run it (a model it lacks)
 
 
 class Source(Protocol):
@@ -243,6 +244,8 @@ class Worker:
             return Outcome("failed", reason=f"it took longer than {limit} s and was stopped")
         if isinstance(e, errors.Cancelled) and ctl.reason:
             return Outcome("stopped")
+        if isinstance(e, ModelFileMissing):
+            return Outcome("failed", reason=str(e), elsewhere=True)
         if isinstance(e, UserError):
             return Outcome("failed", reason=str(e))
         if _is_oom(e):

@@ -84,6 +84,10 @@ class ModelCache:
                                         cache_dir=str(cache_dir(self.cfg) / "open_clip"))
         return clip.to(device)
 
+    def loaded(self) -> list[str]:
+        """The models held now (for ``python -m engine fleet``)."""
+        return [*self._vqgans.items, *self._clips.items]
+
     def get(self, spec: ModelSpec, device: torch.device | str | None = None) -> Models:
         dev = resolve_device(self.cfg.device) if device is None else torch.device(device)
         with self._lock:

@@ -1,0 +1,611 @@
+"""The Redis transport: the coordinator's end (``RedisLink``) and a remote worker's end (``RedisSource``).
+
+Redis Streams with consumer groups carry the messages of ``engine.wire``:
+
+* ``vqgan-clip:jobs:<worker>`` (group ``worker``): job and cancel messages for one worker. The
+  coordinator writes a job there only when that worker has room (its heartbeat announces its
+  capacity; the coordinator counts what it handed out), so Redis never holds a queue deep enough
+  to override the coordinator's fair order;
+* ``vqgan-clip:events`` (group ``coordinator``): finished, failed and returned jobs; an entry is
+  acknowledged and deleted only once the coordinator has written the picture and recorded it, so
+  a coordinator killed meanwhile reads it again at its next start;
+* ``vqgan-clip:progress`` (group ``coordinator``): progress images, trimmed (``MAXLEN ~``);
+* ``vqgan-clip:workers`` (hash): each worker's latest heartbeat.
+
+Every hand-out has a lease (``<job id>.<attempt>.<nonce>``); an outcome that quotes another lease
+(a worker that was given up on, a hand-out that was taken back) is dropped, so each result is
+recorded, and delivered, once. SQLite stays the coordinator's record of truth.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import secrets
+import signal
+import socket
+import sys
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import redis.asyncio as aioredis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from engine.config import Config, QueueConfig
+from engine.errors import UserError
+from engine.wire import (
+    MAX_MESSAGE_BYTES,
+    CancelMsg,
+    FailedMsg,
+    FinishedMsg,
+    Heartbeat,
+    JobMsg,
+    ProgressMsg,
+    ReturnedMsg,
+    decode,
+    encode,
+)
+from engine.worker import Assignment, Control, Outcome, Worker, batch_key
+
+if TYPE_CHECKING:
+    from engine.queue import Job, JobQueue
+
+log = logging.getLogger(__name__)
+
+PREFIX = "vqgan-clip"
+WORKERS = f"{PREFIX}:workers"
+EVENTS = f"{PREFIX}:events"
+PROGRESS = f"{PREFIX}:progress"
+EVENTS_MAXLEN = 10_000
+PROGRESS_MAXLEN = 1_000
+JOBS_MAXLEN = 1_000
+PAUSED = "painting is paused: no worker reachable"
+DOWN = (RedisConnectionError, RedisTimeoutError, ConnectionError, OSError)
+
+
+def jobs_stream(worker: str) -> str:
+    return f"{PREFIX}:jobs:{worker}"
+
+
+def connect(url: str) -> aioredis.Redis:
+    """A client for ``url`` (``redis://`` or ``rediss://``); ``UserError`` if the URL is not one."""
+    try:
+        return aioredis.from_url(url, socket_connect_timeout=2, socket_timeout=5)
+    except ValueError as e:
+        raise UserError(f"not a Redis URL: {_safe(url)} ({e})") from None
+
+
+def _safe(url: str) -> str:
+    """The URL without its password, for logs and messages."""
+    if "@" in url and "://" in url:
+        scheme, rest = url.split("://", 1)
+        return f"{scheme}://***@{rest.split('@', 1)[1]}"
+    return url
+
+
+async def ensure_group(r: aioredis.Redis, stream: str, group: str) -> None:
+    with contextlib.suppress(ResponseError):  # BUSYGROUP: it exists
+        await r.xgroup_create(stream, group, id="0", mkstream=True)
+
+
+async def check_reachable(r: aioredis.Redis, url: str) -> None:
+    """One line (``UserError``) when Redis cannot be used: wrong password, unreachable host."""
+    try:
+        await r.ping()
+    except RedisError as e:
+        raise UserError(f"cannot use Redis at {_safe(url)}: {e}") from None
+    except OSError as e:
+        raise UserError(f"cannot reach Redis at {_safe(url)}: {e}") from None
+
+
+# -- the coordinator's end -------------------------------------------------------------------
+
+
+@dataclass
+class _Seen:
+    hb: Heartbeat
+    at: float  # time.monotonic() on the coordinator when this heartbeat (seq) was first seen
+
+
+@dataclass
+class _Lease:
+    lease: str | None  # None: adopted after a restart, the nonce not known yet
+    worker: str | None
+    boot: str | None
+    sent_at: float
+    missing_since: float | None = None
+
+
+class RedisLink:
+    """The coordinator's end: hands jobs to workers with room, records what they send back."""
+
+    def __init__(self, queue: JobQueue, url: str) -> None:
+        self.q = queue
+        self.url = url
+        self.r = connect(url)
+        self.timeout = queue._cfg.worker_timeout_s
+        self.workers: dict[str, _Seen] = {}
+        self.leases: dict[str, _Lease] = {}  # job id -> its current hand-out
+        self.refused: dict[str, dict[str, str]] = {}  # job id -> worker -> why it cannot run it
+        self.reachable = False
+        self._tasks: list[asyncio.Task[None]] = []
+        self._said_down = False
+
+    # lifecycle (called by JobQueue)
+
+    def adopt(self, job: Job) -> None:
+        """A job recorded as running when the coordinator started: a worker may still hold it."""
+        self.leases[job.id] = _Lease(None, None, None, time.monotonic())
+
+    async def start(self) -> None:
+        try:
+            await check_reachable(self.r, self.url)
+            self.reachable = True
+        except UserError as e:
+            log.error("%s; %s", e, PAUSED)
+            self._said_down = True
+        self._tasks = [asyncio.create_task(self._dispatch(), name="fleet-dispatch"),
+                       asyncio.create_task(self._events(), name="fleet-events")]
+
+    async def close(self) -> None:
+        for t in self._tasks:
+            t.cancel()
+        for t in self._tasks:
+            with contextlib.suppress(BaseException):
+                await t
+        with contextlib.suppress(Exception):
+            await self.r.aclose()
+
+    def paused(self) -> str | None:
+        if not self.reachable or not self._live():
+            return PAUSED
+        return None
+
+    def cancel(self, job_id: str) -> None:
+        """Tell the worker holding this job to stop it (best effort: its outcome is ignored anyway)."""
+        held = self.leases.pop(job_id, None)
+        if held is None or held.worker is None or held.lease is None:
+            return
+        msg = CancelMsg(job_id=job_id, lease=held.lease)
+        task = asyncio.create_task(self._send(held.worker, encode(msg)))
+        task.add_done_callback(lambda t: t.cancelled() or t.exception())
+
+    # the loops
+
+    async def _dispatch(self) -> None:
+        while not self.q._closing:
+            try:
+                await self.q._maybe_prune()
+                await self._poll_workers()
+                await self._check_leases()
+                await self._hand_out()
+                if not self.reachable:
+                    log.warning("redis at %s is reachable again", _safe(self.url))
+                self.reachable, self._said_down = True, False
+            except DOWN as e:
+                self._down(e)
+            except Exception:
+                log.exception("fleet: dispatching failed")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.q._wakeup.wait(), 0.2)
+            self.q._wakeup.clear()
+
+    def _down(self, e: BaseException) -> None:
+        if not self._said_down:
+            log.warning("redis at %s unreachable (%s); %s", _safe(self.url), e, PAUSED)
+            self._said_down = True
+        self.reachable = False
+
+    async def _poll_workers(self) -> None:
+        raw = await self.r.hgetall(WORKERS)
+        if not self.reachable:  # silence while Redis was away is not a worker's fault
+            now = time.monotonic()
+            for seen in self.workers.values():
+                seen.at = now
+        now = time.monotonic()
+        for key, data in raw.items():
+            name = key.decode(errors="replace")
+            hb = decode(data, f"heartbeat of {name!r}")
+            if not isinstance(hb, Heartbeat) or hb.worker != name:
+                continue
+            seen = self.workers.get(name)
+            if seen is not None and seen.hb.boot != hb.boot:
+                await self._lost(name, "it restarted", counted=True)
+                seen = None
+            if seen is None or seen.hb.seq != hb.seq:
+                self.workers[name] = _Seen(hb, now)
+            for lease in hb.leases:  # claims of jobs adopted after a restart
+                held = self.leases.get(lease.split(".", 1)[0])
+                if held is not None and held.worker is None and self._lease_ok(lease.split(".", 1)[0], lease):
+                    held.lease, held.worker, held.boot = lease, name, hb.boot
+        for name, seen in list(self.workers.items()):
+            key = name.encode()
+            if key not in raw:  # it stopped and said goodbye; its jobs come back through the events
+                self.workers.pop(name, None)
+            elif now - seen.at > self.timeout:
+                log.warning("fleet: worker %s silent for %.1f s; its jobs go to the others", name, now - seen.at)
+                await self._lost(name, "it went silent", counted=True)
+                await self.r.hdel(WORKERS, name)
+                await self.r.delete(jobs_stream(name))
+
+    async def _lost(self, name: str, why: str, counted: bool) -> None:
+        self.workers.pop(name, None)
+        for job_id, held in list(self.leases.items()):
+            if held.worker == name:
+                await self._requeue(job_id, counted, f"worker {name}: {why}")
+
+    async def _requeue(self, job_id: str, counted: bool, why: str) -> None:
+        """Take a hand-out back; ``counted``: the worker may have died of it (poison jobs fail)."""
+        from engine.queue import MAX_ATTEMPTS
+
+        self.leases.pop(job_id, None)
+        job = self.q._jobs.get(job_id)
+        if job is None or job.state != "running":
+            return
+        if counted and job.attempts >= MAX_ATTEMPTS:
+            reason = f"it stopped {job.attempts} workers, so it will not be tried again"
+            log.warning("fleet: job %s failed: %s (%s)", job_id, reason, why)
+            await self.q._conclude(job_id, Outcome("failed", reason=reason))
+            return
+        log.info("fleet: job %s queued again (%s)", job_id, why)
+        self.q._running.pop(job_id, None)
+        await self.q._save(self.q._replace(job, state="queued", attempts=job.attempts - (0 if counted else 1)))
+        self.q._wakeup.set()
+
+    async def _check_leases(self) -> None:
+        now = time.monotonic()
+        for job_id, held in list(self.leases.items()):
+            if held.worker is None:  # adopted, and no worker claimed it
+                if now - held.sent_at > self.timeout:
+                    await self._requeue(job_id, False, "no worker holds it")
+                continue
+            seen = self.workers.get(held.worker)
+            if seen is None:  # it said goodbye: its outcomes are in the events stream, or it is lost
+                held.missing_since = held.missing_since or now
+                if now - held.missing_since > min(1.0, self.timeout):
+                    await self._requeue(job_id, False, f"worker {held.worker} stopped")
+            elif seen.at > held.sent_at and held.lease not in seen.hb.leases:
+                held.missing_since = held.missing_since or now
+                if now - held.missing_since > self.timeout:  # e.g. Redis restarted without its data
+                    await self._requeue(job_id, False, f"worker {held.worker} never got it")
+            else:
+                held.missing_since = None
+        live = set(self._live())
+        for job_id, why in list(self.refused.items()):
+            job = self.q._jobs.get(job_id)
+            if job is None or job.state != "queued":
+                self.refused.pop(job_id, None)
+            elif live and live <= set(why):  # no live worker can run it
+                self.refused.pop(job_id, None)
+                reason = next(iter(why.values()))
+                job = await self.q._end(job, "failed", error=reason)
+                from engine.queue import Failed
+
+                self.q._emit(Failed(job, reason))
+
+    def _live(self) -> list[str]:
+        now = time.monotonic()
+        return [n for n, s in self.workers.items() if now - s.at <= self.timeout]
+
+    async def _hand_out(self) -> None:
+        for name in self._live():
+            seen = self.workers[name]
+            while True:
+                mine = [j for j, h in self.leases.items() if h.worker == name]
+                if len(mine) >= seen.hb.capacity or any(j in self.q._solo for j in mine):
+                    break
+                refused = {j for j, why in self.refused.items() if name in why}
+                if mine:
+                    key = batch_key(self.q._jobs[mine[0]].request)
+
+                    def match(job: Job, key: tuple = key, refused: set[str] = refused) -> bool:
+                        return job.id not in refused and batch_key(job.request) == key
+                    begun = await self.q._next(match, False, skip_solo=True)
+                else:
+                    begun = await self.q._next(lambda job, refused=refused: job.id not in refused, False,
+                                               skip_solo=False)
+                if begun is None:
+                    break
+                job, _ctl = begun
+                lease = f"{job.id}.{job.attempts}.{secrets.token_hex(3)}"
+                self.leases[job.id] = _Lease(lease, name, seen.hb.boot, time.monotonic())
+                msg = JobMsg(job_id=job.id, lease=lease, request=job.request, solo=job.id in self.q._solo,
+                             boot=seen.hb.boot)
+                try:
+                    await self._send(name, encode(msg))
+                except BaseException:
+                    await self._requeue(job.id, False, "redis unreachable")
+                    raise
+
+    async def _send(self, worker: str, data: bytes) -> None:
+        await self.r.xadd(jobs_stream(worker), {"m": data}, maxlen=JOBS_MAXLEN, approximate=True)
+
+    async def _events(self) -> None:
+        backlog = True  # first what a previous coordinator read and did not acknowledge
+        while not self.q._closing:
+            try:
+                await ensure_group(self.r, EVENTS, "coordinator")
+                await ensure_group(self.r, PROGRESS, "coordinator")
+                while not self.q._closing:
+                    pos = "0" if backlog else ">"
+                    resp = await self.r.xreadgroup("coordinator", "coordinator", {EVENTS: pos, PROGRESS: pos},
+                                                   count=64, block=None if backlog else 200)
+                    got = 0
+                    for stream, entries in resp or []:
+                        for entry_id, fields in entries:
+                            got += 1
+                            await self._receive(fields.get(b"m"))
+                            await self.r.xack(stream, "coordinator", entry_id)
+                            await self.r.xdel(stream, entry_id)
+                    if backlog and not got:
+                        backlog = False
+            except ResponseError as e:  # NOGROUP: Redis lost its data; the groups are made again
+                log.warning("fleet: %s", e)
+                backlog = True
+                await asyncio.sleep(0.2)
+            except DOWN as e:
+                self._down(e)
+                backlog = True
+                await asyncio.sleep(0.5)
+
+    def _lease_ok(self, job_id: str, lease: str) -> bool:
+        held = self.leases.get(job_id)
+        if held is None:
+            return False
+        if held.lease is None:  # adopted: any lease of the attempt it was recorded at
+            job = self.q._jobs.get(job_id)
+            return job is not None and lease.startswith(f"{job_id}.{job.attempts}.")
+        return held.lease == lease
+
+    async def _receive(self, raw: bytes | None) -> None:
+        msg = decode(raw, "fleet events")
+        if msg is None:
+            return
+        if not isinstance(msg, ProgressMsg | FinishedMsg | FailedMsg | ReturnedMsg):
+            log.warning("fleet: dropped a %s message on the events stream", msg.kind)
+            return
+        if not self._lease_ok(msg.job_id, msg.lease):
+            if not isinstance(msg, ProgressMsg):
+                log.info("fleet: dropped a %s of job %s from %s: not its current hand-out",
+                         msg.kind, msg.job_id, msg.worker)
+            return
+        try:
+            if isinstance(msg, ProgressMsg):
+                self.q._progress(msg.job_id, msg.step, msg.total, msg.loss, msg.png)
+            elif isinstance(msg, FinishedMsg):
+                self.leases.pop(msg.job_id, None)
+                await self.q._conclude(msg.job_id, Outcome("finished", png=msg.png, seconds=msg.seconds,
+                                                           metadata=msg.metadata, mask_png=msg.mask_png))
+            elif isinstance(msg, FailedMsg) and msg.elsewhere:
+                log.warning("fleet: worker %s cannot run job %s: %s", msg.worker, msg.job_id, msg.reason)
+                self.refused.setdefault(msg.job_id, {})[msg.worker] = msg.reason
+                await self._requeue(msg.job_id, False, f"worker {msg.worker} cannot run it")
+            elif isinstance(msg, FailedMsg):
+                self.leases.pop(msg.job_id, None)
+                await self.q._conclude(msg.job_id, Outcome("failed", reason=msg.reason))
+            else:
+                self.leases.pop(msg.job_id, None)
+                await self.q._conclude(msg.job_id, Outcome("stopped", solo=msg.solo))
+        except Exception as e:
+            await self.q._broken(msg.job_id, e)
+
+
+# -- a remote worker's end -------------------------------------------------------------------
+
+
+class RedisSource:
+    """A worker process's transport: jobs from its stream, outcomes and heartbeats back."""
+
+    def __init__(self, r: aioredis.Redis, cfg: QueueConfig, name: str, device: str, runner: Any) -> None:
+        self.r, self.cfg, self.name, self.device, self.runner = r, cfg, name, device, runner
+        self.boot = secrets.token_hex(4)
+        self.stream = jobs_stream(name)
+        self.inbox: list[tuple[JobMsg, Control]] = []
+        self.leases: dict[str, str] = {}  # job id -> lease, for every job held
+        self.ctls: dict[str, Control] = {}
+        self.changed = asyncio.Event()
+        self.closing = False
+        self.seq = 0
+        self._tasks: list[asyncio.Task[None]] = []
+        self._said_down = False
+        self._loop: asyncio.AbstractEventLoop
+
+    async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        await self.r.delete(self.stream)  # a previous life's hand-outs: the coordinator takes them back
+        await ensure_group(self.r, self.stream, "worker")
+        await self._beat_once()
+        self._tasks = [asyncio.create_task(self._read()), asyncio.create_task(self._beat())]
+
+    def stop(self) -> None:
+        """Ctrl-C / SIGTERM: take nothing new; the running jobs stop within a step and go back."""
+        self.closing = True
+        for ctl in self.ctls.values():
+            ctl.stop("close")
+        self.changed.set()
+
+    async def close(self) -> None:
+        for msg, _ctl in self.inbox:  # handed out, never started: back at once
+            await self._post(ReturnedMsg(worker=self.name, job_id=msg.job_id, lease=msg.lease))
+        self.inbox.clear()
+        for t in self._tasks:
+            t.cancel()
+        for t in self._tasks:
+            with contextlib.suppress(BaseException):
+                await t
+        with contextlib.suppress(Exception):
+            await self.r.hdel(WORKERS, self.name)
+        with contextlib.suppress(Exception):
+            await self.r.aclose()
+
+    # Source
+
+    async def take(self, match: Any, wait: bool) -> Assignment | None:
+        while not self.closing:
+            for i, (msg, ctl) in enumerate(self.inbox):
+                if match is None or (not msg.solo and match(msg.request)):
+                    del self.inbox[i]
+                    self.ctls[msg.job_id] = ctl
+                    return Assignment(msg.job_id, msg.request, ctl, solo=msg.solo)
+            if not wait:
+                return None
+            self.changed.clear()
+            await self.changed.wait()
+        return None
+
+    async def done(self, job_id: str, out: Outcome) -> None:
+        lease = self.leases.get(job_id)
+        ctl = self.ctls.pop(job_id, None)
+        if lease is None:
+            return
+        msg: Any
+        if out.kind == "finished":
+            msg = FinishedMsg(worker=self.name, job_id=job_id, lease=lease, png=out.png, seconds=out.seconds,
+                              metadata=out.metadata, mask_png=out.mask_png)
+            if len(encode(msg)) > MAX_MESSAGE_BYTES:
+                msg = FailedMsg(worker=self.name, job_id=job_id, lease=lease,
+                                reason="the picture is too large to send back; try a smaller size")
+        elif out.kind == "failed":
+            msg = FailedMsg(worker=self.name, job_id=job_id, lease=lease, reason=out.reason,
+                            elsewhere=out.elsewhere)
+        elif ctl is not None and ctl.reason == "cancel":
+            msg = None  # the coordinator has recorded the cancel; nothing more is sent for it
+        else:
+            msg = ReturnedMsg(worker=self.name, job_id=job_id, lease=lease, solo=out.solo)
+        if msg is not None:
+            await self._post(msg)
+        self.leases.pop(job_id, None)
+
+    def progress(self, job_id: str, step: int, total: int, loss: float, png: bytes) -> None:
+        lease = self.leases.get(job_id)
+        ctl = self.ctls.get(job_id)
+        if lease is None or (ctl is not None and ctl.reason == "cancel"):
+            return
+        data = encode(ProgressMsg(worker=self.name, job_id=job_id, lease=lease, step=step, total=total,
+                                  loss=loss, png=png))
+        if len(data) <= MAX_MESSAGE_BYTES:
+            asyncio.run_coroutine_threadsafe(self._progress(data), self._loop)
+
+    def wants_progress(self) -> bool:
+        return True
+
+    # inside
+
+    async def _progress(self, data: bytes) -> None:
+        with contextlib.suppress(RedisError, OSError):  # progress is worth no wait
+            await self.r.xadd(PROGRESS, {"m": data}, maxlen=PROGRESS_MAXLEN, approximate=True)
+
+    async def _post(self, msg: Any) -> None:
+        """An outcome, sent until Redis takes it (it may be restarting); given up only when stopping."""
+        data = encode(msg)
+        for attempt in range(1_000_000):
+            try:
+                await self.r.xadd(EVENTS, {"m": data}, maxlen=EVENTS_MAXLEN, approximate=True)
+                return
+            except DOWN as e:
+                if self.closing and attempt >= 10:
+                    log.error("worker %s: could not hand back job %s: %s", self.name, msg.job_id, e)
+                    return
+                self._down(e)
+                await asyncio.sleep(0.5)
+
+    def _down(self, e: BaseException) -> None:
+        if not self._said_down:
+            log.warning("worker %s: redis unreachable (%s); retrying", self.name, e)
+            self._said_down = True
+
+    async def _read(self) -> None:
+        while True:
+            try:
+                resp = await self.r.xreadgroup("worker", self.name, {self.stream: ">"}, count=16, block=500)
+                self._said_down = False
+            except ResponseError as e:  # NOGROUP: Redis lost its data
+                log.warning("worker %s: %s", self.name, e)
+                await asyncio.sleep(0.2)
+                with contextlib.suppress(RedisError, OSError):
+                    await ensure_group(self.r, self.stream, "worker")
+                continue
+            except DOWN as e:
+                self._down(e)
+                await asyncio.sleep(0.5)
+                continue
+            for _stream, entries in resp or []:
+                for entry_id, fields in entries:
+                    with contextlib.suppress(RedisError, OSError):
+                        await self.r.xack(self.stream, "worker", entry_id)
+                        await self.r.xdel(self.stream, entry_id)
+                    self._handle(decode(fields.get(b"m"), f"worker {self.name}"))
+
+    def _handle(self, msg: Any) -> None:
+        if isinstance(msg, JobMsg):
+            if msg.boot != self.boot or msg.job_id in self.leases or self.closing:
+                log.info("worker %s: dropped job %s (not for this run of the worker)", self.name, msg.job_id)
+                return
+            ctl = Control(msg.job_id, time.monotonic() + self.cfg.job_timeout_s)
+            self.leases[msg.job_id] = msg.lease
+            self.inbox.append((msg, ctl))
+            self.changed.set()
+        elif isinstance(msg, CancelMsg):
+            if self.leases.get(msg.job_id) != msg.lease:
+                return
+            for i, (queued, _ctl) in enumerate(self.inbox):
+                if queued.job_id == msg.job_id:
+                    del self.inbox[i]
+                    self.leases.pop(msg.job_id, None)
+                    return
+            if (ctl := self.ctls.get(msg.job_id)) is not None:
+                ctl.stop("cancel")
+        elif msg is not None:
+            log.warning("worker %s: dropped a %s message on its job stream", self.name, msg.kind)
+
+    async def _beat_once(self) -> None:
+        self.seq += 1
+        cache = getattr(self.runner, "cache", None)
+        models = cache.loaded() if cache is not None and hasattr(cache, "loaded") else []
+        hb = Heartbeat(worker=self.name, boot=self.boot, seq=self.seq, device=self.device,
+                       capacity=self.cfg.batch_size, leases=list(self.leases.values()), models=models,
+                       sent_at=time.time())
+        await self.r.hset(WORKERS, self.name, encode(hb))
+
+    async def _beat(self) -> None:
+        every = min(max(self.cfg.worker_timeout_s / 6, 0.2), 5.0)
+        while True:
+            await asyncio.sleep(every)
+            try:
+                await self._beat_once()
+            except DOWN as e:
+                self._down(e)
+
+
+async def run_worker(cfg: Config, url: str, name: str | None, device: str | None, runner: Any = None) -> int:
+    """``python -m engine worker``: serve jobs from Redis until SIGTERM or Ctrl-C."""
+    from engine.runner import EngineRunner
+
+    r = connect(url)
+    try:
+        await check_reachable(r, url)
+    except UserError:
+        with contextlib.suppress(Exception):
+            await r.aclose()
+        raise
+    dev = device or cfg.models.device
+    name = name or f"{socket.gethostname()}-{os.getpid()}"
+    runner = runner or EngineRunner(cfg, device=device)
+    source = RedisSource(r, cfg.queue, name, dev, runner)
+    await source.start()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, source.stop)
+    print(f"worker {name} ({dev}) serving jobs from {_safe(url)}", file=sys.stderr, flush=True)
+    worker = Worker(cfg.queue, runner, source)
+    try:
+        await worker.serve()
+    finally:
+        await source.close()
+    return 0
+

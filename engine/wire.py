@@ -1,0 +1,132 @@
+"""What crosses the Redis transport between the coordinator and its workers: typed, versioned messages.
+
+Every message is one JSON object with ``v`` (the wire version) and ``kind``; bytes travel as base64.
+``decode`` validates what it receives and returns None for anything malformed, foreign, too large
+or of another version (logged once per message, never raised): a bad message is dropped, the
+process keeps serving. Job messages carry no Discord data: the origin stays with the coordinator.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+
+from engine.request import Request
+
+log = logging.getLogger(__name__)
+
+VERSION = 1
+MAX_MESSAGE_BYTES = 8 * 1024 * 1024  # a picture or progress image larger than this is not sent
+
+
+class _Msg(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, ser_json_bytes="base64", val_json_bytes="base64")
+
+    v: Literal[1] = VERSION
+
+
+class JobMsg(_Msg):
+    """Coordinator -> worker: paint this. ``lease`` names this hand-out; outcomes quote it."""
+
+    kind: Literal["job"] = "job"
+    job_id: str
+    lease: str
+    request: Request
+    solo: bool = False
+    boot: str  # the worker run it is for (a restarted worker drops its previous run's jobs)
+
+
+class CancelMsg(_Msg):
+    """Coordinator -> worker: stop this job within a step; send nothing more for it."""
+
+    kind: Literal["cancel"] = "cancel"
+    job_id: str
+    lease: str
+
+
+class ProgressMsg(_Msg):
+    kind: Literal["progress"] = "progress"
+    worker: str
+    job_id: str
+    lease: str
+    step: int
+    total: int
+    loss: float
+    png: bytes
+
+
+class FinishedMsg(_Msg):
+    kind: Literal["finished"] = "finished"
+    worker: str
+    job_id: str
+    lease: str
+    png: bytes
+    seconds: float
+    metadata: dict[str, Any]
+    mask_png: bytes | None = None
+
+
+class FailedMsg(_Msg):
+    """``elsewhere``: this worker cannot run it (e.g. it lacks the model); another one may."""
+
+    kind: Literal["failed"] = "failed"
+    worker: str
+    job_id: str
+    lease: str
+    reason: str
+    elsewhere: bool = False
+
+
+class ReturnedMsg(_Msg):
+    """Worker -> coordinator: handed back unfinished (the worker is stopping, or ``solo``: it ran
+    out of memory in a batch and should run alone); queued again, the attempt not counted."""
+
+    kind: Literal["returned"] = "returned"
+    worker: str
+    job_id: str
+    lease: str
+    solo: bool = False
+
+
+class Heartbeat(_Msg):
+    """Worker -> coordinator, every few seconds: alive, and how much room it has (its credits)."""
+
+    kind: Literal["heartbeat"] = "heartbeat"
+    worker: str
+    boot: str  # changes when the worker process restarts under the same name
+    seq: int
+    device: str
+    capacity: int  # jobs it runs at a time (queue.batch_size)
+    leases: list[str]  # the jobs it holds (running or about to run)
+    models: list[str]
+    sent_at: float  # time.time() on the worker: shown by ``fleet``, never compared across machines
+
+
+Message = Annotated[JobMsg | CancelMsg | ProgressMsg | FinishedMsg | FailedMsg | ReturnedMsg | Heartbeat,
+                    Field(discriminator="kind")]
+_adapter: TypeAdapter[Any] = TypeAdapter(Message)
+
+
+def encode(msg: _Msg) -> bytes:
+    return msg.model_dump_json().encode()
+
+
+def decode(raw: bytes | str | None, where: str = "redis") -> Message | None:
+    """The message in ``raw``, or None (logged) when it is not a valid message of this version."""
+    if raw is None:
+        log.warning("%s: dropped an entry without a message", where)
+        return None
+    if len(raw) > MAX_MESSAGE_BYTES:
+        log.warning("%s: dropped a message of %d bytes (limit %d)", where, len(raw), MAX_MESSAGE_BYTES)
+        return None
+    try:
+        return _adapter.validate_json(raw)
+    except ValidationError as e:
+        first = e.errors()[0]
+        loc = ".".join(str(p) for p in first["loc"]) or "(message)"
+        log.warning("%s: dropped a malformed message: %s: %s", where, loc, first["msg"])
+    except Exception as e:  # e.g. a Request validator's own UserError
+        log.warning("%s: dropped a malformed message: %s", where, e)
+    return None

@@ -1,0 +1,101 @@
+"""A real ``redis-server`` and real worker processes for the fleet tests, always stopped by PID.
+
+``RedisServer(tmp)`` starts ``redis-server`` on 127.0.0.1 on a free port (AOF on, no RDB
+snapshots, its files in ``tmp``); ``kill()`` / ``start()`` stop and restart it (with its data unless
+``wipe=True``). ``Workers`` starts ``python -m engine worker`` processes and kills any left at the end.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+needs_redis = pytest.mark.skipif(shutil.which("redis-server") is None, reason="redis-server is not installed")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class RedisServer:
+    def __init__(self, folder: Path, password: str | None = None) -> None:
+        self.dir = folder
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.port = free_port()
+        self.password = password
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        auth = f":{self.password}@" if self.password else ""
+        return f"redis://{auth}127.0.0.1:{self.port}/0"
+
+    def start(self, wipe: bool = False) -> None:
+        if wipe:
+            for f in self.dir.iterdir():
+                shutil.rmtree(f) if f.is_dir() else f.unlink()
+        args = ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+                "--appendonly", "yes", "--appendfsync", "always", "--dir", str(self.dir)]
+        if self.password:
+            args += ["--requirepass", self.password]
+        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
+                    return
+            except OSError:
+                if self.proc.poll() is not None:
+                    raise RuntimeError("redis-server did not start") from None
+                time.sleep(0.05)
+        raise RuntimeError("redis-server did not answer")
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+        self.proc = None
+
+
+class Workers:
+    """``python -m engine worker`` processes, by name; all of them killed by ``stop_all``."""
+
+    def __init__(self, config: Path, url: str, logs: Path) -> None:
+        self.config, self.url, self.logs = config, url, logs
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+
+    def start(self, name: str, *extra: str, cwd: Path | None = None, config: Path | None = None) -> None:
+        env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        env.pop("VQGAN_CLIP_REDIS_URL", None)
+        env.setdefault("OMP_NUM_THREADS", "1")  # two workers on two cores: no thread fights
+        log = open(self.logs / f"{name}.log", "ab")  # noqa: SIM115 - closed with the process
+        self.procs[name] = subprocess.Popen(
+            [sys.executable, "-m", "engine", "worker", "--config", str(config or self.config), "--redis", self.url,
+             "--name", name, *extra], env=env, cwd=cwd or ROOT, stdout=log, stderr=subprocess.STDOUT)
+        log.close()
+
+    def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
+        proc = self.procs[name]
+        if proc.poll() is None:
+            os.kill(proc.pid, sig)
+        proc.wait(timeout=30)
+
+    def log(self, name: str) -> str:
+        return (self.logs / f"{name}.log").read_text(errors="replace")
+
+    def stop_all(self) -> None:
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                os.kill(proc.pid, signal.SIGKILL)
+                proc.wait()
