@@ -333,7 +333,8 @@ class RedisLink:
                 await ensure_group(self.r, PROGRESS, "coordinator")
                 while not self.q._closing:
                     pos = "0" if backlog else ">"
-                    resp = await self.r.xreadgroup("coordinator", "coordinator", {EVENTS: pos, PROGRESS: pos},
+                    # Progress first: a backlog's last images are shown before its results.
+                    resp = await self.r.xreadgroup("coordinator", "coordinator", {PROGRESS: pos, EVENTS: pos},
                                                    count=64, block=None if backlog else 200)
                     got = 0
                     for stream, entries in resp or []:

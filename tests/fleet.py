@@ -72,7 +72,7 @@ class Workers:
     """``python -m engine worker`` processes, by name; all of them killed by ``stop_all``."""
 
     def __init__(self, config: Path, url: str, logs: Path) -> None:
-        self.config, self.url, self.logs = config, url, logs
+        self.config, self.url, self.logs = config, url, logs  # workers run in ``logs`` unless told
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
 
     def start(self, name: str, *extra: str, cwd: Path | None = None, config: Path | None = None) -> None:
@@ -82,7 +82,7 @@ class Workers:
         log = open(self.logs / f"{name}.log", "ab")  # noqa: SIM115 - closed with the process
         self.procs[name] = subprocess.Popen(
             [sys.executable, "-m", "engine", "worker", "--config", str(config or self.config), "--redis", self.url,
-             "--name", name, *extra], env=env, cwd=cwd or ROOT, stdout=log, stderr=subprocess.STDOUT)
+             "--name", name, *extra], env=env, cwd=cwd or self.logs, stdout=log, stderr=subprocess.STDOUT)
         log.close()
 
     def kill(self, name: str, sig: int = signal.SIGKILL) -> None:

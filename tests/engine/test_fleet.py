@@ -8,8 +8,12 @@ a test that kills one starts its replacement. Each test has its own job store.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
+import signal
+import subprocess
+import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -21,7 +25,7 @@ import redis
 from engine.config import Config, load_config
 from engine.queue import Cancelled, Failed, Finished, JobQueue, Progress, Started
 from engine.request import Request
-from tests.fleet import RedisServer, Workers, free_port, needs_redis
+from tests.fleet import ROOT, RedisServer, Workers, free_port, needs_redis
 from tests.tinymodels import write_tiny_config
 
 pytestmark = needs_redis
@@ -197,8 +201,6 @@ async def test_bad_messages_on_the_wire_are_dropped_and_logged_and_everyone_keep
     q, rec, cfg = await coordinator()
     r = fleet.client()
     good = {"v": 1, "kind": "returned", "worker": "w1", "job_id": "x", "lease": "x.1.aa"}
-    import json
-
     bad = [json.dumps({k: v for k, v in good.items() if k != "lease"}).encode(),  # a missing field
            json.dumps({**good, "v": 99}).encode(),  # another version
            b'{"v": 1, "kind": "finished", "png": "' + b"A" * (10 * 1024 * 1024) + b'"}',  # 10 MB
@@ -219,9 +221,6 @@ async def test_bad_messages_on_the_wire_are_dropped_and_logged_and_everyone_keep
 
 
 def test_a_worker_with_a_wrong_password_or_no_redis_says_one_line_and_exits_2(fleet: Fleet, tmp_path: Path):
-    import subprocess
-    import sys
-
     locked = RedisServer(tmp_path / "locked", password="right")
     locked.start()
     try:
@@ -252,6 +251,102 @@ async def test_the_coordinator_starts_without_redis_and_says_painting_is_paused(
         assert pos == 1 and q.get(job.id).state == "queued"
     finally:
         await q.close()
+
+
+def run_coordinator(fleet: Fleet, folder: Path, *args: str) -> subprocess.Popen[str]:
+    cfg = fleet.cfg(folder)
+    path = folder / "coordinator.toml"
+    path.write_text(fleet.config.read_text().replace(str(fleet.tmp / "tiny" / "jobs.sqlite3"), cfg.queue.db_path)
+                    .replace(str(fleet.tmp / "tiny" / "results"), cfg.queue.results_dir))
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.Popen([sys.executable, str(Path(__file__).with_name("fleet_coordinator_proc.py")), str(path),
+                             *args], stdout=subprocess.PIPE, text=True, env=env)
+
+
+def read_until(proc: subprocess.Popen[str], cond, timeout: float = 30) -> list[dict]:
+    lines: list[dict] = []
+    deadline = time.monotonic() + timeout
+    while not cond(lines):
+        assert time.monotonic() < deadline, f"timed out: {lines}"
+        line = proc.stdout.readline()
+        if not line:
+            break
+        lines.append(json.loads(line))
+    return lines
+
+
+async def test_a_coordinator_killed_while_workers_paint_loses_nothing_and_delivers_each_result_once(
+        fleet: Fleet, tmp_path: Path):
+    first = run_coordinator(fleet, tmp_path, "--submit", "2", "--steps", "60")
+    try:
+        before = read_until(first, lambda ls: sum(e["event"] == "Progress" for e in ls) >= 2)
+    finally:
+        first.kill()  # SIGKILL, while both jobs are painting
+        first.wait()
+    ids = {e["job"] for e in before if e["event"] == "Queued"}
+    assert len(ids) == 2
+    await asyncio.sleep(3)  # the workers finish meanwhile; their progress and results wait in Redis
+    again = run_coordinator(fleet, tmp_path)
+    try:
+        after = read_until(again, lambda ls: False, timeout=30)  # until it exits: nothing pending
+        assert again.wait(timeout=10) == 0
+    finally:
+        again.kill()
+    finished = Counter(e["job"] for e in before + after if e["event"] == "Finished")
+    assert finished == Counter({i: 1 for i in ids}), "each result delivered once"
+    shown = max(e.get("step", 0) for e in before if e["event"] == "Progress")
+    assert any(e["event"] == "Progress" and e["step"] > shown for e in after), "progress sent meanwhile is shown"
+    third = run_coordinator(fleet, tmp_path)
+    assert [e for e in read_until(third, lambda ls: False) if e["event"] == "Finished"] == []
+    third.wait(timeout=10)
+
+
+@pytest.mark.parametrize("wipe", [False, True], ids=["with its data", "without its data"])
+async def test_redis_killed_and_restarted_loses_no_job_and_asking_still_works(fleet: Fleet, coordinator, wipe: bool):
+    q, rec, cfg = await coordinator()
+    fleet.wait_for_workers("w1", "w2")
+    running, _ = await q.submit(ask(cfg, "painting through a storm", steps=90), owner="alice")
+    await rec.until(lambda: rec.of(Progress, running.id))
+    fleet.redis.kill()
+    deadline = time.monotonic() + 5
+    while q.paused() is None:
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.05)
+    assert q.paused() == "painting is paused: no worker reachable"
+    waiting, pos = await q.submit(ask(cfg, "asked while Redis is down"), owner="bob")  # /imagine still answers
+    assert pos == 1 and q.get(waiting.id).state == "queued"
+    await asyncio.sleep(1)
+    fleet.redis.start(wipe=wipe)
+    await rec.until(ended(rec, [running.id, waiting.id]), timeout=40)
+    assert Counter(e.job.id for e in rec.of(Finished)) == Counter({running.id: 1, waiting.id: 1})
+    assert q.paused() is None
+
+
+async def test_a_worker_without_the_model_hands_the_job_on_and_keeps_serving(fleet: Fleet, coordinator):
+    fleet.wait_for_workers("w1", "w2")
+    (fleet.tmp / "blind").mkdir(exist_ok=True)
+    fleet.workers.start("blind", cwd=fleet.tmp / "blind")  # the models' relative paths lead nowhere there
+    fleet.wait_for_workers("blind")
+    q, rec, cfg = await coordinator()
+    models = cfg.models.model_copy(update={
+        k: str(Path(getattr(cfg.models, k)).relative_to(fleet.tmp))
+        for k in ("vqgan_config", "vqgan_checkpoint", "clip_config", "clip_checkpoint")})
+    here = cfg.model_copy(update={"models": models})
+    busy = [(await q.submit(ask(cfg, "keeps w1 and w2 busy", steps=60), owner="zed"))[0].id for _ in range(2)]
+    await rec.until(lambda: len(rec.of(Started)) == 2)
+    job, _ = await q.submit(ask(here, "needs models blind lacks"), owner="alice")
+    await rec.until(ended(rec, [*busy, job.id]), timeout=40)
+    assert len(rec.of(Finished, job.id)) == 1, "another worker painted it"
+    nowhere = ask(cfg, "needs a model no worker has").model_copy(update={"models": models.model_copy(
+        update={"vqgan_config": "nowhere/vqgan.yaml"})})
+    lost, _ = await q.submit(nowhere, owner="alice")
+    await rec.until(ended(rec, [lost.id]), timeout=30)
+    assert "not found" in rec.of(Failed, lost.id)[0].reason
+    fine, _ = await q.submit(ask(cfg, "blind still serves"), owner="bob")
+    await rec.until(ended(rec, [fine.id]))
+    assert rec.of(Finished, fine.id)
+    assert "Traceback" not in fleet.workers.log("blind")
+    fleet.workers.kill("blind", signal.SIGTERM)
 
 
 async def test_a_job_that_takes_down_three_workers_fails_with_a_message(fleet: Fleet, coordinator):
