@@ -171,7 +171,8 @@ class Delivery:
 
     async def _on_queued(self, ev: Any) -> None:
         self._shown_position[ev.job.id] = ev.position
-        await self._edit_status(ev.job, position_line(ev.position))
+        paused = getattr(self.queue, "paused", lambda: None)()  # backend "redis" with no worker reachable
+        await self._edit_status(ev.job, position_line(ev.position) + (f" ({paused})" if paused else ""))
 
     async def _on_started(self, ev: Any) -> None:
         self._shown_position.pop(ev.job.id, None)

@@ -66,10 +66,14 @@ def read_queue(db_path: str) -> list[tuple[str, str]]:
         raise UserError(f"{db_path}: cannot read the job store: {e}") from None
 
 
-def describe_fleet(workers: list[dict], jobs: list[tuple[str, str]], now: float | None = None) -> str:
+def describe_fleet(workers: list[dict] | None, jobs: list[tuple[str, str]], now: float | None = None) -> str:
     """The text of ``fleet`` and of the moderators' ``/queue all``."""
     now = time.time() if now is None else now
-    lines = [f"workers: {len(workers)}" + ("" if workers else " (painting is paused: no worker reachable)")]
+    if workers is None:
+        lines = ["workers: 1, in this process (queue.backend = \"local\")"]
+        workers = []
+    else:
+        lines = [f"workers: {len(workers)}" + ("" if workers else " (painting is paused: no worker reachable)")]
     for w in workers:
         models = ", ".join(w["models"]) or "none loaded"
         lines.append(f"  {w['worker']}  {w['device']}  jobs {len(w['leases'])}/{w['capacity']}  "

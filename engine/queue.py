@@ -396,6 +396,11 @@ class JobQueue:
             last[owner] = tick
         return order
 
+    def fleet(self) -> list[dict[str, Any]] | None:
+        """The live workers' latest heartbeats (name, device, capacity, leases, models, sent_at);
+        None with the local backend (the one worker is this process)."""
+        return None if self._link is None else self._link.fleet()
+
     def paused(self) -> str | None:
         """Why no job can start now ("painting is paused: no worker reachable"), or None."""
         return None if self._link is None else self._link.paused()

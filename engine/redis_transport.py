@@ -161,6 +161,9 @@ class RedisLink:
         with contextlib.suppress(Exception):
             await self.r.aclose()
 
+    def fleet(self) -> list[dict[str, Any]]:
+        return [self.workers[n].hb.model_dump() for n in sorted(self._live())]
+
     def paused(self) -> str | None:
         if not self.reachable or not self._live():
             return PAUSED

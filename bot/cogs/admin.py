@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import discord
 from discord import app_commands
@@ -13,6 +13,7 @@ from bot import launch
 from bot.delivery import short_prompt
 from bot.requests import PENDING_STATES, check_access_interaction, is_moderator
 from engine.errors import UserError
+from engine.fleet_cli import describe_fleet
 
 if TYPE_CHECKING:
     from bot.app import VQGANBot
@@ -62,12 +63,20 @@ class Admin(commands.Cog):
         self.bot = bot
 
     @app_commands.command(name="queue", description="Show what is being painted and what is waiting")
-    async def queue_cmd(self, interaction: discord.Interaction) -> None:
+    @app_commands.describe(show="all: the workers and everyone's jobs (moderators)")
+    async def queue_cmd(self, interaction: discord.Interaction, show: Literal["all"] | None = None) -> None:
         q = self.bot.queue
         try:
             check_access_interaction(self.bot.cfg, interaction)
+            if show == "all" and not is_moderator(self.bot.cfg, interaction.user):
+                raise UserError("only moderators can see the whole fleet")
         except UserError as e:
             await launch.refuse(interaction, str(e))
+            return
+        if show == "all":
+            text = describe_fleet(q.fleet(), [(j.owner, j.state) for j in q.pending()])
+            await interaction.response.send_message(f"**Fleet**\n```\n{text[:1800]}\n```", ephemeral=True,
+                                                    allowed_mentions=discord.AllowedMentions.none())
             return
         pending = q.pending()
         lines = [_line(j, q.position(j.id)) for j in pending[:SHOWN]]

@@ -166,3 +166,33 @@ async def test_queue_cancel_and_help(fake, tmp_path):
             assert words in help_text
         assert len(help_text) <= 2000
         hold.set()
+
+
+async def test_moderators_see_the_whole_queue_with_queue_all(fake, tmp_path):
+    runner = FakeRunner()
+    hold = asyncio.Event()
+    runner.gate = lambda req: hold.is_set()
+    async with run_bot(fake, make_config(tmp_path, fake, moderator_roles=["mods"]), runner) as bot:
+        alice, bob, mod = fake.add_user("alice"), fake.add_user("bob"), fake.add_user("mod", roles=["mods"])
+        for who in (alice, bob, bob):
+            i = await fake.slash(who, fake.channel, "imagine", {"prompt": "a fleet of ships", "steps": 2})
+            await submitted(fake, bot, i)
+        denied = await fake.slash(alice, fake.channel, "queue", {"show": "all"})
+        assert "only moderators" in await wait_ephemeral(fake, denied)
+        q = await fake.slash(mod, fake.channel, "queue", {"show": "all"})
+        text = (await q.wait_response()).data["content"]
+        assert "workers: 1, in this process" in text and "queue: 2 waiting, 1 running" in text
+        assert f"{bob.id}: 2 waiting, 0 running" in text
+        hold.set()
+
+
+async def test_with_no_worker_reachable_imagine_still_queues_and_says_painting_is_paused(fake, tmp_path):
+    from tests.fleet import free_port
+
+    cfg = make_config(tmp_path, fake, queue={"backend": "redis", "redis_url": f"redis://127.0.0.1:{free_port()}/0"})
+    async with run_bot(fake, cfg) as bot:
+        alice = fake.add_user("alice")
+        i = await fake.slash(alice, fake.channel, "imagine", {"prompt": "a lighthouse", "steps": 2})
+        job = await submitted(fake, bot, i)
+        assert job.state == "queued"
+        await fake.wait_for(lambda: "painting is paused: no worker reachable" in (i.original.content or ""))
