@@ -397,6 +397,8 @@ class RedisLink:
                 await self.q._conclude(msg.job_id, Outcome("stopped", solo=msg.solo))
         except Exception as e:
             await self.q._broken(msg.job_id, e)
+        if not isinstance(msg, ProgressMsg):
+            self.q._wakeup.set()  # a worker has room again: hand out the next job now
 
 
 # -- a remote worker's end -------------------------------------------------------------------
