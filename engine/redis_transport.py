@@ -446,6 +446,7 @@ class RedisSource:
                 await t
         with contextlib.suppress(Exception):
             await self.r.hdel(WORKERS, self.name)
+            await self.r.delete(self.stream)
         with contextlib.suppress(Exception):
             await self.r.aclose()
 
@@ -600,6 +601,11 @@ async def run_worker(cfg: Config, url: str, name: str | None, device: str | None
             await r.aclose()
         raise
     dev = device or cfg.models.device
+    if dev.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise UserError(f"--device {dev} was asked for, but no CUDA GPU is available")
     name = name or f"{socket.gethostname()}-{os.getpid()}"
     runner = runner or EngineRunner(cfg, device=device)
     source = RedisSource(r, cfg.queue, name, dev, runner)

@@ -220,25 +220,50 @@ async def test_bad_messages_on_the_wire_are_dropped_and_logged_and_everyone_keep
     assert "dropped a malformed message" in logs and "Traceback" not in logs
 
 
-def test_a_worker_with_a_wrong_password_or_no_redis_says_one_line_and_exits_2(fleet: Fleet, tmp_path: Path):
+def test_a_worker_with_a_wrong_password_or_no_redis_says_one_line_and_exits_2(
+        fleet: Fleet, tmp_path: Path, capsys: pytest.CaptureFixture[str]):
+    from engine.__main__ import main
+
     locked = RedisServer(tmp_path / "locked", password="right")
     locked.start()
     try:
-        env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])}
-        procs = [subprocess.Popen([sys.executable, "-m", "engine", "worker", "--config", str(fleet.config),
-                                   "--redis", url], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-                 for url in (f"redis://:wrong@127.0.0.1:{locked.port}/0", f"redis://127.0.0.1:{free_port()}/0")]
-        for proc in procs:
-            try:
-                _out, stderr = proc.communicate(timeout=60)
-            finally:
-                proc.kill()
-            p = subprocess.CompletedProcess(proc.args, proc.returncode, _out, stderr)
-            assert p.returncode == 2, p.stderr
-            assert len(p.stderr.strip().splitlines()) == 1 and "Redis" in p.stderr
-            assert "wrong" not in p.stderr, "the password is never printed"
+        for url in (f"redis://:wrong@127.0.0.1:{locked.port}/0", f"redis://127.0.0.1:{free_port()}/0",
+                    "http://127.0.0.1/0"):
+            assert main(["worker", "--config", str(fleet.config), "--redis", url]) == 2
+            err = capsys.readouterr().err
+            assert len(err.strip().splitlines()) == 1 and "Redis" in err, err
+            assert "wrong" not in err, "the password is never printed"
     finally:
         locked.kill()
+
+
+def test_fleet_shows_the_workers_and_the_queue_per_owner(fleet: Fleet, capsys: pytest.CaptureFixture[str]):
+    from engine.__main__ import main
+
+    fleet.wait_for_workers("w1", "w2")
+    assert main(["fleet", "--config", str(fleet.config)]) == 0
+    out = capsys.readouterr().out
+    assert "workers: 2" in out or "workers: 3" in out
+    for name in ("w1", "w2"):
+        assert f"  {name}  cpu  jobs " in out
+    assert "tiny_vqgan" in out and "last heartbeat" in out and "queue: 0 waiting, 0 running" in out
+
+
+async def test_a_worker_stopped_with_sigterm_hands_its_job_back_at_once(fleet: Fleet, coordinator):
+    fleet.wait_for_workers("w1", "w2")
+    q, rec, cfg = await coordinator()
+    job, _ = await q.submit(ask(cfg, "a slow sunset", steps=120), owner="alice")
+    await rec.until(lambda: rec.of(Progress, job.id))
+    name = await wait_holder(fleet, job.id)
+    stopped_at = time.monotonic()
+    fleet.workers.kill(name, signal.SIGTERM)
+    assert fleet.workers.procs[name].returncode == 0
+    await rec.until(lambda: len(rec.of(Started, job.id)) == 2, timeout=10)
+    assert time.monotonic() - stopped_at < 2.5, "handed back at once, not after worker_timeout_s"
+    assert rec.of(Started, job.id)[1].job.attempts == 1, "a handed-back job's attempt is not counted"
+    await rec.until(ended(rec, [job.id]), timeout=30)
+    assert len(rec.of(Finished, job.id)) == 1
+    fleet.workers.start(name)
 
 
 async def test_the_coordinator_starts_without_redis_and_says_painting_is_paused(fleet: Fleet, tmp_path: Path):
