@@ -550,7 +550,10 @@ class RedisSource:
 
     def _handle(self, msg: Any) -> None:
         if isinstance(msg, JobMsg):
-            if msg.boot != self.boot or msg.job_id in self.leases or self.closing:
+            if msg.boot == self.boot and msg.job_id in self.leases:  # handed out again while still here:
+                self.leases[msg.job_id] = msg.lease  # the same work, reported under the new lease
+                return
+            if msg.boot != self.boot or self.closing:
                 log.info("worker %s: dropped job %s (not for this run of the worker)", self.name, msg.job_id)
                 return
             ctl = Control(msg.job_id, time.monotonic() + self.cfg.job_timeout_s)

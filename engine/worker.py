@@ -107,7 +107,7 @@ class Worker:
                         await self._run(a)
                 except Exception:  # a bug: say so on the job, keep serving the others
                     log.exception("worker: job %s", a.job_id)
-                    for job_id in [a.job_id, *self.running]:
+                    for job_id in dict.fromkeys([a.job_id, *self.running]):
                         if self.running.pop(job_id, None) is not None or job_id == a.job_id:
                             await self._report_broken(job_id)
         finally:
