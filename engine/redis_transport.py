@@ -437,7 +437,8 @@ class RedisSource:
 
     async def close(self) -> None:
         for msg, _ctl in self.inbox:  # handed out, never started: back at once
-            await self._post(ReturnedMsg(worker=self.name, job_id=msg.job_id, lease=msg.lease))
+            lease = self.leases.get(msg.job_id, msg.lease)
+            await self._post(ReturnedMsg(worker=self.name, job_id=msg.job_id, lease=lease))
         self.inbox.clear()
         for t in self._tasks:
             t.cancel()
