@@ -595,8 +595,6 @@ class RedisSource:
 
 async def run_worker(cfg: Config, url: str, name: str | None, device: str | None, runner: Any = None) -> int:
     """``python -m engine worker``: serve jobs from Redis until SIGTERM or Ctrl-C."""
-    from engine.runner import EngineRunner
-
     r = connect(url)
     try:
         await check_reachable(r, url)
@@ -611,7 +609,10 @@ async def run_worker(cfg: Config, url: str, name: str | None, device: str | None
         if not torch.cuda.is_available():
             raise UserError(f"--device {dev} was asked for, but no CUDA GPU is available")
     name = name or f"{socket.gethostname()}-{os.getpid()}"
-    runner = runner or EngineRunner(cfg, device=device)
+    if runner is None:
+        from engine.runner import EngineRunner  # torch, only now
+
+        runner = EngineRunner(cfg, device=device)
     source = RedisSource(r, cfg.queue, name, dev, runner)
     await source.start()
     loop = asyncio.get_running_loop()

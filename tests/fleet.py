@@ -99,3 +99,36 @@ class Workers:
             if proc.poll() is None:
                 os.kill(proc.pid, signal.SIGKILL)
                 proc.wait()
+
+
+class OutOfMemoryRunner:
+    """A runner on a GPU that is too small for pictures wider than 32 pixels (a fake, for a worker
+    process of its own): those raise CUDA's out-of-memory error; the others are painted at once."""
+
+    def __call__(self, request, on_progress, should_stop):
+        from types import SimpleNamespace
+
+        from PIL import Image
+
+        if request.width > 32:
+            raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        img = Image.new("RGB", (request.width, request.height), (1, 2, 3))
+
+        def png() -> bytes:
+            import io
+
+            buf = io.BytesIO()
+            img.save(buf, format="PNG")
+            return buf.getvalue()
+
+        return SimpleNamespace(image=img, request=request, seconds=0.0, losses=[], mask=None, png_bytes=png)
+
+
+def run_small_gpu_worker(config: str, url: str, name: str) -> None:
+    """The entry point of ``multiprocessing`` worker with ``OutOfMemoryRunner``."""
+    import asyncio
+
+    from engine.config import load_config
+    from engine.redis_transport import run_worker
+
+    asyncio.run(run_worker(load_config(config), url, name, "cpu", runner=OutOfMemoryRunner()))

@@ -374,6 +374,37 @@ async def test_a_worker_without_the_model_hands_the_job_on_and_keeps_serving(fle
     fleet.workers.kill("blind", signal.SIGTERM)
 
 
+async def test_a_worker_out_of_memory_says_so_on_the_job_and_keeps_serving(fleet: Fleet, tmp_path: Path):
+    import multiprocessing
+
+    from tests.fleet import run_small_gpu_worker
+
+    own = RedisServer(tmp_path / "redis")  # this worker alone, so the job cannot land elsewhere
+    own.start()
+    proc = multiprocessing.get_context("spawn").Process(
+        target=run_small_gpu_worker, args=(str(fleet.config), own.url, "small-gpu"))
+    proc.start()
+    q = None
+    try:
+        cfg = fleet.cfg(tmp_path, redis_url=own.url, oom_retry_smaller=True)
+        q = JobQueue(cfg)
+        rec = Recorder(q)
+        await q.start()
+        big, _ = await q.submit(ask(cfg, "too big").with_changes(width=96, height=96), owner="alice")
+        await rec.until(ended(rec, [big.id]), timeout=30)
+        reason = rec.of(Failed, big.id)[0].reason
+        assert reason.startswith("ran out of GPU memory at 96x96, and again at 64x64 when retried smaller")
+        small, _ = await q.submit(ask(cfg, "fits"), owner="bob")
+        await rec.until(ended(rec, [small.id]), timeout=30)
+        assert rec.of(Finished, small.id), "the worker keeps serving"
+    finally:
+        if q is not None:
+            await q.close()
+        proc.kill()
+        proc.join(10)
+        own.kill()
+
+
 async def test_a_job_that_takes_down_three_workers_fails_with_a_message(fleet: Fleet, coordinator):
     fleet.workers.start("w3")
     fleet.wait_for_workers("w1", "w2", "w3")
