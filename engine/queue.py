@@ -14,6 +14,9 @@ The front end submits ``Request``s and listens to job events; the engine never r
 * a stored job this version cannot read fails alone ("saved by an older version; please ask
   again"); storage failures are ``StorageError``s, one line naming the path and what to do;
 * ``submit(..., forget_after={key: seconds})`` drops short-lived secrets from the stored origin;
+* this is the coordinator: it decides whose turn it is and records; the jobs run in
+  ``engine.worker`` (``backend = "local"``: in this process; ``"redis"``: in ``python -m engine worker``
+  processes, through ``engine.redis_transport``);
 * the generation runs on one worker thread, so the event loop stays responsive; each listener
   has its own delivery task, so a slow listener stalls neither the worker nor the others (it
   may miss intermediate ``Progress`` events, never any other kind).
