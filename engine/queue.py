@@ -450,7 +450,10 @@ class JobQueue:
 
     def _finish(self, job: Job, run: Any) -> _Outcome:
         """On the worker thread: the final image of a batched run, written like a solo job's."""
-        result = run.result()
+        try:
+            result = run.result()
+        except UserError as e:  # this run broke down (e.g. a NaN loss): it fails, the batch goes on
+            return _Outcome("failed", reason=str(e))
         png = result.png_bytes()
         path = self._results / f"{job.id}.png"
         path.with_suffix(".tmp").write_bytes(png)
