@@ -63,9 +63,9 @@ def open_image(source: str | Path | bytes, *, what: str = "image", max_bytes: in
             if w * h > max_pixels:
                 raise BadImage(f"{name}: {w}x{h} is over the {max_pixels:,} pixel limit; use a smaller image")
             box = None if working_size is None else (2 * working_size[0], 2 * working_size[1])
-            if box is not None:
+            if box is not None and img.format in ("JPEG", "MPO"):  # decode at 1/2, 1/4 or 1/8 scale
                 turned = img.getexif().get(ORIENTATION) in (5, 6, 7, 8)  # the file is stored on its side
-                img.draft(None, box[::-1] if turned else box)  # JPEG: decode at a smaller scale; else nothing
+                img.draft(None, box[::-1] if turned else box)
             img.load()
             ImageOps.exif_transpose(img, in_place=True)
             img = _eight_bit(img)

@@ -199,7 +199,10 @@ def trusted_models(data: Any, cfg: ModelsConfig, *, source: str, replaced: Colle
         raise UserError(f"{source}: models in its metadata: {validation_message(e)}") from None
 
     def same_file(a: str | None, b: str | None) -> bool:
-        return a == b or (a is not None and b is not None and Path(a).resolve() == Path(b).resolve())
+        if a == b:
+            return True
+        resolved = None if a is None or b is None else _resolved(a)
+        return resolved is not None and resolved == _resolved(b)  # type: ignore[arg-type]
 
     hint = "give --{} to choose one yourself"
     for key in ("vqgan_config", "vqgan_checkpoint", "clip_config", "clip_checkpoint"):
@@ -235,9 +238,18 @@ def check_files_beside(req: Request, folder: Path, *, source: str) -> None:
     top = folder.resolve()
     named = [req.init_image, req.mask, *(p.path for p in req.image_prompts)]
     for path in filter(None, named):
-        if not Path(path).resolve().is_relative_to(top):
+        resolved = _resolved(path)
+        if resolved is None or not resolved.is_relative_to(top):
             raise UserError(f"{source}: its metadata names the image {path!r}, outside the PNG's folder; "
                             "a rerun opens only images beside the PNG (copy them there, or use edit)")
+
+
+def _resolved(path: str) -> Path | None:
+    """The absolute path without links, or None for a name no file can have (e.g. with a NUL byte)."""
+    try:
+        return Path(path).resolve()
+    except (OSError, ValueError):
+        return None
 
 
 def _number(v: Any) -> Any:
