@@ -179,11 +179,12 @@ def test_large_inputs_are_shrunk_while_decoding_to_twice_the_working_size():
 # ------------------------------------------------------------------ 11. other people's PNGs
 
 
-def _made_here(tiny_config_path: Path, folder: Path, name: str = "made.png") -> tuple[Path, dict]:
-    out = folder / name
-    assert main(["imagine", "a lighthouse", "-o", str(out), "--steps", "1", "--seed", "5",
-                 "--config", str(tiny_config_path)]) == 0
-    return out, read_metadata(out)
+def _made_here(tiny_config_path: Path) -> dict:
+    """The metadata ``imagine`` writes for a one-step picture with the configured models."""
+    from engine.request import Request
+
+    req = Request.from_config(load_config(tiny_config_path), prompt="a lighthouse", seed=5, steps=1)
+    return {"engine_version": "0.1.0", "request": req.to_metadata()}
 
 
 def _forged(path: Path, meta: dict) -> Path:
@@ -197,7 +198,7 @@ def test_rerun_refuses_a_clip_model_named_by_the_metadata(tiny_config_path, tmp_
         raise AssertionError("a CLIP model was fetched")
 
     monkeypatch.setattr(open_clip, "create_model", no_fetch)
-    _, meta = _made_here(tiny_config_path, tmp_path)
+    meta = _made_here(tiny_config_path)
     meta["request"]["models"].update(clip_model="hf-hub:attacker/evil-clip", clip_pretrained=None,
                                      clip_config=None, clip_checkpoint=None)
     evil = _forged(tmp_path / "evil.png", meta)
@@ -211,14 +212,14 @@ def test_rerun_refuses_model_files_the_metadata_names(tiny_config_path, tiny_cfg
     elsewhere = tmp_path / "downloads"
     elsewhere.mkdir()
     ckpt = shutil.copy(tiny_cfg.models.vqgan_checkpoint, elsewhere / "model.ckpt")
-    _, meta = _made_here(tiny_config_path, tmp_path)
+    meta = _made_here(tiny_config_path)
     meta["request"]["models"]["vqgan_checkpoint"] = str(ckpt)
     code = run(tiny_config_path, "rerun", str(_forged(tmp_path / "evil.png", meta)), "-o", str(tmp_path / "o.png"))
     refused(capsys, code, str(ckpt), "not the configured one")
 
 
 def test_a_model_chosen_on_the_command_line_wins_over_the_metadata(tiny_config_path, tiny_cfg, tmp_path):
-    _, meta = _made_here(tiny_config_path, tmp_path)
+    meta = _made_here(tiny_config_path)
     meta["request"]["models"].update(clip_model="hf-hub:attacker/evil-clip", clip_config=None, clip_checkpoint=None)
     evil = _forged(tmp_path / "evil.png", meta)
     out = tmp_path / "again.png"
@@ -235,7 +236,7 @@ def test_rerun_opens_only_images_beside_the_png(tiny_config_path, tmp_path, caps
     Image.new("RGB", (32, 32), (250, 200, 10)).save(secret)
     downloads = tmp_path / "downloads"
     downloads.mkdir()
-    _, meta = _made_here(tiny_config_path, tmp_path)
+    meta = _made_here(tiny_config_path)
     meta["request"].update(kind="edit", init_image=str(secret))
     evil = _forged(downloads / "evil.png", meta)
     code = run(tiny_config_path, "rerun", str(evil), "-o", str(downloads / "o.png"))
