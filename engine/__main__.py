@@ -154,6 +154,8 @@ def _collage(args: argparse.Namespace, cfg: Config, io_limits: dict[str, int]) -
     from engine.imageio import open_image
 
     seam = cfg.editing.seam if args.seam is None else args.seam
+    if not 0 <= seam <= 128:
+        raise UserError(f"--seam must be between 0 and 128 pixels (got {seam})")
     base = open_image(args.input, what="input image", **io_limits)
     pieces = []
     for spec in args.paste:

@@ -68,6 +68,13 @@ def test_non_finite_or_absurd_numbers_are_refused(tiny_config_path, tmp_path, ca
     assert not out.exists()
 
 
+def test_an_absurd_seam_is_refused(tiny_config_path, tmp_path, capsys):
+    holes = tmp_path / "holes.png"
+    Image.new("RGBA", (32, 32), (0, 0, 0, 0)).save(holes)
+    code = run(tiny_config_path, "edit", str(holes), "a bridge", "-o", str(tmp_path / "o.png"), "--seam", str(10**12))
+    refused(capsys, code, "--seam must be between 0 and 128")
+
+
 def test_a_run_whose_loss_becomes_nan_stops_at_once_with_a_message(tiny_cfg, tmp_path, capsys):
     """A broken checkpoint (a NaN in the decoder) makes every step NaN: the run stops at step 1
     instead of painting 40 black progress images and a black result."""
