@@ -83,12 +83,11 @@ def open_image(source: str | Path | bytes, *, what: str = "image", max_bytes: in
 
 
 def _eight_bit(img: Image.Image) -> Image.Image:
-    """16-bit grey (PNG) -> 8-bit grey with the same tones; ``convert`` would clip it to white."""
+    """16-bit grey (PNG: ``I;16``, ``I`` in older Pillows) -> 8-bit grey with the same tones;
+    ``convert`` would clip every value over 255 to white."""
     if img.mode.startswith("I;16") or img.mode == "I":
-        arr = np.asarray(img).astype(np.uint32).clip(0, 65535)
+        arr = np.asarray(img).astype(np.int64).clip(0, 65535)
         return Image.fromarray(((arr * 255 + 32767) // 65535).astype(np.uint8), "L")
-    if img.mode == "F":
-        return Image.fromarray((np.asarray(img).clip(0, 1) * 255).round().astype(np.uint8), "L")
     return img
 
 
