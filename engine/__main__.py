@@ -90,8 +90,8 @@ def _image_prompts(specs: list[str]) -> tuple[dict[str, Any], ...]:
 
 
 def _request(args: argparse.Namespace, cfg: Config):
-    from engine.imageio import fit_size, load_mask, load_rgb, read_metadata
-    from engine.request import ImagePrompt, ModelSpec, Request, check_limits
+    from engine.imageio import fit_size, load_mask, load_rgb
+    from engine.request import ModelSpec, Request, check_files_beside, check_limits
 
     lim = cfg.limits
     io_limits = {"max_bytes": lim.max_input_bytes, "max_pixels": lim.max_input_pixels}
@@ -101,17 +101,16 @@ def _request(args: argparse.Namespace, cfg: Config):
         over.update(width=args.size[0], height=args.size[1])
     for spec in _image_prompts(args.image_prompt):
         load_rgb(spec["path"], what="image prompt", **io_limits)
-    if args.image_prompt:
-        over["image_prompts"] = tuple(ImagePrompt(**s) for s in _image_prompts(args.image_prompt))
+    if args.image_prompt:  # dicts, so that Request.parse validates the weights (finite, in range)
+        over["image_prompts"] = _image_prompts(args.image_prompt)
 
     if args.command == "vary":
         req = _variation(args, cfg, over, io_limits)
     elif args.command == "rerun":
         load_rgb(args.input, what="input image", **io_limits)  # refuse non-images first
-        meta = read_metadata(args.input)
-        if not meta or "request" not in meta:
-            raise UserError(f"{args.input}: no vqgan-clip request in this PNG's metadata")
-        req = Request.parse(meta["request"]).with_changes(**{k: v for k, v in over.items() if v is not None})
+        req = Request.parse(_parent_request(args, cfg, required=True))
+        check_files_beside(req, args.input.parent, source=str(args.input))
+        req = req.with_changes(**{k: v for k, v in over.items() if v is not None})
     else:
         if args.command == "edit":
             img = load_rgb(args.input, what="input image", **io_limits)
@@ -155,6 +154,8 @@ def _collage(args: argparse.Namespace, cfg: Config, io_limits: dict[str, int]) -
     from engine.imageio import open_image
 
     seam = cfg.editing.seam if args.seam is None else args.seam
+    if not 0 <= seam <= 128:
+        raise UserError(f"--seam must be between 0 and 128 pixels (got {seam})")
     base = open_image(args.input, what="input image", **io_limits)
     pieces = []
     for spec in args.paste:
@@ -179,25 +180,46 @@ def _variation(args: argparse.Namespace, cfg: Config, over: dict[str, Any], io_l
     """A new seed from the parent's own image, with fewer steps and a pull towards the parent."""
     import hashlib
 
-    from engine.imageio import load_rgb, read_metadata
+    from engine.imageio import load_rgb
     from engine.request import Request
 
     img = load_rgb(args.input, what="input image", **io_limits)
-    meta = read_metadata(args.input) or {}
-    parent = meta.get("request", {})
+    parent = _parent_request(args, cfg, required=False)
     prompt = args.prompt or parent.get("prompt")
     if not prompt:
         raise UserError(f"{args.input} has no prompt in its metadata: give one, e.g. vary IN.png 'a castle'")
     strength = args.strength or cfg.editing.vary_strength
     if not 0 < strength <= 1:
         raise UserError("--strength must be more than 0 and at most 1")
-    steps = over.pop("steps", None) or max(1, round(parent.get("steps", cfg.generation.steps) * strength))
+    parent_steps = parent.get("steps", cfg.generation.steps)
+    if not isinstance(parent_steps, int) or isinstance(parent_steps, bool) or not 0 < parent_steps <= 10**6:
+        raise UserError(f"{args.input}: its metadata's steps {str(parent_steps)[:20]!r} is not a number of steps")
+    steps = over.pop("steps", None) or max(1, round(parent_steps * strength))
     digest = hashlib.sha256(args.input.read_bytes()).hexdigest()[:16]
     keep = {k: v for k, v in over.items() if v is not None}
     fields = {k: parent[k] for k in ("models", "cutouts", "cut_pow", "lr", "betas") if k in parent}
     return Request.from_config(cfg, **{**fields, **keep}, kind="vary", prompt=prompt, init_image=str(args.input),
                                steps=steps, width=img.width, height=img.height,
                                parent=f"sha256:{digest} seed:{parent.get('seed', '?')}")
+
+
+def _parent_request(args: argparse.Namespace, cfg: Config, *, required: bool) -> dict[str, Any]:
+    """The request in the input PNG's metadata, as untrusted data: its models may name only presets
+    and the configured models (a model chosen on the command line replaces the metadata's)."""
+    from engine.imageio import read_metadata
+    from engine.request import trusted_models
+
+    meta = read_metadata(args.input, what="input image") or {}
+    parent = meta.get("request")
+    if parent is None and not required:
+        return {}
+    if not isinstance(parent, dict):
+        raise UserError(f"{args.input}: no vqgan-clip request in this PNG's metadata")
+    replaced = {g for g, flags in (("vqgan", ("vqgan", "vqgan_config", "vqgan_checkpoint")),
+                                   ("clip", ("clip_model", "clip_pretrained", "clip_config", "clip_checkpoint")))
+                if any(getattr(args, f) for f in flags)}
+    return {**parent, "models": trusted_models(parent.get("models"), cfg.models, source=str(args.input),
+                                               replaced=replaced)}
 
 
 def _run(args: argparse.Namespace, cfg: Config) -> int:

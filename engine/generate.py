@@ -15,6 +15,7 @@ draws its random cutouts from its own RNG, so a job gives the same image alone o
 from __future__ import annotations
 
 import contextlib
+import math
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -27,7 +28,7 @@ from PIL import Image
 
 from engine import __version__
 from engine.cutouts import make_augment, make_cutouts
-from engine.errors import BadImage, Cancelled
+from engine.errors import BadImage, Cancelled, UserError
 from engine.imageio import load_mask, load_rgb, png_bytes
 from engine.losses import Targets, latent_anchor, prompt_loss, z_l2
 from engine.masks import composite, feather, latent_mask
@@ -36,6 +37,8 @@ from engine.ops import clamp_with_grad, vector_quantize
 from engine.prompts import parse_prompts
 from engine.request import Request
 from engine.selfmask import clip_scorer, region_mask
+
+NAN_CHECK_EVERY = 10  # steps between checks for a NaN loss on a GPU (each check waits for the GPU)
 
 
 @dataclass
@@ -125,6 +128,7 @@ class Run:
         self.t0 = time.perf_counter()
         self.step_no = 0
         self.losses: list[float] = []
+        self.error: str | None = None  # why the run broke down, if it did
         dev = models.device
         self._rng_devices = [dev] if dev.type == "cuda" else []
         with torch.random.fork_rng(devices=self._rng_devices):
@@ -201,7 +205,21 @@ class Run:
 
     @property
     def done(self) -> bool:
-        return self.step_no >= self.req.steps
+        return self.step_no >= self.req.steps or self.error is not None
+
+    def _diverged(self, loss: torch.Tensor) -> bool:
+        """A NaN or infinite loss never recovers (Adam spreads it into z): stop the run with a message
+        instead of painting black to the end. On a GPU the check waits for the GPU, so it runs every
+        ``NAN_CHECK_EVERY`` steps there; on a CPU it is free and runs every step."""
+        n = self.step_no
+        if self.z.device.type != "cpu" and n % NAN_CHECK_EVERY and n != self.req.steps:
+            return False
+        value = float(loss.detach())
+        if math.isfinite(value):
+            return False
+        self.error = (f"the picture broke down at step {n} (the loss became {value}): "
+                      "try smaller prompt weights or a smaller learning rate")
+        return True
 
     def check_stop(self) -> None:
         if self.should_stop is not None and self.should_stop():
@@ -229,6 +247,8 @@ class Run:
         self.opt.zero_grad(set_to_none=True)
         self.step_no += 1
         n = self.step_no
+        if self._diverged(loss):
+            return
         if self.on_progress is not None and (n % self.progress_every == 0 or n == self.req.steps):
             value = float(loss.detach())  # the only host sync, at progress steps
             self.losses.append(value)
@@ -237,6 +257,9 @@ class Run:
             self.on_progress(Progress(n, self.req.steps, value, to_uint8(image)))
 
     def result(self) -> Result:
+        """The final image; a ``UserError`` when the run broke down (NaN loss)."""
+        if self.error is not None:
+            raise UserError(self.error)
         with torch.no_grad():
             final = to_uint8(synth(self.models, self.z))
             if self.soft is not None:

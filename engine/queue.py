@@ -520,7 +520,10 @@ class JobQueue:
 
     def _finish(self, job: Job, run: Any) -> _Outcome:
         """On the worker thread: the final image of a batched run, written like a solo job's."""
-        result = run.result()
+        try:
+            result = run.result()
+        except UserError as e:  # this run broke down (e.g. a NaN loss): it fails, the batch goes on
+            return _Outcome("failed", reason=str(e))
         png = result.png_bytes()
         try:
             path = self._write_result(job.id, png)
