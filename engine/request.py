@@ -48,6 +48,15 @@ class ImagePrompt(BaseModel):
     weight: float = 1.0
 
 
+class InputFile(BaseModel):
+    """An input file as it was when the image was made, so that a rerun can find it and check it."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    path: str  # absolute
+    sha256: str
+
+
 class Request(BaseModel):
     """One image to make or edit. Paths point at files the engine may read."""
 
@@ -78,6 +87,7 @@ class Request(BaseModel):
     keep_latent: float = Field(0.0, ge=0)
     models: ModelSpec = ModelSpec()
     parent: str | None = None
+    inputs: tuple[InputFile, ...] = ()  # init image, mask, image prompts: absolute path + sha256
 
     @field_validator("region")
     @classmethod
