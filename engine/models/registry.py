@@ -182,6 +182,8 @@ class ClipWeights:
     source: str  # where open_clip gets them from
     approx_size: int | None
     cached_path: Path | None
+    # (url, where to save it), best first: ``<cache>/open_clip/<model>/<tag>/<file name on the hub>``
+    downloads: tuple[tuple[str, Path], ...] = ()
 
 
 # fp32 safetensors on the HF hub (151,277,313 parameters); the original OpenAI fp16 .pt is ~354 MB.
@@ -216,7 +218,16 @@ def clip_weights(model: str, pretrained: str, cache_dirs: tuple[Path, ...] = ())
         return ClipWeights(model, pretrained, source, size, cached)
     repo, filename = hub.rsplit("/", 1) if hub.count("/") > 1 else (hub, "")  # "org/repo[/file]"
     candidates = [filename] if filename else ["open_clip_model.safetensors", "open_clip_pytorch_model.bin"]
-    cached = None
+    if filename.endswith((".bin", ".pth")):  # open_clip prefers a safetensors twin when the hub has one
+        candidates.insert(0, filename[:-4] + ".safetensors")
+    endpoint = (os.environ.get("HF_ENDPOINT") or "https://huggingface.co").rstrip("/")
+    downloads = tuple(
+        (f"{endpoint}/{repo}/resolve/main/{name}", cache_dirs[0] / model / pretrained / name)
+        for name in candidates
+    ) if cache_dirs else ()
+    cached = next((dest for _, dest in downloads if dest.is_file()), None)
+    if cached is not None:
+        return ClipWeights(model, pretrained, f"Hugging Face hub {repo}", size, cached, downloads)
     try:
         from huggingface_hub import try_to_load_from_cache
 
@@ -230,4 +241,4 @@ def clip_weights(model: str, pretrained: str, cache_dirs: tuple[Path, ...] = ())
                 break
     except Exception:
         pass
-    return ClipWeights(model, pretrained, f"Hugging Face hub {repo}", size, cached)
+    return ClipWeights(model, pretrained, f"Hugging Face hub {repo}", size, cached, downloads)
