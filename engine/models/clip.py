@@ -112,7 +112,9 @@ def load_clip_pretrained(name: str, pretrained: str | None, cache_dir: str | Non
     pcfg = get_pretrained_cfg(name, pretrained or "") or {}
     quick_gelu = bool(pcfg.get("quick_gelu", False))
     weights: str | None = None
-    if pretrained:
+    if ":" in name:  # "hf-hub:org/repo": open_clip fetches config and weights itself
+        weights = pretrained
+    elif pretrained:
         if Path(pretrained).expanduser().is_file():
             weights = str(Path(pretrained).expanduser())
         else:
@@ -120,7 +122,7 @@ def load_clip_pretrained(name: str, pretrained: str | None, cache_dir: str | Non
                 raise UserError(f"unknown CLIP model {name!r}; see open_clip.list_models()")
             weights = str(clip_weights_path(name, pretrained, cache_dir or Path.home() / ".cache" / "clip"))
     try:
-        model = open_clip.create_model(name, pretrained=weights, force_quick_gelu=quick_gelu)
+        model = open_clip.create_model(name, pretrained=weights, force_quick_gelu=quick_gelu, cache_dir=cache_dir)
     except RuntimeError as e:
         if "not found" in str(e) and "config" in str(e).lower():
             raise UserError(f"unknown CLIP model {name!r}; see open_clip.list_models()") from None

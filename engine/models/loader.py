@@ -87,7 +87,8 @@ def fetch_missing(spec: ModelSpec, cache: Path, progress: bool = True) -> None:
     if spec.clip_config and spec.clip_checkpoint:
         problems += [f"model file not found: {p}" for p in (spec.clip_config, spec.clip_checkpoint)
                      if not Path(p).expanduser().is_file()]
-    elif spec.clip_pretrained and not Path(spec.clip_pretrained).expanduser().is_file():
+    elif (spec.clip_pretrained and ":" not in spec.clip_model
+          and not Path(spec.clip_pretrained).expanduser().is_file()):
         try:
             clip_weights_path(spec.clip_model, spec.clip_pretrained, cache / "open_clip")
         except ModelFileMissing as e:

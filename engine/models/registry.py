@@ -172,7 +172,7 @@ def ensure_preset(name: str, cache_dir: str | os.PathLike[str], progress: bool =
     return paths
 
 
-# --- CLIP: open_clip downloads its own weights; this is only for listings. ---
+# --- CLIP: where its weights come from and where they are kept (engine.models.clip fetches them). ---
 
 
 @dataclass(frozen=True)
@@ -191,10 +191,11 @@ _CLIP_SIZES = {("ViT-B-32", "openai"): 605 * _MB}
 
 
 def clip_weights(model: str, pretrained: str, cache_dirs: tuple[Path, ...] = ()) -> ClipWeights:
-    """Where open_clip fetches ``model``/``pretrained`` from and whether it is cached already.
+    """Where the weights of ``model``/``pretrained`` come from and whether they are cached already.
 
-    Looks in the Hugging Face hub cache (``$HF_HUB_CACHE``, by default
-    ``~/.cache/huggingface/hub``) and in ``cache_dirs``. Never touches the network.
+    Looks at ``<cache_dirs[0]>/<model>/<pretrained>/`` (where they are downloaded, or saved by hand),
+    then in the Hugging Face hub cache layout under ``cache_dirs`` and ``$HF_HUB_CACHE`` (by default
+    ``~/.cache/huggingface/hub``). URLs use ``$HF_ENDPOINT`` when set. Never touches the network.
     """
     size = _CLIP_SIZES.get((model, pretrained))
     if Path(pretrained).is_file():
