@@ -101,6 +101,8 @@ def clip_weights_path(name: str, pretrained: str, cache_dir: str | os.PathLike[s
                 return fetch(u, d, label=f"CLIP {name}/{pretrained} {d.name}")
             except FetchError as e:
                 reasons.append(str(e).split(" from ", 1)[-1].split("; download it yourself")[0])  # "URL (why)"
+                if "HTTP 404" not in str(e):  # only a file the hub lacks is worth asking for another name
+                    break
     raise ModelFileMissing(
         f"could not download CLIP {name}/{pretrained} weights from {', '.join(reasons)}; download {url} "
         f"yourself and save it as {dest} (the model's config JSON is {config_json(name)})"

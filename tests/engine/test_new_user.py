@@ -210,3 +210,45 @@ def test_cli_speaks_of_itself_not_of_a_bot(tiny_config_path, tmp_path, capsys):
     assert main(["edit", str(notes), "x", "-o", str(tmp_path / "o.png"), "--config", str(tiny_config_path)]) == 2
     err = one_line(capsys.readouterr().err)
     assert "not an image" in err and "bot" not in err
+
+
+def test_clip_weights_download_lands_where_the_offline_message_says(tmp_path, monkeypatch):
+    """With a network, the hub's redirect is followed and the file is kept at the path offline runs name."""
+    import http.server
+    import threading
+
+    from engine.models.clip import clip_weights_path
+
+    body = b"\x00weights" * 1000
+    seen: list[str] = []
+
+    class Hub(http.server.BaseHTTPRequestHandler):
+        def log_message(self, *args: object) -> None:
+            pass
+
+        def do_GET(self) -> None:  # noqa: N802
+            seen.append(self.path)
+            if self.path.endswith("/resolve/main/open_clip_model.safetensors"):
+                self.send_response(302)  # the hub sends files from a CDN
+                self.send_header("Location", "/cdn/blob")
+                self.end_headers()
+            elif self.path == "/cdn/blob":
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body)))
+                self.send_header("Content-Type", "application/octet-stream")
+                self.end_headers()
+                self.wfile.write(body)
+            else:
+                self.send_error(404)
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Hub)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{httpd.server_address[1]}")
+        got = clip_weights_path("ViT-B-32", "openai", tmp_path / "open_clip")
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+    assert got == tmp_path / "open_clip" / "ViT-B-32" / "openai" / "open_clip_model.safetensors"
+    assert got.read_bytes() == body
+    assert seen == ["/timm/vit_base_patch32_clip_224.openai/resolve/main/open_clip_model.safetensors", "/cdn/blob"]
