@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 import tempfile
 from pathlib import Path
@@ -192,6 +193,8 @@ def _writable(path: Path, flag: str, *, folder: bool = False) -> None:
     else:
         if path.is_dir():
             raise UserError(f"{flag} {path} is a folder; give a file name, e.g. {path / 'out.png'}")
+        if path.exists() and not os.access(path, os.W_OK):
+            raise UserError(f"{flag} {path}: the file exists and cannot be overwritten")
         target = path.parent
     existing = target.absolute()
     while not existing.exists():
