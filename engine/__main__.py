@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -45,8 +47,26 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--progress-dir", type=Path, help="folder for the progress images")
 
 
+def _bench_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    """``bench``'s options live here so that ``--help`` and usage errors never import torch."""
+    p = sub.add_parser("bench", help="time a step against the plain reference loop")
+    p.add_argument("--config", help="config.toml (models, device)")
+    p.add_argument("--size", type=int, nargs=2, default=(64, 64), metavar=("W", "H"))
+    p.add_argument("--cutouts", type=int, default=16)
+    p.add_argument("--steps", type=int, default=5, help="timed steps per measurement")
+    p.add_argument("--repeats", type=int, default=5, help="measurements; the median is reported")
+    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--precision", choices=["fp32", "bf16", "fp16"])
+    p.add_argument("--jobs", default="1,2,4", help="concurrent jobs to measure, e.g. 1,2,4 ('' to skip)")
+    p.add_argument("--random-weights", action="store_true",
+                   help="random models of the real presets' shapes (imagenet_f16_16384, ViT-B-32)")
+    p.add_argument("--json", action="store_true", help="print the figures as JSON")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    from engine import bench, cli_models
+    """The whole command line; building it imports nothing heavy (no torch)."""
+    from engine import cli_models
 
     parser = _Parser(prog="python -m engine", description="VQGAN+CLIP: paint and edit images from text.")
     parser.add_argument("--version", action="version", version=__version__)
@@ -74,7 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("input", type=Path)
     _common(p)
     cli_models.add_parser(sub)
-    bench.add_parser(sub)
+    _bench_parser(sub)
     return parser
 
 
@@ -90,6 +110,7 @@ def _image_prompts(specs: list[str]) -> tuple[dict[str, Any], ...]:
 
 
 def _request(args: argparse.Namespace, cfg: Config):
+    from engine import inputs
     from engine.imageio import fit_size, load_mask, load_rgb
     from engine.request import ModelSpec, Request, check_files_beside, check_limits
 
@@ -124,6 +145,8 @@ def _request(args: argparse.Namespace, cfg: Config):
             if not args.size:
                 over["width"], over["height"] = fit_size(*img.size, lim.max_width, lim.max_height, lim.max_pixels)
         req = Request.from_config(cfg, prompt=args.prompt, **over)
+    req = inputs.locate(req, args.input) if args.command == "rerun" else inputs.pin(req)
+    _check_mask_shape(req, io_limits)
 
     m = req.models
     files = {k: str(v) for k, v in {
@@ -146,6 +169,50 @@ def _request(args: argparse.Namespace, cfg: Config):
             raise UserError(f"model file not found: {path}")
     check_limits(req, lim)
     return req
+
+
+def _check_mask_shape(req, io_limits: dict[str, int]) -> None:
+    """A mask of another shape than its image is refused now, not after the models have loaded."""
+    from engine.imageio import open_image
+
+    if not (req.init_image and req.mask):
+        return
+    (mw, mh), (iw, ih) = (open_image(p, what=w, **io_limits).size
+                          for p, w in ((req.mask, "mask"), (req.init_image, "input image")))
+    if abs(mw / mh - iw / ih) > 0.02 * (iw / ih):
+        raise UserError(f"mask is {mw}x{mh} but the image is {iw}x{ih}: make the mask the same shape as the image")
+
+
+def _writable(path: Path, flag: str, *, folder: bool = False) -> None:
+    """Fail now, with the option's name, if ``path`` cannot be written (not after the whole run)."""
+    if folder:
+        if path.exists() and not path.is_dir():
+            raise UserError(f"{flag} {path}: not a folder")
+        target = path
+    else:
+        if path.is_dir():
+            raise UserError(f"{flag} {path} is a folder; give a file name, e.g. {path / 'out.png'}")
+        if path.exists() and not os.access(path, os.W_OK):
+            raise UserError(f"{flag} {path}: the file exists and cannot be overwritten")
+        target = path.parent
+    existing = target.absolute()
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise UserError(f"{flag} {path}: {existing} is not a folder")
+    try:
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as e:
+        raise UserError(f"{flag} {path}: cannot write in {existing} ({e.strerror})") from None
+
+
+def _check_outputs(args: argparse.Namespace) -> None:
+    _writable(args.output, "-o")
+    if args.save_every and args.progress_dir:
+        _writable(args.progress_dir, "--progress-dir", folder=True)
+    if getattr(args, "save_mask", None):
+        _writable(args.save_mask, "--save-mask")
 
 
 def _collage(args: argparse.Namespace, cfg: Config, io_limits: dict[str, int]) -> tuple[str, str] | None:
@@ -228,6 +295,7 @@ def _run(args: argparse.Namespace, cfg: Config) -> int:
     from engine.generate import generate
     from engine.models.loader import ModelCache
 
+    _check_outputs(args)
     req = _request(args, cfg)
     cache = ModelCache(cfg.models if not args.device else cfg.models.model_copy(update={"device": args.device}))
     models = cache.get(req.models)

@@ -36,22 +36,6 @@ IMAGENET_F16_16384 = {"model": {"target": "taming.models.vqgan.VQModel", "params
         "ch_mult": [1, 1, 2, 2, 4], "num_res_blocks": 2, "attn_resolutions": [16], "dropout": 0.0}}}}
 
 
-def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    p = sub.add_parser("bench", help="time a step against the plain reference loop")
-    p.add_argument("--config", help="config.toml (models, device)")
-    p.add_argument("--size", type=int, nargs=2, default=(64, 64), metavar=("W", "H"))
-    p.add_argument("--cutouts", type=int, default=16)
-    p.add_argument("--steps", type=int, default=5, help="timed steps per measurement")
-    p.add_argument("--repeats", type=int, default=5, help="measurements; the median is reported")
-    p.add_argument("--warmup", type=int, default=2)
-    p.add_argument("--device", choices=["auto", "cpu", "cuda"])
-    p.add_argument("--precision", choices=["fp32", "bf16", "fp16"])
-    p.add_argument("--jobs", default="1,2,4", help="concurrent jobs to measure, e.g. 1,2,4 ('' to skip)")
-    p.add_argument("--random-weights", action="store_true",
-                   help="random models of the real presets' shapes (imagenet_f16_16384, ViT-B-32)")
-    p.add_argument("--json", action="store_true", help="print the figures as JSON")
-
-
 def _random_models(device: torch.device) -> Models:
     import open_clip
 

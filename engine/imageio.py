@@ -81,7 +81,7 @@ def open_image(source: str | Path | bytes, *, what: str = "image", max_bytes: in
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise BadImage(f"{name}: over the {max_pixels:,} pixel limit; use a smaller image") from None
     except UnidentifiedImageError:
-        raise BadImage(f"{name}: not an image this bot can read ({READABLE})") from None
+        raise BadImage(f"{name}: not an image in a known format ({READABLE})") from None
     except (OSError, SyntaxError, ValueError, EOFError, struct.error) as e:
         raise BadImage(f"{name}: the image is damaged or truncated ({e})") from None
     return img

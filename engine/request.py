@@ -62,6 +62,15 @@ class ImagePrompt(BaseModel):
 Beta = Annotated[float, Field(ge=0, lt=1)]
 
 
+class InputFile(BaseModel):
+    """An input file as it was when the image was made, so that a rerun can find it and check it."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    path: str  # absolute
+    sha256: str
+
+
 class Request(BaseModel):
     """One image to make or edit. Paths point at files the engine may read.
 
@@ -96,6 +105,7 @@ class Request(BaseModel):
     keep_latent: float = Field(0.0, ge=0, le=MAX_WEIGHT)
     models: ModelSpec = ModelSpec()
     parent: str | None = None
+    inputs: tuple[InputFile, ...] = ()  # init image, mask, image prompts: absolute path + sha256
 
     @field_validator("region")
     @classmethod
@@ -230,14 +240,18 @@ def _clip_presets() -> set[tuple[str, str | None]]:
 
 
 def check_files_beside(req: Request, folder: Path, *, source: str) -> None:
-    """Images named by a request read from a file may only be in that file's folder (or below it).
+    """Images named by a request read from a file may only be in that file's folder (or below it),
+    unless the request pins their content by sha256 (``Request.inputs``, see ``engine.inputs.locate``).
 
     A rerun opens the input, mask and image prompts its metadata names; without this a PNG from
     anywhere could make us read any picture on the disk into a new image.
     """
     top = folder.resolve()
+    pinned = {i.path for i in req.inputs}  # found again only by their sha256: nothing new can be read
     named = [req.init_image, req.mask, *(p.path for p in req.image_prompts)]
     for path in filter(None, named):
+        if path in pinned:
+            continue
         resolved = _resolved(path)
         if resolved is None or not resolved.is_relative_to(top):
             raise UserError(f"{source}: its metadata names the image {path!r}, outside the PNG's folder; "
