@@ -188,7 +188,7 @@ def _variation(args: argparse.Namespace, cfg: Config, over: dict[str, Any], io_l
     prompt = args.prompt or parent.get("prompt")
     if not prompt:
         raise UserError(f"{args.input} has no prompt in its metadata: give one, e.g. vary IN.png 'a castle'")
-    strength = args.strength or cfg.editing.vary_strength
+    strength = cfg.editing.vary_strength if args.strength is None else args.strength
     if not 0 < strength <= 1:
         raise UserError("--strength must be more than 0 and at most 1")
     steps = over.pop("steps", None) or max(1, round(parent.get("steps", cfg.generation.steps) * strength))
