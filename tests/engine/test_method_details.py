@@ -144,3 +144,13 @@ def test_the_last_progress_frame_of_a_masked_edit_is_the_result(tiny_cfg, models
     result = generate(models, req, on_progress=frames.append, progress_every=1)
     assert [f.step for f in frames] == [1, 2, 3]
     assert np.array_equal(np.asarray(frames[-1].image), np.asarray(result.image))
+
+
+def test_bench_says_what_it_is_doing_on_stderr_and_keeps_stdout_for_figures(tiny_config_path, capsys):
+    assert main(["bench", "--config", str(tiny_config_path), "--size", "32", "32", "--cutouts", "2",
+                 "--steps", "1", "--repeats", "2", "--warmup", "0", "--jobs", "1,2"]) == 0
+    out, err = capsys.readouterr()
+    phases = [line for line in err.splitlines() if line.startswith("bench: ")]
+    assert [p.split(":")[1].split()[0].strip(",") for p in phases] == ["loading", "ours", "reference", "measuring",
+                                                            "measuring", "2"]
+    assert "speedup" in out and "bench:" not in out
