@@ -41,7 +41,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     p.add_argument("--config", help="config.toml (models, device)")
     p.add_argument("--size", type=int, nargs=2, default=(64, 64), metavar=("W", "H"))
     p.add_argument("--cutouts", type=int, default=16)
-    p.add_argument("--steps", type=int, help="timed steps per measurement (default 5 on CUDA, 2 on CPU)")
+    p.add_argument("--steps", type=int, help="timed steps per measurement (default 5 on CUDA, 1 on CPU)")
     p.add_argument("--repeats", type=int, help="measurements; the median is reported (default 5 on CUDA, 3 on CPU)")
     p.add_argument("--warmup", type=int, help="untimed steps first (default 2 on CUDA, 1 on CPU)")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"])
@@ -71,7 +71,7 @@ def _sync(device: torch.device) -> None:
 
 # Defaults per device: a CPU step at the real shapes takes seconds, so fewer of them (under 3 minutes in all).
 _DEFAULTS = {"cuda": {"steps": 5, "repeats": 5, "warmup": 2, "jobs": "1,2,4"},
-             "cpu": {"steps": 2, "repeats": 3, "warmup": 1, "jobs": "1,2"}}
+             "cpu": {"steps": 1, "repeats": 3, "warmup": 1, "jobs": "1,2"}}
 
 
 def _say(message: str) -> None:
@@ -106,7 +106,7 @@ def _time_pair(ours: Callable[[], None], ref: Callable[[], None], n: int, repeat
     """Median seconds per step of each, measured in turns so that other load on the machine hits both alike."""
     a, b = [], []
     for i in range(repeats):
-        _say(f"measuring, round {i + 1} of {repeats} ({n} steps each)")
+        _say(f"measuring, round {i + 1} of {repeats} ({n} step{'s' if n != 1 else ''} of each loop)")
         a.append(_once(ours, n, device))
         b.append(_once(ref, n, device))
     return statistics.median(a), statistics.median(b)
