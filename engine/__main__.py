@@ -53,12 +53,12 @@ def _bench_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type
     p.add_argument("--config", help="config.toml (models, device)")
     p.add_argument("--size", type=int, nargs=2, default=(64, 64), metavar=("W", "H"))
     p.add_argument("--cutouts", type=int, default=16)
-    p.add_argument("--steps", type=int, default=5, help="timed steps per measurement")
-    p.add_argument("--repeats", type=int, default=5, help="measurements; the median is reported")
-    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--steps", type=int, help="timed steps per measurement (default 5 on CUDA, 1 on CPU)")
+    p.add_argument("--repeats", type=int, help="measurements; the median is reported (default 5 on CUDA, 3 on CPU)")
+    p.add_argument("--warmup", type=int, help="untimed steps first (default 2 on CUDA, 1 on CPU)")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"])
     p.add_argument("--precision", choices=["fp32", "bf16", "fp16"])
-    p.add_argument("--jobs", default="1,2,4", help="concurrent jobs to measure, e.g. 1,2,4 ('' to skip)")
+    p.add_argument("--jobs", help="concurrent jobs to measure, e.g. 1,2,4 ('' to skip; default 1,2,4 on CUDA, 1,2 on CPU)")
     p.add_argument("--random-weights", action="store_true",
                    help="random models of the real presets' shapes (imagenet_f16_16384, ViT-B-32)")
     p.add_argument("--json", action="store_true", help="print the figures as JSON")
@@ -255,7 +255,7 @@ def _variation(args: argparse.Namespace, cfg: Config, over: dict[str, Any], io_l
     prompt = args.prompt or parent.get("prompt")
     if not prompt:
         raise UserError(f"{args.input} has no prompt in its metadata: give one, e.g. vary IN.png 'a castle'")
-    strength = args.strength or cfg.editing.vary_strength
+    strength = cfg.editing.vary_strength if args.strength is None else args.strength
     if not 0 < strength <= 1:
         raise UserError("--strength must be more than 0 and at most 1")
     parent_steps = parent.get("steps", cfg.generation.steps)

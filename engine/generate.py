@@ -2,9 +2,10 @@
 
 z starts from random codebook entries (seeded) or from an encoded image; each step decodes the
 straight-through-quantised z, takes N augmented cutouts, embeds them with CLIP and descends the
-summed spherical distances to the prompts plus the decaying L2 on z, with Adam. With a mask only
-the masked latent cells move (Paint by Word) and the result is composited so that pixels outside
-the feathered mask are exactly the input's.
+summed spherical distances to the prompts plus the decaying L2 on z, with Adam; after each step z
+is clamped to the codebook's per-channel range (as the public notebooks do), so it cannot drift
+far from every code. With a mask only the masked latent cells move (Paint by Word) and the result
+is composited so that pixels outside the feathered mask are exactly the input's.
 
 A ``Run`` holds one job's state (z, Adam, targets, its own RNG). ``step_together(runs)`` advances
 several runs of the same models by one step with one decoder call and one CLIP call; each run
@@ -111,6 +112,12 @@ def embed(models: Models, cuts: torch.Tensor) -> torch.Tensor:
         return models.clip.encode_image(cuts).float()
 
 
+def codebook_range(models: Models) -> tuple[torch.Tensor, torch.Tensor]:
+    """The codebook's per-channel min and max, shaped (1, C, 1, 1): the box z is clamped to."""
+    book = models.vqgan.codebook
+    return book.min(0).values[None, :, None, None], book.max(0).values[None, :, None, None]
+
+
 def random_z(models: Models, h: int, w: int) -> torch.Tensor:
     """Random codebook entries on an (h, w) grid: a start that is already on the code manifold."""
     book = models.vqgan.codebook
@@ -123,6 +130,9 @@ class Run:
 
     def __init__(self, models: Models, req: Request, *, on_progress: Callable[[Progress], None] | None = None,
                  progress_every: int = 50, should_stop: Callable[[], bool] | None = None) -> None:
+        w, h = working_size(req, models.vqgan.factor)
+        if (w, h) != (req.width, req.height):  # record the size actually painted
+            req = req.with_changes(width=w, height=h)
         self.models, self.req = models, req
         self.on_progress, self.progress_every, self.should_stop = on_progress, progress_every, should_stop
         self.t0 = time.perf_counter()
@@ -175,6 +185,8 @@ class Run:
         self.targets = self._targets()
         self.z = z0.clone().requires_grad_(True)
         self.opt = torch.optim.Adam([self.z], lr=req.lr, betas=req.betas)
+        self.z_min, self.z_max = codebook_range(models)
+        self._final: torch.Tensor | None = None
 
     def _load_mask(self, input_size: tuple[int, int]) -> torch.Tensor:
         mask = load_mask(self.req.mask)  # type: ignore[arg-type]
@@ -245,6 +257,7 @@ class Run:
             self.z.grad.mul_(self.cell_mask)  # type: ignore[union-attr]  # only the masked cells learn
         self.opt.step()
         self.opt.zero_grad(set_to_none=True)
+        self._clamp()
         self.step_no += 1
         n = self.step_no
         if self._diverged(loss):
@@ -252,19 +265,38 @@ class Run:
         if self.on_progress is not None and (n % self.progress_every == 0 or n == self.req.steps):
             value = float(loss.detach())  # the only host sync, at progress steps
             self.losses.append(value)
-            if self.soft is not None:
-                image = composite(self.original, image, self.soft)  # type: ignore[arg-type]
-            self.on_progress(Progress(n, self.req.steps, value, to_uint8(image)))
+            if n == self.req.steps:
+                frame = self.final_frame()  # the last progress image is the result
+            elif self.soft is not None:
+                frame = to_uint8(composite(self.original, image, self.soft))  # type: ignore[arg-type]
+            else:
+                frame = to_uint8(image)
+            self.on_progress(Progress(n, self.req.steps, value, frame))
+
+    @torch.no_grad()
+    def _clamp(self) -> None:
+        """Keep z inside the codebook's per-channel range; cells outside a mask stay as they are."""
+        clamped = torch.maximum(torch.minimum(self.z, self.z_max), self.z_min)
+        if self.cell_mask is not None:
+            clamped = torch.where(self.cell_mask > 0, clamped, self.z)
+        self.z.copy_(clamped)
+
+    @torch.no_grad()
+    def final_frame(self) -> torch.Tensor:
+        """The picture of the current z as a (1, 3, H, W) uint8 frame, exactly the input's outside a mask."""
+        final = to_uint8(synth(self.models, self.z))
+        if self.soft is not None:
+            blended = to_uint8(composite(self.original, final.float() / 255, self.soft))  # type: ignore[arg-type]
+            final = torch.where(self.soft > 0, blended, to_uint8(self.original))  # type: ignore[arg-type]
+        if self.done:
+            self._final = final
+        return final
 
     def result(self) -> Result:
         """The final image; a ``UserError`` when the run broke down (NaN loss)."""
         if self.error is not None:
             raise UserError(self.error)
-        with torch.no_grad():
-            final = to_uint8(synth(self.models, self.z))
-            if self.soft is not None:
-                blended = to_uint8(composite(self.original, final.float() / 255, self.soft))  # type: ignore[arg-type]
-                final = torch.where(self.soft > 0, blended, to_uint8(self.original))  # type: ignore[arg-type]
+        final = self._final if self._final is not None else self.final_frame()
         mask = None if self.pixel_mask is None else to_image(to_uint8(self.pixel_mask.expand(-1, 3, -1, -1))).convert("L")
         return Result(to_image(final), self.req, time.perf_counter() - self.t0, self.losses, mask)
 
