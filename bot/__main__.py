@@ -11,11 +11,18 @@ import asyncio
 import logging
 import os
 import signal
+import socket
 import sys
+import time
+from typing import TYPE_CHECKING
 
+import aiohttp
 import discord
 
 from engine.errors import UserError
+
+if TYPE_CHECKING:
+    from bot.config import BotConfig
 
 log = logging.getLogger("bot")
 
@@ -69,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     discord.utils.setup_logging(level=getattr(logging, args.log_level), root=True)
     try:
-        asyncio.run(run(cfg, token))
+        return _run_with_retries(cfg, token)
     except discord.LoginFailure:
         print("error: Discord refused the token in DISCORD_TOKEN; reset it in the Developer Portal",
               file=sys.stderr)
@@ -82,8 +89,54 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        pass
-    return 0
+        return 0
+
+
+# Failing to get to Discord at all (no network, a wrong DISCORD_API_BASE, Discord down). discord.py
+# itself reconnects a gateway that drops later; these are what escape from logging in.
+UNREACHABLE = (aiohttp.ClientConnectionError, ConnectionError, socket.gaierror, asyncio.TimeoutError,
+               TimeoutError, discord.GatewayNotFound, discord.DiscordServerError)
+RAN_WELL_S = 300.0  # a run this long was connected: its failure starts the count of tries afresh
+
+
+def _reason(e: BaseException) -> str:
+    cause = e.os_error if isinstance(e, aiohttp.ClientConnectorError) else e
+    if isinstance(cause, ConnectionRefusedError):
+        return "connection refused"
+    if isinstance(cause, socket.gaierror):
+        return "host not found"
+    if isinstance(cause, asyncio.TimeoutError | TimeoutError):
+        return "timed out"
+    return str(e).splitlines()[0] if str(e) else type(e).__name__
+
+
+def _run_with_retries(cfg: BotConfig, token: str) -> int:
+    """Run the bot; when Discord cannot be reached, try ``connect_attempts`` times, then exit 1.
+
+    Exit 1 with one line is what a supervisor expects: Docker's ``--restart unless-stopped`` starts
+    the bot again with its own growing delay, so the bot does not need to wait forever itself.
+    """
+    d = cfg.discord
+    delay, attempt = d.connect_backoff_s, 0
+    while True:
+        attempt += 1
+        started = time.monotonic()
+        try:
+            asyncio.run(run(cfg, token))
+            return 0
+        except UNREACHABLE as e:
+            reason = _reason(e)
+        if time.monotonic() - started > RAN_WELL_S:
+            delay, attempt = d.connect_backoff_s, 1
+        if attempt >= d.connect_attempts:
+            break
+        log.warning("cannot reach Discord at %s (%s); trying again in %g s (%d of %d)",
+                    d.api_base, reason, delay, attempt + 1, d.connect_attempts)
+        time.sleep(delay)
+        delay *= 2
+    print(f"error: cannot reach Discord at {d.api_base} ({reason}) after {d.connect_attempts} tries; "
+          "check the network or DISCORD_API_BASE", file=sys.stderr)
+    return 1
 
 
 if __name__ == "__main__":

@@ -28,6 +28,11 @@ class DiscordConfig(Section):
     api_base: str = DEFAULT_API_BASE
     # Gateway URL; empty = derived from api_base (wss://gateway.discord.gg for Discord itself).
     gateway_url: str = ""
+    # Tries to reach Discord at start before giving up with exit 1 (a supervisor, e.g. Docker's
+    # restart policy, then starts the bot again later).
+    connect_attempts: int = Field(4, ge=1)
+    # Seconds before the second try; doubled before each further one.
+    connect_backoff_s: float = Field(2.0, ge=0)
     # Forward proxy for every Discord connection (REST, gateway, CDN), e.g. "http://proxy:3128"; empty = none.
     http_proxy: str = ""
     # Guild ids to sync slash commands to (instant); empty = sync globally (can take an hour).

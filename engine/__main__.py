@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -45,8 +47,26 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--progress-dir", type=Path, help="folder for the progress images")
 
 
+def _bench_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    """``bench``'s options live here so that ``--help`` and usage errors never import torch."""
+    p = sub.add_parser("bench", help="time a step against the plain reference loop")
+    p.add_argument("--config", help="config.toml (models, device)")
+    p.add_argument("--size", type=int, nargs=2, default=(64, 64), metavar=("W", "H"))
+    p.add_argument("--cutouts", type=int, default=16)
+    p.add_argument("--steps", type=int, help="timed steps per measurement (default 5 on CUDA, 1 on CPU)")
+    p.add_argument("--repeats", type=int, help="measurements; the median is reported (default 5 on CUDA, 3 on CPU)")
+    p.add_argument("--warmup", type=int, help="untimed steps first (default 2 on CUDA, 1 on CPU)")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--precision", choices=["fp32", "bf16", "fp16"])
+    p.add_argument("--jobs", help="concurrent jobs to measure, e.g. 1,2,4 ('' to skip; default 1,2,4 on CUDA, 1,2 on CPU)")
+    p.add_argument("--random-weights", action="store_true",
+                   help="random models of the real presets' shapes (imagenet_f16_16384, ViT-B-32)")
+    p.add_argument("--json", action="store_true", help="print the figures as JSON")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    from engine import bench, cli_models, fleet_cli
+    """The whole command line; building it imports nothing heavy (no torch)."""
+    from engine import cli_models, fleet_cli
 
     parser = _Parser(prog="python -m engine", description="VQGAN+CLIP: paint and edit images from text.")
     parser.add_argument("--version", action="version", version=__version__)
@@ -74,7 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("input", type=Path)
     _common(p)
     cli_models.add_parser(sub)
-    bench.add_parser(sub)
+    _bench_parser(sub)
     fleet_cli.add_parser(sub)
     return parser
 
@@ -91,8 +111,9 @@ def _image_prompts(specs: list[str]) -> tuple[dict[str, Any], ...]:
 
 
 def _request(args: argparse.Namespace, cfg: Config):
-    from engine.imageio import fit_size, load_mask, load_rgb, read_metadata
-    from engine.request import ImagePrompt, ModelSpec, Request, check_limits
+    from engine import inputs
+    from engine.imageio import fit_size, load_mask, load_rgb
+    from engine.request import ModelSpec, Request, check_files_beside, check_limits
 
     lim = cfg.limits
     io_limits = {"max_bytes": lim.max_input_bytes, "max_pixels": lim.max_input_pixels}
@@ -102,17 +123,16 @@ def _request(args: argparse.Namespace, cfg: Config):
         over.update(width=args.size[0], height=args.size[1])
     for spec in _image_prompts(args.image_prompt):
         load_rgb(spec["path"], what="image prompt", **io_limits)
-    if args.image_prompt:
-        over["image_prompts"] = tuple(ImagePrompt(**s) for s in _image_prompts(args.image_prompt))
+    if args.image_prompt:  # dicts, so that Request.parse validates the weights (finite, in range)
+        over["image_prompts"] = _image_prompts(args.image_prompt)
 
     if args.command == "vary":
         req = _variation(args, cfg, over, io_limits)
     elif args.command == "rerun":
         load_rgb(args.input, what="input image", **io_limits)  # refuse non-images first
-        meta = read_metadata(args.input)
-        if not meta or "request" not in meta:
-            raise UserError(f"{args.input}: no vqgan-clip request in this PNG's metadata")
-        req = Request.parse(meta["request"]).with_changes(**{k: v for k, v in over.items() if v is not None})
+        req = Request.parse(_parent_request(args, cfg, required=True))
+        check_files_beside(req, args.input.parent, source=str(args.input))
+        req = req.with_changes(**{k: v for k, v in over.items() if v is not None})
     else:
         if args.command == "edit":
             img = load_rgb(args.input, what="input image", **io_limits)
@@ -126,6 +146,8 @@ def _request(args: argparse.Namespace, cfg: Config):
             if not args.size:
                 over["width"], over["height"] = fit_size(*img.size, lim.max_width, lim.max_height, lim.max_pixels)
         req = Request.from_config(cfg, prompt=args.prompt, **over)
+    req = inputs.locate(req, args.input) if args.command == "rerun" else inputs.pin(req)
+    _check_mask_shape(req, io_limits)
 
     m = req.models
     files = {k: str(v) for k, v in {
@@ -150,12 +172,58 @@ def _request(args: argparse.Namespace, cfg: Config):
     return req
 
 
+def _check_mask_shape(req, io_limits: dict[str, int]) -> None:
+    """A mask of another shape than its image is refused now, not after the models have loaded."""
+    from engine.imageio import open_image
+
+    if not (req.init_image and req.mask):
+        return
+    (mw, mh), (iw, ih) = (open_image(p, what=w, **io_limits).size
+                          for p, w in ((req.mask, "mask"), (req.init_image, "input image")))
+    if abs(mw / mh - iw / ih) > 0.02 * (iw / ih):
+        raise UserError(f"mask is {mw}x{mh} but the image is {iw}x{ih}: make the mask the same shape as the image")
+
+
+def _writable(path: Path, flag: str, *, folder: bool = False) -> None:
+    """Fail now, with the option's name, if ``path`` cannot be written (not after the whole run)."""
+    if folder:
+        if path.exists() and not path.is_dir():
+            raise UserError(f"{flag} {path}: not a folder")
+        target = path
+    else:
+        if path.is_dir():
+            raise UserError(f"{flag} {path} is a folder; give a file name, e.g. {path / 'out.png'}")
+        if path.exists() and not os.access(path, os.W_OK):
+            raise UserError(f"{flag} {path}: the file exists and cannot be overwritten")
+        target = path.parent
+    existing = target.absolute()
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise UserError(f"{flag} {path}: {existing} is not a folder")
+    try:
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as e:
+        raise UserError(f"{flag} {path}: cannot write in {existing} ({e.strerror})") from None
+
+
+def _check_outputs(args: argparse.Namespace) -> None:
+    _writable(args.output, "-o")
+    if args.save_every and args.progress_dir:
+        _writable(args.progress_dir, "--progress-dir", folder=True)
+    if getattr(args, "save_mask", None):
+        _writable(args.save_mask, "--save-mask")
+
+
 def _collage(args: argparse.Namespace, cfg: Config, io_limits: dict[str, int]) -> tuple[str, str] | None:
     """A transparent input or ``--paste`` pieces -> canvas and mask files beside the output."""
     from engine import collage
     from engine.imageio import open_image
 
     seam = cfg.editing.seam if args.seam is None else args.seam
+    if not 0 <= seam <= 128:
+        raise UserError(f"--seam must be between 0 and 128 pixels (got {seam})")
     base = open_image(args.input, what="input image", **io_limits)
     pieces = []
     for spec in args.paste:
@@ -180,19 +248,21 @@ def _variation(args: argparse.Namespace, cfg: Config, over: dict[str, Any], io_l
     """A new seed from the parent's own image, with fewer steps and a pull towards the parent."""
     import hashlib
 
-    from engine.imageio import load_rgb, read_metadata
+    from engine.imageio import load_rgb
     from engine.request import Request
 
     img = load_rgb(args.input, what="input image", **io_limits)
-    meta = read_metadata(args.input) or {}
-    parent = meta.get("request", {})
+    parent = _parent_request(args, cfg, required=False)
     prompt = args.prompt or parent.get("prompt")
     if not prompt:
         raise UserError(f"{args.input} has no prompt in its metadata: give one, e.g. vary IN.png 'a castle'")
-    strength = args.strength or cfg.editing.vary_strength
+    strength = cfg.editing.vary_strength if args.strength is None else args.strength
     if not 0 < strength <= 1:
         raise UserError("--strength must be more than 0 and at most 1")
-    steps = over.pop("steps", None) or max(1, round(parent.get("steps", cfg.generation.steps) * strength))
+    parent_steps = parent.get("steps", cfg.generation.steps)
+    if not isinstance(parent_steps, int) or isinstance(parent_steps, bool) or not 0 < parent_steps <= 10**6:
+        raise UserError(f"{args.input}: its metadata's steps {str(parent_steps)[:20]!r} is not a number of steps")
+    steps = over.pop("steps", None) or max(1, round(parent_steps * strength))
     digest = hashlib.sha256(args.input.read_bytes()).hexdigest()[:16]
     keep = {k: v for k, v in over.items() if v is not None}
     fields = {k: parent[k] for k in ("models", "cutouts", "cut_pow", "lr", "betas") if k in parent}
@@ -201,12 +271,32 @@ def _variation(args: argparse.Namespace, cfg: Config, over: dict[str, Any], io_l
                                parent=f"sha256:{digest} seed:{parent.get('seed', '?')}")
 
 
+def _parent_request(args: argparse.Namespace, cfg: Config, *, required: bool) -> dict[str, Any]:
+    """The request in the input PNG's metadata, as untrusted data: its models may name only presets
+    and the configured models (a model chosen on the command line replaces the metadata's)."""
+    from engine.imageio import read_metadata
+    from engine.request import trusted_models
+
+    meta = read_metadata(args.input, what="input image") or {}
+    parent = meta.get("request")
+    if parent is None and not required:
+        return {}
+    if not isinstance(parent, dict):
+        raise UserError(f"{args.input}: no vqgan-clip request in this PNG's metadata")
+    replaced = {g for g, flags in (("vqgan", ("vqgan", "vqgan_config", "vqgan_checkpoint")),
+                                   ("clip", ("clip_model", "clip_pretrained", "clip_config", "clip_checkpoint")))
+                if any(getattr(args, f) for f in flags)}
+    return {**parent, "models": trusted_models(parent.get("models"), cfg.models, source=str(args.input),
+                                               replaced=replaced)}
+
+
 def _run(args: argparse.Namespace, cfg: Config) -> int:
     from tqdm import tqdm
 
     from engine.generate import generate
     from engine.models.loader import ModelCache
 
+    _check_outputs(args)
     req = _request(args, cfg)
     cache = ModelCache(cfg.models if not args.device else cfg.models.model_copy(update={"device": args.device}))
     models = cache.get(req.models)

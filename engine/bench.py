@@ -36,22 +36,6 @@ IMAGENET_F16_16384 = {"model": {"target": "taming.models.vqgan.VQModel", "params
         "ch_mult": [1, 1, 2, 2, 4], "num_res_blocks": 2, "attn_resolutions": [16], "dropout": 0.0}}}}
 
 
-def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    p = sub.add_parser("bench", help="time a step against the plain reference loop")
-    p.add_argument("--config", help="config.toml (models, device)")
-    p.add_argument("--size", type=int, nargs=2, default=(64, 64), metavar=("W", "H"))
-    p.add_argument("--cutouts", type=int, default=16)
-    p.add_argument("--steps", type=int, default=5, help="timed steps per measurement")
-    p.add_argument("--repeats", type=int, default=5, help="measurements; the median is reported")
-    p.add_argument("--warmup", type=int, default=2)
-    p.add_argument("--device", choices=["auto", "cpu", "cuda"])
-    p.add_argument("--precision", choices=["fp32", "bf16", "fp16"])
-    p.add_argument("--jobs", default="1,2,4", help="concurrent jobs to measure, e.g. 1,2,4 ('' to skip)")
-    p.add_argument("--random-weights", action="store_true",
-                   help="random models of the real presets' shapes (imagenet_f16_16384, ViT-B-32)")
-    p.add_argument("--json", action="store_true", help="print the figures as JSON")
-
-
 def _random_models(device: torch.device) -> Models:
     import open_clip
 
@@ -69,28 +53,58 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+# Defaults per device: a CPU step at the real shapes takes seconds, so fewer of them (under 3 minutes in all).
+_DEFAULTS = {"cuda": {"steps": 5, "repeats": 5, "warmup": 2, "jobs": "1,2,4"},
+             "cpu": {"steps": 1, "repeats": 3, "warmup": 1, "jobs": "1,2"}}
+
+
+def _say(message: str) -> None:
+    """One line per phase on stderr, so a long CPU run is visibly alive and the figures stay on stdout."""
+    print(f"bench: {message}", file=sys.stderr, flush=True)
+
+
+def _once(step: Callable[[], None], n: int, device: torch.device) -> float:
+    t = time.perf_counter()
+    for _ in range(n):
+        step()
+    _sync(device)
+    return (time.perf_counter() - t) / n
+
+
+def _warm(step: Callable[[], None], k: int, device: torch.device) -> None:
+    """Untimed steps (at least one, so that the peak memory is that of a step)."""
+    for _ in range(max(1, k)):
+        step()
+    _sync(device)
+
+
 def _time(step: Callable[[], None], n: int, warmup: int, repeats: int, device: torch.device) -> float:
     for _ in range(warmup):
         step()
     _sync(device)
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        for _ in range(n):
-            step()
-        _sync(device)
-        times.append((time.perf_counter() - t) / n)
-    return statistics.median(times)
+    return statistics.median(_once(step, n, device) for _ in range(repeats))
+
+
+def _time_pair(ours: Callable[[], None], ref: Callable[[], None], n: int, repeats: int,
+               device: torch.device) -> tuple[float, float]:
+    """Median seconds per step of each, measured in turns so that other load on the machine hits both alike."""
+    a, b = [], []
+    for i in range(repeats):
+        _say(f"measuring, round {i + 1} of {repeats} ({n} step{'s' if n != 1 else ''} of each loop)")
+        a.append(_once(ours, n, device))
+        b.append(_once(ref, n, device))
+    return statistics.median(a), statistics.median(b)
 
 
 def reference_step_fn(models: Models, req: Request) -> Callable[[], None]:
-    """One step of the notebook loop: per-cutout crop/resize/augment, text re-embedded, loss read."""
+    """One step of the notebook loop: per-cutout crop/resize/augment, text re-embedded, loss read, z clamped."""
     torch.manual_seed(req.seed)
     f = models.vqgan.factor
     w, h = req.width // f * f, req.height // f * f
     book = models.vqgan.codebook
     z = book[torch.randint(len(book), ((h // f) * (w // f),), device=models.device)]
     z = z.T.reshape(1, -1, h // f, w // f).clone().requires_grad_(True)
+    z_min, z_max = book.min(0).values[None, :, None, None], book.max(0).values[None, :, None, None]
     opt = torch.optim.Adam([z], lr=req.lr, betas=req.betas)
     augment = make_augment(req.noise).to(models.device)
     prompts = parse_prompts(req.prompt)
@@ -112,6 +126,8 @@ def reference_step_fn(models: Models, req: Request) -> Callable[[], None]:
         opt.zero_grad()
         loss.backward()
         opt.step()
+        with torch.no_grad():
+            z.copy_(z.maximum(z_min).minimum(z_max))
         loss.item()
 
     return step
@@ -133,6 +149,10 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
     mcfg = cfg.models.model_copy(update={k: v for k, v in
                                          {"device": args.device, "precision": args.precision}.items() if v})
     device = resolve_device(mcfg.device)
+    d = _DEFAULTS["cuda" if device.type == "cuda" else "cpu"]
+    n, repeats, warmup = (d[k] if getattr(args, k) is None else getattr(args, k) for k in ("steps", "repeats", "warmup"))
+    job_counts = [int(x) for x in (d["jobs"] if args.jobs is None else args.jobs).split(",") if x.strip()]
+    _say(f"loading models on {device} ({'random weights' if args.random_weights else 'from the config'})")
     if args.random_weights:
         models = _random_models(device)
         spec = ModelSpec()
@@ -144,19 +164,28 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
     req = Request.from_config(cfg, prompt="a forest rendered in low poly|fog:-0.3", seed=0, steps=10**6,
                               width=args.size[0], height=args.size[1], cutouts=args.cutouts, models=spec)
 
+    _say(f"ours: {max(1, warmup)} warm-up step(s)")
     _peak_reset(device)
     ours_runs = [Run(fast_models, req)]
-    ours = _time(lambda: step_together(ours_runs), args.steps, args.warmup, args.repeats, device)
+    ours_step = lambda: step_together(ours_runs)  # noqa: E731
+    _warm(ours_step, warmup, device)
     ours_peak = _peak(device)
-    ours_runs.clear()
+    _say(f"reference: {max(1, warmup)} warm-up step(s)")
     _peak_reset(device)
-    ref = _time(reference_step_fn(models, req), args.steps, args.warmup, args.repeats, device)
+    ref_step = reference_step_fn(models, req)
+    _warm(ref_step, warmup, device)
     ref_peak = _peak(device)
+    ours, ref = _time_pair(ours_step, ref_step, n, repeats, device)
+    ours_runs.clear()
 
     jobs: dict[int, float] = {}
-    for b in [int(x) for x in args.jobs.split(",") if x.strip()]:
-        runs = [Run(fast_models, req.with_changes(seed=i)) for i in range(b)]
-        per_step = _time(lambda runs=runs: step_together(runs), args.steps, 1, args.repeats, device)
+    for b in job_counts:
+        if b == 1:
+            per_step = ours  # one job at once is the step just measured
+        else:
+            _say(f"{b} jobs stepped together")
+            runs = [Run(fast_models, req.with_changes(seed=i)) for i in range(b)]
+            per_step = _time(lambda runs=runs: step_together(runs), n, 1, repeats, device)
         jobs[b] = 3600 / (cfg.generation.steps * per_step / b)
 
     figures = {
@@ -166,6 +195,7 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
         "ours_s_per_step": ours, "reference_s_per_step": ref, "speedup": ref / ours,
         "ours_peak_mib": ours_peak, "reference_peak_mib": ref_peak,
         "jobs_per_hour": {str(k): v for k, v in jobs.items()}, "steps_per_job": cfg.generation.steps,
+        "timed_steps": n, "repeats": repeats,
     }
     if args.json:
         print(json.dumps(figures, indent=2))
@@ -173,7 +203,7 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
     print(f"device {figures['device']}, {figures['size']}, {req.cutouts} cutouts, {mcfg.precision}, {figures['models']}")
     print(f"  ours       {ours * 1000:9.1f} ms/step   peak {ours_peak:8.0f} MiB")
     print(f"  reference  {ref * 1000:9.1f} ms/step   peak {ref_peak:8.0f} MiB")
-    print(f"  speedup    {ref / ours:9.2f}x (median of {args.repeats} x {args.steps} steps)")
+    print(f"  speedup    {ref / ours:9.2f}x (median of {repeats} x {n} steps, the two loops in turns)")
     for b, jph in jobs.items():
         print(f"  {b} job(s) at once: {jph:8.1f} jobs/hour ({cfg.generation.steps} steps each)"
               + (f", {jph / jobs[1]:.2f}x one at a time" if 1 in jobs and b != 1 else ""))

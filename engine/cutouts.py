@@ -2,8 +2,10 @@
 
 All N crops come out of one ``roi_align`` call: each crop is area-averaged down to CLIP's input
 size (``sampling_ratio`` adapts to the crop), which avoids the aliasing of plain bilinear
-resizing without a per-cutout Python loop. The augmentations (flip, affine, perspective, colour
-jitter, Gaussian noise) are one kornia pipeline applied to the whole batch.
+resizing without a per-cutout Python loop; ``aligned=True`` puts the samples on pixel centres
+(without it every cutout is shifted by half a pixel and blurred). The augmentations (flip,
+affine, perspective, colour jitter, Gaussian noise) are one kornia pipeline applied to the
+whole batch.
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ def random_boxes(n: int, height: int, width: int, cut_size: int, cut_pow: float 
 def cutouts(image: torch.Tensor, boxes: torch.Tensor, cut_size: int) -> torch.Tensor:
     """Crop ``boxes`` out of ``image`` (1, C, H, W) and resize each to cut_size: (N, C, S, S)."""
     rois = torch.cat([boxes.new_zeros(len(boxes), 1), boxes], dim=1)
-    return roi_align(image, rois.to(image.dtype), output_size=cut_size, sampling_ratio=-1, aligned=False)
+    return roi_align(image, rois.to(image.dtype), output_size=cut_size, sampling_ratio=-1, aligned=True)
 
 
 def make_cutouts(image: torch.Tensor, n: int, cut_size: int, cut_pow: float = 1.0,

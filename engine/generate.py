@@ -2,9 +2,10 @@
 
 z starts from random codebook entries (seeded) or from an encoded image; each step decodes the
 straight-through-quantised z, takes N augmented cutouts, embeds them with CLIP and descends the
-summed spherical distances to the prompts plus the decaying L2 on z, with Adam. With a mask only
-the masked latent cells move (Paint by Word) and the result is composited so that pixels outside
-the feathered mask are exactly the input's.
+summed spherical distances to the prompts plus the decaying L2 on z, with Adam; after each step z
+is clamped to the codebook's per-channel range (as the public notebooks do), so it cannot drift
+far from every code. With a mask only the masked latent cells move (Paint by Word) and the result
+is composited so that pixels outside the feathered mask are exactly the input's.
 
 A ``Run`` holds one job's state (z, Adam, targets, its own RNG). ``step_together(runs)`` advances
 several runs of the same models by one step with one decoder call and one CLIP call; each run
@@ -15,6 +16,7 @@ draws its random cutouts from its own RNG, so a job gives the same image alone o
 from __future__ import annotations
 
 import contextlib
+import math
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -27,7 +29,7 @@ from PIL import Image
 
 from engine import __version__
 from engine.cutouts import make_augment, make_cutouts
-from engine.errors import BadImage, Cancelled
+from engine.errors import BadImage, Cancelled, UserError
 from engine.imageio import load_mask, load_rgb, png_bytes
 from engine.losses import Targets, latent_anchor, prompt_loss, z_l2
 from engine.masks import composite, feather, latent_mask
@@ -36,6 +38,8 @@ from engine.ops import clamp_with_grad, vector_quantize
 from engine.prompts import parse_prompts
 from engine.request import Request
 from engine.selfmask import clip_scorer, region_mask
+
+NAN_CHECK_EVERY = 10  # steps between checks for a NaN loss on a GPU (each check waits for the GPU)
 
 
 @dataclass
@@ -108,6 +112,12 @@ def embed(models: Models, cuts: torch.Tensor) -> torch.Tensor:
         return models.clip.encode_image(cuts).float()
 
 
+def codebook_range(models: Models) -> tuple[torch.Tensor, torch.Tensor]:
+    """The codebook's per-channel min and max, shaped (1, C, 1, 1): the box z is clamped to."""
+    book = models.vqgan.codebook
+    return book.min(0).values[None, :, None, None], book.max(0).values[None, :, None, None]
+
+
 def random_z(models: Models, h: int, w: int) -> torch.Tensor:
     """Random codebook entries on an (h, w) grid: a start that is already on the code manifold."""
     book = models.vqgan.codebook
@@ -120,11 +130,15 @@ class Run:
 
     def __init__(self, models: Models, req: Request, *, on_progress: Callable[[Progress], None] | None = None,
                  progress_every: int = 50, should_stop: Callable[[], bool] | None = None) -> None:
+        w, h = working_size(req, models.vqgan.factor)
+        if (w, h) != (req.width, req.height):  # record the size actually painted
+            req = req.with_changes(width=w, height=h)
         self.models, self.req = models, req
         self.on_progress, self.progress_every, self.should_stop = on_progress, progress_every, should_stop
         self.t0 = time.perf_counter()
         self.step_no = 0
         self.losses: list[float] = []
+        self.error: str | None = None  # why the run broke down, if it did
         dev = models.device
         self._rng_devices = [dev] if dev.type == "cuda" else []
         with torch.random.fork_rng(devices=self._rng_devices):
@@ -171,6 +185,8 @@ class Run:
         self.targets = self._targets()
         self.z = z0.clone().requires_grad_(True)
         self.opt = torch.optim.Adam([self.z], lr=req.lr, betas=req.betas)
+        self.z_min, self.z_max = codebook_range(models)
+        self._final: torch.Tensor | None = None
 
     def _load_mask(self, input_size: tuple[int, int]) -> torch.Tensor:
         mask = load_mask(self.req.mask)  # type: ignore[arg-type]
@@ -201,7 +217,21 @@ class Run:
 
     @property
     def done(self) -> bool:
-        return self.step_no >= self.req.steps
+        return self.step_no >= self.req.steps or self.error is not None
+
+    def _diverged(self, loss: torch.Tensor) -> bool:
+        """A NaN or infinite loss never recovers (Adam spreads it into z): stop the run with a message
+        instead of painting black to the end. On a GPU the check waits for the GPU, so it runs every
+        ``NAN_CHECK_EVERY`` steps there; on a CPU it is free and runs every step."""
+        n = self.step_no
+        if self.z.device.type != "cpu" and n % NAN_CHECK_EVERY and n != self.req.steps:
+            return False
+        value = float(loss.detach())
+        if math.isfinite(value):
+            return False
+        self.error = (f"the picture broke down at step {n} (the loss became {value}): "
+                      "try smaller prompt weights or a smaller learning rate")
+        return True
 
     def check_stop(self) -> None:
         if self.should_stop is not None and self.should_stop():
@@ -227,21 +257,46 @@ class Run:
             self.z.grad.mul_(self.cell_mask)  # type: ignore[union-attr]  # only the masked cells learn
         self.opt.step()
         self.opt.zero_grad(set_to_none=True)
+        self._clamp()
         self.step_no += 1
         n = self.step_no
+        if self._diverged(loss):
+            return
         if self.on_progress is not None and (n % self.progress_every == 0 or n == self.req.steps):
             value = float(loss.detach())  # the only host sync, at progress steps
             self.losses.append(value)
-            if self.soft is not None:
-                image = composite(self.original, image, self.soft)  # type: ignore[arg-type]
-            self.on_progress(Progress(n, self.req.steps, value, to_uint8(image)))
+            if n == self.req.steps:
+                frame = self.final_frame()  # the last progress image is the result
+            elif self.soft is not None:
+                frame = to_uint8(composite(self.original, image, self.soft))  # type: ignore[arg-type]
+            else:
+                frame = to_uint8(image)
+            self.on_progress(Progress(n, self.req.steps, value, frame))
+
+    @torch.no_grad()
+    def _clamp(self) -> None:
+        """Keep z inside the codebook's per-channel range; cells outside a mask stay as they are."""
+        clamped = torch.maximum(torch.minimum(self.z, self.z_max), self.z_min)
+        if self.cell_mask is not None:
+            clamped = torch.where(self.cell_mask > 0, clamped, self.z)
+        self.z.copy_(clamped)
+
+    @torch.no_grad()
+    def final_frame(self) -> torch.Tensor:
+        """The picture of the current z as a (1, 3, H, W) uint8 frame, exactly the input's outside a mask."""
+        final = to_uint8(synth(self.models, self.z))
+        if self.soft is not None:
+            blended = to_uint8(composite(self.original, final.float() / 255, self.soft))  # type: ignore[arg-type]
+            final = torch.where(self.soft > 0, blended, to_uint8(self.original))  # type: ignore[arg-type]
+        if self.done:
+            self._final = final
+        return final
 
     def result(self) -> Result:
-        with torch.no_grad():
-            final = to_uint8(synth(self.models, self.z))
-            if self.soft is not None:
-                blended = to_uint8(composite(self.original, final.float() / 255, self.soft))  # type: ignore[arg-type]
-                final = torch.where(self.soft > 0, blended, to_uint8(self.original))  # type: ignore[arg-type]
+        """The final image; a ``UserError`` when the run broke down (NaN loss)."""
+        if self.error is not None:
+            raise UserError(self.error)
+        final = self._final if self._final is not None else self.final_frame()
         mask = None if self.pixel_mask is None else to_image(to_uint8(self.pixel_mask.expand(-1, 3, -1, -1))).convert("L")
         return Result(to_image(final), self.req, time.perf_counter() - self.t0, self.losses, mask)
 

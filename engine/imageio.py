@@ -10,28 +10,36 @@ from __future__ import annotations
 import io
 import json
 import math
+import struct
 import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from PIL import Image, PngImagePlugin, UnidentifiedImageError
+import numpy as np
+from PIL import Image, ImageOps, PngImagePlugin, UnidentifiedImageError
 
 from engine.errors import BadImage
 
 META_KEY = "vqgan-clip"
+FORMATS = ("PNG", "JPEG", "WEBP", "GIF", "BMP")  # what the README promises; Pillow reads many more
+READABLE = "PNG, JPEG, WebP, GIF or BMP"
+ORIENTATION = 0x0112  # the EXIF tag
 DEFAULT_MAX_BYTES = 20 * 1024 * 1024
 DEFAULT_MAX_PIXELS = 40_000_000
 
 
 def open_image(source: str | Path | bytes, *, what: str = "image", max_bytes: int = DEFAULT_MAX_BYTES,
-               max_pixels: int = DEFAULT_MAX_PIXELS,
+               max_pixels: int = DEFAULT_MAX_PIXELS, working_size: tuple[int, int] | None = None,
                within: Callable[[int, int], tuple[int, int]] | None = None) -> Image.Image:
     """Decode a file or bytes into a loaded PIL image, or raise ``BadImage`` with one line.
 
-    ``within(width, height)`` -> the largest size worth keeping: a JPEG is decoded at a reduced
-    scale (``draft``), anything still bigger is shrunk by a whole factor (``shrink_to``), so a huge
-    upload costs one cheap decode instead of full-size work in every later step.
+    Only the formats the README names are decoded (PNG, JPEG, WebP, GIF, BMP); 16-bit grey keeps its
+    tones (as 8-bit grey) and the EXIF orientation is applied, so a phone photo stands upright.
+    A large image is shrunk once, while decoding, so that a huge upload costs one cheap decode
+    instead of full-size work in every later step: to at most twice ``working_size``, or to the box
+    ``within(width, height)`` gives for the upright picture (aspect kept). JPEG decodes at 1/2, 1/4
+    or 1/8 scale (``draft``), others by whole factors (``reduce``) and a final resample.
     """
     if isinstance(source, bytes):
         data, name = source, what
@@ -53,37 +61,49 @@ def open_image(source: str | Path | bytes, *, what: str = "image", max_bytes: in
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            img = Image.open(io.BytesIO(data))
+            img = Image.open(io.BytesIO(data), formats=FORMATS)
             w, h = img.size
             if w * h > max_pixels:
                 raise BadImage(f"{name}: {w}x{h} is over the {max_pixels:,} pixel limit; use a smaller image")
-            box = within(w, h) if within is not None else None
-            if box is not None:
-                img.draft(None, box)  # JPEG only: decode at 1/2, 1/4 or 1/8 scale, still >= box
+            turned = img.format in ("JPEG", "MPO") and img.getexif().get(ORIENTATION) in (5, 6, 7, 8)
+            upright = (h, w) if turned else (w, h)  # a phone photo is often stored on its side
+            box = (within(*upright) if within is not None
+                   else None if working_size is None else (2 * working_size[0], 2 * working_size[1]))
+            if box is not None and img.format in ("JPEG", "MPO"):  # decode at 1/2, 1/4 or 1/8 scale
+                img.draft(None, box[::-1] if turned else box)
             img.load()
+            ImageOps.exif_transpose(img, in_place=True)
+            img = _eight_bit(img)
             if box is not None:
-                img = shrink_to(img, box)
+                img = _shrink(img, box)
     except BadImage:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise BadImage(f"{name}: over the {max_pixels:,} pixel limit; use a smaller image") from None
     except UnidentifiedImageError:
-        raise BadImage(f"{name}: not an image this bot can read (PNG, JPEG, WebP, GIF or BMP)") from None
-    except (OSError, SyntaxError, ValueError) as e:
+        raise BadImage(f"{name}: not an image in a known format ({READABLE})") from None
+    except (OSError, SyntaxError, ValueError, EOFError, struct.error) as e:
         raise BadImage(f"{name}: the image is damaged or truncated ({e})") from None
     return img
 
 
-def shrink_to(img: Image.Image, box: tuple[int, int]) -> Image.Image:
-    """``img`` reduced by the smallest whole factor that fits it in ``box`` (a fast box filter);
-    unchanged when it fits. Palette images become RGB(A) first (indices cannot be averaged)."""
-    factor = math.ceil(max(img.width / max(1, box[0]), img.height / max(1, box[1])))
-    if factor <= 1:
+def _eight_bit(img: Image.Image) -> Image.Image:
+    """16-bit grey (PNG: ``I;16``, ``I`` in older Pillows) -> 8-bit grey with the same tones;
+    ``convert`` would clip every value over 255 to white."""
+    if img.mode.startswith("I;16") or img.mode == "I":
+        arr = np.asarray(img).astype(np.int64).clip(0, 65535)
+        return Image.fromarray(((arr * 255 + 32767) // 65535).astype(np.uint8), "L")
+    return img
+
+
+def _shrink(img: Image.Image, box: tuple[int, int]) -> Image.Image:
+    """Fit inside ``box``, aspect kept: whole-factor ``reduce`` first, then Lanczos (``thumbnail``)."""
+    if img.width <= box[0] and img.height <= box[1]:
         return img
-    if img.mode not in ("L", "LA", "RGB", "RGBA", "I", "F"):
-        keep_alpha = "A" in img.getbands() or "transparency" in img.info
-        img = img.convert("RGBA" if keep_alpha else "RGB")
-    return img.reduce(factor)
+    if img.mode in ("P", "1"):  # palette images resize by nearest neighbour: go to true colour first
+        img = img.convert("RGBA" if img.has_transparency_data else "RGB")
+    img.thumbnail(box, Image.LANCZOS, reducing_gap=2.0)
+    return img
 
 
 def load_rgb(source: str | Path | bytes, **limits: Any) -> Image.Image:
@@ -136,12 +156,26 @@ def png_bytes(img: Image.Image, metadata: dict[str, Any] | None = None) -> bytes
     return buf.getvalue()
 
 
-def read_metadata(source: str | Path | bytes) -> dict[str, Any] | None:
-    """The JSON this engine wrote into a PNG, or None."""
+def read_metadata(source: str | Path | bytes, *, what: str = "image") -> dict[str, Any] | None:
+    """The JSON object this engine wrote into a PNG, or None when there is none.
+
+    The text is anyone's to write: anything but a JSON object is a ``BadImage`` with one line.
+    """
     data = source if isinstance(source, bytes) else Path(source).read_bytes()
+    name = what if isinstance(source, bytes) else f"{what} {Path(source).name}"
     try:
-        img = Image.open(io.BytesIO(data))
+        img = Image.open(io.BytesIO(data), formats=("PNG",))
         text = img.info.get(META_KEY)
-    except (UnidentifiedImageError, OSError):
+    except (UnidentifiedImageError, OSError, SyntaxError, EOFError, struct.error):
         return None
-    return json.loads(text) if text else None
+    except ValueError as e:  # e.g. a text chunk over Pillow's size limit
+        raise BadImage(f"{name}: its metadata cannot be read ({e})") from None
+    if not text:
+        return None
+    try:
+        meta = json.loads(text)
+    except (ValueError, RecursionError):
+        raise BadImage(f"{name}: its {META_KEY} metadata is not valid JSON") from None
+    if not isinstance(meta, dict):
+        raise BadImage(f"{name}: its {META_KEY} metadata is not a JSON object")
+    return meta

@@ -4,6 +4,10 @@ A weight is a float (negative pushes the image away from the text); ``stop`` is 
 distance below which a prompt stops pulling (e.g. ``-inf`` = never). Colons inside the
 text are kept: only trailing fields that parse as numbers are taken as weight/stop,
 so ``"http://x"`` stays one text.
+
+Weights and stops must fit what float32 tensors survive: ``1e39`` is finite in Python but
+infinite on the GPU (the picture comes out black), and a stop of ``inf`` turns z into NaN.
+Spherical distances lie in [0, pi^2/2], so no sensible stop is anywhere near the limits.
 """
 
 from __future__ import annotations
@@ -12,6 +16,9 @@ import math
 from dataclasses import dataclass
 
 from engine.errors import UserError
+
+MAX_WEIGHT = 1000.0
+"""Largest absolute prompt weight (and stop): generous, and far from float32's overflow."""
 
 
 @dataclass(frozen=True)
@@ -41,15 +48,28 @@ def parse_one(spec: str) -> Prompt:
         raise UserError(f"prompt part {spec!r} has no text")
     weight = nums[0] if nums else 1.0
     stop = nums[1] if len(nums) > 1 else -math.inf
-    if math.isinf(weight):
-        raise UserError(f"prompt weight in {spec!r} must be finite")
+    if not abs(weight) <= MAX_WEIGHT:
+        raise UserError(f"prompt weight in {spec.strip()!r} must be between {-MAX_WEIGHT:g} and {MAX_WEIGHT:g}")
+    if stop != -math.inf and not abs(stop) <= MAX_WEIGHT:  # -inf: never stop (the default)
+        raise UserError(f"prompt stop in {spec.strip()!r} must be between {-MAX_WEIGHT:g} and {MAX_WEIGHT:g}")
     return Prompt(text, weight, stop)
+
+
+def check_text(text: str, what: str = "the prompt") -> None:
+    """Refuse text that cannot be written as UTF-8 (a lone surrogate, e.g. from a non-UTF-8 terminal):
+    it would pass everything else and fail only when the PNG is written, after the whole run."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise UserError(f"{what} has a character that is not valid text at position {e.start}: "
+                        "retype it or check the terminal's encoding") from None
 
 
 def parse_prompts(spec: str) -> list[Prompt]:
     """Split on ``|`` and parse each part; an empty prompt is a ``UserError``."""
     if not spec or not spec.strip():
         raise UserError("the prompt is empty: say what to paint, e.g. 'a forest rendered in low poly'")
+    check_text(spec)
     prompts = [parse_one(p) for p in spec.split("|") if p.strip()]
     if not prompts:
         raise UserError("the prompt is empty: say what to paint, e.g. 'a forest rendered in low poly'")

@@ -8,13 +8,18 @@ not just the prompt. Build one with ``Request.from_config(cfg, prompt=..., **ove
 from __future__ import annotations
 
 import random
-from typing import Any, Literal
+from collections.abc import Collection
+from pathlib import Path
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from engine.config import Config, LimitsConfig
+from engine.config import Config, LimitsConfig, ModelsConfig
 from engine.errors import UserError
-from engine.prompts import parse_prompts
+from engine.prompts import MAX_WEIGHT, check_text, parse_prompts
+
+MAX_SEED = 2**32 - 1
+"""Seeds are 0 .. 2**32-1 everywhere (CLI, Discord, metadata): numpy and torch both take them."""
 
 
 class ModelSpec(BaseModel):
@@ -30,6 +35,12 @@ class ModelSpec(BaseModel):
     clip_config: str | None = None
     clip_checkpoint: str | None = None
 
+    @classmethod
+    def from_config(cls, m: ModelsConfig) -> ModelSpec:
+        return cls(vqgan=m.vqgan, vqgan_config=m.vqgan_config or None, vqgan_checkpoint=m.vqgan_checkpoint or None,
+                   clip_model=m.clip_model, clip_pretrained=m.clip_pretrained or None,
+                   clip_config=m.clip_config or None, clip_checkpoint=m.clip_checkpoint or None)
+
     def vqgan_key(self) -> str:
         if self.vqgan_config and self.vqgan_checkpoint:
             return f"file:{self.vqgan_config}|{self.vqgan_checkpoint}"
@@ -42,48 +53,67 @@ class ModelSpec(BaseModel):
 
 
 class ImagePrompt(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     path: str
-    weight: float = 1.0
+    weight: float = Field(1.0, ge=-MAX_WEIGHT, le=MAX_WEIGHT)
+
+
+Beta = Annotated[float, Field(ge=0, lt=1)]
+
+
+class InputFile(BaseModel):
+    """An input file as it was when the image was made, so that a rerun can find it and check it."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    path: str  # absolute
+    sha256: str
 
 
 class Request(BaseModel):
-    """One image to make or edit. Paths point at files the engine may read."""
+    """One image to make or edit. Paths point at files the engine may read.
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    Every number must be finite and inside a range that float32 tensors and Adam survive: a weight
+    of 1e39 is finite here but infinite on the GPU, and the picture would come out black.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     kind: Literal["imagine", "edit", "vary"] = "imagine"
     prompt: str
-    seed: int = Field(default_factory=lambda: random.randrange(2**31))
+    seed: int = Field(default_factory=lambda: random.randrange(MAX_SEED + 1), ge=0, le=MAX_SEED)
     steps: int = Field(400, ge=1)
     width: int = Field(256, ge=16)
     height: int = Field(256, ge=16)
     cutouts: int = Field(32, ge=1)
-    cut_pow: float = Field(1.0, gt=0)
-    lr: float = Field(0.15, gt=0)
-    betas: tuple[float, float] = (0.9, 0.999)
-    z_l2_weight: float = Field(0.1, ge=0)
+    cut_pow: float = Field(1.0, gt=0, le=100)
+    lr: float = Field(0.15, gt=0, le=10)
+    betas: tuple[Beta, Beta] = (0.9, 0.999)
+    z_l2_weight: float = Field(0.1, ge=0, le=MAX_WEIGHT)
     z_l2_decay: float = Field(0.005, ge=0, le=1)
-    noise: float = Field(0.1, ge=0)
+    noise: float = Field(0.1, ge=0, le=10)
     augment: bool = True
     image_prompts: tuple[ImagePrompt, ...] = ()
     init_image: str | None = None
     mask: str | None = None
     region: str | None = None
-    region_threshold: float = 0.5
-    region_crops: int = Field(128, ge=8)
-    feather: int = Field(4, ge=0)
-    keep_structure: float = Field(0.0, ge=0)
-    keep_latent: float = Field(0.0, ge=0)
+    region_threshold: float = Field(0.5, ge=-100, le=100)
+    region_crops: int = Field(128, ge=8, le=4096)
+    feather: int = Field(4, ge=0, le=1024)
+    keep_structure: float = Field(0.0, ge=0, le=MAX_WEIGHT)
+    keep_latent: float = Field(0.0, ge=0, le=MAX_WEIGHT)
     models: ModelSpec = ModelSpec()
     parent: str | None = None
+    inputs: tuple[InputFile, ...] = ()  # init image, mask, image prompts: absolute path + sha256
 
     @field_validator("region")
     @classmethod
     def _region_text(cls, v: str | None) -> str | None:
         if v is not None and not v.strip():
             raise UserError("the region phrase is empty: name what to change, e.g. 'jacket'")
+        if v is not None:
+            check_text(v, "the region phrase")
         return v.strip() if v else None
 
     @field_validator("prompt")
@@ -101,12 +131,7 @@ class Request(BaseModel):
             lr=g.lr, betas=(g.beta1, g.beta2), z_l2_weight=g.z_l2_weight, z_l2_decay=g.z_l2_decay,
             noise=g.noise, augment=g.augment, feather=e.feather, region_threshold=e.region_threshold,
             region_crops=e.region_crops,
-            models=ModelSpec(
-                vqgan=m.vqgan, vqgan_config=m.vqgan_config or None,
-                vqgan_checkpoint=m.vqgan_checkpoint or None, clip_model=m.clip_model,
-                clip_pretrained=m.clip_pretrained or None, clip_config=m.clip_config or None,
-                clip_checkpoint=m.clip_checkpoint or None,
-            ),
+            models=ModelSpec.from_config(m),
         )
         if overrides.get("init_image"):  # edits and variations keep some of the original by default
             base.update(keep_structure=e.keep_structure, keep_latent=e.keep_latent)
@@ -134,13 +159,116 @@ def validation_message(err: ValidationError) -> str:
     e = err.errors()[0]
     field = ".".join(str(p) for p in e["loc"])
     msg = str(e["msg"]).removeprefix("Value error, ")
-    if e["type"] == "greater_than_equal":
-        msg = f"must be at least {e['ctx']['ge']}"
+    bound = {k: _number(v) for k, v in (e.get("ctx") or {}).items() if k in ("ge", "gt", "le", "lt")}
+    if field == "seed" and e["type"] in ("greater_than_equal", "less_than_equal", "int_parsing_size"):
+        msg = f"must be a whole number from 0 to {MAX_SEED}"
+    elif e["type"] == "greater_than_equal":
+        msg = f"must be at least {bound['ge']}"
     elif e["type"] == "greater_than":
-        msg = f"must be more than {e['ctx']['gt']}"
+        msg = f"must be more than {bound['gt']}"
+    elif e["type"] == "less_than_equal":
+        msg = f"must be at most {bound['le']}"
+    elif e["type"] == "less_than":
+        msg = f"must be less than {bound['lt']}"
+    elif e["type"] == "finite_number":
+        msg = "must be a finite number"
+    elif e["type"] == "int_parsing_size":
+        msg = "is far too large"
     elif e["type"] == "extra_forbidden":
         msg = "unknown option"
     return msg if field == "prompt" else f"{field}: {msg}"
+
+
+VQGAN_KEYS = ("vqgan", "vqgan_config", "vqgan_checkpoint")
+CLIP_KEYS = ("clip_model", "clip_pretrained", "clip_config", "clip_checkpoint")
+
+
+def trusted_models(data: Any, cfg: ModelsConfig, *, source: str, replaced: Collection[str] = ()) -> dict[str, Any]:
+    """The ``models`` of a request read from a file someone else may have written (PNG metadata).
+
+    They may name only presets (VQGAN presets, open_clip's built-in pretrained pairs) and the models
+    configured here; anything else (``hf-hub:someone/clip``, a local checkpoint) would make us fetch
+    or unpickle what the file's author chose, so it is refused. ``replaced`` holds the groups
+    ("vqgan", "clip") the command line sets itself: those are taken from the config instead, and
+    the caller puts its own choice on top.
+    """
+    from engine.models.registry import PRESETS
+
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise UserError(f"{source}: the models in its metadata are not a JSON object")
+    configured = ModelSpec.from_config(cfg).model_dump()
+    out = dict(configured)
+    for group, keys in (("vqgan", VQGAN_KEYS), ("clip", CLIP_KEYS)):
+        if group not in replaced:
+            out.update({k: data[k] for k in keys if k in data})
+    try:
+        spec = ModelSpec.model_validate(out)
+    except ValidationError as e:
+        raise UserError(f"{source}: models in its metadata: {validation_message(e)}") from None
+
+    def same_file(a: str | None, b: str | None) -> bool:
+        if a == b:
+            return True
+        resolved = None if a is None or b is None else _resolved(a)
+        return resolved is not None and resolved == _resolved(b)  # type: ignore[arg-type]
+
+    hint = "give --{} to choose one yourself"
+    for key in ("vqgan_config", "vqgan_checkpoint", "clip_config", "clip_checkpoint"):
+        value = getattr(spec, key)
+        if value is not None and not same_file(value, configured[key]):
+            option = "vqgan-config/--vqgan-checkpoint" if key.startswith("vqgan") else "clip-config/--clip-checkpoint"
+            raise UserError(f"{source}: its metadata names the model file {value!r}, which is not the configured "
+                            f"one; {hint.format(option)}")
+    if spec.vqgan not in PRESETS and spec.vqgan != configured["vqgan"]:
+        raise UserError(f"{source}: its metadata names the VQGAN {spec.vqgan!r}, which is neither a preset nor "
+                        f"configured; {hint.format('vqgan')}")
+    clip = (spec.clip_model, spec.clip_pretrained)
+    if clip != (configured["clip_model"], configured["clip_pretrained"]) and clip not in _clip_presets():
+        raise UserError(f"{source}: its metadata names the CLIP model {spec.clip_model!r} / "
+                        f"{spec.clip_pretrained!r}, which is neither a preset nor configured; "
+                        f"{hint.format('clip-model and --clip-pretrained')}")
+    return spec.model_dump()
+
+
+def _clip_presets() -> set[tuple[str, str | None]]:
+    """open_clip's own (architecture, pretrained tag) pairs: names it knows, from hubs it chose."""
+    import open_clip
+
+    return {(a, t) for a, t in open_clip.list_pretrained()}
+
+
+def check_files_beside(req: Request, folder: Path, *, source: str) -> None:
+    """Images named by a request read from a file may only be in that file's folder (or below it),
+    unless the request pins their content by sha256 (``Request.inputs``, see ``engine.inputs.locate``).
+
+    A rerun opens the input, mask and image prompts its metadata names; without this a PNG from
+    anywhere could make us read any picture on the disk into a new image.
+    """
+    top = folder.resolve()
+    pinned = {i.path for i in req.inputs}  # found again only by their sha256: nothing new can be read
+    named = [req.init_image, req.mask, *(p.path for p in req.image_prompts)]
+    for path in filter(None, named):
+        if path in pinned:
+            continue
+        resolved = _resolved(path)
+        if resolved is None or not resolved.is_relative_to(top):
+            raise UserError(f"{source}: its metadata names the image {path!r}, outside the PNG's folder; "
+                            "a rerun opens only images beside the PNG (copy them there, or use edit)")
+
+
+def _resolved(path: str) -> Path | None:
+    """The absolute path without links, or None for a name no file can have (e.g. with a NUL byte)."""
+    try:
+        return Path(path).resolve()
+    except (OSError, ValueError):
+        return None
+
+
+def _number(v: Any) -> Any:
+    """1000.0 -> 1000 in messages."""
+    return int(v) if isinstance(v, float) and v.is_integer() else v
 
 
 def check_limits(req: Request, limits: LimitsConfig) -> None:

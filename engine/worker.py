@@ -267,7 +267,10 @@ def batch_key(request: Request) -> tuple:
 
 def _finish(run: Any) -> Outcome:
     """On the worker thread: the final image of a batched run."""
-    result = run.result()
+    try:
+        result = run.result()
+    except UserError as e:  # this run broke down (e.g. a NaN loss): it fails, the batch goes on
+        return Outcome("failed", reason=str(e))
     meta = {"request": result.request.to_metadata(), "note": None}
     return Outcome("finished", png=result.png_bytes(), seconds=float(result.seconds), metadata=meta,
                    mask_png=_mask_png(result))

@@ -45,11 +45,11 @@ CLIP_CONFIG = {
 }
 
 
-def write_tiny_vqgan(folder: Path, seed: int = 0) -> tuple[Path, Path]:
+def write_tiny_vqgan(folder: Path, seed: int = 0, codebook_std: float = 1.0) -> tuple[Path, Path]:
     torch.manual_seed(seed)
     model = vqgan_from_config(VQGAN_CONFIG)
     # Spread the codebook like a trained one, so that quantisation picks varied entries.
-    torch.nn.init.normal_(model.codebook, std=1.0)
+    torch.nn.init.normal_(model.codebook, std=codebook_std)
     sd = dict(model.state_dict())
     sd["loss.discriminator.main.0.weight"] = torch.zeros(4, 3, 4, 4)  # as in real checkpoints
     folder.mkdir(parents=True, exist_ok=True)
@@ -57,6 +57,20 @@ def write_tiny_vqgan(folder: Path, seed: int = 0) -> tuple[Path, Path]:
     yaml_path.write_text(yaml.safe_dump(VQGAN_CONFIG))
     torch.save({"epoch": 3, "global_step": 1000, "pytorch-lightning_version": "1.0.8",
                 "state_dict": sd, "optimizer_states": [], "lr_schedulers": []}, ckpt_path)
+    return yaml_path, ckpt_path
+
+
+def write_tiny_gumbel_vqgan(folder: Path, seed: int = 0) -> tuple[Path, Path]:
+    """A tiny ``GumbelVQ``: its codes are ``argmax(proj(h))`` and its ``embed`` rows live in another space."""
+    torch.manual_seed(seed)
+    config = json.loads(json.dumps(VQGAN_CONFIG))
+    config["model"]["target"] = "taming.models.vqgan.GumbelVQ"
+    model = vqgan_from_config(config)
+    torch.nn.init.normal_(model.codebook, std=1.0)
+    folder.mkdir(parents=True, exist_ok=True)
+    yaml_path, ckpt_path = folder / "tiny_gumbel.yaml", folder / "tiny_gumbel.ckpt"
+    yaml_path.write_text(yaml.safe_dump(config))
+    torch.save({"epoch": 1, "state_dict": dict(model.state_dict())}, ckpt_path)
     return yaml_path, ckpt_path
 
 

@@ -27,12 +27,12 @@ from bot.requests import (
     parse_size,
 )
 from engine.errors import UserError
+from engine.request import MAX_SEED
 
 if TYPE_CHECKING:
     from bot.app import VQGANBot
 
 log = logging.getLogger(__name__)
-MAX_SEED = 2**31 - 1
 
 
 class Imagine(commands.Cog):

@@ -7,6 +7,7 @@ take ``quick_gelu`` from the pretrained tag's own record (a silent mismatch degr
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,8 @@ from torch import nn
 
 from engine.errors import ModelFileMissing, UserError
 from engine.models.checkpoint import load_checkpoint
+from engine.models.fetch import FetchError, fetch
+from engine.models.registry import clip_weights
 
 
 @dataclass
@@ -69,20 +72,66 @@ def wrap_clip(model: nn.Module, tokenizer: Any, preprocess: dict | None = None) 
     return Clip(model, tokenizer, _image_size(model), mean, std)  # type: ignore[arg-type]
 
 
+def config_json(name: str) -> Path:
+    """Where open_clip keeps the model config JSON for ``name`` (for ``--clip-config``)."""
+    return Path(open_clip.__file__).parent / "model_configs" / f"{name}.json"
+
+
+def _hub_offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def clip_weights_path(name: str, pretrained: str, cache_dir: str | os.PathLike[str]) -> Path:
+    """The weights file of ``name``/``pretrained``: cached, else downloaded now. One line when that fails.
+
+    The download goes through ``engine.models.fetch`` (one try per URL, resumable, atomic), not
+    huggingface_hub, whose retries take a minute and print dozens of lines when there is no network.
+    """
+    w = clip_weights(name, pretrained, (Path(cache_dir),))
+    if w.cached_path is not None:
+        return w.cached_path
+    if not w.downloads:
+        raise UserError(f"unknown CLIP weights {name}/{pretrained}; see open_clip.list_pretrained()")
+    (url, dest), reasons = w.downloads[0], []
+    if _hub_offline():
+        reasons.append("the Hugging Face hub (HF_HUB_OFFLINE is set)")
+    else:
+        for u, d in w.downloads:
+            try:
+                return fetch(u, d, label=f"CLIP {name}/{pretrained} {d.name}")
+            except FetchError as e:
+                reasons.append(str(e).split(" from ", 1)[-1].split("; download it yourself")[0])  # "URL (why)"
+                if "HTTP 404" not in str(e):  # only a file the hub lacks is worth asking for another name
+                    break
+    raise ModelFileMissing(
+        f"could not download CLIP {name}/{pretrained} weights from {', '.join(reasons)}; download {url} "
+        f"yourself and save it as {dest} (the model's config JSON is {config_json(name)})"
+    )
+
+
 def load_clip_pretrained(name: str, pretrained: str | None, cache_dir: str | None = None) -> Clip:
-    """``open_clip.create_model(name, pretrained)``; open_clip fetches and caches the weights."""
-    quick_gelu = bool(get_pretrained_cfg(name, pretrained or "").get("quick_gelu", False))
+    """An open_clip model by name with a pretrained tag's weights (fetched into ``cache_dir`` if missing)."""
+    pcfg = get_pretrained_cfg(name, pretrained or "") or {}
+    quick_gelu = bool(pcfg.get("quick_gelu", False))
+    weights: str | None = None
+    if ":" in name:  # "hf-hub:org/repo": open_clip fetches config and weights itself
+        weights = pretrained
+    elif pretrained:
+        if Path(pretrained).expanduser().is_file():
+            weights = str(Path(pretrained).expanduser())
+        else:
+            if name not in open_clip.list_models():
+                raise UserError(f"unknown CLIP model {name!r}; see open_clip.list_models()")
+            weights = str(clip_weights_path(name, pretrained, cache_dir or Path.home() / ".cache" / "clip"))
     try:
-        model = open_clip.create_model(name, pretrained=pretrained, force_quick_gelu=quick_gelu,
-                                       cache_dir=cache_dir)
+        model = open_clip.create_model(name, pretrained=weights, force_quick_gelu=quick_gelu, cache_dir=cache_dir)
     except RuntimeError as e:
         if "not found" in str(e) and "config" in str(e).lower():
             raise UserError(f"unknown CLIP model {name!r}; see open_clip.list_models()") from None
-        raise ModelFileMissing(
-            f"could not get CLIP weights {name}/{pretrained} ({e}); with no network, use "
-            "--clip-config F.json --clip-checkpoint F.safetensors with files you copied here"
-        ) from None
-    return wrap_clip(model, open_clip.get_tokenizer(name))
+        raise ModelFileMissing(f"could not load CLIP weights {weights} for {name} ({e}); "
+                               "delete the file to download it again") from None
+    preprocess = {k: pcfg[k] for k in ("mean", "std") if k in pcfg} or None
+    return wrap_clip(model, open_clip.get_tokenizer(name), preprocess)
 
 
 def load_clip_files(config_path: str | Path, checkpoint_path: str | Path) -> Clip:

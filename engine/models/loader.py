@@ -10,11 +10,13 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
 
 from engine.config import ModelsConfig, cache_dir
+from engine.errors import ModelFileMissing
 from engine.models.clip import Clip, load_clip_files, load_clip_pretrained
 from engine.models.vqgan import VQGAN, load_vqgan
 from engine.request import ModelSpec
@@ -60,6 +62,44 @@ class _LRU:
         return value
 
 
+def fetch_missing(spec: ModelSpec, cache: Path, progress: bool = True) -> None:
+    """Download every model file ``spec`` needs that is not on disk yet.
+
+    Each file is tried, and one ``ModelFileMissing`` names all that failed (file, URLs, where to
+    save it), so that someone without a network learns everything to copy in one go.
+    """
+    from engine.models.clip import clip_weights_path
+    from engine.models.fetch import fetch
+    from engine.models.registry import get_preset, preset_paths
+
+    problems: list[str] = []
+    if spec.vqgan_config and spec.vqgan_checkpoint:
+        problems += [f"model file not found: {p}" for p in (spec.vqgan_config, spec.vqgan_checkpoint)
+                     if not Path(p).expanduser().is_file()]
+    else:
+        preset = get_preset(spec.vqgan)
+        for remote, path in zip((preset.config, preset.checkpoint), preset_paths(spec.vqgan, cache), strict=True):
+            if not path.exists():
+                try:
+                    fetch(remote.urls, path, remote.sha256, remote.size, progress, label=remote.label)
+                except ModelFileMissing as e:
+                    problems.append(str(e))
+    if spec.clip_config and spec.clip_checkpoint:
+        problems += [f"model file not found: {p}" for p in (spec.clip_config, spec.clip_checkpoint)
+                     if not Path(p).expanduser().is_file()]
+    elif (spec.clip_pretrained and ":" not in spec.clip_model
+          and not Path(spec.clip_pretrained).expanduser().is_file()):
+        try:
+            clip_weights_path(spec.clip_model, spec.clip_pretrained, cache / "open_clip")
+        except ModelFileMissing as e:
+            problems.append(str(e))
+    if len(problems) == 1:
+        raise ModelFileMissing(problems[0])
+    if problems:
+        raise ModelFileMissing(f"{len(problems)} model files are missing: "
+                               + " ".join(f"({i}) {p};" for i, p in enumerate(problems, 1)).rstrip(";"))
+
+
 class ModelCache:
     def __init__(self, cfg: ModelsConfig) -> None:
         self.cfg = cfg
@@ -91,6 +131,9 @@ class ModelCache:
     def get(self, spec: ModelSpec, device: torch.device | str | None = None) -> Models:
         dev = resolve_device(self.cfg.device) if device is None else torch.device(device)
         with self._lock:
+            if (f"{spec.vqgan_key()}@{dev}" not in self._vqgans.items
+                    or f"{spec.clip_key()}@{dev}" not in self._clips.items):
+                fetch_missing(spec, cache_dir(self.cfg))
             vqgan = self._vqgans.get(f"{spec.vqgan_key()}@{dev}", lambda: self._make_vqgan(spec, dev))
             clip = self._clips.get(f"{spec.clip_key()}@{dev}", lambda: self._make_clip(spec, dev))
         dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[self.cfg.precision]

@@ -260,7 +260,7 @@ def ensure_preset(
     return config, ckpt
 
 
-# --- CLIP: open_clip downloads its own weights; this is only for listings. ---
+# --- CLIP: where its weights come from and where they are kept (engine.models.clip fetches them). ---
 
 
 @dataclass(frozen=True)
@@ -270,6 +270,8 @@ class ClipWeights:
     source: str  # where open_clip gets them from
     approx_size: int | None
     cached_path: Path | None
+    # (url, where to save it), best first: ``<cache>/open_clip/<model>/<tag>/<file name on the hub>``
+    downloads: tuple[tuple[str, Path], ...] = ()
 
 
 # fp32 safetensors on the HF hub (151,277,313 parameters); the original OpenAI fp16 .pt is ~354 MB.
@@ -277,10 +279,11 @@ _CLIP_SIZES = {("ViT-B-32", "openai"): 605 * _MB}
 
 
 def clip_weights(model: str, pretrained: str, cache_dirs: tuple[Path, ...] = ()) -> ClipWeights:
-    """Where open_clip fetches ``model``/``pretrained`` from and whether it is cached already.
+    """Where the weights of ``model``/``pretrained`` come from and whether they are cached already.
 
-    Looks in the Hugging Face hub cache (``$HF_HUB_CACHE``, by default
-    ``~/.cache/huggingface/hub``) and in ``cache_dirs``. Never touches the network.
+    Looks at ``<cache_dirs[0]>/<model>/<pretrained>/`` (where they are downloaded, or saved by hand),
+    then in the Hugging Face hub cache layout under ``cache_dirs`` and ``$HF_HUB_CACHE`` (by default
+    ``~/.cache/huggingface/hub``). URLs use ``$HF_ENDPOINT`` when set. Never touches the network.
     """
     size = _CLIP_SIZES.get((model, pretrained))
     if Path(pretrained).is_file():
@@ -304,7 +307,16 @@ def clip_weights(model: str, pretrained: str, cache_dirs: tuple[Path, ...] = ())
         return ClipWeights(model, pretrained, source, size, cached)
     repo, filename = hub.rsplit("/", 1) if hub.count("/") > 1 else (hub, "")  # "org/repo[/file]"
     candidates = [filename] if filename else ["open_clip_model.safetensors", "open_clip_pytorch_model.bin"]
-    cached = None
+    if filename.endswith((".bin", ".pth")):  # open_clip prefers a safetensors twin when the hub has one
+        candidates.insert(0, filename[:-4] + ".safetensors")
+    endpoint = (os.environ.get("HF_ENDPOINT") or "https://huggingface.co").rstrip("/")
+    downloads = tuple(
+        (f"{endpoint}/{repo}/resolve/main/{name}", cache_dirs[0] / model / pretrained / name)
+        for name in candidates
+    ) if cache_dirs else ()
+    cached = next((dest for _, dest in downloads if dest.is_file()), None)
+    if cached is not None:
+        return ClipWeights(model, pretrained, f"Hugging Face hub {repo}", size, cached, downloads)
     try:
         from huggingface_hub import try_to_load_from_cache
 
@@ -318,4 +330,4 @@ def clip_weights(model: str, pretrained: str, cache_dirs: tuple[Path, ...] = ())
                 break
     except Exception:
         pass
-    return ClipWeights(model, pretrained, f"Hugging Face hub {repo}", size, cached)
+    return ClipWeights(model, pretrained, f"Hugging Face hub {repo}", size, cached, downloads)

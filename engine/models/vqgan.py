@@ -53,8 +53,18 @@ class VQGAN(nn.Module):
         return self.quantize.embed.weight if self.gumbel else self.quantize.embedding.weight
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
-        """Image in [-1, 1] -> continuous latent z (before quantisation)."""
-        return self.quant_conv(self.encoder(x))
+        """Image in [-1, 1] -> latent z whose nearest codebook rows are the model's own codes.
+
+        A VQ model's codes are the nearest ``embedding`` rows of ``quant_conv(encoder(x))``, so
+        that continuous latent is returned as it is. A Gumbel model's codes are
+        ``argmax(proj(h))``, and its ``embed`` rows live in another space than h, so the nearest
+        row of h would be an unrelated code: it returns those codes' ``embed`` rows instead.
+        """
+        h = self.quant_conv(self.encoder(x))
+        if not self.gumbel:
+            return h
+        codes = self.quantize.proj(h).argmax(1)  # the noise-free choice of GumbelQuantize
+        return self.quantize.embed(codes).movedim(-1, 1)
 
     def decode(self, zq: torch.Tensor) -> torch.Tensor:
         """Quantised latent -> image in roughly [-1, 1]."""

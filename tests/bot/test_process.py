@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import socket
 import sqlite3
+import subprocess
 import sys
 from pathlib import Path
 
@@ -52,3 +54,23 @@ async def test_sigterm_mid_job_keeps_it_for_the_next_start(fake, tmp_path):
         [result] = await wait_results(fake, timeout=30)
         assert result.channel_id == fake.thread_for(inter.original).id
         assert "50000 steps" in result.content
+
+
+def test_no_network_is_one_line_after_a_few_quick_tries_then_exit_1(tmp_path):
+    """A new user starts the bot with a token but no way to Discord: one line naming api_base, exit 1."""
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        api_base = f"http://127.0.0.1:{s.getsockname()[1]}"
+    cfg = tmp_path / "config.toml"
+    cfg.write_text(f'[discord]\ndata_dir = "{tmp_path / "discord"}"\nconnect_attempts = 3\n'
+                   f'connect_backoff_s = 0.05\n[queue]\ndb_path = "{tmp_path / "jobs.sqlite3"}"\n'
+                   f'results_dir = "{tmp_path / "results"}"\n')
+    env = {**os.environ, "DISCORD_TOKEN": "some-token", "DISCORD_API_BASE": api_base, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run([sys.executable, "-m", "bot", "--config", str(cfg)], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1, proc.stderr[-3000:]  # non-zero: a supervisor (Docker restart) starts it again
+    assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert errors == [f"error: cannot reach Discord at {api_base} (connection refused) after 3 tries; "
+                      "check the network or DISCORD_API_BASE"]
+    assert proc.stderr.count("trying again in") == 2  # 3 tries in all, with a growing pause between them

@@ -110,7 +110,7 @@ def test_decode_image_guards():
     with pytest.raises(BadImage, match="8000x8000"):
         decode_image(cfg.model_copy(update={"limits": cfg.limits.model_copy(update={"max_input_pixels": 10_000})}),
                      buf.getvalue())
-    with pytest.raises(BadImage, match="not an image this bot can read"):
+    with pytest.raises(BadImage, match="not an image in a known format"):
         decode_image(cfg, b"\x89PNG\r\n\x1a\nbroken")
 
 

@@ -160,7 +160,7 @@ def test_missing_preset_file_names_url_and_place(tmp_path, monkeypatch):
         [sys.executable, "-m", "engine", "imagine", "x", "-o", str(tmp_path / "o.png"), "--config", str(cfg),
          "--steps", "1", "--device", "cpu"],
         capture_output=True, text=True, timeout=120, env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path),
-                                                          "NO_PROXY": "*", "http_proxy": "http://127.0.0.1:9",
+                                                          "http_proxy": "http://127.0.0.1:9",
                                                           "https_proxy": "http://127.0.0.1:9"},
     )
     assert proc.returncode == 2, proc.stderr
