@@ -24,11 +24,14 @@ import contextlib
 import logging
 import os
 import secrets
+import shutil
 import signal
 import socket
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import redis.asyncio as aioredis
@@ -38,6 +41,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from engine.config import Config, QueueConfig
 from engine.errors import UserError
+from engine.request import Request
 from engine.wire import (
     MAX_MESSAGE_BYTES,
     CancelMsg,
@@ -317,10 +321,18 @@ class RedisLink:
                 job, _ctl = begun
                 lease = f"{job.id}.{job.attempts}.{secrets.token_hex(3)}"
                 self.leases[job.id] = _Lease(lease, name, seen.hb.boot, time.monotonic())
+                files = await asyncio.to_thread(input_files, job.request)
                 msg = JobMsg(job_id=job.id, lease=lease, request=job.request, solo=job.id in self.q._solo,
-                             boot=seen.hb.boot)
+                             boot=seen.hb.boot, files=files)
+                if len(data := encode(msg)) > MAX_MESSAGE_BYTES:
+                    self.leases.pop(job.id, None)
+                    size = sum(len(b) for b in files.values()) / 2**20
+                    await self.q._conclude(job.id, Outcome("failed", reason=(
+                        f"its images are too large to send to a worker ({size:.1f} MB; at most "
+                        f"{MAX_MESSAGE_BYTES * 3 // 4 // 2**20} MB in all)")))
+                    continue
                 try:
-                    await self._send(name, encode(msg))
+                    await self._send(name, data)
                 except BaseException:
                     await self._requeue(job.id, False, "redis unreachable")
                     raise
@@ -404,6 +416,63 @@ class RedisLink:
 # -- a remote worker's end -------------------------------------------------------------------
 
 
+def input_files(request: Request) -> dict[str, bytes]:
+    """The request's input images, by path, to travel with the job (a worker may be on another
+    machine); one that cannot be read stays out, and the worker says it is missing."""
+    paths = [request.init_image, request.mask, *(p.path for p in request.image_prompts)]
+    files: dict[str, bytes] = {}
+    for path in dict.fromkeys(p for p in paths if p):
+        try:
+            files[path] = Path(path).read_bytes()
+        except OSError as e:
+            log.warning("fleet: input %s cannot be read: %s", path, e)
+    return files
+
+
+def _local_request(request: Request, files: dict[str, bytes], folder: Path) -> tuple[Request, dict[str, str]]:
+    """The request with its input images written under ``folder``; and local path -> original path."""
+    if not files:
+        return request, {}
+    folder.mkdir(parents=True, exist_ok=True)
+    here: dict[str, str] = {}
+    for i, (path, data) in enumerate(files.items()):
+        local = folder / f"{i}{Path(path).suffix[:10]}"
+        local.write_bytes(data)
+        here[path] = str(local)
+    update: dict[str, Any] = {
+        "image_prompts": tuple(p.model_copy(update={"path": here.get(p.path, p.path)}) for p in request.image_prompts),
+        "inputs": tuple(f.model_copy(update={"path": here.get(f.path, f.path)}) for f in request.inputs)}
+    if request.init_image:
+        update["init_image"] = here.get(request.init_image, request.init_image)
+    if request.mask:
+        update["mask"] = here.get(request.mask, request.mask)
+    return request.model_copy(update=update), {v: k for k, v in here.items()}
+
+
+def _paths_back(value: Any, back: dict[str, str]) -> Any:
+    """Metadata with the worker's copies of the inputs named by their paths on the coordinator."""
+    if isinstance(value, str):
+        return back.get(value, value)
+    if isinstance(value, dict):
+        return {k: _paths_back(v, back) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_paths_back(v, back) for v in value]
+    return value
+
+
+def _png_paths_back(png: bytes, back: dict[str, str]) -> bytes:
+    import io
+
+    from PIL import Image
+
+    from engine.imageio import png_bytes, read_metadata
+
+    meta = read_metadata(png)
+    if not meta:
+        return png
+    return png_bytes(Image.open(io.BytesIO(png)), _paths_back(meta, back))
+
+
 class RedisSource:
     """A worker process's transport: jobs from its stream, outcomes and heartbeats back."""
 
@@ -420,6 +489,8 @@ class RedisSource:
         self._tasks: list[asyncio.Task[None]] = []
         self._said_down = False
         self._loop: asyncio.AbstractEventLoop
+        self.files = Path(tempfile.mkdtemp(prefix="vqgan-clip-worker-"))  # input images of held jobs
+        self.back: dict[str, dict[str, str]] = {}  # job id -> local input path -> the coordinator's
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
@@ -450,6 +521,7 @@ class RedisSource:
             await self.r.delete(self.stream)
         with contextlib.suppress(Exception):
             await self.r.aclose()
+        shutil.rmtree(self.files, ignore_errors=True)
 
     # Source
 
@@ -472,9 +544,12 @@ class RedisSource:
         if lease is None:
             return
         msg: Any
+        back = self.back.pop(job_id, {})
+        shutil.rmtree(self.files / job_id, ignore_errors=True)
         if out.kind == "finished":
-            msg = FinishedMsg(worker=self.name, job_id=job_id, lease=lease, png=out.png, seconds=out.seconds,
-                              metadata=out.metadata, mask_png=out.mask_png)
+            png = await asyncio.to_thread(_png_paths_back, out.png, back) if back else out.png
+            msg = FinishedMsg(worker=self.name, job_id=job_id, lease=lease, png=png, seconds=out.seconds,
+                              metadata=_paths_back(out.metadata, back), mask_png=out.mask_png)
             if len(encode(msg)) > MAX_MESSAGE_BYTES:
                 msg = FailedMsg(worker=self.name, job_id=job_id, lease=lease,
                                 reason="the picture is too large to send back; try a smaller size")
@@ -558,8 +633,13 @@ class RedisSource:
                 log.info("worker %s: dropped job %s (not for this run of the worker)", self.name, msg.job_id)
                 return
             ctl = Control(msg.job_id, time.monotonic() + self.cfg.job_timeout_s)
+            try:
+                local, self.back[msg.job_id] = _local_request(msg.request, msg.files, self.files / msg.job_id)
+            except OSError as e:  # a full disk here: another worker may do better
+                log.error("worker %s: cannot keep the inputs of job %s: %s", self.name, msg.job_id, e)
+                local = msg.request
             self.leases[msg.job_id] = msg.lease
-            self.inbox.append((msg, ctl))
+            self.inbox.append((msg.model_copy(update={"request": local}), ctl))
             self.changed.set()
         elif isinstance(msg, CancelMsg):
             if self.leases.get(msg.job_id) != msg.lease:

@@ -36,6 +36,7 @@ class JobMsg(_Msg):
     request: Request
     solo: bool = False
     boot: str  # the worker run it is for (a restarted worker drops its previous run's jobs)
+    files: dict[str, bytes] = {}  # the request's input images (init, mask, image prompts) by their path
 
 
 class CancelMsg(_Msg):

@@ -405,6 +405,24 @@ async def test_a_worker_out_of_memory_says_so_on_the_job_and_keeps_serving(fleet
         own.kill()
 
 
+async def test_an_edit_s_input_image_travels_with_the_job_to_a_worker_elsewhere(
+        fleet: Fleet, coordinator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    from PIL import Image
+
+    from engine.imageio import read_metadata
+
+    fleet.wait_for_workers("w1", "w2")
+    monkeypatch.chdir(tmp_path)  # "photo.png" is here; the workers run in another folder, as if elsewhere
+    Image.new("RGB", (32, 32), (200, 40, 40)).save("photo.png")
+    q, rec, cfg = await coordinator()
+    job, _ = await q.submit(Request.from_config(cfg, prompt="in autumn", init_image="photo.png", steps=4, seed=1),
+                            owner="alice")
+    await rec.until(ended(rec, [job.id]), timeout=30)
+    [done] = rec.of(Finished, job.id)
+    assert done.metadata["request"]["init_image"] == "photo.png", "named as the coordinator knows it"
+    assert read_metadata(done.png)["request"]["init_image"] == "photo.png"
+
+
 async def test_a_job_that_takes_down_three_workers_fails_with_a_message(fleet: Fleet, coordinator):
     fleet.workers.start("w3")
     fleet.wait_for_workers("w1", "w2", "w3")
