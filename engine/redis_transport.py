@@ -139,6 +139,7 @@ class RedisLink:
         self.reachable = False
         self._tasks: list[asyncio.Task[None]] = []
         self._said_down = False
+        self._stale: set[str] = set()  # leases a worker was told to drop
 
     # lifecycle (called by JobQueue)
 
@@ -226,10 +227,17 @@ class RedisLink:
                 seen = None
             if seen is None or seen.hb.seq != hb.seq:
                 self.workers[name] = _Seen(hb, now)
-            for lease in hb.leases:  # claims of jobs adopted after a restart
-                held = self.leases.get(lease.split(".", 1)[0])
-                if held is not None and held.worker is None and self._lease_ok(lease.split(".", 1)[0], lease):
-                    held.lease, held.worker, held.boot = lease, name, hb.boot
+            for lease in hb.leases:
+                job_id = lease.split(".", 1)[0]
+                held = self.leases.get(job_id)
+                if held is not None and held.worker is None and self._lease_ok(job_id, lease):
+                    held.lease, held.worker, held.boot = lease, name, hb.boot  # adopted after a restart
+                elif (held is None or held.lease != lease) and lease not in self._stale:
+                    # A hand-out taken back (the worker was silent too long): free the worker of it.
+                    if len(self._stale) > 10_000:
+                        self._stale.clear()
+                    self._stale.add(lease)
+                    await self._send(name, encode(CancelMsg(job_id=job_id, lease=lease)))
         for name, seen in list(self.workers.items()):
             key = name.encode()
             if key not in raw:  # it stopped and said goodbye; its jobs come back through the events

@@ -423,6 +423,28 @@ async def test_an_edit_s_input_image_travels_with_the_job_to_a_worker_elsewhere(
     assert read_metadata(done.png)["request"]["init_image"] == "photo.png"
 
 
+async def test_a_worker_back_from_a_long_silence_drops_the_job_another_took_over(fleet: Fleet, coordinator):
+    fleet.wait_for_workers("w1", "w2")
+    q, rec, cfg = await coordinator()
+    job, _ = await q.submit(ask(cfg, "a frozen lake", steps=400), owner="alice")  # ~12 s of painting
+    await rec.until(lambda: rec.of(Progress, job.id))
+    name = await wait_holder(fleet, job.id)
+    pid = fleet.workers.procs[name].pid
+    os.kill(pid, signal.SIGSTOP)  # silent, not dead
+    try:
+        await rec.until(lambda: len(rec.of(Started, job.id)) == 2, timeout=10)
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    deadline = time.monotonic() + 3
+    while any(w["worker"] == name and w["leases"] for w in _workers(fleet)):
+        assert time.monotonic() < deadline, f"{name} kept painting the job that went to another worker"
+        await asyncio.sleep(0.05)
+    await q.cancel(job.id, by="alice")
+    again, _ = await q.submit(ask(cfg, "it serves again"), owner="bob")
+    await rec.until(ended(rec, [again.id]), timeout=30)
+    assert rec.of(Finished, again.id)
+
+
 async def test_a_job_that_takes_down_three_workers_fails_with_a_message(fleet: Fleet, coordinator):
     fleet.workers.start("w3")
     fleet.wait_for_workers("w1", "w2", "w3")
