@@ -17,7 +17,7 @@ TINY_PNG = bytes.fromhex(
 
 
 class Cdn(State):
-    """Serves what ``_store_attachment`` stored, at the URL it gave (``/attachments/...`` or ``/ephemeral-...``)."""
+    """Serves the bytes ``_store_attachment`` kept, at the URL it gave (``/attachments/…``)."""
 
     def __init__(self, **kwargs: Any) -> None:
         self.cdn_delay = 0.0  # seconds each CDN download takes (slow downloads)

@@ -16,11 +16,11 @@ from .state import I_GUILDS, I_MESSAGES, State
 @dataclass
 class _Fault:
     method: str
-    regex: re.Pattern
+    regex: re.Pattern[str]
     status: int
     retry_after: float
     count: int
-    body: dict | None
+    body: dict[str, Any] | None
     code: int | None
 
 
@@ -39,7 +39,7 @@ class Faults(State):
         status: int = 429,
         retry_after: float = 0.2,
         count: int = 1,
-        body: dict | None = None,
+        body: dict[str, Any] | None = None,
         code: int | None = None,
     ) -> None:
         """Answer the next ``count`` REST calls matching (method or '*', re.search on the path without
@@ -55,7 +55,7 @@ class Faults(State):
                 return f
         return None
 
-    def _fault_response(self, f: _Fault) -> tuple[int, Any, dict]:
+    def _fault_response(self, f: _Fault) -> tuple[int, Any, dict[str, str]]:
         if f.status == 429:
             body = f.body or {
                 "message": "You are being rate limited.",
@@ -84,6 +84,7 @@ class Faults(State):
         }
         return f.status, body, {}
 
+    # ------------------------------------------------------------------ interactions & threads
     def expire_tokens(self) -> None:
         """Every interaction token issued so far is now expired (15 minutes passed)."""
         for i in self.interactions:
@@ -93,6 +94,7 @@ class Faults(State):
         """Thread creation in this channel fails with 403 50013 Missing Permissions."""
         self._denied_thread_channels.add(self._channel(channel).id)
 
+    # ------------------------------------------------------------------ moderator actions
     async def delete_channel(self, channel: Channel | int) -> None:
         ch = self._channel(channel)
         ch.deleted = True

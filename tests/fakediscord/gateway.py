@@ -1,4 +1,4 @@
-"""Gateway resource: the websocket (zlib-stream) that discord.py connects to — HELLO, IDENTIFY, RESUME, DISPATCH."""
+"""Gateway resource: the websocket (zlib-stream) discord.py connects to: HELLO, IDENTIFY, RESUME, DISPATCH."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ log = logging.getLogger("fakediscord")
 class _Session:
     def __init__(self, sid: str, intents: int) -> None:
         self.id, self.intents, self.seq = sid, intents, 0
-        self.buffer: list[dict] = []  # sent payloads (for RESUME)
+        self.buffer: list[dict[str, Any]] = []  # sent payloads (for RESUME)
 
 
 class _Conn:
@@ -31,7 +31,7 @@ class _Conn:
         self.session: _Session | None = None
         self.lock = asyncio.Lock()
 
-    async def send(self, obj: dict) -> None:
+    async def send(self, obj: dict[str, Any]) -> None:
         raw = json.dumps(obj, ensure_ascii=False).encode()
         async with self.lock:
             if self.ws.closed:
@@ -51,7 +51,9 @@ class Gateway(State):
     def __init__(self, *, heartbeat_interval_ms: int = 41250, **kwargs: Any) -> None:
         self.heartbeat_interval_ms = heartbeat_interval_ms
         self.events: list[GatewayEvent] = []
-        self.identifies: list[dict[str, Any]] = []  # IDENTIFY payloads ('d'), one per (re)connect without resume
+        self.identifies: list[
+            dict[str, Any]
+        ] = []  # IDENTIFY payloads ('d'), one per (re)connect without resume
         self.resumes: list[dict[str, Any]] = []
         # query of each gateway connect (v, encoding, compress)
         self.gateway_queries: list[dict[str, str]] = []
@@ -66,11 +68,12 @@ class Gateway(State):
     def _bot_intents(self) -> int:
         return self._conn.session.intents if self._conn and self._conn.session else ALL_PERMISSIONS
 
+    # ------------------------------------------------------------------ sessions & dispatch
     @property
     def gateway_url(self) -> str:
         return f"ws://127.0.0.1:{self.port}/"
 
-    async def dispatch(self, t: str, d: dict, intent: int = 0) -> GatewayEvent:
+    async def dispatch(self, t: str, d: dict[str, Any], intent: int = 0) -> GatewayEvent:
         """Send a DISPATCH event to the bot session (buffered for RESUME if it is disconnected)."""
         loop = asyncio.get_running_loop()
         conn = self._conn
@@ -93,10 +96,11 @@ class Gateway(State):
         self.events.append(ev)
         return ev
 
-    async def _dispatch_if_ready(self, t: str, d: dict, intent: int = 0) -> None:
+    async def _dispatch_if_ready(self, t: str, d: dict[str, Any], intent: int = 0) -> None:
         if self._sessions:
             await self.dispatch(t, d, intent)
 
+    # ------------------------------------------------------------------ the websocket
     async def _gateway(self, request: web.Request) -> web.StreamResponse:
         if request.headers.get("Upgrade", "").lower() != "websocket":
             return json_response(200, {"url": self.gateway_url})
@@ -187,6 +191,7 @@ class Gateway(State):
                 chunk["nonce"] = d["nonce"]
             await self.dispatch("GUILD_MEMBERS_CHUNK", chunk)
 
+    # ------------------------------------------------------------------ state & faults for tests
     async def wait_ready(self, timeout: float = 10.0) -> None:
         """Wait until a bot session got READY + GUILD_CREATE on a live connection."""
         await self.wait_for(
@@ -208,6 +213,7 @@ class Gateway(State):
         if self._conn:
             await self._conn.ws.close(code=code)
 
+    # ------------------------------------------------------------------ REST: GET /gateway
     async def _r_gateway(self, rec: Request) -> Reply:
         return 200, {
             "url": self.gateway_url.rstrip("/"),

@@ -30,7 +30,7 @@ class Callback:
     """One accepted POST /interactions/{id}/{token}/callback."""
 
     type: int  # 1 pong, 4 message, 5 deferred message, 6 deferred update, 7 update, 8 autocomplete, 9 modal
-    data: dict | None
+    data: dict[str, Any] | None
     files: list[UploadedFile]
     at: float
 
@@ -40,7 +40,7 @@ class Interaction:
     id: int
     token: str
     type: int  # 2 application command, 3 component, 5 modal submit
-    payload: dict
+    payload: dict[str, Any]
     user: User
     channel_id: int
     dispatched_at: float
@@ -48,12 +48,12 @@ class Interaction:
     responses: list[Callback] = field(default_factory=list)
     followups: list[Message] = field(default_factory=list)  # created via POST /webhooks/{app}/{token}
     original: Message | None = None  # @original (from callback type 4/5)
-    modal: dict | None = None  # data of a type-9 callback
+    modal: dict[str, Any] | None = None  # data of a type-9 callback
     requests: list[Request] = field(default_factory=list)  # every callback/webhook call, incl. failed
     expired: bool = False
 
     @property
-    def data(self) -> dict:
+    def data(self) -> dict[str, Any]:
         return self.payload.get("data", {})
 
     @property
@@ -84,7 +84,7 @@ class Interaction:
 
 
 class Interactions(State):
-    """Registered commands by scope, every interaction dispatched, and the callback/webhook rules of Discord."""
+    """Registered commands by scope, every interaction dispatched, Discord's callback and webhook rules."""
 
     def __init__(self, **kwargs: Any) -> None:
         self.interaction_timeout = 3.0  # seconds to the first callback (then 404 10062 Unknown interaction)
@@ -115,7 +115,9 @@ class Interactions(State):
     def _command_scope(self, gid: str | None) -> int | None:
         return int(gid) if gid else None
 
-    def _materialize_command(self, c: dict, scope: int | None, old: list[dict]) -> dict:
+    def _materialize_command(
+        self, c: dict[str, Any], scope: int | None, old: list[dict[str, Any]]
+    ) -> dict[str, Any]:
         prev = next((o for o in old if o["name"] == c["name"] and o.get("type", 1) == c.get("type", 1)), None)
         out = {
             "id": prev["id"] if prev else str(self.sf.next()),
@@ -168,7 +170,7 @@ class Interactions(State):
             self.commands[scope] = [c for c in cmds if c["id"] != cid]
         return 204, None
 
-    def find_command(self, name: str, type: int = 1) -> tuple[dict | None, int | None]:
+    def find_command(self, name: str, type: int = 1) -> tuple[dict[str, Any] | None, int | None]:
         """(registered command, guild id or None for global) — guild commands win, like Discord."""
         for scope in (self.guild_id, None):
             for c in self.commands.get(scope, []):
@@ -176,6 +178,7 @@ class Interactions(State):
                     return c, scope
         return None, None
 
+    # ------------------------------------------------------------------ callbacks & webhooks (followups)
     def _interaction_by_token(self, app: str, token: str) -> Interaction:
         inter = next((i for i in self.interactions if i.token == token), None)
         if inter is None or int(app) != self.app_id:
@@ -286,9 +289,10 @@ class Interactions(State):
         await self.delete_message(m)
         return 204, None
 
+    # ------------------------------------------------------------------ test-side actions (users)
     def _interaction_payload(
-        self, itype: int, user: User, ch: Channel, data: dict | None, message: Message | None
-    ) -> tuple[int, str, dict]:
+        self, itype: int, user: User, ch: Channel, data: dict[str, Any] | None, message: Message | None
+    ) -> tuple[int, str, dict[str, Any]]:
         iid, token = self.sf.next(), "itok." + secrets.token_urlsafe(32)
         payload: dict[str, Any] = {
             "id": str(iid),
@@ -320,7 +324,7 @@ class Interactions(State):
         itype: int,
         user: User,
         channel: Channel | int,
-        data: dict | None,
+        data: dict[str, Any] | None,
         message: Message | None = None,
     ) -> Interaction:
         ch = self._channel(channel)
@@ -367,8 +371,8 @@ class Interactions(State):
         for p in parts[1:]:
             schema = next((o.get("options", []) for o in schema if o["name"] == p), [])
         stypes = {o["name"]: o.get("type") for o in schema}
-        resolved: dict[str, dict] = {}
-        opts: list[dict] = []
+        resolved: dict[str, dict[str, Any]] = {}
+        opts: list[dict[str, Any]] = []
         for k, v in (options or {}).items():
             t = self._option_type(v, stypes.get(k))
             value = v
@@ -394,7 +398,9 @@ class Interactions(State):
         for k, (filename, content, ctype) in (attachments or {}).items():
             a = self._store_attachment(ch.id, filename, content, ctype)
             a.ephemeral = True
-            a.url = (attachment_urls or {}).get(k) or a.url.replace("/attachments/", "/ephemeral-attachments/")
+            a.url = (attachment_urls or {}).get(k) or a.url.replace(
+                "/attachments/", "/ephemeral-attachments/"
+            )
             opts.append({"name": k, "type": 11, "value": str(a.id)})
             resolved.setdefault("attachments", {})[str(a.id)] = a.payload()
         for depth, p in reversed(list(enumerate(parts[1:], start=1))):

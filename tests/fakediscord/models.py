@@ -262,11 +262,11 @@ class Message:
     author: User
     content: str = ""
     attachments: list[Attachment] = field(default_factory=list)
-    embeds: list[dict] = field(default_factory=list)
-    components: list[dict] = field(default_factory=list)
+    embeds: list[dict[str, Any]] = field(default_factory=list)
+    components: list[dict[str, Any]] = field(default_factory=list)
     # emoji ("🎨" or "name:id") -> user ids that reacted, in order
     reactions: dict[str, list[int]] = field(default_factory=dict)
-    message_reference: dict | None = None
+    message_reference: dict[str, Any] | None = None
     mentions: list[User] = field(default_factory=list)
     flags: int = 0
     type: int = 0
@@ -297,11 +297,11 @@ class Message:
 
 
 class ApiError(Exception):
-    def __init__(self, status: int, code: int, message: str, errors: dict | None = None) -> None:
+    def __init__(self, status: int, code: int, message: str, errors: dict[str, Any] | None = None) -> None:
         super().__init__(f"{status} {code} {message}")
         self.status, self.code, self.message, self.errors = status, code, message, errors
 
-    def body(self) -> dict:
+    def body(self) -> dict[str, Any]:
         d: dict[str, Any] = {"message": self.message, "code": self.code}
         if self.errors:
             d["errors"] = self.errors
@@ -349,12 +349,12 @@ class Request:
 @dataclass
 class GatewayEvent:
     t: str
-    d: dict
+    d: dict[str, Any]
     seq: int | None  # None when no bot session existed
     at: float
 
 
-def json_response(status: int, body: Any, headers: dict | None = None) -> web.Response:
+def json_response(status: int, body: Any, headers: dict[str, str] | None = None) -> web.Response:
     if status == 204 or body is None:
         return web.Response(status=204, headers=headers)
     # discord.py's json_or_text wants exactly "application/json" (no charset)

@@ -123,6 +123,7 @@ class Rest(State):
         if int(gid) != self.guild_id:
             raise ApiError(404, 10004, "Unknown Guild")
 
+    # ------------------------------------------------------------------ channels & messages
     async def _r_get_channel(self, rec: Request, cid: str) -> Reply:
         ch = self._live_channel(cid)
         return 200, ch.payload(self.bot_user.id if ch.is_thread else None)
@@ -202,6 +203,7 @@ class Rest(State):
         await self.delete_message(m)
         return 204, None
 
+    # ------------------------------------------------------------------ threads
     def _check_thread_allowed(self, ch: Channel, private: bool = False) -> None:
         if ch.is_thread:
             raise ApiError(400, 50024, "Cannot execute action on this channel type")
@@ -209,7 +211,7 @@ class Rest(State):
             raise missing_permissions()
         self._require(ch, "view_channel", "create_private_threads" if private else "create_public_threads")
 
-    async def _new_thread(self, parent: Channel, body: dict, tid: int, ttype: int) -> Channel:
+    async def _new_thread(self, parent: Channel, body: dict[str, Any], tid: int, ttype: int) -> Channel:
         name = (body.get("name") or "thread")[:100]
         th = Channel(
             tid,
@@ -248,6 +250,7 @@ class Rest(State):
         th = await self._new_thread(ch, body, self.sf.next(), ttype)
         return 201, th.payload(self.bot_user.id)
 
+    # ------------------------------------------------------------------ reactions
     async def _r_add_reaction(self, rec: Request, cid: str, mid: str, emoji: str) -> Reply:
         ch = self._live_channel(cid)
         self._require(ch, "view_channel", "read_message_history")
@@ -303,6 +306,7 @@ class Rest(State):
             d["burst_colors"] = []
         await self._dispatch_if_ready(t, d, I_REACTIONS)
 
+    # ------------------------------------------------------------------ test-side actions (users)
     async def user_message(
         self,
         user: User,

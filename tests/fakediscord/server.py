@@ -54,7 +54,6 @@ class FakeDiscord(Interactions, Rest, Gateway, Faults, Cdn):
         super().__init__(guild_name=guild_name, heartbeat_interval_ms=heartbeat_interval_ms)
 
     # ------------------------------------------------------------------ lifecycle
-
     async def start(self) -> FakeDiscord:
         app = web.Application(client_max_size=1024**3)
         app.router.add_get("/", self._gateway)
@@ -105,6 +104,8 @@ class FakeDiscord(Interactions, Rest, Gateway, Faults, Cdn):
             with contextlib.suppress(BaseException):
                 await asyncio.wait_for(task, 5)
 
+    # ------------------------------------------------------------------ REST plumbing
+    # (record each call, answer an injected fault, else route it to the resource that owns the path)
     def requests_to(self, method: str, path_regex: str) -> list[Request]:
         rx = re.compile(path_regex)
         return [r for r in self.requests if r.method == method.upper() and rx.search(r.path)]

@@ -152,6 +152,7 @@ class State(abc.ABC):
     async def delete_channel(self, channel: Channel | int) -> None:
         """Faults: mark a channel or thread deleted, dispatch CHANNEL_DELETE / THREAD_DELETE."""
 
+    # ------------------------------------------------------------------ world building
     @property
     def api_base(self) -> str:
         return f"http://127.0.0.1:{self.port}"
@@ -250,6 +251,7 @@ class State(abc.ABC):
             raise KeyError(f"unknown channel {cid}")
         return ch
 
+    # ------------------------------------------------------------------ lookups for tests
     def messages_in(self, channel: Channel | int, include_deleted: bool = False) -> list[Message]:
         cid = channel if isinstance(channel, int) else channel.id
         return [
@@ -286,16 +288,17 @@ class State(abc.ABC):
                 raise TimeoutError(f"fakediscord.wait_for timed out after {timeout}s: {predicate}")
             await asyncio.sleep(interval)
 
-    def user_payload(self, u: User) -> dict:
+    # ------------------------------------------------------------------ payloads
+    def user_payload(self, u: User) -> dict[str, Any]:
         return u.payload()
 
-    def member_payload(self, u: User, channel: Channel | None = None) -> dict:
+    def member_payload(self, u: User, channel: Channel | None = None) -> dict[str, Any]:
         d = u.member_payload()
         if channel is not None:
             d["permissions"] = str(self.permissions_for(u, channel))
         return d
 
-    def guild_payload(self, full: bool = True) -> dict:
+    def guild_payload(self, full: bool = True) -> dict[str, Any]:
         d: dict[str, Any] = {
             "id": str(self.guild_id),
             "name": self.guild_name,
@@ -358,7 +361,7 @@ class State(abc.ABC):
 
     def message_payload(
         self, m: Message, *, gateway: bool = False, full_content: bool = False, depth: int = 0
-    ) -> dict:
+    ) -> dict[str, Any]:
         readable = full_content or self._can_read_content(m)
         d: dict[str, Any] = {
             "id": str(m.id),
@@ -419,7 +422,7 @@ class State(abc.ABC):
         return d
 
     @staticmethod
-    def _emoji_payload(emoji: str) -> dict:
+    def _emoji_payload(emoji: str) -> dict[str, Any]:
         e = emoji.strip("<>")
         if e.startswith("a:"):
             e = e[2:]
@@ -428,6 +431,8 @@ class State(abc.ABC):
             return {"id": eid, "name": name}
         return {"id": None, "name": emoji}
 
+    # ------------------------------------------------------------------ the message store
+    # (REST, interaction callbacks and users' actions all create and edit messages through it)
     def _store_attachment(
         self,
         channel_id: int,
@@ -463,7 +468,9 @@ class State(abc.ABC):
             raise unknown_message()
         return m
 
-    def _validate_message_body(self, body: dict, files: list[UploadedFile], *, editing: bool = False) -> None:
+    def _validate_message_body(
+        self, body: dict[str, Any], files: list[UploadedFile], *, editing: bool = False
+    ) -> None:
         content = body.get("content") or ""
         if len(content) > 2000:
             raise ApiError(
@@ -488,7 +495,7 @@ class State(abc.ABC):
             raise ApiError(400, 50006, "Cannot send an empty message")
 
     def _new_attachments(
-        self, cid: int, body: dict, files: list[UploadedFile], keep: list[Attachment]
+        self, cid: int, body: dict[str, Any], files: list[UploadedFile], keep: list[Attachment]
     ) -> list[Attachment]:
         by_index = {f.index: f for f in files}
         out: list[Attachment] = []
@@ -526,7 +533,7 @@ class State(abc.ABC):
         self,
         ch: Channel,
         author: User,
-        body: dict,
+        body: dict[str, Any],
         files: list[UploadedFile],
         *,
         webhook: bool = False,
@@ -582,7 +589,7 @@ class State(abc.ABC):
             await self._dispatch_if_ready("MESSAGE_CREATE", self.message_payload(m, gateway=True), I_MESSAGES)
         return m
 
-    async def _edit_message(self, m: Message, body: dict, files: list[UploadedFile]) -> Message:
+    async def _edit_message(self, m: Message, body: dict[str, Any], files: list[UploadedFile]) -> Message:
         self._validate_message_body(body, files, editing=True)
         if "content" in body:
             m.content = body["content"] or ""
