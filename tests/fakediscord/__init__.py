@@ -1,17 +1,9 @@
 """Fake Discord server for end-to-end tests of discord.py bots. See README.md."""
 
-from .models import Attachment, Channel, Message, Role, User
-from .server import (
-    ApiError,
-    Callback,
-    FakeDiscord,
-    GatewayEvent,
-    Interaction,
-    Request,
-    UploadedFile,
-    permission_bits,
-    point_discord_at,
-)
+from .interactions import Callback, Interaction
+from .models import ApiError, Attachment, Channel, GatewayEvent, Message, Request, Role, UploadedFile, User
+from .server import FakeDiscord, point_discord_at
+from .state import permission_bits
 
 __all__ = [
     "ApiError",

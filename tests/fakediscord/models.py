@@ -4,14 +4,24 @@ from __future__ import annotations
 
 import datetime as dt
 import itertools
+import json
 import mimetypes
 import struct
 import threading
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from aiohttp import web
+
 DISCORD_EPOCH_MS = 1420070400000
+
+# a REST handler: (the recorded request, *path groups) -> Reply
+Reply = tuple[int, Any]  # (HTTP status, JSON body or None for 204)
+Handler = Callable[..., Awaitable[Reply]]
+# (HTTP method, path regex matched in full against the path without /api/v10, handler)
+Route = tuple[str, str, Handler]
 
 
 class Snowflakes:
@@ -252,11 +262,11 @@ class Message:
     author: User
     content: str = ""
     attachments: list[Attachment] = field(default_factory=list)
-    embeds: list[dict] = field(default_factory=list)
-    components: list[dict] = field(default_factory=list)
+    embeds: list[dict[str, Any]] = field(default_factory=list)
+    components: list[dict[str, Any]] = field(default_factory=list)
     # emoji ("🎨" or "name:id") -> user ids that reacted, in order
     reactions: dict[str, list[int]] = field(default_factory=dict)
-    message_reference: dict | None = None
+    message_reference: dict[str, Any] | None = None
     mentions: list[User] = field(default_factory=list)
     flags: int = 0
     type: int = 0
@@ -284,3 +294,69 @@ class Message:
     def reply_to(self) -> int | None:
         ref = self.message_reference
         return int(ref["message_id"]) if ref and ref.get("message_id") else None
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, code: int, message: str, errors: dict[str, Any] | None = None) -> None:
+        super().__init__(f"{status} {code} {message}")
+        self.status, self.code, self.message, self.errors = status, code, message, errors
+
+    def body(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"message": self.message, "code": self.code}
+        if self.errors:
+            d["errors"] = self.errors
+        return d
+
+
+def unknown_channel() -> ApiError:
+    return ApiError(404, 10003, "Unknown Channel")
+
+
+def unknown_message() -> ApiError:
+    return ApiError(404, 10008, "Unknown Message")
+
+
+def missing_permissions() -> ApiError:
+    return ApiError(403, 50013, "Missing Permissions")
+
+
+def invalid_webhook_token() -> ApiError:
+    return ApiError(401, 50027, "Invalid Webhook Token")
+
+
+@dataclass
+class UploadedFile:
+    index: int
+    filename: str
+    data: bytes
+    content_type: str | None
+
+
+@dataclass
+class Request:
+    """One REST call the client made (recorded in ``server.requests``)."""
+
+    method: str
+    path: str  # without /api/v10, segments URL-decoded, e.g. /channels/1/messages/2/reactions/🎨/@me
+    query: dict[str, str]
+    json: Any  # JSON body, or payload_json of a multipart body
+    files: list[UploadedFile]
+    at: float  # loop.time()
+    status: int = 0
+    response: Any = None
+
+
+@dataclass
+class GatewayEvent:
+    t: str
+    d: dict[str, Any]
+    seq: int | None  # None when no bot session existed
+    at: float
+
+
+def json_response(status: int, body: Any, headers: dict[str, str] | None = None) -> web.Response:
+    if status == 204 or body is None:
+        return web.Response(status=204, headers=headers)
+    # discord.py's json_or_text wants exactly "application/json" (no charset)
+    h = {"Content-Type": "application/json", **(headers or {})}
+    return web.Response(status=status, body=json.dumps(body).encode(), headers=h)
