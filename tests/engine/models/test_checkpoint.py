@@ -437,7 +437,7 @@ def test_numpy_object_dtype_from_raw_bytes_cannot_touch_memory(tmp_path: Path) -
             sys.exit(2)
         """
     )
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[3])}
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=120)
     assert proc.returncode == 2, (proc.returncode, proc.stderr[-500:])
     assert str(path) in proc.stderr and "Traceback" not in proc.stderr
