@@ -21,7 +21,7 @@ import discord
 from PIL import Image, ImageChops
 
 from bot.config import BotConfig
-from bot.requests import ImageRef, check_mask_shape, download, fit_size, image_size, save_png
+from bot.inputs import ImageRef, check_mask_shape, download, fit_size, image_size, save_png
 from engine.collage import build, from_transparent, left_to_right
 from engine.errors import UserError
 from engine.imageio import load_mask
