@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator
 
 from engine.config import Config, ConfigError, Section, read_toml, validate
 
@@ -75,13 +75,19 @@ class DiscordConfig(Section):
     # Seconds after which a refusal posted in a channel (gestures cannot be ephemeral) is deleted.
     notice_delete_after_s: float = Field(20.0, ge=0)
 
-    @model_validator(mode="after")
-    def _check(self) -> DiscordConfig:
-        if self.thread_archive_minutes not in (60, 1440, 4320, 10080):
-            raise ValueError("thread_archive_minutes must be 60, 1440, 4320 or 10080")
-        if not self.api_base.startswith(("http://", "https://")):
-            raise ValueError("api_base must start with http:// or https://")
-        return self
+    @field_validator("thread_archive_minutes")
+    @classmethod
+    def _archive(cls, v: int) -> int:
+        if v not in (60, 1440, 4320, 10080):
+            raise ValueError("must be 60, 1440, 4320 or 10080")
+        return v
+
+    @field_validator("api_base")
+    @classmethod
+    def _base(cls, v: str) -> str:
+        if not v.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return v
 
     @property
     def data_path(self) -> Path:
@@ -110,5 +116,6 @@ def load_bot_config(path: str | os.PathLike[str] | None = None) -> BotConfig:
         raise ConfigError(f"{path}: discord: must be a table ([discord])")
     engine = validate(Config, data, path)
     if env := os.environ.get("DISCORD_API_BASE"):
+        validate(DiscordConfig, {"api_base": env}, "$DISCORD_API_BASE", "discord")  # its own error, naming it
         table = {**table, "api_base": env}
     return BotConfig(**dict(engine), discord=validate(DiscordConfig, table, path, "discord"))

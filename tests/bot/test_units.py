@@ -140,6 +140,43 @@ def test_bad_config_is_one_line(monkeypatch, capsys, tmp_path):
     assert "discord.nope: unknown key" in capsys.readouterr().err
 
 
+def test_a_bad_discord_api_base_in_the_environment_is_one_line(monkeypatch, capsys):
+    monkeypatch.setenv("DISCORD_TOKEN", "x")
+    monkeypatch.setenv("DISCORD_API_BASE", "discord.example")  # no scheme
+    assert main([]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "$DISCORD_API_BASE: discord.api_base: " in err and "http://" in err
+
+
+def test_the_engine_reads_the_same_file_without_the_discord_table(tmp_path):
+    from engine.config import Config, load_config
+
+    p = tmp_path / "c.toml"
+    p.write_text('[generation]\nsteps = 7\n[discord]\nrerun_emoji = "R"\n')
+    engine, bot = load_config(p), load_bot_config(p)
+    assert engine.generation.steps == bot.generation.steps == 7 and not hasattr(engine, "discord")
+    assert bot.discord.rerun_emoji == "R" and isinstance(bot, Config)
+    p.write_text('[generation]\nstepz = 7\n[discord]\nrerun_emoji = "R"\n')
+    with pytest.raises(ConfigError, match=r"c.toml: generation.stepz: unknown key"):
+        load_bot_config(p)
+    p.write_text('discord = 3\n')
+    with pytest.raises(ConfigError, match=r"c.toml: discord: "):
+        load_bot_config(p)
+
+
+def test_the_healthcheck_loads_neither_discord_nor_torch(tmp_path):
+    import subprocess
+    import time
+
+    (tmp_path / "heartbeat").write_text(f"{time.time():.0f}\n")
+    (tmp_path / "c.toml").write_text(f'[discord]\ndata_dir = "{tmp_path}"\n')
+    code = ("import sys; from bot.health import main; rc = main(['--config', sys.argv[1]]); "
+            "print(rc, sorted(m for m in ('discord', 'torch', 'aiohttp') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code, str(tmp_path / "c.toml")], capture_output=True, text=True,
+                         check=True)
+    assert out.stdout.split("\n")[-2] == "0 []"
+
+
 async def test_commands_are_synced_only_when_changed(fake, tmp_path):
     cfg = make_config(tmp_path, fake)
     async with run_bot(fake, cfg, FakeRunner()):
