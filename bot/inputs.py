@@ -6,6 +6,7 @@ access (guild, channel, role), pending jobs, the request itself, then attachment
 PIL, because a payload can lie about what the file holds. A request being prepared (downloads,
 collages) counts against its owner's pending limit like a queued job (``Preparing``), and a big
 upload is shrunk once, as it is decoded, to twice the largest size a job could paint it at.
+Stored uploads are pruned once they are older than any job that could still refer to them.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import discord
 from PIL import Image
@@ -31,6 +32,9 @@ from bot.endpoints import cdn_url, may_download
 from engine import imageio
 from engine.errors import BadImage, UserError
 from engine.request import Request, check_limits
+
+if TYPE_CHECKING:
+    from engine.queue import JobQueue
 
 ASPECTS: dict[str, tuple[int, int]] = {
     "square": (1, 1),
@@ -146,7 +150,7 @@ class Preparing:
             release()
 
 
-def check_pending(cfg: BotConfig, queue: Any, owner: str, preparing: Preparing | None = None) -> None:
+def check_pending(cfg: BotConfig, queue: JobQueue, owner: str, preparing: Preparing | None = None) -> None:
     """A fast, early copy of the queue's own per-owner limit (the queue has the last word), counting
     requests still downloading too."""
     mine = sum(1 for j in queue.jobs_of(owner) if j.state in PENDING_STATES)

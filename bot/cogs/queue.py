@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Literal
 
 import discord
 from discord import app_commands
@@ -17,6 +17,7 @@ from engine.fleet_cli import describe_fleet
 
 if TYPE_CHECKING:
     from bot.app import VQGANBot
+    from engine.queue import Job
 
 log = logging.getLogger(__name__)
 SHOWN = 10
@@ -51,7 +52,7 @@ a PNG are holes; the seams and holes are repainted into one picture.
 {lim.max_prompt_chars} characters; you may have {bot.cfg.queue.per_owner_pending} jobs waiting at a time."""
 
 
-def _line(job: Any, position: int | None) -> str:
+def _line(job: Job, position: int | None) -> str:
     where = "🎨 now" if position == 0 else f"#{position}"
     return f"{where} · `{job.id}` **{short_prompt(job.request.prompt, 60)}** · <@{job.owner}>"
 
