@@ -35,10 +35,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-async def run(cfg: object, token: str) -> None:
+async def run(cfg: BotConfig, token: str) -> None:
+    """Build the bot's dependencies here (the job queue and its engine runner), then run it."""
     from bot.app import VQGANBot
+    from engine.queue import JobQueue
 
-    bot = VQGANBot(cfg)  # type: ignore[arg-type]
+    bot = VQGANBot(cfg, JobQueue(cfg))
     loop = asyncio.get_running_loop()
     stopping = asyncio.Event()
 

@@ -12,23 +12,25 @@ import hashlib
 import json
 import logging
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import discord
 from discord.ext import commands
 
-from bot import launch
+from bot import replies
 from bot.config import BotConfig
 from bot.delivery import Delivery
 from bot.endpoints import point_at
-from bot.launch import TOKEN_EXPIRES_S
-from bot.requests import Preparing, prune_uploads
+from bot.inputs import Preparing, prune_uploads
+from bot.origin import INTERACTION_TOKEN
+from bot.submit import TOKEN_EXPIRES_S
+from engine.queue import JobQueue
 
 log = logging.getLogger(__name__)
 
-COGS = ("bot.cogs.imagine", "bot.cogs.gestures", "bot.cogs.admin")
-HEARTBEAT_FILE = "heartbeat"
+COGS = ("bot.cogs.imagine", "bot.cogs.gestures", "bot.cogs.queue")
 SYNC_HASH_FILE = "commands.sha256"
 
 
@@ -42,29 +44,27 @@ def intents() -> discord.Intents:
 
 
 class VQGANBot(commands.Bot):
-    """A Bot that owns a ``JobQueue`` and posts its jobs' progress and results."""
+    """A Bot that drives a ``JobQueue`` and posts its jobs' progress and results.
 
-    def __init__(self, cfg: BotConfig, queue: Any = None, *, runner: Any = None, sync_commands: bool = True,
-                 **options: Any) -> None:
+    The queue is made by the caller (``bot.__main__``, or a test with a fake runner) and handed
+    in; the bot starts and closes it with itself."""
+
+    def __init__(self, cfg: BotConfig, queue: JobQueue, *, sync_commands: bool = True, **options: Any) -> None:
         point_at(cfg.discord)
         super().__init__(
             command_prefix=commands.when_mentioned,
             intents=intents(),
             help_command=None,
-            allowed_mentions=discord.AllowedMentions(everyone=False, roles=False, users=True, replied_user=False),
+            allowed_mentions=replies.MENTIONS,
             proxy=cfg.discord.http_proxy or None,
             **options,
         )
-        if queue is None:
-            from engine.queue import JobQueue
-
-            queue = JobQueue(cfg, runner=runner)
         self.cfg = cfg
         self.queue = queue
         self.delivery = Delivery(self, cfg, queue)
         self.preparing = Preparing()  # requests downloading: they count against the pending limit
         self.sync_commands = sync_commands
-        self._unsubscribe: Any = None
+        self._unsubscribe: Callable[[], None] | None = None
         self._heartbeat: asyncio.Task[None] | None = None
         self._queue_started = False
         self._closing = False
@@ -84,7 +84,7 @@ class VQGANBot(commands.Bot):
         self._unsubscribe = self.queue.subscribe(self.delivery)
         await self.queue.start()
         self._queue_started = True
-        await self.queue.expire_origin_key("interaction_token", TOKEN_EXPIRES_S)  # jobs stored before expiry
+        await self.queue.expire_origin_key(INTERACTION_TOKEN, TOKEN_EXPIRES_S)  # jobs stored before expiry
         self._heartbeat = asyncio.create_task(self._beat(), name="heartbeat")
 
     async def close(self) -> None:
@@ -115,10 +115,7 @@ class VQGANBot(commands.Bot):
         else:
             log.error("command %s failed", getattr(interaction.command, "name", "?"), exc_info=error)
             text = "something went wrong on my side; please try again later"
-        if interaction.response.type == discord.InteractionResponseType.deferred_channel_message:
-            await launch.refuse_after_defer(interaction, text)
-        else:
-            await launch.refuse(interaction, text)
+        await replies.refuse(interaction, text)
 
     async def on_message(self, message: discord.Message) -> None:
         """No prefix commands: messages are handled by the gestures cog's listener."""
@@ -128,7 +125,7 @@ class VQGANBot(commands.Bot):
 
     async def _beat(self) -> None:
         """Touch the heartbeat file while connected; the container healthcheck reads its age."""
-        path = self.cfg.discord.data_path / HEARTBEAT_FILE
+        path = self.cfg.discord.heartbeat_path
         await self.wait_until_ready()
         while True:
             if self.is_ready() and not self.is_closed():

@@ -1,8 +1,9 @@
 """The bot's ``[discord]`` section of ``config.toml``.
 
-``BotConfig`` is the engine's ``Config`` with ``discord`` replaced by a validated model, so a
-typo in ``[discord]`` is a start-up error naming the key, just like in the engine's sections.
-The token never lives here: it comes from ``$DISCORD_TOKEN`` only.
+``load_bot_config`` splits ``[discord]`` off the file, validates the rest as the engine's
+``Config`` and ``[discord]`` as ``DiscordConfig``; ``BotConfig`` holds both. A typo in either is a
+start-up error naming the file and the key. This module imports neither discord.py nor torch, so
+the healthcheck stays light. The token never lives here: it comes from ``$DISCORD_TOKEN`` only.
 """
 
 from __future__ import annotations
@@ -10,11 +11,12 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator
 
-from engine.config import Config, Section, load_config
+from engine.config import Config, ConfigError, Section, read_toml, validate
 
 DEFAULT_API_BASE = "https://discord.com"
+HEARTBEAT_FILE = "heartbeat"  # under data_dir: touched while connected, read by ``python -m bot.health``
 
 # A role or a channel may be named by id (int) or, for roles, by name (str).
 RoleRef = int | str
@@ -73,32 +75,47 @@ class DiscordConfig(Section):
     # Seconds after which a refusal posted in a channel (gestures cannot be ephemeral) is deleted.
     notice_delete_after_s: float = Field(20.0, ge=0)
 
-    @model_validator(mode="after")
-    def _check(self) -> DiscordConfig:
-        if self.thread_archive_minutes not in (60, 1440, 4320, 10080):
-            raise ValueError("thread_archive_minutes must be 60, 1440, 4320 or 10080")
-        if not self.api_base.startswith(("http://", "https://")):
-            raise ValueError("api_base must start with http:// or https://")
-        return self
+    @field_validator("thread_archive_minutes")
+    @classmethod
+    def _archive(cls, v: int) -> int:
+        if v not in (60, 1440, 4320, 10080):
+            raise ValueError("must be 60, 1440, 4320 or 10080")
+        return v
+
+    @field_validator("api_base")
+    @classmethod
+    def _base(cls, v: str) -> str:
+        if not v.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return v
 
     @property
     def data_path(self) -> Path:
         return Path(self.data_dir).expanduser()
 
+    @property
+    def heartbeat_path(self) -> Path:
+        return self.data_path / HEARTBEAT_FILE
+
 
 class BotConfig(Config):
-    """The engine's config plus a validated ``[discord]`` section."""
+    """The engine's config (what the job queue reads) plus the bot's ``[discord]`` table."""
 
-    discord: DiscordConfig = DiscordConfig()  # type: ignore[assignment]
+    discord: DiscordConfig = DiscordConfig()
 
     def progress_every(self) -> int:
         return self.discord.progress_every or self.generation.progress_every
 
 
 def load_bot_config(path: str | os.PathLike[str] | None = None) -> BotConfig:
-    """Read ``config.toml`` (or defaults) and apply ``$DISCORD_API_BASE``."""
-    cfg = load_config(path, model=BotConfig)
+    """Read ``config.toml`` (or defaults): the engine's tables, then ``[discord]`` with
+    ``$DISCORD_API_BASE`` applied."""
+    data = read_toml(path) if path is not None else {}
+    table = data.pop("discord", {})
+    if not isinstance(table, dict):
+        raise ConfigError(f"{path}: discord: must be a table ([discord])")
+    engine = validate(Config, data, path)
     if env := os.environ.get("DISCORD_API_BASE"):
-        cfg = cfg.model_copy(update={"discord": DiscordConfig.model_validate(
-            {**cfg.discord.model_dump(), "api_base": env})})
-    return cfg
+        validate(DiscordConfig, {"api_base": env}, "$DISCORD_API_BASE", "discord")  # its own error, naming it
+        table = {**table, "api_base": env}
+    return BotConfig(**dict(engine), discord=validate(DiscordConfig, table, path, "discord"))

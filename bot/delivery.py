@@ -1,6 +1,6 @@
 """Job events -> Discord messages.
 
-Everything needed to deliver a job lives in ``job.origin`` (persisted by the queue), so a job
+Everything needed to deliver a job lives in its ``Origin`` (``job.origin``, persisted by the queue), so a job
 recovered after a restart is delivered like any other. Nothing here raises out of the listener:
 a Discord error is logged, and the result goes to the next place that works (thread -> channel
 -> the interaction's webhook while its token is fresh).
@@ -25,15 +25,20 @@ import discord
 from bot.config import BotConfig
 from bot.editing import is_collage
 from bot.images import fit_png
+from bot.origin import Origin
+from bot.replies import MENTIONS, QUIET
 from engine.queue import Cancelled as JobCancelled
-from engine.queue import Failed, Finished, Progress, Queued, Started
+from engine.queue import Failed, Finished, Job, JobQueue, Progress, Queued, Started
+from engine.request import Request
 
 log = logging.getLogger(__name__)
 
 TOKEN_TTL_S = 14 * 60  # interaction tokens live 15 minutes; keep a margin
 POSITIONS_REFRESHED = 5  # waiting jobs whose status message is updated when the queue moves
 CLOSE_FLUSH_S = 5.0  # at close, how long lanes get to deliver their last events
-MENTIONS = discord.AllowedMentions(everyone=False, roles=False, users=True, replied_user=False)
+# What a status or result can be posted in or edited in: channels that hold messages.
+Sendable = (discord.TextChannel | discord.Thread | discord.VoiceChannel | discord.StageChannel | discord.DMChannel
+            | discord.PartialMessageable)
 
 
 def short_prompt(prompt: str, n: int = 180) -> str:
@@ -46,26 +51,26 @@ def thread_name(prompt: str) -> str:
     return name or "vqgan"
 
 
-def describe(job: Any) -> str:
+def describe(job: Job) -> str:
     return describe_request(job.request)
 
 
-def describe_request(r: Any) -> str:
+def describe_request(r: Request) -> str:
     kind = {"edit": "✏️ edit", "vary": "🎲 variation"}.get(r.kind, "🎨")
-    where = f"*{short_prompt(r.region, 80)}* → " if getattr(r, "region", None) else ""
+    where = f"*{short_prompt(r.region, 80)}* → " if r.region else ""
     return f"{kind} {where}**{short_prompt(r.prompt)}** · seed `{r.seed}` · {r.steps} steps · {r.width}x{r.height}"
 
 
-def mask_caption(r: Any) -> str | None:
+def mask_caption(r: Request) -> str | None:
     """What the mask of a finished edit shows, or None when it is not worth a message (the person's own)."""
-    if getattr(r, "region", None):
+    if r.region:
         return f"🔍 where CLIP found *{short_prompt(r.region, 80)}* (white = repainted)"
     if is_collage(r):
         return "🧩 the holes and seams that were repainted (white)"
     return None
 
 
-def status_text(job: Any, line: str, note: str | None = None) -> str:
+def status_text(job: Job, line: str, note: str | None = None) -> str:
     extra = f"\n-# {note}" if note else ""
     return f"{describe(job)}\n{line}{extra}\n-# job `{job.id}` · by <@{job.owner}>"
 
@@ -81,20 +86,23 @@ def position_line(position: int | None) -> str:
 class Moved:
     """A waiting job's place in line changed because another one started (made here, not by the queue)."""
 
-    job: Any
+    job: Job
     position: int
+
+
+Event = Queued | Started | Progress | Finished | Failed | JobCancelled | Moved
 
 
 class Lanes:
     """One mailbox per job, each drained in order by its own task: one job's trouble never delays
     another's. A lagging lane keeps only the newest progress, as the queue does for a listener."""
 
-    def __init__(self, handle: Callable[[Any], Awaitable[None]]) -> None:
+    def __init__(self, handle: Callable[[Event], Awaitable[None]]) -> None:
         self._handle = handle
-        self._items: dict[str, deque[Any]] = {}
+        self._items: dict[str, deque[Event]] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}
 
-    def put(self, key: str, event: Any) -> None:
+    def put(self, key: str, event: Event) -> None:
         items = self._items.setdefault(key, deque())
         if isinstance(event, Progress):
             for stale in [e for e in items if isinstance(e, Progress)]:
@@ -132,34 +140,26 @@ class Delivery:
     the lane's task does the Discord calls.
     """
 
-    def __init__(self, bot: discord.Client, cfg: BotConfig, queue: Any) -> None:
+    def __init__(self, bot: discord.Client, cfg: BotConfig, queue: JobQueue) -> None:
         self.bot = bot
         self.cfg = cfg
         self.queue = queue
         self._last_progress: dict[str, float] = {}
         self._shown_position: dict[str, int] = {}
-        self._handlers: dict[type, Callable[[Any], Awaitable[None]]] = {
-            Queued: self._on_queued, Started: self._on_started, Progress: self._on_progress,
-            Finished: self._on_finished, Failed: self._on_failed, JobCancelled: self._on_cancelled,
-            Moved: self._on_moved,
-        }
         self._lanes = Lanes(self._deliver)
 
-    async def __call__(self, event: Any) -> None:
+    async def __call__(self, event: object) -> None:
         """Queue listener: file the event into its job's lane."""
-        if type(event) in self._handlers:
+        if isinstance(event, Queued | Started | Progress | Finished | Failed | JobCancelled | Moved):
             self._lanes.put(event.job.id, event)
 
     async def close(self, timeout: float = CLOSE_FLUSH_S) -> None:
         await self._lanes.close(timeout)
 
-    async def _deliver(self, event: Any) -> None:
+    async def _deliver(self, event: Event) -> None:
         """One event of one job: never raises (a Discord error must not cost the job its delivery)."""
-        handler = self._handlers.get(type(event))
-        if handler is None:
-            return
         try:
-            await handler(event)
+            await self._handle(event)
             if isinstance(event, Finished | Failed | JobCancelled):
                 self._last_progress.pop(event.job.id, None)
                 self._shown_position.pop(event.job.id, None)
@@ -167,14 +167,31 @@ class Delivery:
         except Exception:
             log.exception("delivery of %s for job %s failed", type(event).__name__, event.job.id)
 
+    async def _handle(self, event: Event) -> None:
+        match event:
+            case Queued():
+                await self._on_queued(event)
+            case Started():
+                await self._on_started(event)
+            case Progress():
+                await self._on_progress(event)
+            case Finished():
+                await self._on_finished(event)
+            case Failed():
+                await self._on_failed(event)
+            case JobCancelled():
+                await self._on_cancelled(event)
+            case Moved():
+                await self._on_moved(event)
+
     # ------------------------------------------------------------------ handlers
 
-    async def _on_queued(self, ev: Any) -> None:
+    async def _on_queued(self, ev: Queued) -> None:
         self._shown_position[ev.job.id] = ev.position
-        paused = getattr(self.queue, "paused", lambda: None)()  # backend "redis" with no worker reachable
+        paused = self.queue.paused()  # backend "redis" with no worker reachable
         await self._edit_status(ev.job, position_line(ev.position) + (f" ({paused})" if paused else ""))
 
-    async def _on_started(self, ev: Any) -> None:
+    async def _on_started(self, ev: Started) -> None:
         self._shown_position.pop(ev.job.id, None)
         self._refresh_positions()
         await self._edit_status(ev.job, "🎨 painting…")
@@ -193,7 +210,7 @@ class Delivery:
         if self._shown_position.get(ev.job.id) == ev.position:  # not started or moved again meanwhile
             await self._edit_status(ev.job, position_line(ev.position))
 
-    async def _on_progress(self, ev: Any) -> None:
+    async def _on_progress(self, ev: Progress) -> None:
         job = ev.job
         every = self.cfg.progress_every()
         if ev.step % every and ev.step != ev.total:
@@ -210,8 +227,7 @@ class Delivery:
         def file() -> discord.File:
             return discord.File(io.BytesIO(png), filename=f"progress-{job.id}.png")
 
-        msg_id = origin.get("progress_message_id")
-        chan_id = origin.get("progress_channel_id")
+        msg_id, chan_id = origin.progress_message_id, origin.progress_channel_id
         if msg_id and chan_id:
             try:
                 await self._channel(chan_id).get_partial_message(msg_id).edit(
@@ -223,7 +239,7 @@ class Delivery:
         if msg is not None:
             await self._annotate(job, progress_message_id=msg.id, progress_channel_id=msg.channel.id)
 
-    async def _on_finished(self, ev: Any) -> None:
+    async def _on_finished(self, ev: Finished) -> None:
         job = ev.job
         png = await asyncio.to_thread(fit_png, ev.png, self.cfg.discord.filesize_limit)
         r = job.request
@@ -257,7 +273,7 @@ class Delivery:
                 log.info("could not add the %s reaction to %s: %s", emoji, msg.id, e)
         await self._edit_status(job, f"✅ done in {secs:.1f} s: {msg.jump_url}")
 
-    async def _post_mask(self, job: Any, mask_png: bytes | None) -> None:
+    async def _post_mask(self, job: Job, mask_png: bytes | None) -> None:
         """Show the region CLIP found (or a collage's seams) in the thread, as a message of its own:
         the result message keeps a single image, so replying to it edits the picture, not the mask."""
         caption = mask_caption(job.request) if mask_png else None
@@ -272,62 +288,62 @@ class Delivery:
         if msg is not None:
             await self._annotate(job, mask_message_id=msg.id)
 
-    async def _on_failed(self, ev: Any) -> None:
+    async def _on_failed(self, ev: Failed) -> None:
         reason = str(ev.reason).splitlines()[0][:300] if ev.reason else "unknown error"
         await self._edit_status(ev.job, f"⚠️ failed: {reason}")
-        if self._origin(ev.job).get("thread_id"):
+        if self._origin(ev.job).thread_id:
             await self._post(ev.job, content=f"<@{ev.job.owner}> ⚠️ that failed: {reason}", use_webhook=False,
                              channel_fallback=False)
 
-    async def _on_cancelled(self, ev: Any) -> None:
+    async def _on_cancelled(self, ev: JobCancelled) -> None:
         by = f" by <@{ev.by}>" if ev.by and str(ev.by) != str(ev.job.owner) else ""
         await self._edit_status(ev.job, f"🛑 cancelled{by}")
 
     # ------------------------------------------------------------------ plumbing
 
-    def _origin(self, job: Any) -> dict[str, Any]:
+    def _origin(self, job: Job) -> Origin:
         """The freshest origin: annotations made after the event was built are in the store."""
-        fresh = self.queue.get(job.id) if self.queue is not None else None
-        return dict((fresh or job).origin or {})
+        return Origin.read((self.queue.get(job.id) or job).origin, job.id)
 
-    async def _delivered(self, job: Any) -> None:
+    async def _delivered(self, job: Job) -> None:
         """Tell the queue the result is shown; a crash before this sends ``Finished`` again at start."""
         try:
             await self.queue.mark_delivered(job.id)
         except Exception:
             log.exception("could not mark job %s delivered", job.id)
 
-    async def _annotate(self, job: Any, **keys: Any) -> None:
+    async def _annotate(self, job: Job, **keys: Any) -> None:
         try:
-            await self.queue.annotate(job.id, **keys)
+            await self.queue.annotate(job.id, **Origin.changes(**keys))
         except Exception:
             log.exception("could not annotate job %s with %s", job.id, keys)
 
-    def _channel(self, channel_id: int) -> discord.abc.Messageable:
-        ch = self.bot.get_channel(int(channel_id))
-        if ch is None or not hasattr(ch, "send"):
-            ch = self.bot.get_partial_messageable(int(channel_id))
-        return ch  # type: ignore[return-value]
+    def _channel(self, channel_id: int) -> Sendable:
+        """The cached channel when it holds messages (its messages then know their guild), else a
+        partial one: sending and editing by id need no cache."""
+        ch = self.bot.get_channel(channel_id)
+        if isinstance(ch, Sendable):
+            return ch
+        return self.bot.get_partial_messageable(channel_id)
 
-    def _webhook(self, origin: dict[str, Any]) -> discord.Webhook | None:
-        token, app_id = origin.get("interaction_token"), origin.get("application_id")
-        created = float(origin.get("interaction_at") or 0)
-        if not token or not app_id or time.time() - created > TOKEN_TTL_S:
+    def _webhook(self, origin: Origin) -> discord.Webhook | None:
+        token, app_id = origin.interaction_token, origin.application_id
+        if not token or not app_id or time.time() - (origin.interaction_at or 0) > TOKEN_TTL_S:
             return None
-        return discord.Webhook.partial(int(app_id), token, client=self.bot)
+        return discord.Webhook.partial(app_id, token, client=self.bot)
 
-    async def _post(self, job: Any, *, content: str, file_factory: Callable[[], discord.File] | None = None,
+    async def _post(self, job: Job, *, content: str, file_factory: Callable[[], discord.File] | None = None,
                     use_webhook: bool = True, channel_fallback: bool = True) -> discord.Message | None:
         """Send to the job's thread, else its channel, else the interaction webhook; None if all fail."""
         origin = self._origin(job)
-        targets = [origin.get("thread_id")]
+        targets = [origin.thread_id]
         if channel_fallback:
-            targets.append(origin.get("channel_id"))
+            targets.append(origin.channel_id)
         tried: set[int] = set()
         for target in targets:
-            if not target or int(target) in tried:
+            if not target or target in tried:
                 continue
-            tried.add(int(target))
+            tried.add(target)
             kwargs: dict[str, Any] = {"content": content, "allowed_mentions": MENTIONS}
             if file_factory:
                 kwargs["file"] = file_factory()
@@ -336,7 +352,7 @@ class Delivery:
             except discord.HTTPException as e:
                 log.warning("job %s: cannot post in %s (%s %s); trying the next place",
                             job.id, target, e.status, e.text)
-                if target == origin.get("thread_id") and isinstance(e, discord.NotFound | discord.Forbidden):
+                if target == origin.thread_id and isinstance(e, discord.NotFound | discord.Forbidden):
                     await self._annotate(job, thread_id=None)
         hook = self._webhook(origin) if use_webhook else None
         if hook is not None:
@@ -349,30 +365,28 @@ class Delivery:
                 log.warning("job %s: interaction followup failed too (%s)", job.id, e.status)
         return None
 
-    async def _retract_cancel(self, job: Any) -> None:
+    async def _retract_cancel(self, job: Job) -> None:
         """Take the bot's cancel reaction off a finished job's status message (best effort)."""
         origin = self._origin(job)
-        msg_id, chan_id = origin.get("status_message_id"), origin.get("status_channel_id")
+        msg_id, chan_id = origin.status_message_id, origin.status_channel_id
         if not msg_id or not chan_id or self.bot.user is None:
             return
         try:
-            await self._channel(chan_id).get_partial_message(int(msg_id)).remove_reaction(
+            await self._channel(chan_id).get_partial_message(msg_id).remove_reaction(
                 self.cfg.discord.cancel_emoji, self.bot.user)
         except discord.HTTPException:
             pass
 
-    async def _edit_status(self, job: Any, line: str) -> None:
+    async def _edit_status(self, job: Job, line: str) -> None:
         """Edit the job's status message; fall back to the interaction webhook; else give up quietly."""
         origin = self._origin(job)
-        msg_id, chan_id = origin.get("status_message_id"), origin.get("status_channel_id") or origin.get(
-            "channel_id")
+        msg_id, chan_id = origin.status_message_id, origin.status_channel_id or origin.channel_id
         if not msg_id:
             return
-        content = status_text(job, line, origin.get("note"))
+        content = status_text(job, line, origin.note)
         if chan_id:
             try:
-                await self._channel(chan_id).get_partial_message(int(msg_id)).edit(
-                    content=content, allowed_mentions=discord.AllowedMentions.none())
+                await self._channel(chan_id).get_partial_message(msg_id).edit(content=content, allowed_mentions=QUIET)
                 return
             except discord.NotFound:
                 log.info("job %s: its status message is gone; not editing it again", job.id)
@@ -383,7 +397,6 @@ class Delivery:
         hook = self._webhook(origin)
         if hook is not None:
             try:
-                await hook.edit_message(int(msg_id), content=content,
-                                        allowed_mentions=discord.AllowedMentions.none())
+                await hook.edit_message(msg_id, content=content, allowed_mentions=QUIET)
             except discord.HTTPException as e:
                 log.info("job %s: status message not editable by webhook (%s)", job.id, e.status)

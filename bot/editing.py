@@ -15,17 +15,20 @@ import random
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import discord
 from PIL import Image, ImageChops
 
 from bot.config import BotConfig
-from bot.requests import ImageRef, check_mask_shape, download, fit_size, image_size, save_png
+from bot.inputs import ImageRef, check_mask_shape, download, fit_size, image_size, save_png
 from engine.collage import build, from_transparent, left_to_right
 from engine.errors import UserError
 from engine.imageio import load_mask
 from engine.request import Request, check_limits
+
+if TYPE_CHECKING:
+    from engine.queue import Job
 
 ARROW = re.compile(r"\s*(?:->|→)\s*")
 REGION_HOWTO = ("write it as `what to change -> what it becomes`, e.g. `jacket -> a fur coat` "
@@ -150,7 +153,7 @@ def new_seed(old: int) -> int:
     return seed
 
 
-def variation_request(cfg: BotConfig, job: Any, seed: int) -> Request:
+def variation_request(cfg: BotConfig, job: Job, seed: int) -> Request:
     """The parent's own picture as the start, a new seed, fewer steps, pulled towards the parent."""
     path = Path(job.result_path or "")
     if not job.result_path or not path.is_file():

@@ -61,7 +61,7 @@ def may_download(url: str, cfg: DiscordConfig) -> bool:
         return False
     if not u.is_absolute() or u.user is not None:
         return False
-    allowed = {("https", host, 443) for host in CDN_HOSTS}
+    allowed: set[tuple[str, str, int | None]] = {("https", host, 443) for host in CDN_HOSTS}
     allowed.add(_origin(yarl.URL(cfg.api_base.rstrip("/"))))
     return _origin(u) in allowed
 

@@ -11,7 +11,6 @@ import argparse
 import sys
 import time
 
-from bot.app import HEARTBEAT_FILE
 from bot.config import load_bot_config
 
 
@@ -21,7 +20,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     try:
         cfg = load_bot_config(args.config)
-        path = cfg.discord.data_path / HEARTBEAT_FILE
+        path = cfg.discord.heartbeat_path
         age = time.time() - path.stat().st_mtime
     except Exception as e:  # no config, no file yet: unhealthy, say why
         print(f"unhealthy: {e}", file=sys.stderr)

@@ -2,7 +2,8 @@
 
 The file is read once at start and passed down. An unknown key or a wrong type is a
 ``ConfigError`` naming the file and the key, e.g. ``config.toml: generation.stepz: unknown key``.
-Front ends add their own sections by subclassing ``Config`` (see ``bot.config``).
+Tables a front end owns (``FRONT_END_TABLES``) are left to it: the engine skips them, and the
+front end validates them with ``read_toml`` and ``validate`` (see ``bot.config``).
 """
 
 from __future__ import annotations
@@ -96,41 +97,53 @@ class Config(Section):
     editing: EditingConfig = EditingConfig()
     limits: LimitsConfig = LimitsConfig()
     queue: QueueConfig = QueueConfig()
-    # Owned by the front end; ``bot.config.BotConfig`` replaces it with a validated model.
-    discord: dict[str, Any] = Field(default_factory=dict)
+
+
+FRONT_END_TABLES = ("discord",)  # tables of config.toml that a front end validates (bot.config), not the engine
 
 
 class ConfigError(UserError):
     """The config file is missing, not TOML, or fails validation."""
 
 
-C = TypeVar("C", bound=Config)
+M = TypeVar("M", bound=BaseModel)
 
 
-def _describe(err: ValidationError, path: Path) -> str:
+def _describe(err: ValidationError, path: Path | None, table: str = "") -> str:
     lines = []
     for e in err.errors():
-        key = ".".join(str(p) for p in e["loc"]) or "(top)"
+        key = ".".join([table] * bool(table) + [str(p) for p in e["loc"]]) or "(top)"
         msg = "unknown key" if e["type"] == "extra_forbidden" else e["msg"]
-        lines.append(f"{path}: {key}: {msg}")
+        lines.append(f"{path or 'config'}: {key}: {msg}")
     return "; ".join(lines)
 
 
-def load_config(path: str | os.PathLike[str] | None = None, model: type[C] = Config) -> C:  # type: ignore[assignment]
-    """Read and validate a TOML file; ``None`` gives the built-in defaults."""
-    if path is None:
-        return model()
+def read_toml(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The tables of a TOML file, unvalidated; ``ConfigError`` if it is missing or not TOML."""
     p = Path(path)
     try:
-        data = tomllib.loads(p.read_text(encoding="utf-8"))
+        return tomllib.loads(p.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ConfigError(f"{p}: config file not found") from None
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{p}: not valid TOML: {e}") from None
+
+
+def validate(model: type[M], data: dict[str, Any], path: str | os.PathLike[str] | None, table: str = "") -> M:
+    """``model`` from ``data`` (the file's tables, or the one named ``table``); ``ConfigError`` naming
+    the file and the key, e.g. ``config.toml: discord.rerun_emoj: unknown key``."""
     try:
         return model.model_validate(data)
     except ValidationError as e:
-        raise ConfigError(_describe(e, p)) from None
+        raise ConfigError(_describe(e, None if path is None else Path(path), table)) from None
+
+
+def load_config(path: str | os.PathLike[str] | None = None) -> Config:
+    """Read and validate the engine's tables of a TOML file; ``None`` gives the built-in defaults."""
+    if path is None:
+        return Config()
+    data = read_toml(path)
+    return validate(Config, {k: v for k, v in data.items() if k not in FRONT_END_TABLES}, path)
 
 
 def redis_url(cfg: QueueConfig, given: str | None = None) -> str:

@@ -35,7 +35,7 @@ import os
 import secrets
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -152,6 +152,7 @@ class JobQueue:
         self._results = Path(cfg.queue.results_dir)
         self._jobs: dict[str, Job] = {}
         self._order: dict[str, int] = {}  # job id -> submission rank, for stable ordering
+        self._by_origin: dict[tuple[str, Any], set[str]] = {}  # (origin key, value) -> job ids: find() scans none
         self._rank = itertools.count()
         self._last_served: dict[str, int] = {}  # owner -> the turn their last job started at
         self._turns = itertools.count(1)  # service turns: monotonic, persisted as ``Job.served``
@@ -289,8 +290,7 @@ class JobQueue:
         try:
             await self._save(job)
         except BaseException:
-            self._jobs.pop(job.id, None)
-            self._order.pop(job.id, None)
+            self._forget(job.id)
             raise
         finally:
             self._saving.discard(job.id)
@@ -348,11 +348,14 @@ class JobQueue:
         return self._jobs.get(job_id)
 
     def find(self, **origin: Any) -> Job | None:
-        """The newest job whose ``origin`` holds all these key/values."""
-        for job in reversed(self._jobs.values()):
-            if all(k in job.origin and job.origin[k] == v for k, v in origin.items()):
-                return job
-        return None
+        """The newest job whose ``origin`` holds all these key/values (from an index, not a scan)."""
+        if not origin or not all(_hashable(v) for v in origin.values()):
+            jobs: Iterable[Job] = self._jobs.values()
+        else:
+            ids = set.intersection(*(self._by_origin.get((k, v), set()) for k, v in origin.items()))
+            jobs = (self._jobs[i] for i in ids)
+        matches = [j for j in jobs if all(k in j.origin and j.origin[k] == v for k, v in origin.items())]
+        return max(matches, key=lambda j: self._order[j.id], default=None)
 
     def pending(self) -> list[Job]:
         """The running job first, then the queued ones in the order they will run."""
@@ -563,11 +566,33 @@ class JobQueue:
     def _insert(self, job: Job) -> None:
         self._jobs[job.id] = job
         self._order[job.id] = next(self._rank)
+        self._index(job, add=True)
 
     def _replace(self, job: Job, **changes: Any) -> Job:
+        old = self._jobs.get(job.id)
         job = job.model_copy(update=changes)
+        if old is None or old.origin != job.origin:
+            if old is not None:
+                self._index(old, add=False)
+            self._index(job, add=True)
         self._jobs[job.id] = job
         return job
+
+    def _forget(self, job_id: str) -> None:
+        """Drop a job from memory (pruned, or never stored)."""
+        if (job := self._jobs.pop(job_id, None)) is not None:
+            self._index(job, add=False)
+        self._order.pop(job_id, None)
+
+    def _index(self, job: Job, *, add: bool) -> None:
+        """Keep ``_by_origin`` in step with ``job.origin`` (values that cannot be dict keys are scanned for)."""
+        for key in ((k, v) for k, v in job.origin.items() if _hashable(v)):
+            if add:
+                self._by_origin.setdefault(key, set()).add(job.id)
+            elif (ids := self._by_origin.get(key)) is not None:
+                ids.discard(job.id)
+                if not ids:
+                    del self._by_origin[key]
 
     async def _end(self, job: Job, state: State, **changes: Any) -> Job:
         job = self._replace(job, state=state, finished_at=time.time(), **changes)
@@ -594,7 +619,7 @@ class JobQueue:
         self._pruned_at = time.monotonic()
         gone = await self._in_db(self._store.prune, time.time() - self._cfg.keep_days * 86400)
         for row in gone:
-            self._jobs.pop(row["id"], None)
+            self._forget(row["id"])
             if row["result_path"]:
                 Path(row["result_path"]).unlink(missing_ok=True)
 
@@ -656,6 +681,14 @@ class JobQueue:
                       "state": row["state"] if row["state"] in get_args(State) else "queued",
                       "served": row["served"] if isinstance(row["served"], int) else None}
             return Job.model_construct(**fields), False
+
+
+def _hashable(value: object) -> bool:
+    try:
+        hash(value)
+    except TypeError:
+        return False
+    return True
 
 
 class _LocalSource:

@@ -18,15 +18,16 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot import launch
+from bot import replies, submit
+from bot.delivery import Sendable
 from bot.editing import MAX_PIECES, new_seed, piece_name, prepare, split_arrow, variation_request
-from bot.requests import (
+from bot.inputs import (
     ImageRef,
     build_request,
     check_access,
@@ -38,7 +39,9 @@ from bot.requests import (
     is_moderator,
     rerun_request,
 )
+from bot.origin import Origin
 from engine.errors import UserError
+from engine.queue import Job
 from engine.request import Request
 
 if TYPE_CHECKING:
@@ -81,6 +84,9 @@ class Gestures(commands.Cog):
 
     async def cog_unload(self) -> None:
         self.bot.tree.remove_command(self.menu.name, type=self.menu.type)
+
+    async def _notice(self, where: discord.Message | discord.PartialMessage, text: str) -> None:
+        await replies.notice(where, text, self.bot.cfg.discord.notice_delete_after_s)
 
     # ------------------------------------------------------------------ messages
 
@@ -139,7 +145,7 @@ class Gestures(commands.Cog):
             check_access_message(self.bot.cfg, message)
         except UserError as e:
             if mentioned or to_me:  # in a channel the bot stays out of, only answer who asked it
-                await launch.notice(message, self.bot, str(e))
+                await self._notice(message, str(e))
             return
         text = self._prompt_text(message)
         own = image_attachments(message)
@@ -151,11 +157,11 @@ class Gestures(commands.Cog):
                 target = await self._nearest_image(replied)
         if target is None:
             if mentioned:
-                await launch.notice(message, self.bot, HOWTO)
+                await self._notice(message, HOWTO)
             return
         if not text:
             if own:  # an image and no words: say how it works
-                await launch.notice(message, self.bot, HOWTO)
+                await self._notice(message, HOWTO)
             elif not message.attachments and not message.stickers:
                 self._warn_no_content()
             return
@@ -171,15 +177,15 @@ class Gestures(commands.Cog):
             check_pending(cfg, self.bot.queue, owner, self.bot.preparing)
             build_request(cfg, prompt=prompt, kind="edit", region=region)
         except UserError as e:
-            await launch.notice(message, self.bot, str(e))
+            await self._notice(message, str(e))
             return
         with self.bot.preparing.hold(owner) as release:  # right after the check: no await between
             try:
                 req, note = await self._edit_request(target, atts, prompt, region)
             except UserError as e:
-                await launch.notice(message, self.bot, str(e))
+                await self._notice(message, str(e))
                 return
-            await launch.from_message(self.bot, message, req, owner=message.author.id, member=message.author,
+            await submit.from_message(self.bot, message, req, owner=message.author.id, member=message.author,
                                       note=note, release=release)
 
     async def _edit_request(self, target: discord.Message, atts: list[discord.Attachment], prompt: str,
@@ -227,25 +233,26 @@ class Gestures(commands.Cog):
 
     def _anchor(self, payload: discord.RawReactionActionEvent) -> discord.PartialMessage:
         channel = self.bot.get_channel(payload.channel_id)
-        if channel is None or not hasattr(channel, "get_partial_message"):
-            channel = self.bot.get_partial_messageable(payload.channel_id, guild_id=payload.guild_id)
-        return channel.get_partial_message(payload.message_id)  # type: ignore[union-attr]
+        if not isinstance(channel, Sendable):  # not cached, or a kind that holds no messages
+            return self.bot.get_partial_messageable(payload.channel_id, guild_id=payload.guild_id).get_partial_message(
+                payload.message_id)
+        return channel.get_partial_message(payload.message_id)
 
-    async def _rerun(self, payload: discord.RawReactionActionEvent, job: Any) -> None:
+    async def _rerun(self, payload: discord.RawReactionActionEvent, job: Job) -> None:
         def make() -> Request:
             seed = new_seed(job.request.seed)
             return rerun_request(self.bot.cfg, job.request, seed).model_copy(update={"parent": job.id})
 
-        await self._from_result(payload, job, make, f"rerun of job {job.id} with a new seed", "rerun_of")
+        await self._from_result(payload, job, make, f"rerun of job {job.id} with a new seed", Origin(rerun_of=job.id))
 
-    async def _vary(self, payload: discord.RawReactionActionEvent, job: Any) -> None:
+    async def _vary(self, payload: discord.RawReactionActionEvent, job: Job) -> None:
         def make() -> Request:
             return variation_request(self.bot.cfg, job, new_seed(job.request.seed))
 
-        await self._from_result(payload, job, make, f"variation of job {job.id}", "variation_of")
+        await self._from_result(payload, job, make, f"variation of job {job.id}", Origin(variation_of=job.id))
 
-    async def _from_result(self, payload: discord.RawReactionActionEvent, job: Any, make: Callable[[], Request], note: str,
-                           key: str) -> None:
+    async def _from_result(self, payload: discord.RawReactionActionEvent, job: Job, make: Callable[[], Request],
+                           note: str, source: Origin) -> None:
         """A new job from a reaction on a result, owned by the reactor, posted beside the result."""
         cfg = self.bot.cfg
         anchor = self._anchor(payload)
@@ -256,12 +263,12 @@ class Gestures(commands.Cog):
             check_pending(cfg, self.bot.queue, str(payload.user_id), self.bot.preparing)
             req = make()
         except UserError as e:
-            await launch.notice(anchor, self.bot, f"<@{payload.user_id}> {e}")
+            await self._notice(anchor, f"<@{payload.user_id}> {e}")
             return
-        await launch.from_message(self.bot, anchor, req, owner=payload.user_id, member=payload.member,
-                                  note=note, extra={key: job.id})
+        await submit.from_message(self.bot, anchor, req, owner=payload.user_id, member=payload.member,
+                                  note=note, source=source)
 
-    async def _cancel(self, payload: discord.RawReactionActionEvent, job: Any) -> None:
+    async def _cancel(self, payload: discord.RawReactionActionEvent, job: Job) -> None:
         moderator = is_moderator(self.bot.cfg, payload.member)
         try:
             await self.bot.queue.cancel(job.id, by=str(payload.user_id), moderator=moderator)
@@ -286,7 +293,7 @@ class Gestures(commands.Cog):
             for i, a in enumerate(shown):
                 check_attachment(cfg, ImageRef.of(a), piece_name(i, len(shown)))
         except UserError as e:
-            await launch.refuse(interaction, str(e))
+            await replies.refuse(interaction, str(e))
             return
         await interaction.response.send_modal(EditModal(self, message, images))
 
@@ -299,16 +306,16 @@ class Gestures(commands.Cog):
             check_pending(self.bot.cfg, self.bot.queue, owner, self.bot.preparing)  # again: time passed
             build_request(self.bot.cfg, prompt=prompt, kind="edit", region=region)
         except UserError as e:
-            await launch.refuse(interaction, str(e))
+            await replies.refuse(interaction, str(e))
             return
         with self.bot.preparing.hold(owner) as release:  # right after the check: no await between
             await interaction.response.defer(thinking=True)
             try:
                 req, note = await self._edit_request(target, atts, prompt, region)
             except UserError as e:
-                await launch.refuse_after_defer(interaction, str(e))
+                await replies.refuse(interaction, str(e))
                 return
-            await launch.from_interaction(self.bot, interaction, req, note=note, release=release)
+            await submit.from_interaction(self.bot, interaction, req, note=note, release=release)
 
 
 async def setup(bot: VQGANBot) -> None:

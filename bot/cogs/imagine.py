@@ -14,9 +14,9 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot import launch
+from bot import replies, submit
 from bot.editing import piece_name, prepare, split_arrow
-from bot.requests import (
+from bot.inputs import (
     ASPECTS,
     ImageRef,
     build_request,
@@ -53,7 +53,7 @@ class Imagine(commands.Cog):
                 if att is not None:
                     check_attachment(cfg, ImageRef.of(att), what)
         except UserError as e:
-            await launch.refuse(interaction, str(e))
+            await replies.refuse(interaction, str(e))
             return False
         return True
 
@@ -89,7 +89,7 @@ class Imagine(commands.Cog):
         try:
             width, height = parse_size(cfg, size, aspect)
         except UserError as e:
-            await launch.refuse(interaction, str(e))
+            await replies.refuse(interaction, str(e))
             return
         fields: dict[str, Any] = dict(seed=seed, steps=steps, width=width, height=height)
         atts = {"starting image": image, "image prompt": image_prompt}
@@ -105,9 +105,9 @@ class Imagine(commands.Cog):
                     cfg, prompt=prompt, kind="imagine", init_image=str(init) if init else None,
                     image_prompts=[{"path": str(ip), "weight": 1.0}] if ip else None, **fields)
             except UserError as e:
-                await launch.refuse_after_defer(interaction, str(e))
+                await replies.refuse(interaction, str(e))
                 return
-            await launch.from_interaction(self.bot, interaction, req, release=release)
+            await submit.from_interaction(self.bot, interaction, req, release=release)
 
     @app_commands.command(name="edit", description="Change an uploaded picture with words")
     @app_commands.describe(
@@ -140,7 +140,7 @@ class Imagine(commands.Cog):
             if region is None:
                 region, prompt = split_arrow(prompt)
         except UserError as e:
-            await launch.refuse(interaction, str(e))
+            await replies.refuse(interaction, str(e))
             return
         pictures = [a for a in (image, image2, image3, image4) if a is not None]
         atts = {piece_name(i, len(pictures)): a for i, a in enumerate(pictures)} | {"mask": mask}
@@ -154,9 +154,9 @@ class Imagine(commands.Cog):
                                      ImageRef.of(mask) if mask else None)
                 req = build_request(cfg, prompt=prompt, kind="edit", region=region, **edit.fields(), **fields)
             except UserError as e:
-                await launch.refuse_after_defer(interaction, str(e))
+                await replies.refuse(interaction, str(e))
                 return
-            await launch.from_interaction(self.bot, interaction, req, note=edit.note, release=release)
+            await submit.from_interaction(self.bot, interaction, req, note=edit.note, release=release)
 
 
 async def setup(bot: VQGANBot) -> None:

@@ -20,6 +20,7 @@ from bot.app import VQGANBot
 from bot.config import BotConfig
 from engine.config import Config
 from engine.errors import Cancelled
+from engine.queue import JobQueue
 from engine.request import Request
 from tests.fakediscord import FakeDiscord, Message
 from tests.fakes import FakeProgress, FakeResult
@@ -94,7 +95,7 @@ class FakeRunner:
 
 @contextlib.asynccontextmanager
 async def run_bot(fake: FakeDiscord, cfg: BotConfig, runner: Any = None) -> AsyncIterator[VQGANBot]:
-    bot = VQGANBot(cfg, runner=runner)
+    bot = VQGANBot(cfg, JobQueue(cfg, runner=runner))
     async with fake.running(bot) as b:
         yield b
 

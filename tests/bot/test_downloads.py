@@ -12,6 +12,7 @@ import yarl
 from PIL import Image
 
 from bot.app import VQGANBot
+from engine.queue import JobQueue
 from tests.bot.conftest import (
     FakeRunner,
     ephemeral_text,
@@ -40,7 +41,8 @@ def _tracer(seen: list[yarl.URL]) -> aiohttp.TraceConfig:
 ])
 async def test_an_attachment_whose_payload_points_off_discord_is_never_fetched(fake, tmp_path, url):
     seen: list[yarl.URL] = []
-    bot = VQGANBot(make_config(tmp_path, fake), runner=FakeRunner(), http_trace=_tracer(seen))
+    cfg = make_config(tmp_path, fake)
+    bot = VQGANBot(cfg, JobQueue(cfg, runner=FakeRunner()), http_trace=_tracer(seen))
     forged = yarl.URL(url)
     async with fake.running(bot):
         mallory = fake.add_user("mallory")

@@ -11,16 +11,14 @@ import discord.gateway
 import discord.http
 import pytest
 from PIL import Image, PngImagePlugin
-from pydantic import ValidationError
 
 from bot.__main__ import main
 from bot.config import BotConfig, DiscordConfig, load_bot_config
 from bot.endpoints import cdn_url, gateway_for, point_at
 from bot.images import fit_png
-from bot.requests import Refused, build_request, check_access, decode_image, fit_size, is_moderator, one_line
+from bot.inputs import Refused, build_request, check_access, decode_image, fit_size, is_moderator
 from engine.config import ConfigError
 from engine.errors import BadImage, UserError
-from engine.request import Request
 from tests.bot.conftest import FakeRunner, make_config, run_bot
 
 
@@ -65,13 +63,12 @@ def test_cdn_urls_follow_the_api_base():
     assert str(gateway_for(DiscordConfig(gateway_url="ws://x:1/gw"))) == "ws://x:1/gw"
 
 
-def test_one_line_for_validation_errors():
+def test_bad_fields_are_one_line_from_the_engines_formatter():
     with pytest.raises(UserError, match="the prompt is empty"):  # not a ValueError: pydantic lets it through
         build_request(BotConfig(), prompt="   ")
-    with pytest.raises(ValidationError) as ei:
-        Request(prompt="x", steps=0)
-    assert one_line(ei.value) == "steps: Input should be greater than or equal to 1"
-    assert one_line(UserError("a\nb")) == "a"
+    with pytest.raises(UserError) as ei:
+        build_request(BotConfig(), prompt="x", steps=0)
+    assert str(ei.value) == "steps: must be at least 1"
     cfg = BotConfig()
     with pytest.raises(UserError, match="weight 0"):
         build_request(cfg, prompt="a:0")
@@ -143,6 +140,43 @@ def test_bad_config_is_one_line(monkeypatch, capsys, tmp_path):
     assert "discord.nope: unknown key" in capsys.readouterr().err
 
 
+def test_a_bad_discord_api_base_in_the_environment_is_one_line(monkeypatch, capsys):
+    monkeypatch.setenv("DISCORD_TOKEN", "x")
+    monkeypatch.setenv("DISCORD_API_BASE", "discord.example")  # no scheme
+    assert main([]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "$DISCORD_API_BASE: discord.api_base: " in err and "http://" in err
+
+
+def test_the_engine_reads_the_same_file_without_the_discord_table(tmp_path):
+    from engine.config import Config, load_config
+
+    p = tmp_path / "c.toml"
+    p.write_text('[generation]\nsteps = 7\n[discord]\nrerun_emoji = "R"\n')
+    engine, bot = load_config(p), load_bot_config(p)
+    assert engine.generation.steps == bot.generation.steps == 7 and not hasattr(engine, "discord")
+    assert bot.discord.rerun_emoji == "R" and isinstance(bot, Config)
+    p.write_text('[generation]\nstepz = 7\n[discord]\nrerun_emoji = "R"\n')
+    with pytest.raises(ConfigError, match=r"c.toml: generation.stepz: unknown key"):
+        load_bot_config(p)
+    p.write_text('discord = 3\n')
+    with pytest.raises(ConfigError, match=r"c.toml: discord: "):
+        load_bot_config(p)
+
+
+def test_the_healthcheck_loads_neither_discord_nor_torch(tmp_path):
+    import subprocess
+    import time
+
+    (tmp_path / "heartbeat").write_text(f"{time.time():.0f}\n")
+    (tmp_path / "c.toml").write_text(f'[discord]\ndata_dir = "{tmp_path}"\n')
+    code = ("import sys; from bot.health import main; rc = main(['--config', sys.argv[1]]); "
+            "print(rc, sorted(m for m in ('discord', 'torch', 'aiohttp') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code, str(tmp_path / "c.toml")], capture_output=True, text=True,
+                         check=True)
+    assert out.stdout.split("\n")[-2] == "0 []"
+
+
 async def test_commands_are_synced_only_when_changed(fake, tmp_path):
     cfg = make_config(tmp_path, fake)
     async with run_bot(fake, cfg, FakeRunner()):
@@ -162,7 +196,7 @@ async def test_commands_are_synced_only_when_changed(fake, tmp_path):
 def test_bot_package_never_imports_torch():
     import subprocess
 
-    code = "import bot.app, bot.cogs.imagine, bot.cogs.gestures, bot.cogs.admin, sys; print('torch' in sys.modules)"
+    code = "import bot.app, bot.cogs.imagine, bot.cogs.gestures, bot.cogs.queue, sys; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
 
@@ -171,7 +205,7 @@ def test_old_uploads_are_pruned(tmp_path):
     import os
     import time
 
-    from bot.requests import prune_uploads
+    from bot.inputs import prune_uploads
 
     cfg = BotConfig(discord=DiscordConfig(data_dir=str(tmp_path)))
     up = tmp_path / "uploads"

@@ -47,12 +47,12 @@ def test_config_unknown_key_and_wrong_type_name_the_key_and_file(tmp_path):
 def test_shipped_config_toml_documents_every_setting_at_its_default():
     import tomllib
 
-    from bot.config import BotConfig
+    from bot.config import BotConfig, load_bot_config
 
     written = tomllib.loads(open("config.toml", encoding="utf-8").read())
     for section, values in BotConfig().model_dump().items():
         assert set(values) == set(written[section]), f"[{section}] in config.toml lists every key"
-    assert load_config("config.toml", BotConfig) == BotConfig()
+    assert load_bot_config("config.toml") == BotConfig()
 
 
 def test_spherical_distance_is_zero_for_same_and_grows_with_angle():

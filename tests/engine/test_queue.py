@@ -160,6 +160,24 @@ async def test_job_life_events_result_and_record(open_queue, tmp_path):
     assert row["state"] == "finished" and json.loads(row["origin"]) == {"channel": 7, "message": 99}
 
 
+async def test_find_by_origin_follows_annotations_expiry_and_restarts(open_queue):
+    """``find`` answers from an index of origin keys: it must stay right as origins change."""
+    q, rec = await open_queue(per_owner_pending=10)
+    old, _ = await q.submit(req(steps=1), "alice", origin={"message": 1, "token": "t"})
+    new, _ = await q.submit(req(steps=1), "bob", origin={"message": 1, "tags": ["a"]})
+    assert q.find(message=1).id == new.id, "the newest of two matches"
+    assert q.find(tags=["a"]).id == new.id  # a value that cannot be indexed still matches
+    await q.annotate(new.id, message=2)
+    assert q.find(message=1).id == old.id and q.find(message=2).id == new.id
+    assert q.find(message=2, token="t") is None and q.find(message=1, token="t").id == old.id
+    await q.expire_origin_key("token", 0)
+    assert q.find(token="t") is None and q.find(message=1).id == old.id
+    await rec.wait(Finished, new.id)
+    await q.close()
+    again, _ = await open_queue()
+    assert again.find(message=2).id == new.id and again.find(message=1).id == old.id
+
+
 # -- order and fairness --------------------------------------------------------------------
 
 

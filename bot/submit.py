@@ -10,13 +10,16 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import discord
 
-from bot.delivery import MENTIONS, describe_request, thread_name
-from bot.requests import priority_for
+from bot.delivery import describe_request, thread_name
+from bot.inputs import priority_for
+from bot.origin import INTERACTION_TOKEN, Origin
+from bot.replies import MENTIONS, QUIET, refuse
 from engine.errors import UserError
+from engine.queue import Job
 from engine.request import Request
 
 if TYPE_CHECKING:
@@ -28,37 +31,6 @@ TOKEN_EXPIRES_S = 15 * 60  # an interaction token is valid 15 minutes; the queue
 
 def _pending_text(req: Request, note: str | None = None) -> str:
     return f"{describe_request(req)}\n⏳ submitting…" + (f"\n-# {note}" if note else "")
-
-
-async def refuse(interaction: discord.Interaction, text: str) -> None:
-    """One short ephemeral line, whether or not the interaction was answered or deferred."""
-    line = f"⚠️ {text}"
-    try:
-        if interaction.response.is_done():
-            await interaction.followup.send(line, ephemeral=True)
-        else:
-            await interaction.response.send_message(line, ephemeral=True)
-    except discord.HTTPException as e:
-        log.info("could not send a refusal (%s): %s", e.status, text)
-
-
-async def refuse_after_defer(interaction: discord.Interaction, text: str) -> None:
-    """A public defer cannot turn ephemeral: remove the 'thinking' message, then refuse privately."""
-    try:
-        await interaction.delete_original_response()
-    except discord.HTTPException:
-        pass
-    await refuse(interaction, text)
-
-
-async def notice(message: discord.Message | discord.PartialMessage, bot: VQGANBot, text: str) -> None:
-    """Gestures cannot answer ephemerally: a short reply that deletes itself."""
-    after = bot.cfg.discord.notice_delete_after_s or None
-    try:
-        await message.reply(f"⚠️ {text}", mention_author=False, delete_after=after,
-                            allowed_mentions=discord.AllowedMentions.none())
-    except discord.HTTPException as e:
-        log.info("could not post a notice (%s): %s", e.status, text)
 
 
 async def open_thread(bot: VQGANBot, message: discord.Message, name: str) -> tuple[int | None, bool]:
@@ -100,39 +72,38 @@ def _submitted(release: Callable[[], None] | None) -> None:
 
 
 async def from_interaction(bot: VQGANBot, interaction: discord.Interaction, req: Request,
-                           note: str | None = None, release: Callable[[], None] | None = None) -> Any | None:
+                           note: str | None = None, release: Callable[[], None] | None = None) -> Job | None:
     """Submit for a deferred interaction; the deferred response becomes the status message.
     ``release`` (from ``Preparing.hold``) is called once the queue has the job or refused it."""
     owner = str(interaction.user.id)
     msg: discord.Message | None
     try:
-        msg = await interaction.edit_original_response(content=_pending_text(req, note),
-                                                       allowed_mentions=discord.AllowedMentions.none())
+        msg = await interaction.edit_original_response(content=_pending_text(req, note), allowed_mentions=QUIET)
     except discord.HTTPException as e:
         log.warning("could not show the job for interaction %s (%s)", interaction.id, e.status)
         msg = None
     thread_id, made = (await open_thread(bot, msg, req.prompt)) if msg is not None else (None, False)
-    origin: dict[str, Any] = {
-        "guild_id": interaction.guild_id,
-        "channel_id": interaction.channel_id,
-        "status_message_id": msg.id if msg else None,
-        "status_channel_id": msg.channel.id if msg else interaction.channel_id,
-        "thread_id": thread_id,
-        "interaction_token": interaction.token,
-        "application_id": interaction.application_id,
-        "interaction_at": interaction.created_at.timestamp() if interaction.created_at else time.time(),
-        "user_id": interaction.user.id,
-        "note": note,
-    }
+    origin = Origin(
+        guild_id=interaction.guild_id,
+        channel_id=interaction.channel_id,
+        status_message_id=msg.id if msg else None,
+        status_channel_id=msg.channel.id if msg else interaction.channel_id,
+        thread_id=thread_id,
+        interaction_token=interaction.token,
+        application_id=interaction.application_id,
+        interaction_at=interaction.created_at.timestamp() if interaction.created_at else time.time(),
+        user_id=interaction.user.id,
+        note=note,
+    )
     try:
-        job, _ = await bot.queue.submit(req, owner=owner, origin=origin,
+        job, _ = await bot.queue.submit(req, owner=owner, origin=origin.stored(),
                                         priority=priority_for(bot.cfg, interaction.user),
-                                        forget_after={"interaction_token": TOKEN_EXPIRES_S})
+                                        forget_after={INTERACTION_TOKEN: TOKEN_EXPIRES_S})
     except UserError as e:
         _submitted(release)
         if made:
             await _delete_thread(bot, thread_id)
-        await refuse_after_defer(interaction, str(e))
+        await refuse(interaction, str(e))
         return None
     _submitted(release)
     if msg is not None:
@@ -141,9 +112,10 @@ async def from_interaction(bot: VQGANBot, interaction: discord.Interaction, req:
 
 
 async def from_message(bot: VQGANBot, anchor: discord.Message | discord.PartialMessage, req: Request, *,
-                       owner: int, member: Any = None, note: str | None = None,
-                       extra: dict[str, Any] | None = None, release: Callable[[], None] | None = None) -> Any | None:
+                       owner: int, member: discord.Member | discord.User | None = None, note: str | None = None,
+                       source: Origin | None = None, release: Callable[[], None] | None = None) -> Job | None:
     """Submit for a gesture: the status message replies to ``anchor`` and opens the thread.
+    ``source``: what the gesture was on (``rerun_of``, ``variation_of``).
     ``release`` (from ``Preparing.hold``) is called once the queue has the job or refused it."""
     text = _pending_text(req, note)
     try:
@@ -157,25 +129,25 @@ async def from_message(bot: VQGANBot, anchor: discord.Message | discord.PartialM
             return None
     thread_id, made = await open_thread(bot, status, req.prompt)
     guild = getattr(anchor, "guild", None)
-    origin: dict[str, Any] = {
-        "guild_id": guild.id if guild else None,
-        "channel_id": anchor.channel.id,
-        "status_message_id": status.id,
-        "status_channel_id": status.channel.id,
-        "thread_id": thread_id,
-        "reply_to": anchor.id,
-        "user_id": owner,
-        "note": note,
-        **(extra or {}),
-    }
+    origin = (source or Origin()).model_copy(update=dict(
+        guild_id=guild.id if guild else None,
+        channel_id=anchor.channel.id,
+        status_message_id=status.id,
+        status_channel_id=status.channel.id,
+        thread_id=thread_id,
+        reply_to=anchor.id,
+        user_id=owner,
+        note=note,
+    ))
     try:
-        job, _ = await bot.queue.submit(req, owner=str(owner), origin=origin, priority=priority_for(bot.cfg, member))
+        job, _ = await bot.queue.submit(req, owner=str(owner), origin=origin.stored(),
+                                        priority=priority_for(bot.cfg, member))
     except UserError as e:
         _submitted(release)
         if made:
             await _delete_thread(bot, thread_id)
         try:
-            await status.edit(content=f"⚠️ <@{owner}> {e}", allowed_mentions=discord.AllowedMentions.none())
+            await status.edit(content=f"⚠️ <@{owner}> {e}", allowed_mentions=QUIET)
             if bot.cfg.discord.notice_delete_after_s:
                 await status.delete(delay=bot.cfg.discord.notice_delete_after_s)
         except discord.HTTPException:

@@ -6,6 +6,7 @@ access (guild, channel, role), pending jobs, the request itself, then attachment
 PIL, because a payload can lie about what the file holds. A request being prepared (downloads,
 collages) counts against its owner's pending limit like a queued job (``Preparing``), and a big
 upload is shrunk once, as it is decoded, to twice the largest size a job could paint it at.
+Stored uploads are pruned once they are older than any job that could still refer to them.
 """
 
 from __future__ import annotations
@@ -21,17 +22,19 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import discord
 from PIL import Image
-from pydantic import ValidationError
 
 from bot.config import BotConfig, RoleRef
 from bot.endpoints import cdn_url, may_download
 from engine import imageio
 from engine.errors import BadImage, UserError
 from engine.request import Request, check_limits
+
+if TYPE_CHECKING:
+    from engine.queue import JobQueue
 
 ASPECTS: dict[str, tuple[int, int]] = {
     "square": (1, 1),
@@ -42,28 +45,12 @@ ASPECTS: dict[str, tuple[int, int]] = {
 }
 SIZE_RE = re.compile(r"^\s*(\d{2,5})\s*[x×*]\s*(\d{2,5})\s*$", re.I)
 PENDING_STATES = ("queued", "running")
+# File names of the formats the engine reads (engine.imageio.FORMATS), for attachments without a content type.
+IMAGE_EXTENSIONS = tuple(sorted(ext for ext, fmt in Image.registered_extensions().items() if fmt in imageio.FORMATS))
 
 
 class Refused(UserError):
     """The person, place or input is not allowed; the message says what to change."""
-
-
-# --------------------------------------------------------------------------- errors
-
-
-def one_line(exc: BaseException) -> str:
-    """A short message for a ``UserError`` or a pydantic ``ValidationError`` (which may wrap one)."""
-    if isinstance(exc, ValidationError):
-        for err in exc.errors():
-            inner = (err.get("ctx") or {}).get("error")
-            if isinstance(inner, UserError):
-                return str(inner)
-        err = exc.errors()[0]
-        key = ".".join(str(p) for p in err["loc"]) or "request"
-        msg = err["msg"].removeprefix("Value error, ")
-        return f"{key}: {msg}"
-    text = str(exc).strip() or type(exc).__name__
-    return text.splitlines()[0][:300]
 
 
 # --------------------------------------------------------------------------- access
@@ -163,7 +150,7 @@ class Preparing:
             release()
 
 
-def check_pending(cfg: BotConfig, queue: Any, owner: str, preparing: Preparing | None = None) -> None:
+def check_pending(cfg: BotConfig, queue: JobQueue, owner: str, preparing: Preparing | None = None) -> None:
     """A fast, early copy of the queue's own per-owner limit (the queue has the last word), counting
     requests still downloading too."""
     mine = sum(1 for j in queue.jobs_of(owner) if j.state in PENDING_STATES)
@@ -201,24 +188,18 @@ def parse_size(cfg: BotConfig, size: str | None, aspect: str | None) -> tuple[in
 
 
 def build_request(cfg: BotConfig, **fields: Any) -> Request:
-    """``Request.from_config`` + ``check_limits``, with errors turned into one-line ``UserError``s."""
+    """``Request.from_config`` + ``check_limits``; both raise one-line ``UserError``s."""
     prompt = fields.get("prompt") or ""
-    if len(prompt) > cfg.limits.max_prompt_chars:
+    if len(prompt) > cfg.limits.max_prompt_chars:  # before parsing it: a huge prompt is refused for its size
         raise Refused(f"the prompt is {len(prompt)} characters; the limit is {cfg.limits.max_prompt_chars}")
-    try:
-        req = Request.from_config(cfg, **fields)
-    except ValidationError as e:
-        raise UserError(one_line(e)) from None
+    req = Request.from_config(cfg, **fields)
     check_limits(req, cfg.limits)
     return req
 
 
 def rerun_request(cfg: BotConfig, req: Request, seed: int) -> Request:
     """The same request with a new seed, validated again (limits may have changed since)."""
-    try:
-        new = Request.model_validate({**req.model_dump(), "seed": seed})
-    except ValidationError as e:
-        raise UserError(one_line(e)) from None
+    new = req.with_changes(seed=seed)
     check_limits(new, cfg.limits)
     return new
 
@@ -246,7 +227,7 @@ def looks_like_image(a: discord.Attachment) -> bool:
     ct = (a.content_type or "").split(";")[0].strip().lower()
     if ct:
         return ct.startswith("image/")
-    return a.filename.lower().endswith((".png", ".jpg", ".jpeg", ".webp", ".gif", ".bmp"))
+    return a.filename.lower().endswith(IMAGE_EXTENSIONS)
 
 
 def image_attachments(message: discord.Message) -> list[discord.Attachment]:
@@ -262,7 +243,7 @@ def check_attachment(cfg: BotConfig, ref: ImageRef, what: str = "image") -> None
     if ct and ct not in cfg.discord.image_types:
         kinds = ", ".join(t.removeprefix("image/").upper() for t in cfg.discord.image_types)
         raise BadImage(f"the {what} {ref.filename!r} is {ct}; attach a {kinds} image")
-    if not ct and not ref.filename.lower().endswith((".png", ".jpg", ".jpeg", ".webp", ".gif", ".bmp")):
+    if not ct and not ref.filename.lower().endswith(IMAGE_EXTENSIONS):
         raise BadImage(f"the {what} {ref.filename!r} is not an image; attach a PNG, JPEG or WEBP")
     if ref.size > lim.max_input_bytes:
         raise BadImage(f"the {what} is {_mib(ref.size)}; the limit is {_mib(lim.max_input_bytes)}")

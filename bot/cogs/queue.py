@@ -3,20 +3,21 @@
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Literal
 
 import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot import launch
+from bot import replies
 from bot.delivery import short_prompt
-from bot.requests import PENDING_STATES, check_access_interaction, is_moderator
+from bot.inputs import PENDING_STATES, check_access_interaction, is_moderator
 from engine.errors import UserError
 from engine.fleet_cli import describe_fleet
 
 if TYPE_CHECKING:
     from bot.app import VQGANBot
+    from engine.queue import Job
 
 log = logging.getLogger(__name__)
 SHOWN = 10
@@ -51,13 +52,13 @@ a PNG are holes; the seams and holes are repainted into one picture.
 {lim.max_prompt_chars} characters; you may have {bot.cfg.queue.per_owner_pending} jobs waiting at a time."""
 
 
-def _line(job: Any, position: int | None) -> str:
+def _line(job: Job, position: int | None) -> str:
     where = "🎨 now" if position == 0 else f"#{position}"
     return f"{where} · `{job.id}` **{short_prompt(job.request.prompt, 60)}** · <@{job.owner}>"
 
 
-class Admin(commands.Cog):
-    """Queue inspection, cancelling, help."""
+class QueueCommands(commands.Cog):
+    """/queue, /cancel and /help: what is waiting, stopping a job, how to use the bot."""
 
     def __init__(self, bot: VQGANBot) -> None:
         self.bot = bot
@@ -71,7 +72,7 @@ class Admin(commands.Cog):
             if show == "all" and not is_moderator(self.bot.cfg, interaction.user):
                 raise UserError("only moderators can see the whole fleet")
         except UserError as e:
-            await launch.refuse(interaction, str(e))
+            await replies.refuse(interaction, str(e))
             return
         if show == "all":
             text = describe_fleet(q.fleet(), [(j.owner, j.state) for j in q.pending()])
@@ -106,7 +107,7 @@ class Admin(commands.Cog):
                 target = mine[0]
             await q.cancel(target.id, by=me, moderator=is_moderator(self.bot.cfg, interaction.user))
         except UserError as e:
-            await launch.refuse(interaction, str(e))
+            await replies.refuse(interaction, str(e))
             return
         await interaction.response.send_message(
             f"🛑 cancelled `{target.id}` **{short_prompt(target.request.prompt, 80)}**", ephemeral=True)
@@ -117,4 +118,4 @@ class Admin(commands.Cog):
 
 
 async def setup(bot: VQGANBot) -> None:
-    await bot.add_cog(Admin(bot))
+    await bot.add_cog(QueueCommands(bot))
