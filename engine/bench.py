@@ -10,7 +10,6 @@ jobs are stepped together (``step_together``) to give jobs per hour at 1, 2 and 
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import resource
 import statistics
@@ -29,22 +28,20 @@ from engine.ops import clamp_with_grad, spherical_dist, vector_quantize
 from engine.prompts import parse_prompts
 from engine.request import ModelSpec, Request
 
-# The real presets' shapes, for timing on a machine without the weights (speed does not depend on values).
-IMAGENET_F16_16384 = {"model": {"target": "taming.models.vqgan.VQModel", "params": {
-    "embed_dim": 256, "n_embed": 16384, "ddconfig": {
-        "double_z": False, "z_channels": 256, "resolution": 256, "in_channels": 3, "out_ch": 3, "ch": 128,
-        "ch_mult": [1, 1, 2, 2, 4], "num_res_blocks": 2, "attn_resolutions": [16], "dropout": 0.0}}}}
-
 
 def _random_models(device: torch.device) -> Models:
+    """The default preset's VQGAN (built from its shipped config) and ViT-B-32, randomly initialised:
+    the real shapes, for timing on a machine without the weights (speed does not depend on values)."""
     import open_clip
 
     from engine.models.clip import wrap_clip
-    from engine.models.vqgan import vqgan_from_config
+    from engine.models.registry import DEFAULT_PRESET, get_preset
+    from engine.models.vqgan import read_config, vqgan_from_config
 
-    vq = vqgan_from_config(copy.deepcopy(IMAGENET_F16_16384)).eval().requires_grad_(False).to(device)
+    config = read_config(get_preset(DEFAULT_PRESET).config)
+    vq = vqgan_from_config(config).eval().requires_grad_(False).to(device)
     clip = wrap_clip(open_clip.create_model("ViT-B-32", pretrained=None, force_quick_gelu=True),
-                 open_clip.get_tokenizer("ViT-B-32")).to(device)
+                     open_clip.get_tokenizer("ViT-B-32")).to(device)
     return Models(vq, clip, device)
 
 

@@ -15,7 +15,7 @@ from engine.config import Config, redis_url
 from engine.errors import UserError
 
 
-def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("worker", help="serve jobs from Redis on one GPU (queue.backend = \"redis\")")
     p.add_argument("--config", help="config.toml (models, queue.batch_size, job_timeout_s, redis_url)")
     p.add_argument("--redis", help="Redis URL (beats $VQGAN_CLIP_REDIS_URL, which beats queue.redis_url)")
