@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 _TARGETS = {"VQModel": False, "GumbelVQ": True}
 # taming's Decoder prints its z shape on construction; silence that module only (redirecting
 # sys.stdout would swallow other threads' output while a model loads).
-_taming_model.print = lambda *args, **kwargs: None  # type: ignore[attr-defined]
+_taming_model.print = lambda *args, **kwargs: None
 
 
 class VQGAN(nn.Module):
