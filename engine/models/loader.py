@@ -34,6 +34,15 @@ class Models:
         return id(self.vqgan), id(self.clip), str(self.device)
 
 
+# ``models.precision`` -> the autocast dtype of the decoder and CLIP (None: full fp32).
+_AUTOCAST = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def autocast_dtype(precision: str) -> torch.dtype | None:
+    """The dtype ``Models.dtype`` holds for a ``models.precision`` setting."""
+    return _AUTOCAST[precision]
+
+
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -132,5 +141,4 @@ class ModelCache:
                 fetch_missing(spec, cache_dir(self.cfg))
             vqgan = self._vqgans.get(f"{spec.vqgan_key()}@{dev}", lambda: self._make_vqgan(spec, dev))
             clip = self._clips.get(f"{spec.clip_key()}@{dev}", lambda: self._make_clip(spec, dev))
-        dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[self.cfg.precision]
-        return Models(vqgan, clip, dev, dtype)
+        return Models(vqgan, clip, dev, autocast_dtype(self.cfg.precision))
