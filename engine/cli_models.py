@@ -10,16 +10,19 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import TypeVar
 
 from engine.config import Config, cache_dir
 from engine.errors import UserError
 from engine.models import registry
 from engine.models.fetch import recorded_sha256
 
+_P = TypeVar("_P", bound=argparse.ArgumentParser)  # the main parser's class (engine.__main__ has its own)
+
 __all__ = ["add_parser", "run"]
 
 
-def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> argparse.ArgumentParser:
+def add_parser(subparsers: argparse._SubParsersAction[_P]) -> _P:
     """Register ``models`` (and ``models fetch``) on the main parser's subcommands."""
     p = subparsers.add_parser(
         "models",
