@@ -10,13 +10,14 @@ jobs are stepped together (``step_together``) to give jobs per hour at 1, 2 and 
 from __future__ import annotations
 
 import argparse
-import copy
+import functools
 import json
 import resource
 import statistics
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -24,27 +25,25 @@ import torch.nn.functional as F
 from engine.config import Config
 from engine.cutouts import make_augment
 from engine.generate import Run, step_together
-from engine.models.loader import ModelCache, Models, resolve_device
+from engine.models.loader import ModelCache, Models, autocast_dtype, resolve_device
 from engine.ops import clamp_with_grad, spherical_dist, vector_quantize
 from engine.prompts import parse_prompts
 from engine.request import ModelSpec, Request
 
-# The real presets' shapes, for timing on a machine without the weights (speed does not depend on values).
-IMAGENET_F16_16384 = {"model": {"target": "taming.models.vqgan.VQModel", "params": {
-    "embed_dim": 256, "n_embed": 16384, "ddconfig": {
-        "double_z": False, "z_channels": 256, "resolution": 256, "in_channels": 3, "out_ch": 3, "ch": 128,
-        "ch_mult": [1, 1, 2, 2, 4], "num_res_blocks": 2, "attn_resolutions": [16], "dropout": 0.0}}}}
-
 
 def _random_models(device: torch.device) -> Models:
+    """The default preset's VQGAN (built from its shipped config) and ViT-B-32, randomly initialised:
+    the real shapes, for timing on a machine without the weights (speed does not depend on values)."""
     import open_clip
 
     from engine.models.clip import wrap_clip
-    from engine.models.vqgan import vqgan_from_config
+    from engine.models.registry import DEFAULT_PRESET, get_preset
+    from engine.models.vqgan import read_config, vqgan_from_config
 
-    vq = vqgan_from_config(copy.deepcopy(IMAGENET_F16_16384)).eval().requires_grad_(False).to(device)
+    config = read_config(get_preset(DEFAULT_PRESET).config)
+    vq = vqgan_from_config(config).eval().requires_grad_(False).to(device)
     clip = wrap_clip(open_clip.create_model("ViT-B-32", pretrained=None, force_quick_gelu=True),
-                 open_clip.get_tokenizer("ViT-B-32")).to(device)
+                     open_clip.get_tokenizer("ViT-B-32")).to(device)
     return Models(vq, clip, device)
 
 
@@ -53,9 +52,17 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+@dataclass(frozen=True)
+class _Defaults:
+    steps: int
+    repeats: int
+    warmup: int
+    jobs: str
+
+
 # Defaults per device: a CPU step at the real shapes takes seconds, so fewer of them (under 3 minutes in all).
-_DEFAULTS = {"cuda": {"steps": 5, "repeats": 5, "warmup": 2, "jobs": "1,2,4"},
-             "cpu": {"steps": 1, "repeats": 3, "warmup": 1, "jobs": "1,2"}}
+_DEFAULTS = {"cuda": _Defaults(steps=5, repeats=5, warmup=2, jobs="1,2,4"),
+             "cpu": _Defaults(steps=1, repeats=3, warmup=1, jobs="1,2")}
 
 
 def _say(message: str) -> None:
@@ -150,8 +157,10 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
                                          {"device": args.device, "precision": args.precision}.items() if v})
     device = resolve_device(mcfg.device)
     d = _DEFAULTS["cuda" if device.type == "cuda" else "cpu"]
-    n, repeats, warmup = (d[k] if getattr(args, k) is None else getattr(args, k) for k in ("steps", "repeats", "warmup"))
-    job_counts = [int(x) for x in (d["jobs"] if args.jobs is None else args.jobs).split(",") if x.strip()]
+    n: int = d.steps if args.steps is None else args.steps
+    repeats: int = d.repeats if args.repeats is None else args.repeats
+    warmup: int = d.warmup if args.warmup is None else args.warmup
+    job_counts = [int(x) for x in (d.jobs if args.jobs is None else args.jobs).split(",") if x.strip()]
     _say(f"loading models on {device} ({'random weights' if args.random_weights else 'from the config'})")
     if args.random_weights:
         models = _random_models(device)
@@ -159,8 +168,7 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
     else:
         spec = Request.from_config(cfg, prompt="x").models
         models = ModelCache(mcfg).get(spec, device)
-    dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[mcfg.precision]
-    fast_models = Models(models.vqgan, models.clip, device, dtype)
+    fast_models = Models(models.vqgan, models.clip, device, autocast_dtype(mcfg.precision))
     req = Request.from_config(cfg, prompt="a forest rendered in low poly|fog:-0.3", seed=0, steps=10**6,
                               width=args.size[0], height=args.size[1], cutouts=args.cutouts, models=spec)
 
@@ -185,7 +193,7 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
         else:
             _say(f"{b} jobs stepped together")
             runs = [Run(fast_models, req.with_changes(seed=i)) for i in range(b)]
-            per_step = _time(lambda runs=runs: step_together(runs), n, 1, repeats, device)
+            per_step = _time(functools.partial(step_together, runs), n, 1, repeats, device)
         jobs[b] = 3600 / (cfg.generation.steps * per_step / b)
 
     figures = {

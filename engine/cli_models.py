@@ -10,16 +10,19 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import TypeVar
 
 from engine.config import Config, cache_dir
 from engine.errors import UserError
 from engine.models import registry
 from engine.models.fetch import recorded_sha256
 
+_P = TypeVar("_P", bound=argparse.ArgumentParser)  # the main parser's class (engine.__main__ has its own)
+
 __all__ = ["add_parser", "run"]
 
 
-def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:  # type: ignore[type-arg]
+def add_parser(subparsers: argparse._SubParsersAction[_P]) -> _P:
     """Register ``models`` (and ``models fetch``) on the main parser's subcommands."""
     p = subparsers.add_parser(
         "models",
@@ -54,8 +57,8 @@ def _list(cfg: Config, root: Path) -> int:
     m = cfg.models
     rows = []
     for p in registry.PRESETS.values():
-        config, ckpt = registry.preset_paths(p.name, root)
-        if config.exists() and ckpt.exists():
+        _, ckpt = registry.preset_paths(p.name, root)  # the config ships with the package
+        if ckpt.exists():
             state = f"yes  {ckpt.parent}"
         elif ckpt.with_name(ckpt.name + ".part").exists():
             state = "partial (fetch resumes it)"
@@ -90,10 +93,10 @@ def _print_recorded(root: Path) -> None:
     publisher's: the mirrors publish none, so this is what was checked and installed here."""
     rows = []
     for p in registry.PRESETS.values():
-        for remote, path in zip((p.config, p.checkpoint), registry.preset_paths(p.name, root), strict=True):
-            digest = remote.sha256 or recorded_sha256(path)
-            if path.exists():
-                rows.append((f"{p.name}/{path.name}", digest or "(not recorded: not downloaded by fetch)"))
+        _, path = registry.preset_paths(p.name, root)
+        digest = p.checkpoint.sha256 or recorded_sha256(path)
+        if path.exists():
+            rows.append((f"{p.name}/{path.name}", digest or "(not recorded: not downloaded by fetch)"))
     if not rows:
         return
     print("sha256 of the downloaded files (recorded when each was installed):")
@@ -105,10 +108,9 @@ def _print_recorded(root: Path) -> None:
 def _fetch(args: argparse.Namespace, cfg: Config, root: Path) -> int:
     name = args.name or cfg.models.vqgan
     config, ckpt = registry.ensure_preset(name, root, progress=not args.quiet, force=args.force)
-    preset = registry.get_preset(name)
-    for what, path, remote in (("config", config, preset.config), ("checkpoint", ckpt, preset.checkpoint)):
-        digest = remote.sha256 or recorded_sha256(path)
-        print(f"{name}: {what} {path}" + (f"  sha256 {digest}" if digest else ""))
+    digest = registry.get_preset(name).checkpoint.sha256 or recorded_sha256(ckpt)
+    print(f"{name}: config {config} (ships with the package)")
+    print(f"{name}: checkpoint {ckpt}" + (f"  sha256 {digest}" if digest else ""))
     return 0
 
 

@@ -10,12 +10,15 @@ import sqlite3
 import time
 from collections import Counter
 from pathlib import Path
+from typing import TypeVar
 
 from engine.config import Config, redis_url
 from engine.errors import UserError
 
+_P = TypeVar("_P", bound=argparse.ArgumentParser)  # the main parser's class (engine.__main__ has its own)
 
-def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+
+def add_parser(sub: argparse._SubParsersAction[_P]) -> None:
     p = sub.add_parser("worker", help="serve jobs from Redis on one GPU (queue.backend = \"redis\")")
     p.add_argument("--config", help="config.toml (models, queue.batch_size, job_timeout_s, redis_url)")
     p.add_argument("--redis", help="Redis URL (beats $VQGAN_CLIP_REDIS_URL, which beats queue.redis_url)")

@@ -8,6 +8,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 
@@ -27,13 +29,13 @@ def vector_quantize(z: torch.Tensor, codebook: torch.Tensor) -> torch.Tensor:
 
 class _ClampWithGrad(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x: torch.Tensor, lo: float, hi: float) -> torch.Tensor:  # type: ignore[override]
+    def forward(ctx: Any, x: torch.Tensor, lo: float, hi: float) -> torch.Tensor:
         ctx.lo, ctx.hi = lo, hi
         ctx.save_for_backward(x)
         return x.clamp(lo, hi)
 
     @staticmethod
-    def backward(ctx, grad: torch.Tensor):  # type: ignore[override]
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None, None]:
         (x,) = ctx.saved_tensors
         # Pass a gradient unless it would push a clamped value further out of range.
         keep = (grad * (x - x.clamp(ctx.lo, ctx.hi)) >= 0)

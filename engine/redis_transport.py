@@ -92,6 +92,15 @@ def _safe(url: str) -> str:
     return url
 
 
+def stream_entries(resp: object) -> list[tuple[Any, Any, bytes | str | None]]:
+    """(stream, entry id, message) of each entry of an XREADGROUP reply (``[[stream, [(id, fields),
+    ...]], ...]``; None when it timed out). An entry trimmed away (``MAXLEN ~``) while still pending
+    comes back without fields: its message is None, which ``decode`` drops with a warning."""
+    if not isinstance(resp, list):
+        return []
+    return [(stream, entry_id, (fields or {}).get(b"m")) for stream, entries in resp for entry_id, fields in entries]
+
+
 async def ensure_group(r: aioredis.Redis, stream: str, group: str) -> None:
     with contextlib.suppress(ResponseError):  # BUSYGROUP: it exists
         await r.xgroup_create(stream, group, id="0", mkstream=True)
@@ -213,11 +222,11 @@ class RedisLink:
         raw = await self.r.hgetall(WORKERS)
         if not self.reachable:  # silence while Redis was away is not a worker's fault
             now = time.monotonic()
-            for seen in self.workers.values():
-                seen.at = now
+            for known in self.workers.values():
+                known.at = now
         now = time.monotonic()
         for key, data in raw.items():
-            name = key.decode(errors="replace")
+            name = key.decode(errors="replace") if isinstance(key, bytes) else key
             hb = decode(data, f"heartbeat of {name!r}")
             if not isinstance(hb, Heartbeat) or hb.worker != name:
                 continue
@@ -322,8 +331,9 @@ class RedisLink:
                         return job.id not in refused and batch_key(job.request) == key
                     begun = await self.q._next(match, False, skip_solo=True)
                 else:
-                    begun = await self.q._next(lambda job, refused=refused: job.id not in refused, False,
-                                               skip_solo=False)
+                    def not_refused(job: Job, refused: set[str] = refused) -> bool:
+                        return job.id not in refused
+                    begun = await self.q._next(not_refused, False, skip_solo=False)
                 if begun is None:
                     break
                 job, _ctl = begun
@@ -359,13 +369,11 @@ class RedisLink:
                     # Progress first: a backlog's last images are shown before its results.
                     resp = await self.r.xreadgroup("coordinator", "coordinator", {PROGRESS: pos, EVENTS: pos},
                                                    count=64, block=None if backlog else 200)
-                    got = 0
-                    for stream, entries in resp or []:
-                        for entry_id, fields in entries:
-                            got += 1
-                            await self._receive(fields.get(b"m"))
-                            await self.r.xack(stream, "coordinator", entry_id)
-                            await self.r.xdel(stream, entry_id)
+                    got = stream_entries(resp)
+                    for stream, entry_id, raw in got:
+                        await self._receive(raw)
+                        await self.r.xack(stream, "coordinator", entry_id)
+                        await self.r.xdel(stream, entry_id)
                     if backlog and not got:
                         backlog = False
             except ResponseError as e:  # NOGROUP: Redis lost its data; the groups are made again
@@ -386,7 +394,7 @@ class RedisLink:
             return job is not None and lease.startswith(f"{job_id}.{job.attempts}.")
         return held.lease == lease
 
-    async def _receive(self, raw: bytes | None) -> None:
+    async def _receive(self, raw: bytes | str | None) -> None:
         msg = decode(raw, "fleet events")
         if msg is None:
             return
@@ -625,12 +633,11 @@ class RedisSource:
                 self._down(e)
                 await asyncio.sleep(0.5)
                 continue
-            for _stream, entries in resp or []:
-                for entry_id, fields in entries:
-                    with contextlib.suppress(RedisError, OSError):
-                        await self.r.xack(self.stream, "worker", entry_id)
-                        await self.r.xdel(self.stream, entry_id)
-                    self._handle(decode(fields.get(b"m"), f"worker {self.name}"))
+            for _stream, entry_id, raw in stream_entries(resp):
+                with contextlib.suppress(RedisError, OSError):
+                    await self.r.xack(self.stream, "worker", entry_id)
+                    await self.r.xdel(self.stream, entry_id)
+                self._handle(decode(raw, f"worker {self.name}"))
 
     def _handle(self, msg: Any) -> None:
         if isinstance(msg, JobMsg):
@@ -657,8 +664,8 @@ class RedisSource:
                     del self.inbox[i]
                     self.leases.pop(msg.job_id, None)
                     return
-            if (ctl := self.ctls.get(msg.job_id)) is not None:
-                ctl.stop("cancel")
+            if (running := self.ctls.get(msg.job_id)) is not None:
+                running.stop("cancel")
         elif msg is not None:
             log.warning("worker %s: dropped a %s message on its job stream", self.name, msg.kind)
 

@@ -50,7 +50,7 @@ import tarfile
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any, ClassVar, cast
 
 import torch
 
@@ -235,15 +235,15 @@ def _allowed_globals() -> tuple[dict[tuple[str, str], Any], dict[int, Callable[.
     for value in vars(torch).values():
         if isinstance(value, torch.dtype | torch.layout | torch.memory_format | torch.qscheme):
             names[("torch", str(value).removeprefix("torch."))] = value
-    for cls in torch._tensor_classes:  # torch.FloatTensor etc. (as names only); not the sparse or CUDA ones
-        if cls.__module__ == "torch":
-            names[(cls.__module__, cls.__name__)] = cls
-    for cls in (torch.storage.UntypedStorage, torch.storage.TypedStorage):
-        names[("torch.storage", cls.__name__)] = cls
-        names[("torch", cls.__name__)] = cls
-    for cls in torch._storage_classes:  # legacy torch.FloatStorage & co., as torch.load maps them
-        if cls not in (torch.storage.UntypedStorage, torch.storage.TypedStorage):
-            names[(cls.__module__, cls.__name__)] = torch.serialization.StorageType(cls.__name__)
+    for tensor_cls in torch._tensor_classes:  # torch.FloatTensor etc. (as names only); not the sparse or CUDA ones
+        if tensor_cls.__module__ == "torch":
+            names[(tensor_cls.__module__, tensor_cls.__name__)] = tensor_cls
+    for storage in (torch.storage.UntypedStorage, torch.storage.TypedStorage):
+        names[("torch.storage", storage.__name__)] = storage
+        names[("torch", storage.__name__)] = storage
+    for legacy in torch._storage_classes:  # legacy torch.FloatStorage & co., as torch.load maps them
+        if legacy not in (torch.storage.UntypedStorage, torch.storage.TypedStorage):
+            names[(legacy.__module__, legacy.__name__)] = torch.serialization.StorageType(legacy.__name__)
 
     calls: dict[int, Callable[..., Any]] = {
         id(obj): obj
@@ -277,11 +277,29 @@ def _is_placeholder_class(obj: Any) -> bool:
     return isinstance(obj, type) and issubclass(obj, Placeholder)
 
 
-class _SafeUnpickler(pickle._Unpickler):  # type: ignore[name-defined]
+if TYPE_CHECKING:
+
+    class _PurePythonUnpickler(pickle.Unpickler):
+        """What typeshed leaves out of ``pickle._Unpickler``, the pure-Python unpickler whose
+        opcodes are methods in a ``dispatch`` table (the C one cannot be overridden per opcode)."""
+
+        dispatch: ClassVar[dict[int, Callable[[Any], None]]]
+        stack: list[Any]
+        proto: int
+        fix_imports: bool
+
+        def append(self, obj: Any, /) -> None: ...
+        def pop_mark(self) -> list[Any]: ...
+
+else:
+    _PurePythonUnpickler = pickle._Unpickler
+
+
+class _SafeUnpickler(_PurePythonUnpickler):
     """Pure-Python unpickler (so single opcodes can be overridden) that never imports or calls
     anything outside the whitelist."""
 
-    dispatch = dict(pickle._Unpickler.dispatch)  # type: ignore[attr-defined]
+    dispatch = dict(_PurePythonUnpickler.dispatch)
 
     def __init__(
         self, file: IO[bytes], persistent_load: Callable[[Any], Any] | None = None, size: int = 0
@@ -476,10 +494,10 @@ def _typed(buf: bytearray, dtype: torch.dtype) -> torch.storage.TypedStorage:
     return torch.storage.TypedStorage(wrap_storage=untyped, dtype=dtype, _internal=True)
 
 
-def _read_exactly(f: IO[bytes], buf: bytearray) -> None:
+def _read_exactly(f: io.BufferedIOBase, buf: bytearray) -> None:
     view, done = memoryview(buf), 0
     while done < len(buf):
-        n = f.readinto(view[done:])  # type: ignore[attr-defined]
+        n = f.readinto(view[done:])
         if not n:
             raise EOFError("file ends inside tensor data")
         done += n
@@ -529,7 +547,8 @@ def _load_zip(path: Path, f: IO[bytes], budget: _Budget) -> Any:
             budget.take(nbytes)
             buf = bytearray(nbytes)
             with zf.open(info) as rec:  # checks the record's CRC as it is read
-                _read_exactly(rec, buf)
+                # a zipfile.ZipExtFile, a BufferedIOBase (typeshed says only IO[bytes])
+                _read_exactly(cast(io.BufferedIOBase, rec), buf)
             storage = _typed(buf, dtype)
             if byteorder.decode() != sys.byteorder and dtype.itemsize > 1:
                 storage._untyped_storage.byteswap(dtype)
@@ -543,7 +562,7 @@ def _load_zip(path: Path, f: IO[bytes], budget: _Budget) -> Any:
 class _Bounded(io.RawIOBase):
     """The rest of a file, so that a pickle's declared lengths never read (allocate) past its end."""
 
-    def __init__(self, f: IO[bytes], size: int) -> None:
+    def __init__(self, f: io.BufferedIOBase, size: int) -> None:
         self._f, self._left = f, size - f.tell()
 
     def readable(self) -> bool:
@@ -551,12 +570,12 @@ class _Bounded(io.RawIOBase):
 
     def readinto(self, buf: Any) -> int:
         view = memoryview(buf)[: max(self._left, 0)]
-        n = self._f.readinto(view) if len(view) else 0  # type: ignore[attr-defined]
+        n = self._f.readinto(view) if len(view) else 0
         self._left -= n or 0
         return n or 0
 
 
-def _load_legacy(path: Path, f: IO[bytes], size: int, budget: _Budget) -> Any:
+def _load_legacy(path: Path, f: io.BufferedIOBase, size: int, budget: _Budget) -> Any:
     """The pre-1.6 ``torch.save`` stream: magic, protocol, sys info, pickle, storage keys, storages."""
     stream = io.BufferedReader(_Bounded(f, size))
 

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, cast
 
 import open_clip
 import torch
@@ -25,15 +26,27 @@ from engine.models.fetch import FetchError, fetch
 from engine.models.registry import clip_weights
 
 
+class ClipModule(Protocol):
+    """What is used of an open_clip ``CLIP``/``CustomTextCLIP`` (an ``nn.Module``): open_clip has no
+    type hints, and ``nn.Module``'s own attribute lookup types ``encode_image`` as a tensor."""
+
+    visual: nn.Module
+
+    def encode_image(self, image: torch.Tensor) -> torch.Tensor: ...
+    def encode_text(self, text: torch.Tensor) -> torch.Tensor: ...
+    def parameters(self, recurse: bool = True) -> Iterator[nn.Parameter]: ...
+    def to(self, device: torch.device | str) -> Any: ...
+
+
 @dataclass
 class Clip:
     """A CLIP model with its tokenizer and input normalisation; embeddings are L2-normalised."""
 
-    model: nn.Module
+    model: ClipModule
     tokenizer: Any
     size: int
-    mean: tuple[float, float, float]
-    std: tuple[float, float, float]
+    mean: tuple[float, ...]  # per RGB channel
+    std: tuple[float, ...]
 
     def to(self, device: torch.device | str) -> Clip:
         self.model.to(device)
@@ -58,18 +71,18 @@ class Clip:
         return F.normalize(self.model.encode_text(tokens).float(), dim=-1)
 
 
-def _image_size(model: nn.Module) -> int:
+def _image_size(model: ClipModule) -> int:
     size = getattr(model.visual, "image_size", 224)
     return int(size[0] if isinstance(size, (tuple, list)) else size)
 
 
-def wrap_clip(model: nn.Module, tokenizer: Any, preprocess: dict | None = None) -> Clip:
+def wrap_clip(model: nn.Module, tokenizer: Any, preprocess: dict[str, Any] | None = None) -> Clip:
     """An open_clip model as a ``Clip``: frozen, with its input size and normalisation."""
     pre = preprocess or getattr(model.visual, "preprocess_cfg", None) or {}
-    mean = tuple(pre.get("mean", OPENAI_DATASET_MEAN))
-    std = tuple(pre.get("std", OPENAI_DATASET_STD))
-    model = model.eval().requires_grad_(False)
-    return Clip(model, tokenizer, _image_size(model), mean, std)  # type: ignore[arg-type]
+    mean = tuple(float(v) for v in pre.get("mean", OPENAI_DATASET_MEAN))
+    std = tuple(float(v) for v in pre.get("std", OPENAI_DATASET_STD))
+    clip = cast(ClipModule, model.eval().requires_grad_(False))  # an open_clip CLIP (untyped)
+    return Clip(clip, tokenizer, _image_size(clip), mean, std)
 
 
 def config_json(name: str) -> Path:

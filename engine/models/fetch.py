@@ -28,6 +28,7 @@ import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import IO
 
 from pydantic import BaseModel, ValidationError
 from tqdm import tqdm
@@ -37,7 +38,7 @@ from engine.errors import ModelFileMissing
 try:
     import fcntl
 except ImportError:  # pragma: no cover - Windows: no lock, the atomic rename still holds
-    fcntl = None  # type: ignore[assignment]
+    fcntl = None  # type: ignore[assignment]  # the module's name, bound to None where it does not exist
 
 __all__ = ["fetch", "FetchError", "sha256_of", "recorded_sha256", "Check"]
 
@@ -143,7 +144,9 @@ class _Redirects(urllib.request.HTTPRedirectHandler):
 
     max_redirections = MAX_REDIRECTS
 
-    def redirect_request(self, req, fp, code, msg, headers, newurl):  # type: ignore[no-untyped-def]
+    def redirect_request(
+        self, req: urllib.request.Request, fp: IO[bytes], code: int, msg: str, headers: http.client.HTTPMessage, newurl: str
+    ) -> urllib.request.Request | None:
         old = urllib.parse.urlsplit(req.full_url).scheme
         new = urllib.parse.urlsplit(urllib.parse.urljoin(req.full_url, newurl)).scheme
         if new not in ("http", "https") or (old == "https" and new != "https"):

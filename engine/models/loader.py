@@ -34,6 +34,15 @@ class Models:
         return id(self.vqgan), id(self.clip), str(self.device)
 
 
+# ``models.precision`` -> the autocast dtype of the decoder and CLIP (None: full fp32).
+_AUTOCAST = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def autocast_dtype(precision: str) -> torch.dtype | None:
+    """The dtype ``Models.dtype`` holds for a ``models.precision`` setting."""
+    return _AUTOCAST[precision]
+
+
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -69,21 +78,17 @@ def fetch_missing(spec: ModelSpec, cache: Path, progress: bool = True) -> None:
     save it), so that someone without a network learns everything to copy in one go.
     """
     from engine.models.clip import clip_weights_path
-    from engine.models.fetch import fetch
-    from engine.models.registry import get_preset, preset_paths
+    from engine.models.registry import fetch_checkpoint
 
     problems: list[str] = []
     if spec.vqgan_config and spec.vqgan_checkpoint:
         problems += [f"model file not found: {p}" for p in (spec.vqgan_config, spec.vqgan_checkpoint)
                      if not Path(p).expanduser().is_file()]
-    else:
-        preset = get_preset(spec.vqgan)
-        for remote, path in zip((preset.config, preset.checkpoint), preset_paths(spec.vqgan, cache), strict=True):
-            if not path.exists():
-                try:
-                    fetch(remote.urls, path, remote.sha256, remote.size, progress, label=remote.label)
-                except ModelFileMissing as e:
-                    problems.append(str(e))
+    else:  # a preset: its config ships with the package, only the checkpoint may be missing
+        try:
+            fetch_checkpoint(spec.vqgan, cache, progress)
+        except ModelFileMissing as e:
+            problems.append(str(e))
     if spec.clip_config and spec.clip_checkpoint:
         problems += [f"model file not found: {p}" for p in (spec.clip_config, spec.clip_checkpoint)
                      if not Path(p).expanduser().is_file()]
@@ -109,12 +114,12 @@ class ModelCache:
 
     def _make_vqgan(self, spec: ModelSpec, device: torch.device) -> VQGAN:
         if spec.vqgan_config and spec.vqgan_checkpoint:
-            paths = (spec.vqgan_config, spec.vqgan_checkpoint)
+            config, ckpt = Path(spec.vqgan_config), Path(spec.vqgan_checkpoint)
         else:
             from engine.models.registry import ensure_preset
 
-            paths = ensure_preset(spec.vqgan, cache_dir(self.cfg))
-        return load_vqgan(*paths).to(device)
+            config, ckpt = ensure_preset(spec.vqgan, cache_dir(self.cfg))
+        return load_vqgan(config, ckpt).to(device)
 
     def _make_clip(self, spec: ModelSpec, device: torch.device) -> Clip:
         if spec.clip_config and spec.clip_checkpoint:
@@ -136,5 +141,4 @@ class ModelCache:
                 fetch_missing(spec, cache_dir(self.cfg))
             vqgan = self._vqgans.get(f"{spec.vqgan_key()}@{dev}", lambda: self._make_vqgan(spec, dev))
             clip = self._clips.get(f"{spec.clip_key()}@{dev}", lambda: self._make_clip(spec, dev))
-        dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[self.cfg.precision]
-        return Models(vqgan, clip, dev, dtype)
+        return Models(vqgan, clip, dev, autocast_dtype(self.cfg.precision))

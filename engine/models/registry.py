@@ -1,14 +1,13 @@
-"""Named VQGAN presets: which config and checkpoint to fetch, from where, into which folder.
+"""Named VQGAN presets: a config shipped with the package and a checkpoint to fetch.
 
-Files live in ``<cache_dir>/<preset>/model.yaml`` and ``<cache_dir>/<preset>/last.ckpt``.
-URLs are the public mirrors the well-known VQGAN+CLIP notebooks use, best first. None of the
-original publishers (Heidelberg's heibox, EleutherAI, the community mirrors) publish sizes
-or checksums for these files, so ``sha256``/``size`` are ``None``: a download is installed only
-once it is whole and opens as what it should be (``check_config``: YAML that parses to a taming
-VQGAN config; ``check_checkpoint``: a zip/pickle checkpoint whose ``state_dict`` holds every
-weight, with its shape, of the model that config describes), and ``fetch`` records its sha256.
-Configs are fetched over HTTPS only: a config names Python classes, so it must not come from a
-plain-HTTP mirror.
+A preset's architecture is data in the package, ``engine/models/model_configs/<preset>.yaml``
+(as open_clip ships ``model_configs/*.json``), so a preset is only weights to download:
+``<cache_dir>/<preset>/last.ckpt``. URLs are the public mirrors the well-known VQGAN+CLIP
+notebooks use, best first. None of the original publishers (Heidelberg's heibox, EleutherAI, the
+community mirrors) publish sizes or checksums for these files, so ``sha256``/``size`` are
+``None``: a download is installed only once it is whole and ``check_checkpoint`` finds in it a
+zip/pickle checkpoint whose ``state_dict`` holds every weight, with its shape, of the model the
+shipped config describes; ``fetch`` records its sha256.
 """
 
 from __future__ import annotations
@@ -29,10 +28,12 @@ __all__ = [
     "Preset",
     "PRESETS",
     "DEFAULT_PRESET",
+    "MODEL_CONFIGS",
     "get_preset",
     "preset_paths",
     "ensure_preset",
-    "check_config",
+    "fetch_checkpoint",
+    "model_of",
     "check_checkpoint",
     "ClipWeights",
     "clip_weights",
@@ -53,24 +54,33 @@ class RemoteFile:
     approx_size: int = 0  # for listings only
 
 
+# The presets' architectures, shipped as package data (pyproject: [tool.setuptools.package-data]).
+MODEL_CONFIGS = Path(__file__).resolve().parent / "model_configs"
+
+
 @dataclass(frozen=True)
 class Preset:
+    """A named VQGAN: the taming YAML that builds it (on disk, shipped) and the checkpoint to fetch."""
+
     name: str
     description: str
-    config: RemoteFile
+    config: Path
     checkpoint: RemoteFile
 
     @property
     def approx_size(self) -> int:
-        return self.config.approx_size + self.checkpoint.approx_size
+        return self.checkpoint.approx_size
 
 
-CONFIG_NAME = "model.yaml"
 CHECKPOINT_NAME = "last.ckpt"
 
 
 def _heibox_share(share: str, path: str) -> str:
     return f"{_HEIBOX}/d/{share}/files/?p={path.replace('/', '%2F')}&dl=1"
+
+
+def _shipped(name: str) -> Path:
+    return MODEL_CONFIGS / f"{name}.yaml"
 
 
 PRESETS: dict[str, Preset] = {
@@ -79,15 +89,7 @@ PRESETS: dict[str, Preset] = {
         Preset(
             "imagenet_f16_16384",
             "ImageNet, 16x downsampling, 16384 codes (the usual VQGAN+CLIP model)",
-            RemoteFile(
-                "vqgan_imagenet_f16_16384.yaml",
-                (
-                    _heibox_share("a7530b09fed84f80a887", "/configs/model.yaml"),
-                    f"{_HEIBOX}/f/274fb24ed38341bfa753/?dl=1",
-                    "https://github.com/mehdidc/feed_forward_vqgan_clip/releases/download/0.1/vqgan_imagenet_f16_16384.yaml",
-                ),
-                approx_size=1_000,
-            ),
+            _shipped("imagenet_f16_16384"),
             RemoteFile(
                 "vqgan_imagenet_f16_16384.ckpt",
                 (
@@ -102,14 +104,7 @@ PRESETS: dict[str, Preset] = {
         Preset(
             "imagenet_f16_1024",
             "ImageNet, 16x downsampling, 1024 codes (smaller codebook, softer images)",
-            RemoteFile(
-                "vqgan_imagenet_f16_1024.yaml",
-                (
-                    _heibox_share("8088892a516d4e3baf92", "/configs/model.yaml"),
-                    f"{_HEIBOX}/f/6ecf2af6c658432c8298/?dl=1",
-                ),
-                approx_size=1_000,
-            ),
+            _shipped("imagenet_f16_1024"),
             RemoteFile(
                 "vqgan_imagenet_f16_1024.ckpt",
                 (
@@ -123,11 +118,7 @@ PRESETS: dict[str, Preset] = {
         Preset(
             "gumbel_f8_8192",
             "OpenImages, 8x downsampling, 8192 codes, Gumbel quantizer (finer detail)",
-            RemoteFile(
-                "vqgan_gumbel_f8_8192.yaml",
-                (_heibox_share("2e5662443a6b4307b470", "/configs/model.yaml"),),
-                approx_size=1_000,
-            ),
+            _shipped("gumbel_f8_8192"),
             RemoteFile(
                 "vqgan_gumbel_f8_8192.ckpt",
                 (_heibox_share("2e5662443a6b4307b470", "/ckpts/last.ckpt"),),
@@ -137,11 +128,7 @@ PRESETS: dict[str, Preset] = {
         Preset(
             "wikiart_16384",
             "WikiArt paintings, 16x downsampling, 16384 codes (painterly look)",
-            RemoteFile(
-                "wikiart_16384.yaml",
-                ("https://github.com/Eleiber/VQGAN-Mirrors/releases/download/0.0.1/wikiart_16384.yaml",),
-                approx_size=1_000,
-            ),
+            _shipped("wikiart_16384"),
             RemoteFile(
                 "wikiart_16384.ckpt",
                 (
@@ -165,45 +152,20 @@ def get_preset(name: str) -> Preset:
 
 
 def preset_paths(name: str, cache_dir: str | os.PathLike[str]) -> tuple[Path, Path]:
-    """(config yaml, checkpoint) where the preset lives in the cache, present or not."""
-    get_preset(name)
-    folder = Path(cache_dir) / name
-    return folder / CONFIG_NAME, folder / CHECKPOINT_NAME
+    """(config yaml, checkpoint) of the preset: the shipped config, and where the checkpoint
+    lives in the cache, present or not."""
+    preset = get_preset(name)
+    return preset.config, Path(cache_dir) / name / CHECKPOINT_NAME
 
 
-class _Unusable(Exception):
-    """Why a downloaded file is not the config or checkpoint it should be."""
-
-
-def _model_of(config: Path) -> VQGAN:
-    """The (weightless, ``meta`` device) VQGAN a taming config describes; ``_Unusable`` if none."""
+def model_of(config: Path) -> VQGAN:
+    """The weightless VQGAN (on the ``meta`` device: names and shapes only) a taming config describes."""
     import torch
-    from omegaconf import OmegaConf
 
-    from engine.models.vqgan import vqgan_from_config
+    from engine.models.vqgan import read_config, vqgan_from_config
 
-    try:
-        cfg = OmegaConf.to_container(OmegaConf.load(config), resolve=True)
-    except Exception as e:  # junk, binary data, a web page: whatever the YAML parser says
-        raise _Unusable(f"not a YAML file ({type(e).__name__})") from None
-    if not isinstance(cfg, dict) or not isinstance(cfg.get("model"), dict):
-        raise _Unusable("YAML, but not a taming config (no model section)")
-    try:
-        with torch.device("meta"):  # no memory, no time: only the names and shapes are wanted
-            return vqgan_from_config(cfg)
-    except UserError as e:
-        raise _Unusable(f"not a usable taming config: {e}") from None
-    except (TypeError, ValueError, KeyError) as e:  # ddconfig with wrong or missing fields
-        raise _Unusable(f"not a usable taming config: {type(e).__name__}: {e}") from None
-
-
-def check_config(path: Path) -> str | None:
-    """``fetch`` check for a preset's ``model.yaml``: None if it is a VQGAN config we can build."""
-    try:
-        _model_of(path)
-    except _Unusable as e:
-        return str(e)
-    return None
+    with torch.device("meta"):  # no memory, no time: only the names and shapes are wanted
+        return vqgan_from_config(read_config(config))
 
 
 def check_checkpoint(path: Path, config: Path) -> str | None:
@@ -214,9 +176,9 @@ def check_checkpoint(path: Path, config: Path) -> str | None:
     from engine.models.checkpoint import CorruptCheckpoint, load_checkpoint
 
     try:
-        expected = {k: tuple(v.shape) for k, v in _model_of(config).state_dict().items()}
-    except _Unusable as e:
-        return f"cannot be checked: its config {config} is {e}"
+        expected = {k: tuple(v.shape) for k, v in model_of(config).state_dict().items()}
+    except UserError as e:
+        return f"cannot be checked against its config: {e}"
     try:
         data = load_checkpoint(path)
     except CorruptCheckpoint:
@@ -238,26 +200,27 @@ def check_checkpoint(path: Path, config: Path) -> str | None:
     return None
 
 
+def fetch_checkpoint(name: str, cache_dir: str | os.PathLike[str], progress: bool = True, *,
+                     force: bool = False) -> Path:
+    """Download the preset's checkpoint unless it is cached (again with ``force``), installing it
+    only if it holds the weights of the model the shipped config describes. Raises ``FetchError``."""
+    preset = get_preset(name)
+    config, ckpt = preset_paths(name, cache_dir)
+    if force or not ckpt.exists():
+        remote = preset.checkpoint
+        fetch(remote.urls, ckpt, remote.sha256, remote.size, progress, label=remote.label,
+              check=lambda p: check_checkpoint(p, config), force=force)
+    return ckpt
+
+
 def ensure_preset(
     name: str, cache_dir: str | os.PathLike[str], progress: bool = True, *, force: bool = False
 ) -> tuple[Path, Path]:
-    """The preset's (config, checkpoint), downloading whichever is missing (both with ``force``).
+    """The preset's (config, checkpoint), downloading the checkpoint if missing (again with ``force``).
 
-    The config comes first: the checkpoint is checked against the model it describes.
     Raises ``FetchError``.
     """
-    preset = get_preset(name)
-    config, ckpt = preset_paths(name, cache_dir)
-    for remote, path, check in (
-        (preset.config, config, check_config),
-        (preset.checkpoint, ckpt, lambda p: check_checkpoint(p, config)),
-    ):
-        if force or not path.exists():
-            fetch(
-                remote.urls, path, remote.sha256, remote.size, progress,
-                label=remote.label, check=check, force=force,
-            )
-    return config, ckpt
+    return preset_paths(name, cache_dir)[0], fetch_checkpoint(name, cache_dir, progress, force=force)
 
 
 # --- CLIP: where its weights come from and where they are kept (engine.models.clip fetches them). ---

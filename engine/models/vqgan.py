@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any
 
 import taming.modules.diffusionmodules.model as _taming_model
 import torch
@@ -26,13 +27,13 @@ log = logging.getLogger(__name__)
 _TARGETS = {"VQModel": False, "GumbelVQ": True}
 # taming's Decoder prints its z shape on construction; silence that module only (redirecting
 # sys.stdout would swallow other threads' output while a model loads).
-_taming_model.print = lambda *args, **kwargs: None  # type: ignore[attr-defined]
+_taming_model.print = lambda *args, **kwargs: None
 
 
 class VQGAN(nn.Module):
     """Encoder -> quant_conv -> (quantize) -> post_quant_conv -> Decoder, images in [-1, 1]."""
 
-    def __init__(self, ddconfig: dict, n_embed: int, embed_dim: int, gumbel: bool = False) -> None:
+    def __init__(self, ddconfig: dict[str, Any], n_embed: int, embed_dim: int, gumbel: bool = False) -> None:
         super().__init__()
         self.gumbel = gumbel
         self.encoder = Encoder(**ddconfig)
@@ -71,7 +72,21 @@ class VQGAN(nn.Module):
         return self.decoder(self.post_quant_conv(zq))
 
 
-def vqgan_from_config(config: dict) -> VQGAN:
+def read_config(path: str | Path) -> dict[str, Any]:
+    """A taming YAML as a plain dict; one ``UserError`` line if it is missing, not YAML or not a mapping."""
+    path = Path(path)
+    if not path.is_file():
+        raise ModelFileMissing(f"VQGAN config not found: {path}")
+    try:
+        cfg = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
+    except Exception as e:  # junk, binary data, a web page: whatever the YAML parser says
+        raise UserError(f"{path}: not a YAML file ({type(e).__name__})") from None
+    if not isinstance(cfg, dict):
+        raise UserError(f"{path}: not a taming VQGAN config (no model section)")
+    return {str(k): v for k, v in cfg.items()}
+
+
+def vqgan_from_config(config: dict[str, Any]) -> VQGAN:
     """Build an untrained VQGAN from a taming config dict (``model.target``, ``model.params``)."""
     try:
         target = str(config["model"]["target"]).rsplit(".", 1)[-1]
@@ -89,10 +104,7 @@ def vqgan_from_config(config: dict) -> VQGAN:
 def load_vqgan(config_path: str | Path, checkpoint_path: str | Path) -> VQGAN:
     """Load a VQGAN from a taming-style YAML and a Lightning-style checkpoint (never runs pickled code)."""
     config_path = Path(config_path)
-    if not config_path.is_file():
-        raise ModelFileMissing(f"VQGAN config not found: {config_path}")
-    cfg = OmegaConf.to_container(OmegaConf.load(config_path), resolve=True)
-    model = vqgan_from_config(cfg)  # type: ignore[arg-type]
+    model = vqgan_from_config(read_config(config_path))
     ckpt = load_checkpoint(checkpoint_path)
     sd = ckpt.get("state_dict", ckpt) if isinstance(ckpt, dict) else None
     if not isinstance(sd, dict):

@@ -37,6 +37,7 @@ class Served:
 @dataclass
 class Mirror:
     base: str
+    config: Path  # the tiny preset's config, on disk as a preset's ships with the package
     files: dict[str, Served] = field(default_factory=dict)
 
     def url(self, path: str) -> str:
@@ -62,8 +63,17 @@ def tiny_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, bytes]:
 
 
 @pytest.fixture
-def mirror(tiny_files: dict[str, bytes]) -> Iterator[Mirror]:
-    state = Mirror("", {"/tiny.yaml": Served(tiny_files["yaml"]), "/tiny.ckpt": Served(tiny_files["ckpt"])})
+def tiny_config(tiny_files: dict[str, bytes], tmp_path: Path) -> Path:
+    """The tiny preset's architecture, as a real preset's ``model_configs/<name>.yaml``."""
+    path = tmp_path / "model_configs" / "tiny.yaml"
+    path.parent.mkdir()
+    path.write_bytes(tiny_files["yaml"])
+    return path
+
+
+@pytest.fixture
+def mirror(tiny_files: dict[str, bytes], tiny_config: Path) -> Iterator[Mirror]:
+    state = Mirror("", tiny_config, {"/tiny.ckpt": Served(tiny_files["ckpt"])})
 
     class Handler(http.server.BaseHTTPRequestHandler):
         def log_message(self, *args: object) -> None:
@@ -108,17 +118,12 @@ def _cfg(tmp_path: Path, **models: str) -> Config:
     return Config(models=ModelsConfig(cache_dir=str(tmp_path / "cache"), **models))
 
 
-def _tiny(base: str, ckpt_path: str = "/tiny.ckpt", published: dict[str, bytes] | None = None) -> Preset:
-    """A preset on the loopback mirror; ``published``: the bytes whose sha256/size it publishes
-    (as no real preset does), else none, as for the real ones."""
-
-    def remote(label: str, path: str, key: str) -> RemoteFile:
-        body = (published or {}).get(key)
-        sha = hashlib.sha256(body).hexdigest() if body else None
-        return RemoteFile(label, (base + path,), sha, len(body) if body else None, 1000)
-
-    return Preset("tiny", "test preset", remote("tiny.yaml", "/tiny.yaml", "yaml"),
-                  remote("tiny.ckpt", ckpt_path, "ckpt"))
+def _tiny(base: str, config: Path, ckpt_path: str = "/tiny.ckpt", published: bytes | None = None) -> Preset:
+    """A preset whose checkpoint is on the loopback mirror; ``published``: the bytes whose
+    sha256/size it publishes (as no real preset does), else none, as for the real ones."""
+    sha = hashlib.sha256(published).hexdigest() if published else None
+    size = len(published) if published else None
+    return Preset("tiny", "test preset", config, RemoteFile("tiny.ckpt", (base + ckpt_path,), sha, size, 1000))
 
 
 def _fetch_tiny(cfg: Config, *extra: str) -> int:
@@ -141,9 +146,8 @@ def _short_timeouts(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_list_shows_presets_and_clip(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     cfg = _cfg(tmp_path)
-    config, ckpt = registry.preset_paths("gumbel_f8_8192", tmp_path / "cache")
+    _, ckpt = registry.preset_paths("gumbel_f8_8192", tmp_path / "cache")
     ckpt.parent.mkdir(parents=True)
-    config.write_text("x")
     ckpt.write_bytes(b"x")
 
     assert cli_models.run(_parse("models"), cfg) == 0
@@ -180,15 +184,16 @@ def test_fetch_downloads_and_prints_paths(
     tmp_path: Path, mirror: Mirror, tiny_files: dict[str, bytes], monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    monkeypatch.setitem(registry.PRESETS, "tiny", _tiny(mirror.base, published=tiny_files))
+    monkeypatch.setitem(registry.PRESETS, "tiny", _tiny(mirror.base, mirror.config, published=tiny_files["ckpt"]))
     cfg = _cfg(tmp_path)
 
     assert _fetch_tiny(cfg) == 0
 
     config, ckpt = registry.preset_paths("tiny", tmp_path / "cache")
-    assert config.read_bytes() == tiny_files["yaml"] and ckpt.read_bytes() == tiny_files["ckpt"]
+    assert config == mirror.config and ckpt.read_bytes() == tiny_files["ckpt"]
+    assert list((tmp_path / "cache" / "tiny").glob("*.yaml")) == []  # only weights are downloaded
     out = capsys.readouterr().out
-    assert str(config) in out and str(ckpt) in out
+    assert f"tiny: config {config} (ships with the package)" in out and str(ckpt) in out
     assert load_vqgan(config, ckpt).n_embed == 64  # what was installed opens as the model
 
     assert cli_models.run(_parse("models"), cfg) == 0
@@ -198,7 +203,7 @@ def test_fetch_downloads_and_prints_paths(
 def test_fetch_defaults_to_the_configured_preset(
     tmp_path: Path, mirror: Mirror, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setitem(registry.PRESETS, "tiny", _tiny(mirror.base))
+    monkeypatch.setitem(registry.PRESETS, "tiny", _tiny(mirror.base, mirror.config))
     assert cli_models.run(_parse("models", "fetch", "--quiet"), _cfg(tmp_path, vqgan="tiny")) == 0
     assert registry.preset_paths("tiny", tmp_path / "cache")[1].exists()
 
@@ -206,7 +211,7 @@ def test_fetch_defaults_to_the_configured_preset(
 def test_fetch_failure_is_one_line_and_exit_2(
     tmp_path: Path, mirror: Mirror, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    monkeypatch.setitem(registry.PRESETS, "tiny", _tiny(mirror.base, ckpt_path="/gone.ckpt"))
+    monkeypatch.setitem(registry.PRESETS, "tiny", _tiny(mirror.base, mirror.config, ckpt_path="/gone.ckpt"))
 
     assert _fetch_tiny(_cfg(tmp_path)) == 2
 
@@ -217,12 +222,12 @@ def test_fetch_failure_is_one_line_and_exit_2(
 
 
 def test_fetch_without_network(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, tiny_config: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    monkeypatch.setitem(registry.PRESETS, "tiny", _tiny(f"http://127.0.0.1:{port}"))
+    monkeypatch.setitem(registry.PRESETS, "tiny", _tiny(f"http://127.0.0.1:{port}", tiny_config))
     assert _fetch_tiny(_cfg(tmp_path)) == 2
     assert "no network?" in capsys.readouterr().err
 
@@ -242,14 +247,32 @@ def test_registry_shape() -> None:
         "wikiart_16384",
     }
     for p in registry.PRESETS.values():
-        assert p.config.urls and p.checkpoint.urls and p.description
-        assert all(u.startswith("https://") for u in p.config.urls), "configs name classes: HTTPS only"
+        assert p.checkpoint.urls and p.description
+        assert p.config == registry.MODEL_CONFIGS / f"{p.name}.yaml" and p.config.is_file()
         assert p.checkpoint.urls[0].startswith("https://")
         assert p.checkpoint.approx_size > 100_000_000
-        for f in (p.config, p.checkpoint):
-            assert f.sha256 is None or len(f.sha256) == 64
+        assert p.checkpoint.sha256 is None or len(p.checkpoint.sha256) == 64
     with pytest.raises(Exception, match="known: imagenet_f16_16384"):
         registry.get_preset("imagenet")
+
+
+@pytest.mark.parametrize(("name", "factor", "codes", "gumbel"), [
+    ("imagenet_f16_16384", 16, 16384, False),
+    ("imagenet_f16_1024", 16, 1024, False),
+    ("gumbel_f8_8192", 8, 8192, True),
+    ("wikiart_16384", 16, 16384, False),
+])
+def test_each_preset_is_a_shipped_config_plus_weights_to_fetch(
+    name: str, factor: int, codes: int, gumbel: bool, tmp_path: Path
+) -> None:
+    """The architecture comes with the package: the model a preset names can be built with no
+    download, and the checkpoint is the only file the cache is asked for."""
+    config, ckpt = registry.preset_paths(name, tmp_path / "cache")
+    assert config.is_relative_to(registry.MODEL_CONFIGS) and ckpt.is_relative_to(tmp_path / "cache")
+    model = registry.model_of(config)  # on the meta device: shapes only, no memory
+    assert (model.factor, model.n_embed, model.embed_dim, model.gumbel) == (factor, codes, 256, gumbel)
+    assert model.decoder.conv_in.in_channels == 256
+    assert registry.get_preset(name).approx_size == registry.get_preset(name).checkpoint.approx_size
 
 
 def test_list_finds_clip_weights_in_the_open_clip_cache(
@@ -277,7 +300,7 @@ def _refused(
     tmp_path: Path, mirror: Mirror, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> str:
     """Fetch the tiny preset, which must fail with one line, installing and recording nothing."""
-    monkeypatch.setitem(registry.PRESETS, "tiny", _tiny(mirror.base))
+    monkeypatch.setitem(registry.PRESETS, "tiny", _tiny(mirror.base, mirror.config))
     cfg = _cfg(tmp_path)
     assert _fetch_tiny(cfg) == 2
     err = _error_line(capsys)
@@ -330,18 +353,6 @@ def test_checkpoint_missing_weights_is_refused(
     assert "its state_dict lacks" in err and "weights the config names, e.g. decoder." in err
 
 
-def test_yaml_that_is_not_a_taming_config_is_refused(
-    tmp_path: Path, mirror: Mirror, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
-    mirror.files["/tiny.yaml"] = Served(b"title: Release notes\nbody: nothing to see\n")
-    monkeypatch.setitem(registry.PRESETS, "tiny", _tiny(mirror.base))
-    assert _fetch_tiny(_cfg(tmp_path)) == 2
-    err = _error_line(capsys)
-    assert f"{mirror.url('/tiny.yaml')} (YAML, but not a taming config" in err
-    config, ckpt = registry.preset_paths("tiny", tmp_path / "cache")
-    assert not config.exists() and not ckpt.exists()
-
-
 def _sha_lines(out: str) -> dict[str, str]:
     """The ``file  sha256`` rows ``python -m engine models`` prints for the tiny preset."""
     return {ln.split()[0]: ln.split()[1] for ln in out.splitlines() if ln.strip().startswith("tiny/")}
@@ -351,15 +362,14 @@ def test_models_shows_the_recorded_sha256_and_force_downloads_again(
     tmp_path: Path, mirror: Mirror, tiny_files: dict[str, bytes], monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    monkeypatch.setitem(registry.PRESETS, "tiny", _tiny(mirror.base))
+    monkeypatch.setitem(registry.PRESETS, "tiny", _tiny(mirror.base, mirror.config))
     cfg = _cfg(tmp_path)
     config, ckpt = registry.preset_paths("tiny", tmp_path / "cache")
     assert _fetch_tiny(cfg) == 0
     capsys.readouterr()
 
     assert cli_models.run(_parse("models"), cfg) == 0
-    first = {"tiny/model.yaml": hashlib.sha256(tiny_files["yaml"]).hexdigest(),
-             "tiny/last.ckpt": hashlib.sha256(tiny_files["ckpt"]).hexdigest()}
+    first = {"tiny/last.ckpt": hashlib.sha256(tiny_files["ckpt"]).hexdigest()}
     assert _sha_lines(capsys.readouterr().out) == first
 
     # The mirror now has another checkpoint (a fixed re-upload, say); a plain fetch keeps
@@ -376,3 +386,29 @@ def test_models_shows_the_recorded_sha256_and_force_downloads_again(
     assert cli_models.run(_parse("models"), cfg) == 0
     assert _sha_lines(capsys.readouterr().out) == {**first, "tiny/last.ckpt": new_sha}
     load_vqgan(config, ckpt)
+
+
+def test_first_paint_refuses_a_wrong_checkpoint_and_installs_nothing(
+    tmp_path: Path, mirror: Mirror, tiny_files: dict[str, bytes], monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The download a first ``imagine`` makes is checked as ``models fetch`` checks it: a mirror's
+    checkpoint of another model is not installed (so the next run tries again)."""
+    from engine.__main__ import main
+    from tests.tinymodels import write_tiny_clip
+
+    mirror.files["/tiny.ckpt"] = Served(tiny_files["other"])
+    monkeypatch.setitem(registry.PRESETS, "tiny", _tiny(mirror.base, mirror.config))
+    clip_json, clip_weights = write_tiny_clip(tmp_path / "clip")
+    toml = tmp_path / "config.toml"
+    toml.write_text(f'[models]\nvqgan = "tiny"\ncache_dir = "{tmp_path / "cache"}"\ndevice = "cpu"\n'
+                    f'clip_config = "{clip_json}"\nclip_checkpoint = "{clip_weights}"\n')
+
+    assert main(["imagine", "a forest", "-o", str(tmp_path / "o.png"), "--steps", "1",
+                 "--config", str(toml)]) == 2
+
+    err = capsys.readouterr().err.strip().splitlines()[-1]  # after the download's progress bar
+    assert err.startswith("error: could not download tiny.ckpt from ")
+    assert "weight quantize.embedding.weight has shape [32, 8], the config says [64, 8]" in err
+    assert not registry.preset_paths("tiny", tmp_path / "cache")[1].exists()
+    assert not (tmp_path / "o.png").exists()

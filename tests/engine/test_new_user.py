@@ -38,8 +38,7 @@ def offline(monkeypatch: pytest.MonkeyPatch) -> str:
     base = f"http://127.0.0.1:{closed_port()}"
     p = registry.PRESETS["imagenet_f16_16384"]
     monkeypatch.setitem(registry.PRESETS, p.name, dataclasses.replace(
-        p, config=dataclasses.replace(p.config, urls=(f"{base}/model.yaml", f"{base}/mirror/model.yaml")),
-        checkpoint=dataclasses.replace(p.checkpoint, urls=(f"{base}/last.ckpt",))))
+        p, checkpoint=dataclasses.replace(p.checkpoint, urls=(f"{base}/last.ckpt", f"{base}/mirror/last.ckpt"))))
     monkeypatch.setenv("HF_ENDPOINT", base)
     return base
 
@@ -67,13 +66,15 @@ def test_offline_first_paint_names_every_missing_file_at_once(tmp_path, offline,
     cfg = write_config(tmp_path / "c.toml", cache_dir=str(cache), device="cpu")
     assert main(["imagine", "a forest", "-o", str(tmp_path / "forest.png"), "--config", str(cfg)]) == 2
     err = one_line(capsys.readouterr().err)
-    assert err.startswith("error: 3 model files are missing: ")
-    for path in (cache / "imagenet_f16_16384" / "model.yaml", cache / "imagenet_f16_16384" / "last.ckpt",
+    # the VQGAN's config ships with the package: only the two weight files are missing
+    assert err.startswith("error: 2 model files are missing: ")
+    for path in (cache / "imagenet_f16_16384" / "last.ckpt",
                  cache / "open_clip" / "ViT-B-32" / "openai" / "open_clip_model.safetensors"):
         assert f"save it as {path}" in err
-    for url in (f"{offline}/model.yaml", f"{offline}/mirror/model.yaml", f"{offline}/last.ckpt",
+    for url in (f"{offline}/last.ckpt", f"{offline}/mirror/last.ckpt",
                 f"{offline}/timm/vit_base_patch32_clip_224.openai/resolve/main/open_clip_model.safetensors"):
         assert url in err
+    assert ".yaml" not in err
     assert not (tmp_path / "forest.png").exists()
 
 
