@@ -37,7 +37,7 @@ from engine.models.loader import Models
 from engine.ops import clamp_with_grad, vector_quantize
 from engine.prompts import parse_prompts
 from engine.request import Request
-from engine.selfmask import clip_scorer, region_mask
+from engine.region import clip_scorer, region_mask
 
 NAN_CHECK_EVERY = 10  # steps between checks for a NaN loss on a GPU (each check waits for the GPU)
 

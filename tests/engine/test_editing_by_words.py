@@ -13,7 +13,7 @@ from engine.imageio import read_metadata
 from engine.models.loader import ModelCache
 from engine.ops import spherical_dist
 from engine.request import Request
-from engine.selfmask import region_mask, score_map
+from engine.region import region_mask, score_map
 
 
 def redness(crops: torch.Tensor) -> torch.Tensor:
