@@ -33,7 +33,7 @@ def left_to_right(images: list[Image.Image], height: int | None = None) -> list[
     height = height or min(im.height for im in images)
     pieces, x = [], 0
     for im in images:
-        scaled = im.resize((max(1, round(im.width * height / im.height)), height), Image.LANCZOS)
+        scaled = im.resize((max(1, round(im.width * height / im.height)), height), Image.Resampling.LANCZOS)
         pieces.append((scaled, (x, 0)))
         x += scaled.width
     return pieces

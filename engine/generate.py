@@ -36,8 +36,8 @@ from engine.masks import composite, feather, latent_mask
 from engine.models.loader import Models
 from engine.ops import clamp_with_grad, vector_quantize
 from engine.prompts import parse_prompts
-from engine.request import Request
 from engine.region import clip_scorer, region_mask
+from engine.request import Request
 
 NAN_CHECK_EVERY = 10  # steps between checks for a NaN loss on a GPU (each check waits for the GPU)
 
@@ -167,7 +167,7 @@ class Run:
         self.original = self.soft = self.cell_mask = self.pixel_mask = None
         if req.init_image:
             src = load_rgb(req.init_image, what="input image")
-            self.original = to_tensor(src.resize((w, h), Image.LANCZOS), dev)
+            self.original = to_tensor(src.resize((w, h), Image.Resampling.LANCZOS), dev)
             with torch.no_grad():
                 z0 = models.vqgan.encode(self.original * 2 - 1)
             pixel_mask = self._load_mask(src.size) if req.mask else None
@@ -194,7 +194,7 @@ class Run:
         if abs(mw / mh - iw / ih) > 0.02 * (iw / ih):
             raise BadImage(f"mask is {mw}x{mh} but the image is {iw}x{ih}: "
                            "make the mask the same shape as the image")
-        return (to_tensor(mask.resize(self.size, Image.NEAREST), self.models.device) > 0.5).float()
+        return (to_tensor(mask.resize(self.size, Image.Resampling.NEAREST), self.models.device) > 0.5).float()
 
     def _embed_image(self, img: torch.Tensor) -> torch.Tensor:
         """A target for an image: the mean embedding of its augmented cutouts, like the candidate's."""
@@ -209,7 +209,7 @@ class Run:
         text = models.clip.encode_text([p.text for p in prompts])
         rows = [(text[i], p.weight, p.stop) for i, p in enumerate(prompts)]
         for ip in req.image_prompts:
-            img = load_rgb(ip.path, what="image prompt").resize(self.size, Image.LANCZOS)
+            img = load_rgb(ip.path, what="image prompt").resize(self.size, Image.Resampling.LANCZOS)
             rows.append((self._embed_image(to_tensor(img, models.device)), ip.weight, float("-inf")))
         if self.original is not None and req.keep_structure > 0:
             rows.append((self._embed_image(self.original), req.keep_structure, float("-inf")))

@@ -61,7 +61,7 @@ def open_image(source: str | Path | bytes, *, what: str = "image", max_bytes: in
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            img = Image.open(io.BytesIO(data), formats=FORMATS)
+            img: Image.Image = Image.open(io.BytesIO(data), formats=FORMATS)
             w, h = img.size
             if w * h > max_pixels:
                 raise BadImage(f"{name}: {w}x{h} is over the {max_pixels:,} pixel limit; use a smaller image")
@@ -102,7 +102,7 @@ def _shrink(img: Image.Image, box: tuple[int, int]) -> Image.Image:
         return img
     if img.mode in ("P", "1"):  # palette images resize by nearest neighbour: go to true colour first
         img = img.convert("RGBA" if img.has_transparency_data else "RGB")
-    img.thumbnail(box, Image.LANCZOS, reducing_gap=2.0)
+    img.thumbnail(box, Image.Resampling.LANCZOS, reducing_gap=2.0)
     return img
 
 

@@ -17,7 +17,7 @@ from engine.request import Request
 
 log = logging.getLogger(__name__)
 
-VERSION = 1
+VERSION: Literal[1] = 1
 MAX_MESSAGE_BYTES = 8 * 1024 * 1024  # a picture or progress image larger than this is not sent
 
 

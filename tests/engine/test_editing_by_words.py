@@ -12,8 +12,8 @@ from engine.generate import generate, to_tensor
 from engine.imageio import read_metadata
 from engine.models.loader import ModelCache
 from engine.ops import spherical_dist
-from engine.request import Request
 from engine.region import region_mask, score_map
+from engine.request import Request
 
 
 def redness(crops: torch.Tensor) -> torch.Tensor:
