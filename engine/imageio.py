@@ -126,6 +126,13 @@ def load_mask(source: str | Path | bytes, **limits: Any) -> Image.Image:
     return img.convert("L")
 
 
+def check_mask_shape(mask: tuple[int, int], image: tuple[int, int]) -> None:
+    """A mask must have its image's aspect (within 2%): it is stretched onto the image's working size."""
+    (mw, mh), (iw, ih) = mask, image
+    if abs(mw / mh - iw / ih) > 0.02 * (iw / ih):
+        raise BadImage(f"mask is {mw}x{mh} but the image is {iw}x{ih}: make the mask the same shape as the image")
+
+
 def fit_size(width: int, height: int, max_width: int, max_height: int, max_pixels: int,
              target_pixels: int | None = None, multiple: int = 16) -> tuple[int, int]:
     """Keep the aspect of (width, height), scaled to ``target_pixels`` when given (else kept), then
