@@ -25,7 +25,7 @@ from bot.requests import ImageRef, check_mask_shape, download, fit_size, image_s
 from engine.collage import build, from_transparent, left_to_right
 from engine.errors import UserError
 from engine.imageio import load_mask
-from engine.request import Request, check_limits
+from engine.request import Request, check_limits, variation_of
 
 ARROW = re.compile(r"\s*(?:->|→)\s*")
 REGION_HOWTO = ("write it as `what to change -> what it becomes`, e.g. `jacket -> a fur coat` "
@@ -156,11 +156,6 @@ def variation_request(cfg: BotConfig, job: Any, seed: int) -> Request:
     if not job.result_path or not path.is_file():
         raise UserError("the picture behind that result is gone (old results are cleaned up); "
                         "reply to it with words to edit it instead")
-    w, h = image_size(path)
-    e = cfg.editing
-    req = job.request.with_changes(
-        kind="vary", init_image=str(path), seed=seed, steps=max(1, round(job.request.steps * e.vary_strength)),
-        keep_structure=e.keep_structure, keep_latent=e.keep_latent, parent=job.id, width=w, height=h,
-        mask=None, region=None)  # the whole result varies; the parent's mask may be pruned by now
+    req = variation_of(job.request, str(path), image_size(path), cfg.editing, parent=job.id, seed=seed)
     check_limits(req, cfg.limits)
     return req

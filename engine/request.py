@@ -14,7 +14,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from engine.config import Config, LimitsConfig, ModelsConfig
+from engine.config import Config, EditingConfig, LimitsConfig, ModelsConfig
 from engine.errors import UserError
 from engine.prompts import MAX_WEIGHT, check_text, parse_prompts
 
@@ -269,6 +269,19 @@ def _resolved(path: str) -> Path | None:
 def _number(v: Any) -> Any:
     """1000.0 -> 1000 in messages."""
     return int(v) if isinstance(v, float) and v.is_integer() else v
+
+
+def variation_of(made: Request, image: str, size: tuple[int, int], editing: EditingConfig, *, parent: str,
+                 strength: float | None = None, **changes: Any) -> Request:
+    """A variation of the picture ``made`` painted (CLI ``vary``, the bot's vary reaction): that picture
+    as the start, the same prompt and settings, ``strength`` (default ``editing.vary_strength``) of its
+    steps, pulled towards it by ``editing.keep_structure``/``keep_latent``. The whole picture varies:
+    no mask, no region. ``changes`` go on top (e.g. a new seed, the command line's flags)."""
+    strength = editing.vary_strength if strength is None else strength
+    return made.with_changes(**{
+        "kind": "vary", "init_image": image, "width": size[0], "height": size[1],
+        "steps": max(1, round(made.steps * strength)), "keep_structure": editing.keep_structure,
+        "keep_latent": editing.keep_latent, "parent": parent, "mask": None, "region": None, **changes})
 
 
 def check_limits(req: Request, limits: LimitsConfig) -> None:
