@@ -21,10 +21,10 @@ import discord
 from PIL import Image, ImageChops
 
 from bot.config import BotConfig
-from bot.requests import ImageRef, check_mask_shape, download, fit_size, image_size, save_png
+from bot.requests import ImageRef, download, fit_size, image_size, save_png
 from engine.collage import build, from_transparent, left_to_right
 from engine.errors import UserError
-from engine.imageio import load_mask
+from engine.imageio import check_mask_shape, load_mask
 from engine.request import Request, check_limits, variation_of
 
 ARROW = re.compile(r"\s*(?:->|→)\s*")

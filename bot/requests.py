@@ -30,8 +30,8 @@ from pydantic import ValidationError
 from bot.config import BotConfig, RoleRef
 from bot.endpoints import cdn_url, may_download
 from engine import imageio
-from engine.errors import BadImage, UserError
-from engine.request import Request, check_limits
+from engine.errors import BadImage, UserError, validation_message
+from engine.request import Request, check_limits, check_prompt_length
 
 ASPECTS: dict[str, tuple[int, int]] = {
     "square": (1, 1),
@@ -54,14 +54,7 @@ class Refused(UserError):
 def one_line(exc: BaseException) -> str:
     """A short message for a ``UserError`` or a pydantic ``ValidationError`` (which may wrap one)."""
     if isinstance(exc, ValidationError):
-        for err in exc.errors():
-            inner = (err.get("ctx") or {}).get("error")
-            if isinstance(inner, UserError):
-                return str(inner)
-        err = exc.errors()[0]
-        key = ".".join(str(p) for p in err["loc"]) or "request"
-        msg = err["msg"].removeprefix("Value error, ")
-        return f"{key}: {msg}"
+        return validation_message(exc)
     text = str(exc).strip() or type(exc).__name__
     return text.splitlines()[0][:300]
 
@@ -202,9 +195,7 @@ def parse_size(cfg: BotConfig, size: str | None, aspect: str | None) -> tuple[in
 
 def build_request(cfg: BotConfig, **fields: Any) -> Request:
     """``Request.from_config`` + ``check_limits``, with errors turned into one-line ``UserError``s."""
-    prompt = fields.get("prompt") or ""
-    if len(prompt) > cfg.limits.max_prompt_chars:
-        raise Refused(f"the prompt is {len(prompt)} characters; the limit is {cfg.limits.max_prompt_chars}")
+    check_prompt_length(fields.get("prompt") or "", cfg.limits)
     try:
         req = Request.from_config(cfg, **fields)
     except ValidationError as e:
@@ -345,13 +336,6 @@ def save_png(img: Image.Image, dest: Path) -> None:
                 raise
     finally:
         tmp.unlink(missing_ok=True)
-
-
-def check_mask_shape(mask: tuple[int, int], image: tuple[int, int]) -> None:
-    """The engine's rule (same aspect within 2%), refused before queueing instead of failing later."""
-    (mw, mh), (iw, ih) = mask, image
-    if abs(mw / mh - iw / ih) > 0.02 * (iw / ih):
-        raise BadImage(f"the mask is {mw}x{mh} but the image is {iw}x{ih}: make the mask the same shape")
 
 
 def image_size(path: Path) -> tuple[int, int]:

@@ -14,7 +14,7 @@ from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from engine.errors import UserError
+from engine.errors import UserError, error_line
 
 
 class Section(BaseModel):
@@ -108,12 +108,7 @@ C = TypeVar("C", bound=Config)
 
 
 def _describe(err: ValidationError, path: Path) -> str:
-    lines = []
-    for e in err.errors():
-        key = ".".join(str(p) for p in e["loc"]) or "(top)"
-        msg = "unknown key" if e["type"] == "extra_forbidden" else e["msg"]
-        lines.append(f"{path}: {key}: {msg}")
-    return "; ".join(lines)
+    return "; ".join(f"{path}: {error_line(e, unknown='unknown key')}" for e in err.errors())
 
 
 def load_config(path: str | os.PathLike[str] | None = None, model: type[C] = Config) -> C:  # type: ignore[assignment]

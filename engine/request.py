@@ -14,6 +14,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from engine import errors
 from engine.config import Config, EditingConfig, LimitsConfig, ModelsConfig
 from engine.errors import UserError
 from engine.prompts import MAX_WEIGHT, check_text, parse_prompts
@@ -155,28 +156,8 @@ class Request(BaseModel):
 
 
 def validation_message(err: ValidationError) -> str:
-    """One short line from a pydantic error, e.g. ``steps: must be at least 1``."""
-    e = err.errors()[0]
-    field = ".".join(str(p) for p in e["loc"])
-    msg = str(e["msg"]).removeprefix("Value error, ")
-    bound = {k: _number(v) for k, v in (e.get("ctx") or {}).items() if k in ("ge", "gt", "le", "lt")}
-    if field == "seed" and e["type"] in ("greater_than_equal", "less_than_equal", "int_parsing_size"):
-        msg = f"must be a whole number from 0 to {MAX_SEED}"
-    elif e["type"] == "greater_than_equal":
-        msg = f"must be at least {bound['ge']}"
-    elif e["type"] == "greater_than":
-        msg = f"must be more than {bound['gt']}"
-    elif e["type"] == "less_than_equal":
-        msg = f"must be at most {bound['le']}"
-    elif e["type"] == "less_than":
-        msg = f"must be less than {bound['lt']}"
-    elif e["type"] == "finite_number":
-        msg = "must be a finite number"
-    elif e["type"] == "int_parsing_size":
-        msg = "is far too large"
-    elif e["type"] == "extra_forbidden":
-        msg = "unknown option"
-    return msg if field == "prompt" else f"{field}: {msg}"
+    """One short line from a pydantic error about a request, e.g. ``steps: must be at least 1``."""
+    return errors.validation_message(err, ranges={"seed": f"must be a whole number from 0 to {MAX_SEED}"})
 
 
 VQGAN_KEYS = ("vqgan", "vqgan_config", "vqgan_checkpoint")
@@ -266,11 +247,6 @@ def _resolved(path: str) -> Path | None:
         return None
 
 
-def _number(v: Any) -> Any:
-    """1000.0 -> 1000 in messages."""
-    return int(v) if isinstance(v, float) and v.is_integer() else v
-
-
 def variation_of(made: Request, image: str, size: tuple[int, int], editing: EditingConfig, *, parent: str,
                  strength: float | None = None, **changes: Any) -> Request:
     """A variation of the picture ``made`` painted (CLI ``vary``, the bot's vary reaction): that picture
@@ -284,10 +260,15 @@ def variation_of(made: Request, image: str, size: tuple[int, int], editing: Edit
         "keep_latent": editing.keep_latent, "parent": parent, "mask": None, "region": None, **changes})
 
 
+def check_prompt_length(prompt: str, limits: LimitsConfig) -> None:
+    """The server's prompt length limit (the bot checks it before anything else reads the prompt)."""
+    if len(prompt) > limits.max_prompt_chars:
+        raise UserError(f"the prompt is {len(prompt)} characters; the limit is {limits.max_prompt_chars}")
+
+
 def check_limits(req: Request, limits: LimitsConfig) -> None:
     """Refuse a request over the server's limits with a message that says what to change."""
-    if len(req.prompt) > limits.max_prompt_chars:
-        raise UserError(f"the prompt is {len(req.prompt)} characters; the limit is {limits.max_prompt_chars}")
+    check_prompt_length(req.prompt, limits)
     if req.steps > limits.max_steps:
         raise UserError(f"steps must be between 1 and {limits.max_steps} (got {req.steps})")
     if req.width > limits.max_width or req.height > limits.max_height or req.width * req.height > limits.max_pixels:

@@ -70,7 +70,7 @@ def test_one_line_for_validation_errors():
         build_request(BotConfig(), prompt="   ")
     with pytest.raises(ValidationError) as ei:
         Request(prompt="x", steps=0)
-    assert one_line(ei.value) == "steps: Input should be greater than or equal to 1"
+    assert one_line(ei.value) == "steps: must be at least 1"  # the engine's words, as the CLI says it
     assert one_line(UserError("a\nb")) == "a"
     cfg = BotConfig()
     with pytest.raises(UserError, match="weight 0"):
