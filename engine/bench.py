@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from engine.config import Config
 from engine.cutouts import make_augment
 from engine.generate import start, step_together
-from engine.models.loader import ModelCache, Models, resolve_device
+from engine.models.loader import ModelCache, Models, autocast_dtype, resolve_device
 from engine.ops import clamp_with_grad, spherical_dist, vector_quantize
 from engine.prompts import parse_prompts
 from engine.request import ModelSpec, Request
@@ -159,8 +159,7 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
     else:
         spec = Request.from_config(cfg, prompt="x").models
         models = ModelCache(mcfg).get(spec, device)
-    dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[mcfg.precision]
-    fast_models = Models(models.vqgan, models.clip, device, dtype)
+    fast_models = Models(models.vqgan, models.clip, device, autocast_dtype(mcfg.precision))
     req = Request.from_config(cfg, prompt="a forest rendered in low poly|fog:-0.3", seed=0, steps=10**6,
                               width=args.size[0], height=args.size[1], cutouts=args.cutouts, models=spec)
 

@@ -62,6 +62,11 @@ class _LRU:
         return value
 
 
+def autocast_dtype(precision: str) -> torch.dtype | None:
+    """``models.precision`` -> the autocast dtype for decoder and CLIP (None: full fp32)."""
+    return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+
+
 def fetch_missing(spec: ModelSpec, cache: Path, progress: bool = True) -> None:
     """Download every model file ``spec`` needs that is not on disk yet.
 
@@ -136,5 +141,4 @@ class ModelCache:
                 fetch_missing(spec, cache_dir(self.cfg))
             vqgan = self._vqgans.get(f"{spec.vqgan_key()}@{dev}", lambda: self._make_vqgan(spec, dev))
             clip = self._clips.get(f"{spec.clip_key()}@{dev}", lambda: self._make_clip(spec, dev))
-        dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[self.cfg.precision]
-        return Models(vqgan, clip, dev, dtype)
+        return Models(vqgan, clip, dev, autocast_dtype(self.cfg.precision))

@@ -120,3 +120,18 @@ def test_a_variation_names_its_parent_and_a_new_seed(tiny_config_path, tmp_path)
     assert req["keep_structure"] > 0
     a, b = np.asarray(Image.open(parent)), np.asarray(Image.open(child))
     assert a.shape == b.shape and not np.array_equal(a, b)
+
+
+def test_vary_takes_size_and_steps_like_every_other_subcommand(tiny_config_path, tmp_path, capsys):
+    # vary once crashed with a traceback on --size (two values for the width); its flags now go on top.
+    parent, child = tmp_path / "parent.png", tmp_path / "child.png"
+    assert main(["imagine", "a lighthouse", "-o", str(parent), "--seed", "1", "--steps", "2",
+                 "--config", str(tiny_config_path)]) == 0
+    assert main(["vary", str(parent), "-o", str(child), "--size", "48", "32", "--steps", "2", "--keep-latent", "0",
+                 "--config", str(tiny_config_path)]) == 0
+    req = read_metadata(child)["request"]
+    assert (req["width"], req["height"], req["steps"], req["keep_latent"]) == (48, 32, 2, 0)
+    assert Image.open(child).size == (48, 32)
+    capsys.readouterr()
+    assert main(["vary", str(parent), "-o", str(child), "--steps", "0", "--config", str(tiny_config_path)]) == 2
+    assert capsys.readouterr().err.strip() == "error: steps: must be at least 1"

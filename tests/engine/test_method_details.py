@@ -11,7 +11,7 @@ from PIL import Image
 
 from engine.__main__ import main
 from engine.cutouts import cutouts, make_cutouts
-from engine.generate import generate, start, step_together
+from engine.generate import Run, generate, prepare, start, step_together
 from engine.imageio import read_metadata
 from engine.models.loader import ModelCache
 from engine.models.vqgan import load_vqgan
@@ -166,3 +166,26 @@ def test_the_l2_term_pulls_z_towards_zero(tiny_cfg, models):
         return run.z.detach().pow(2).mean().sqrt().item()
 
     assert rms_after(1.0) < rms_after(0.1) < rms_after(0.0)
+
+
+def test_a_prepared_edit_needs_its_files_no_more_and_paints_what_generate_paints(tiny_cfg, models, tmp_path):
+    # prepare() reads the files and embeds the prompts; a Run only steps tensors (k-diffusion style).
+    photo, mask = tmp_path / "photo.png", tmp_path / "mask.png"
+    rng = np.random.default_rng(3)
+    Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(photo)
+    m = Image.new("L", (32, 32), 0)
+    m.paste(255, (8, 8, 24, 24))
+    m.save(mask)
+    req = Request.from_config(tiny_cfg, prompt="a lantern", kind="edit", init_image=str(photo), mask=str(mask),
+                              seed=5, steps=3, keep_structure=0.5)
+    want = np.asarray(generate(models, req).image)
+    inputs = prepare(models, req)
+    photo.unlink()
+    mask.unlink()
+    assert inputs.edit is not None and inputs.edit.pixels.shape[-2:] == (32, 32)
+    run = Run(models, inputs)
+    while not run.done:
+        step_together([run])
+    result = run.result()
+    assert np.array_equal(np.asarray(result.image), want), "the same picture as in one go, without the files"
+    assert result.mask is not None
