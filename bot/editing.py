@@ -22,7 +22,7 @@ from PIL import Image, ImageChops
 
 from bot.config import BotConfig
 from bot.requests import ImageRef, download, fit_size, image_size, save_png
-from engine.collage import build, from_transparent, left_to_right
+from engine.collage import assemble, build, left_to_right
 from engine.errors import UserError
 from engine.imageio import check_mask_shape, load_mask
 from engine.request import Request, check_limits, variation_of
@@ -98,7 +98,7 @@ def _single(cfg: BotConfig, path: Path, mask: Path | None) -> EditInput:
         check_mask_shape(image_size(mask), img.size)
     size = fit_size(*img.size, cfg)
     # at the working size, so that the seam is `editing.seam` pixels of the picture the engine paints
-    made = from_transparent(img.resize(size, Image.Resampling.LANCZOS), seam=cfg.editing.seam)
+    made = assemble([], cfg.editing.seam, base=img.resize(size, Image.Resampling.LANCZOS))
     if made is None:
         return EditInput(path, mask, size)
     canvas, holes = made

@@ -271,12 +271,9 @@ def _collage(args: argparse.Namespace, cfg: Config, io: _IoLimits) -> tuple[str,
     for spec in args.paste:
         path, xy = collage.parse_paste(spec)
         pieces.append((open_image(path, what="pasted image", **io), xy))
-    if pieces:
-        canvas, mask = collage.build(pieces, seam=seam, base=base)
-    elif (made := collage.from_transparent(base, seam=seam)) is not None:
-        canvas, mask = made
-    else:
+    if (made := collage.assemble(pieces, seam, base=base)) is None:
         return None
+    canvas, mask = made
     if args.mask:
         raise UserError("give either --mask or a collage (--paste, transparent holes), not both")
     stem = args.output.with_suffix("")

@@ -7,7 +7,7 @@ import torch
 from PIL import Image
 
 from engine.__main__ import main
-from engine.collage import build, left_to_right
+from engine.collage import assemble, build, left_to_right
 from engine.generate import generate, to_tensor
 from engine.imageio import read_metadata
 from engine.models.loader import ModelCache
@@ -135,3 +135,15 @@ def test_vary_takes_size_and_steps_like_every_other_subcommand(tiny_config_path,
     capsys.readouterr()
     assert main(["vary", str(parent), "-o", str(child), "--steps", "0", "--config", str(tiny_config_path)]) == 2
     assert capsys.readouterr().err.strip() == "error: steps: must be at least 1"
+
+
+def test_one_assembly_for_pasted_pieces_and_transparent_holes():
+    # The CLI (--paste, a transparent input) and the bot (uploads) both put pictures together with assemble().
+    opaque = Image.new("RGB", (32, 32), (200, 10, 10))
+    assert assemble([], seam=2, base=opaque) is None, "one opaque picture is edited as it is"
+    holed = Image.new("RGBA", (32, 32), (10, 200, 10, 255))
+    holed.paste((0, 0, 0, 0), (0, 0, 8, 32))
+    canvas, mask = assemble([], seam=0, base=holed)
+    assert np.asarray(mask)[:, :8].min() == 255 and np.asarray(mask)[:, 8:].max() == 0
+    canvas, mask = assemble(left_to_right([opaque, opaque]), seam=1)
+    assert canvas.size == (64, 32) and np.asarray(mask)[:, 30:34].min() == 255, "the seam between them is repainted"
