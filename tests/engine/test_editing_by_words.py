@@ -146,4 +146,4 @@ def test_one_assembly_for_pasted_pieces_and_transparent_holes():
     canvas, mask = assemble([], seam=0, base=holed)
     assert np.asarray(mask)[:, :8].min() == 255 and np.asarray(mask)[:, 9:].max() == 0  # and the edge
     canvas, mask = assemble(left_to_right([opaque, opaque]), seam=1)
-    assert canvas.size == (64, 32) and np.asarray(mask)[:, 30:34].min() == 255, "the seam between them is repainted"
+    assert canvas.size == (64, 32) and np.asarray(mask)[:, 31:34].min() == 255, "the seam between them is repainted"
