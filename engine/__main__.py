@@ -51,7 +51,7 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--progress-dir", type=Path, help="folder for the progress images")
 
 
-def _bench_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def _bench_parser(sub: argparse._SubParsersAction[_Parser]) -> None:
     """``bench``'s options live here so that ``--help`` and usage errors never import torch."""
     p = sub.add_parser("bench", help="time a step against the plain reference loop")
     p.add_argument("--config", help="config.toml (models, device)")

@@ -85,7 +85,3 @@ def assemble(pieces: list[Piece], seam: int, base: Image.Image | None = None) ->
         return None
     return build(pieces, seam=seam, base=base)
 
-
-def from_transparent(image: Image.Image, seam: int = 0) -> tuple[Image.Image, Image.Image] | None:
-    """An image with transparent holes -> (canvas, mask), or None when it has no transparency."""
-    return assemble([], seam, base=image)

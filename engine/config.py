@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import tomllib
 from pathlib import Path
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar, overload
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -157,8 +157,13 @@ def _describe(err: ValidationError, path: Path) -> str:
     return "; ".join(f"{path}: {error_line(e, unknown='unknown key')}" for e in err.errors())
 
 
-def load_config(path: str | os.PathLike[str] | None = None, model: type[C] = Config) -> C:  # type: ignore[assignment]
-    """Read and validate a TOML file; ``None`` gives the built-in defaults."""
+@overload
+def load_config(path: str | os.PathLike[str] | None = None) -> Config: ...
+@overload
+def load_config(path: str | os.PathLike[str] | None, model: type[C]) -> C: ...
+def load_config(path: str | os.PathLike[str] | None = None, model: type[Config] = Config) -> Config:
+    """Read and validate a TOML file; ``None`` gives the built-in defaults. ``model``: a front end's
+    subclass of ``Config`` (e.g. ``bot.config.BotConfig``), which is what comes back."""
     if path is None:
         return model()
     p = Path(path)

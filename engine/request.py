@@ -180,8 +180,10 @@ def trusted_models(data: Any, cfg: ModelsConfig, *, source: str, replaced: Colle
     def same_file(a: str | None, b: str | None) -> bool:
         if a == b:
             return True
-        resolved = None if a is None or b is None else _resolved(a)
-        return resolved is not None and resolved == _resolved(b)  # type: ignore[arg-type]
+        if a is None or b is None:
+            return False
+        resolved = _resolved(a)
+        return resolved is not None and resolved == _resolved(b)
 
     hint = "give --{} to choose one yourself"
     for key in ("vqgan_config", "vqgan_checkpoint", "clip_config", "clip_checkpoint"):
