@@ -7,7 +7,9 @@ is clamped to the codebook's per-channel range (as the public notebooks do), so 
 far from every code. With a mask only the masked latent cells move (Paint by Word) and the result
 is composited so that pixels outside the feathered mask are exactly the input's.
 
-A ``Run`` holds one job's state (z, Adam, targets, its own RNG). ``step_together(runs)`` advances
+``prepare`` turns a request into tensors (reads the input, mask and image prompts, finds the region,
+embeds the prompts); a ``Run`` holds one job's state (z, Adam, targets, its own RNG) and touches no file.
+``step_together(runs)`` advances
 several runs of the same models by one step with one decoder call and one CLIP call; each run
 draws its random cutouts from its own RNG, so a job gives the same image alone or in a batch.
 ``generate`` is the one-job loop.
