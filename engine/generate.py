@@ -9,10 +9,9 @@ is composited so that pixels outside the feathered mask are exactly the input's.
 
 ``prepare`` turns a request into tensors (reads the input, mask and image prompts, finds the region,
 embeds the prompts); a ``Run`` holds one job's state (z, Adam, targets, its own RNG) and touches no file.
-``step_together(runs)`` advances
-several runs of the same models by one step with one decoder call and one CLIP call; each run
-draws its random cutouts from its own RNG, so a job gives the same image alone or in a batch.
-``generate`` is the one-job loop.
+``step_together(runs)`` advances several runs of the same models by one step with one decoder call
+and one CLIP call; each run draws its random cutouts from its own RNG, so a job gives the same image
+alone or in a batch. ``generate`` is the one-job loop.
 """
 
 from __future__ import annotations
