@@ -21,11 +21,11 @@ import discord
 from PIL import Image, ImageChops
 
 from bot.config import BotConfig
-from bot.inputs import ImageRef, check_mask_shape, download, fit_size, image_size, save_png
-from engine.collage import build, from_transparent, left_to_right
+from bot.inputs import ImageRef, download, fit_size, image_size, save_png
+from engine.collage import assemble, build, left_to_right
 from engine.errors import UserError
-from engine.imageio import load_mask
-from engine.request import Request, check_limits
+from engine.imageio import check_mask_shape, load_mask
+from engine.request import Request, check_limits, variation_of
 
 if TYPE_CHECKING:
     from engine.queue import Job
@@ -101,7 +101,7 @@ def _single(cfg: BotConfig, path: Path, mask: Path | None) -> EditInput:
         check_mask_shape(image_size(mask), img.size)
     size = fit_size(*img.size, cfg)
     # at the working size, so that the seam is `editing.seam` pixels of the picture the engine paints
-    made = from_transparent(img.resize(size, Image.Resampling.LANCZOS), seam=cfg.editing.seam)
+    made = assemble([], cfg.editing.seam, base=img.resize(size, Image.Resampling.LANCZOS))
     if made is None:
         return EditInput(path, mask, size)
     canvas, holes = made
@@ -159,11 +159,6 @@ def variation_request(cfg: BotConfig, job: Job, seed: int) -> Request:
     if not job.result_path or not path.is_file():
         raise UserError("the picture behind that result is gone (old results are cleaned up); "
                         "reply to it with words to edit it instead")
-    w, h = image_size(path)
-    e = cfg.editing
-    req = job.request.with_changes(
-        kind="vary", init_image=str(path), seed=seed, steps=max(1, round(job.request.steps * e.vary_strength)),
-        keep_structure=e.keep_structure, keep_latent=e.keep_latent, parent=job.id, width=w, height=h,
-        mask=None, region=None)  # the whole result varies; the parent's mask may be pruned by now
+    req = variation_of(job.request, str(path), image_size(path), cfg.editing, parent=job.id, seed=seed)
     check_limits(req, cfg.limits)
     return req

@@ -31,7 +31,7 @@ from bot.config import BotConfig, RoleRef
 from bot.endpoints import cdn_url, may_download
 from engine import imageio
 from engine.errors import BadImage, UserError
-from engine.request import Request, check_limits
+from engine.request import Request, check_limits, check_prompt_length
 
 if TYPE_CHECKING:
     from engine.queue import JobQueue
@@ -189,9 +189,7 @@ def parse_size(cfg: BotConfig, size: str | None, aspect: str | None) -> tuple[in
 
 def build_request(cfg: BotConfig, **fields: Any) -> Request:
     """``Request.from_config`` + ``check_limits``; both raise one-line ``UserError``s."""
-    prompt = fields.get("prompt") or ""
-    if len(prompt) > cfg.limits.max_prompt_chars:  # before parsing it: a huge prompt is refused for its size
-        raise Refused(f"the prompt is {len(prompt)} characters; the limit is {cfg.limits.max_prompt_chars}")
+    check_prompt_length(fields.get("prompt") or "", cfg.limits)  # before parsing: a huge prompt is refused for its size
     req = Request.from_config(cfg, **fields)
     check_limits(req, cfg.limits)
     return req
@@ -326,13 +324,6 @@ def save_png(img: Image.Image, dest: Path) -> None:
                 raise
     finally:
         tmp.unlink(missing_ok=True)
-
-
-def check_mask_shape(mask: tuple[int, int], image: tuple[int, int]) -> None:
-    """The engine's rule (same aspect within 2%), refused before queueing instead of failing later."""
-    (mw, mh), (iw, ih) = mask, image
-    if abs(mw / mh - iw / ih) > 0.02 * (iw / ih):
-        raise BadImage(f"the mask is {mw}x{mh} but the image is {iw}x{ih}: make the mask the same shape")
 
 
 def image_size(path: Path) -> tuple[int, int]:

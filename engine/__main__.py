@@ -11,11 +11,15 @@ import os
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn, TypedDict
 
 from engine import __version__
 from engine.config import Config, load_config
 from engine.errors import UserError
+
+if TYPE_CHECKING:
+    from engine.generate import Progress
+    from engine.request import Request
 
 
 class _Parser(argparse.ArgumentParser):
@@ -47,7 +51,7 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--progress-dir", type=Path, help="folder for the progress images")
 
 
-def _bench_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def _bench_parser(sub: argparse._SubParsersAction[_Parser]) -> None:
     """``bench``'s options live here so that ``--help`` and usage errors never import torch."""
     p = sub.add_parser("bench", help="time a step against the plain reference loop")
     p.add_argument("--config", help="config.toml (models, device)")
@@ -110,46 +114,87 @@ def _image_prompts(specs: list[str]) -> tuple[dict[str, Any], ...]:
     return tuple(out)
 
 
-def _request(args: argparse.Namespace, cfg: Config):
-    from engine import inputs
-    from engine.imageio import fit_size, load_mask, load_rgb
-    from engine.request import ModelSpec, Request, check_files_beside, check_limits
+class _IoLimits(TypedDict):
+    """``open_image``'s limits from ``config.toml``."""
 
-    lim = cfg.limits
-    io_limits = {"max_bytes": lim.max_input_bytes, "max_pixels": lim.max_input_pixels}
+    max_bytes: int
+    max_pixels: int
+
+
+def _io_limits(cfg: Config) -> _IoLimits:
+    return {"max_bytes": cfg.limits.max_input_bytes, "max_pixels": cfg.limits.max_input_pixels}
+
+
+def _request(args: argparse.Namespace, cfg: Config) -> Request:
+    """The request a subcommand asks for: its own builder, then the shared model flags and checks."""
+    from engine import inputs
+    from engine.request import check_limits
+
+    io = _io_limits(cfg)
+    build = {"imagine": _imagine, "edit": _edit, "vary": _variation, "rerun": _rerun}[args.command]
+    req = build(args, cfg, _flags(args, io), io)
+    req = inputs.locate(req, args.input) if args.command == "rerun" else inputs.pin(req)
+    _check_mask_shape(req, io)
+    req = _with_model_flags(req, args)
+    check_limits(req, cfg.limits)
+    return req
+
+
+def _flags(args: argparse.Namespace, io: _IoLimits) -> dict[str, Any]:
+    """The request fields every subcommand takes from its flags (``None``: not given)."""
+    from engine.imageio import load_rgb
+
     over: dict[str, Any] = dict(seed=args.seed, steps=args.steps, cutouts=args.cutouts, cut_pow=args.cut_pow,
                                 lr=args.lr, keep_structure=args.keep_structure, keep_latent=args.keep_latent)
     if args.size:
         over.update(width=args.size[0], height=args.size[1])
     for spec in _image_prompts(args.image_prompt):
-        load_rgb(spec["path"], what="image prompt", **io_limits)
+        load_rgb(spec["path"], what="image prompt", **io)
     if args.image_prompt:  # dicts, so that Request.parse validates the weights (finite, in range)
         over["image_prompts"] = _image_prompts(args.image_prompt)
+    return over
 
-    if args.command == "vary":
-        req = _variation(args, cfg, over, io_limits)
-    elif args.command == "rerun":
-        load_rgb(args.input, what="input image", **io_limits)  # refuse non-images first
-        req = Request.parse(_parent_request(args, cfg, required=True))
-        check_files_beside(req, args.input.parent, source=str(args.input))
-        req = req.with_changes(**{k: v for k, v in over.items() if v is not None})
-    else:
-        if args.command == "edit":
-            img = load_rgb(args.input, what="input image", **io_limits)
-            over.update(kind="edit", init_image=str(args.input), feather=args.feather, region=args.region)
-            if args.mask:
-                load_mask(args.mask, **io_limits)
-                over["mask"] = str(args.mask)
-            if collage := _collage(args, cfg, io_limits):
-                over.update(init_image=collage[0], mask=collage[1])
-                img = load_rgb(collage[0])
-            if not args.size:
-                over["width"], over["height"] = fit_size(*img.size, lim.max_width, lim.max_height, lim.max_pixels)
-        req = Request.from_config(cfg, prompt=args.prompt, **over)
-    req = inputs.locate(req, args.input) if args.command == "rerun" else inputs.pin(req)
-    _check_mask_shape(req, io_limits)
 
-    m = req.models
+def _imagine(args: argparse.Namespace, cfg: Config, over: dict[str, Any], io: _IoLimits) -> Request:
+    from engine.request import Request
+
+    return Request.from_config(cfg, prompt=args.prompt, **over)
+
+
+def _edit(args: argparse.Namespace, cfg: Config, over: dict[str, Any], io: _IoLimits) -> Request:
+    """The input (or a collage made on it), a mask or a region, at the input's aspect inside the limits."""
+    from engine.imageio import fit_size, load_mask, load_rgb
+    from engine.request import Request
+
+    img = load_rgb(args.input, what="input image", **io)
+    over.update(kind="edit", init_image=str(args.input), feather=args.feather, region=args.region)
+    if args.mask:
+        load_mask(args.mask, **io)
+        over["mask"] = str(args.mask)
+    if collage := _collage(args, cfg, io):
+        over.update(init_image=collage[0], mask=collage[1])
+        img = load_rgb(collage[0])
+    if not args.size:
+        lim = cfg.limits
+        over["width"], over["height"] = fit_size(*img.size, lim.max_width, lim.max_height, lim.max_pixels)
+    return Request.from_config(cfg, prompt=args.prompt, **over)
+
+
+def _rerun(args: argparse.Namespace, cfg: Config, over: dict[str, Any], io: _IoLimits) -> Request:
+    """The request in the PNG's metadata, with the flags given on top."""
+    from engine.imageio import load_rgb
+    from engine.request import Request, check_files_beside
+
+    load_rgb(args.input, what="input image", **io)  # refuse non-images first
+    req = Request.parse(_parent_request(args, cfg, required=True))
+    check_files_beside(req, args.input.parent, source=str(args.input))
+    return req.with_changes(**{k: v for k, v in over.items() if v is not None})
+
+
+def _with_model_flags(req: Request, args: argparse.Namespace) -> Request:
+    """Models named on the command line beat the config's and the metadata's; their files must exist."""
+    from engine.request import ModelSpec
+
     files = {k: str(v) for k, v in {
         "vqgan_config": args.vqgan_config, "vqgan_checkpoint": args.vqgan_checkpoint,
         "clip_config": args.clip_config, "clip_checkpoint": args.clip_checkpoint}.items() if v}
@@ -158,30 +203,27 @@ def _request(args: argparse.Namespace, cfg: Config):
             raise UserError(f"--{a.replace('_', '-')} and --{b.replace('_', '-')} go together")
     named = {k: v for k, v in {"vqgan": args.vqgan, "clip_model": args.clip_model,
                                "clip_pretrained": args.clip_pretrained}.items() if v}
-    if "vqgan" in named:
-        files.update(vqgan_config=None, vqgan_checkpoint=None)  # a preset named on the command line wins
+    changes: dict[str, str | None] = {**named, **files}
+    if "vqgan" in named:  # a preset named on the command line wins over model files
+        changes.update(vqgan_config=None, vqgan_checkpoint=None)
     if named.keys() & {"clip_model", "clip_pretrained"}:
-        files.update(clip_config=None, clip_checkpoint=None)
-    if files or named:
-        req = req.with_changes(models=ModelSpec(**{**m.model_dump(), **named, **files}).model_dump())
+        changes.update(clip_config=None, clip_checkpoint=None)
+    if changes:
+        req = req.with_changes(models=ModelSpec(**{**req.models.model_dump(), **changes}).model_dump())
     for name in ("vqgan_config", "vqgan_checkpoint", "clip_config", "clip_checkpoint"):
         path = getattr(req.models, name)
         if path and not Path(path).is_file():
             raise UserError(f"model file not found: {path}")
-    check_limits(req, lim)
     return req
 
 
-def _check_mask_shape(req, io_limits: dict[str, int]) -> None:
+def _check_mask_shape(req: Request, io: _IoLimits) -> None:
     """A mask of another shape than its image is refused now, not after the models have loaded."""
-    from engine.imageio import open_image
+    from engine.imageio import check_mask_shape, open_image
 
-    if not (req.init_image and req.mask):
-        return
-    (mw, mh), (iw, ih) = (open_image(p, what=w, **io_limits).size
-                          for p, w in ((req.mask, "mask"), (req.init_image, "input image")))
-    if abs(mw / mh - iw / ih) > 0.02 * (iw / ih):
-        raise UserError(f"mask is {mw}x{mh} but the image is {iw}x{ih}: make the mask the same shape as the image")
+    if req.init_image and req.mask:
+        check_mask_shape(open_image(req.mask, what="mask", **io).size,
+                         open_image(req.init_image, what="input image", **io).size)
 
 
 def _writable(path: Path, flag: str, *, folder: bool = False) -> None:
@@ -216,7 +258,7 @@ def _check_outputs(args: argparse.Namespace) -> None:
         _writable(args.save_mask, "--save-mask")
 
 
-def _collage(args: argparse.Namespace, cfg: Config, io_limits: dict[str, int]) -> tuple[str, str] | None:
+def _collage(args: argparse.Namespace, cfg: Config, io: _IoLimits) -> tuple[str, str] | None:
     """A transparent input or ``--paste`` pieces -> canvas and mask files beside the output."""
     from engine import collage
     from engine.imageio import open_image
@@ -224,17 +266,14 @@ def _collage(args: argparse.Namespace, cfg: Config, io_limits: dict[str, int]) -
     seam = cfg.editing.seam if args.seam is None else args.seam
     if not 0 <= seam <= 128:
         raise UserError(f"--seam must be between 0 and 128 pixels (got {seam})")
-    base = open_image(args.input, what="input image", **io_limits)
+    base = open_image(args.input, what="input image", **io)
     pieces = []
     for spec in args.paste:
         path, xy = collage.parse_paste(spec)
-        pieces.append((open_image(path, what="pasted image", **io_limits), xy))
-    if pieces:
-        canvas, mask = collage.build(pieces, seam=seam, base=base)
-    elif (made := collage.from_transparent(base, seam=seam)) is not None:
-        canvas, mask = made
-    else:
+        pieces.append((open_image(path, what="pasted image", **io), xy))
+    if (made := collage.assemble(pieces, seam, base=base)) is None:
         return None
+    canvas, mask = made
     if args.mask:
         raise UserError("give either --mask or a collage (--paste, transparent holes), not both")
     stem = args.output.with_suffix("")
@@ -244,14 +283,14 @@ def _collage(args: argparse.Namespace, cfg: Config, io_limits: dict[str, int]) -
     return f"{stem}-collage.png", f"{stem}-collage-mask.png"
 
 
-def _variation(args: argparse.Namespace, cfg: Config, over: dict[str, Any], io_limits: dict[str, int]):
+def _variation(args: argparse.Namespace, cfg: Config, over: dict[str, Any], io: _IoLimits) -> Request:
     """A new seed from the parent's own image, with fewer steps and a pull towards the parent."""
     import hashlib
 
     from engine.imageio import load_rgb
-    from engine.request import Request
+    from engine.request import Request, variation_of
 
-    img = load_rgb(args.input, what="input image", **io_limits)
+    img = load_rgb(args.input, what="input image", **io)
     parent = _parent_request(args, cfg, required=False)
     prompt = args.prompt or parent.get("prompt")
     if not prompt:
@@ -262,13 +301,12 @@ def _variation(args: argparse.Namespace, cfg: Config, over: dict[str, Any], io_l
     parent_steps = parent.get("steps", cfg.generation.steps)
     if not isinstance(parent_steps, int) or isinstance(parent_steps, bool) or not 0 < parent_steps <= 10**6:
         raise UserError(f"{args.input}: its metadata's steps {str(parent_steps)[:20]!r} is not a number of steps")
-    steps = over.pop("steps", None) or max(1, round(parent_steps * strength))
     digest = hashlib.sha256(args.input.read_bytes()).hexdigest()[:16]
-    keep = {k: v for k, v in over.items() if v is not None}
     fields = {k: parent[k] for k in ("models", "cutouts", "cut_pow", "lr", "betas") if k in parent}
-    return Request.from_config(cfg, **{**fields, **keep}, kind="vary", prompt=prompt, init_image=str(args.input),
-                               steps=steps, width=img.width, height=img.height,
-                               parent=f"sha256:{digest} seed:{parent.get('seed', '?')}")
+    made = Request.from_config(cfg, **fields, prompt=prompt, steps=parent_steps)
+    return variation_of(made, str(args.input), img.size, cfg.editing, strength=strength,
+                        parent=f"sha256:{digest} seed:{parent.get('seed', '?')}",
+                        **{k: v for k, v in over.items() if v is not None})
 
 
 def _parent_request(args: argparse.Namespace, cfg: Config, *, required: bool) -> dict[str, Any]:
@@ -307,7 +345,7 @@ def _run(args: argparse.Namespace, cfg: Config) -> int:
         args.progress_dir.mkdir(parents=True, exist_ok=True)
     bar = tqdm(total=req.steps, unit="step", disable=not sys.stderr.isatty(), desc=req.prompt[:30])
 
-    def on_progress(p) -> None:
+    def on_progress(p: Progress) -> None:
         bar.update(p.step - bar.n)
         bar.set_postfix(loss=f"{p.loss:.4f}")
         if args.save_every and args.progress_dir and p.step % args.save_every == 0:

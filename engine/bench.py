@@ -24,7 +24,7 @@ import torch.nn.functional as F
 
 from engine.config import Config
 from engine.cutouts import make_augment
-from engine.generate import Run, step_together
+from engine.generate import start, step_together
 from engine.models.loader import ModelCache, Models, autocast_dtype, resolve_device
 from engine.ops import clamp_with_grad, spherical_dist, vector_quantize
 from engine.prompts import parse_prompts
@@ -174,7 +174,7 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
 
     _say(f"ours: {max(1, warmup)} warm-up step(s)")
     _peak_reset(device)
-    ours_runs = [Run(fast_models, req)]
+    ours_runs = [start(fast_models, req)]
     ours_step = lambda: step_together(ours_runs)  # noqa: E731
     _warm(ours_step, warmup, device)
     ours_peak = _peak(device)
@@ -192,7 +192,7 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
             per_step = ours  # one job at once is the step just measured
         else:
             _say(f"{b} jobs stepped together")
-            runs = [Run(fast_models, req.with_changes(seed=i)) for i in range(b)]
+            runs = [start(fast_models, req.with_changes(seed=i)) for i in range(b)]
             per_step = _time(functools.partial(step_together, runs), n, 1, repeats, device)
         jobs[b] = 3600 / (cfg.generation.steps * per_step / b)
 

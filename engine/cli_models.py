@@ -81,7 +81,7 @@ def _list(cfg: Config, root: Path) -> int:
         print(f"  custom: {m.clip_config or m.clip_model} + {m.clip_checkpoint} ({found})")
     else:
         # engine.models.loader keeps CLIP weights under <cache>/open_clip.
-        w = registry.clip_weights(m.clip_model, m.clip_pretrained, (root / "open_clip",))
+        w = registry.clip_weights(m.clip_model, m.clip_pretrained or "", (root / "open_clip",))
         where = w.downloads[0][1] if w.downloads else root / "open_clip"
         cached = f"yes  {w.cached_path}" if w.cached_path else f"no (downloaded to {where} on first use)"
         print(f"  {w.model} / {w.pretrained}  from {w.source}  {_size(w.approx_size)}  cached: {cached}")

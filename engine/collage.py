@@ -33,7 +33,7 @@ def left_to_right(images: list[Image.Image], height: int | None = None) -> list[
     height = height or min(im.height for im in images)
     pieces, x = [], 0
     for im in images:
-        scaled = im.resize((max(1, round(im.width * height / im.height)), height), Image.LANCZOS)
+        scaled = im.resize((max(1, round(im.width * height / im.height)), height), Image.Resampling.LANCZOS)
         pieces.append((scaled, (x, 0)))
         x += scaled.width
     return pieces
@@ -70,11 +70,18 @@ def build(pieces: list[Piece], size: tuple[int, int] | None = None, seam: int = 
     return Image.fromarray(rgb.round().astype(np.uint8)), mask
 
 
-def from_transparent(image: Image.Image, seam: int = 0) -> tuple[Image.Image, Image.Image] | None:
-    """An image with transparent holes -> (canvas, mask), or None when it has no transparency."""
+def has_holes(image: Image.Image) -> bool:
+    """Whether some of the picture is transparent (alpha below half)."""
     if image.mode not in ("RGBA", "LA", "P") or "A" not in image.convert("RGBA").getbands():
+        return False
+    return int(np.asarray(image.convert("RGBA").getchannel("A")).min()) < 128
+
+
+def assemble(pieces: list[Piece], seam: int, base: Image.Image | None = None) -> tuple[Image.Image, Image.Image] | None:
+    """What to edit when pictures are put together (CLI ``--paste`` or a transparent input, the bot's
+    uploads): ``pieces`` pasted on ``base``, holes and seams the mask. None when there is nothing to put
+    together (no pieces, a base without transparency): the picture is edited as it is."""
+    if not pieces and (base is None or not has_holes(base)):
         return None
-    alpha = np.asarray(image.convert("RGBA").getchannel("A"))
-    if alpha.min() >= 128:
-        return None
-    return build([(image, (0, 0))], image.size, seam=seam)
+    return build(pieces, seam=seam, base=base)
+

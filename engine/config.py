@@ -11,11 +11,12 @@ from __future__ import annotations
 import os
 import tomllib
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from engine.errors import UserError
+from engine.errors import UserError, error_line
+from engine.prompts import MAX_WEIGHT
 
 
 class Section(BaseModel):
@@ -24,42 +25,87 @@ class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class ModelsConfig(Section):
+class ModelSpec(Section):
+    """Which VQGAN and CLIP: preset names, or local files (files win when given). ``None`` is unset;
+    ``""`` (TOML has no null: ``vqgan_config = ""`` in config.toml) means the same."""
+
     vqgan: str = "imagenet_f16_16384"
-    vqgan_config: str = ""
-    vqgan_checkpoint: str = ""
+    vqgan_config: str | None = None
+    vqgan_checkpoint: str | None = None
     clip_model: str = "ViT-B-32"
-    clip_pretrained: str = "openai"
-    clip_config: str = ""
-    clip_checkpoint: str = ""
+    clip_pretrained: str | None = "openai"
+    clip_config: str | None = None
+    clip_checkpoint: str | None = None
+
+    @field_validator("vqgan_config", "vqgan_checkpoint", "clip_pretrained", "clip_config", "clip_checkpoint",
+                     mode="before")
+    @classmethod
+    def _empty_is_unset(cls, v: Any) -> Any:
+        return None if v == "" else v
+
+    def vqgan_key(self) -> str:
+        if self.vqgan_config and self.vqgan_checkpoint:
+            return f"file:{self.vqgan_config}|{self.vqgan_checkpoint}"
+        return f"preset:{self.vqgan}"
+
+    def clip_key(self) -> str:
+        if self.clip_config and self.clip_checkpoint:
+            return f"file:{self.clip_config}|{self.clip_checkpoint}"
+        return f"open_clip:{self.clip_model}|{self.clip_pretrained}"
+
+
+class ModelsConfig(ModelSpec):
+    """``[models]``: the default ``ModelSpec`` and how models are cached and run."""
+
     cache_dir: str = ""
     device: Literal["auto", "cpu", "cuda"] = "auto"
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"
     max_loaded: int = Field(2, ge=1)
 
+    def spec(self) -> ModelSpec:
+        """Just the models (what a request records), without the caching and device settings."""
+        return ModelSpec(**self.model_dump(include=set(ModelSpec.model_fields)))
+
+
+# The bounds of each painting setting, shared by ``config.toml``'s defaults and ``Request``: a config
+# value a request would refuse is refused when the config is read. Every number must stay inside a range
+# that float32 tensors and Adam survive.
+Steps = Annotated[int, Field(ge=1)]
+Side = Annotated[int, Field(ge=16)]
+Cutouts = Annotated[int, Field(ge=1)]
+CutPow = Annotated[float, Field(gt=0, le=100)]
+Lr = Annotated[float, Field(gt=0, le=10)]
+Beta = Annotated[float, Field(ge=0, lt=1)]
+Weight = Annotated[float, Field(ge=0, le=MAX_WEIGHT)]
+Decay = Annotated[float, Field(ge=0, le=1)]
+Noise = Annotated[float, Field(ge=0, le=10)]
+Feather = Annotated[int, Field(ge=0, le=1024)]
+Threshold = Annotated[float, Field(ge=-100, le=100)]
+Crops = Annotated[int, Field(ge=8, le=4096)]
+
 
 class GenerationConfig(Section):
-    steps: int = Field(400, ge=1)
-    width: int = Field(256, ge=16)
-    height: int = Field(256, ge=16)
-    cutouts: int = Field(32, ge=1)
-    cut_pow: float = Field(1.0, gt=0)
-    lr: float = Field(0.15, gt=0)
-    beta1: float = Field(0.9, ge=0, lt=1)
-    beta2: float = Field(0.999, ge=0, lt=1)
-    z_l2_weight: float = Field(0.1, ge=0)
-    z_l2_decay: float = Field(0.005, ge=0, le=1)
-    noise: float = Field(0.1, ge=0)
+    steps: Steps = 400
+    width: Side = 256
+    height: Side = 256
+    cutouts: Cutouts = 32
+    cut_pow: CutPow = 1.0
+    lr: Lr = 0.15
+    beta1: Beta = 0.9
+    beta2: Beta = 0.999
+    z_l2_weight: Weight = 0.1
+    z_l2_decay: Decay = 0.005
+    noise: Noise = 0.1
     augment: bool = True
     progress_every: int = Field(50, ge=1)
 
 
 class EditingConfig(Section):
-    feather: int = Field(4, ge=0)
-    keep_structure: float = Field(0.5, ge=0)
-    keep_latent: float = Field(0.05, ge=0)
-    region_threshold: float = 0.5
-    region_crops: int = Field(128, ge=8)
+    feather: Feather = 4
+    keep_structure: Weight = 0.5
+    keep_latent: Weight = 0.05
+    region_threshold: Threshold = 0.5
+    region_crops: Crops = 128
     seam: int = Field(8, ge=0)
     vary_strength: float = Field(0.3, gt=0, le=1)
 
@@ -110,12 +156,8 @@ M = TypeVar("M", bound=BaseModel)
 
 
 def _describe(err: ValidationError, path: Path | None, table: str = "") -> str:
-    lines = []
-    for e in err.errors():
-        key = ".".join([table] * bool(table) + [str(p) for p in e["loc"]]) or "(top)"
-        msg = "unknown key" if e["type"] == "extra_forbidden" else e["msg"]
-        lines.append(f"{path or 'config'}: {key}: {msg}")
-    return "; ".join(lines)
+    where = f"{path or 'config'}: {table + '.' if table else ''}"
+    return "; ".join(where + error_line(e, unknown="unknown key") for e in err.errors())
 
 
 def read_toml(path: str | os.PathLike[str]) -> dict[str, Any]:

@@ -18,7 +18,7 @@ from torchvision.ops import roi_align
 
 def make_augment(noise: float = 0.1) -> nn.Module:
     """The paper's augmentation pipeline, batched; random parameters come from torch's RNG."""
-    steps: list[nn.Module] = [
+    steps: list[K.AugmentationBase2D] = [
         K.RandomHorizontalFlip(p=0.5),
         K.RandomAffine(degrees=15, translate=(0.1, 0.1), p=0.7, padding_mode="border"),
         K.RandomPerspective(distortion_scale=0.7, p=0.7),

@@ -7,10 +7,11 @@ is clamped to the codebook's per-channel range (as the public notebooks do), so 
 far from every code. With a mask only the masked latent cells move (Paint by Word) and the result
 is composited so that pixels outside the feathered mask are exactly the input's.
 
-A ``Run`` holds one job's state (z, Adam, targets, its own RNG). ``step_together(runs)`` advances
-several runs of the same models by one step with one decoder call and one CLIP call; each run
-draws its random cutouts from its own RNG, so a job gives the same image alone or in a batch.
-``generate`` is the one-job loop.
+``prepare`` turns a request into tensors (reads the input, mask and image prompts, finds the region,
+embeds the prompts); a ``Run`` holds one job's state (z, Adam, targets, its own RNG) and touches no file.
+``step_together(runs)`` advances several runs of the same models by one step with one decoder call
+and one CLIP call; each run draws its random cutouts from its own RNG, so a job gives the same image
+alone or in a batch. ``generate`` is the one-job loop.
 """
 
 from __future__ import annotations
@@ -29,15 +30,15 @@ from PIL import Image
 
 from engine import __version__
 from engine.cutouts import make_augment, make_cutouts
-from engine.errors import BadImage, Cancelled, UserError
-from engine.imageio import load_mask, load_rgb, png_bytes
+from engine.errors import Cancelled, UserError
+from engine.imageio import check_mask_shape, load_mask, load_rgb, png_bytes
 from engine.losses import Targets, latent_anchor, prompt_loss, z_l2
 from engine.masks import composite, feather, latent_mask
 from engine.models.loader import Models
 from engine.ops import clamp_with_grad, vector_quantize
 from engine.prompts import parse_prompts
+from engine.region import clip_scorer, region_mask
 from engine.request import Request
-from engine.selfmask import clip_scorer, region_mask
 
 NAN_CHECK_EVERY = 10  # steps between checks for a NaN loss on a GPU (each check waits for the GPU)
 
@@ -125,29 +126,122 @@ def random_z(models: Models, h: int, w: int) -> torch.Tensor:
     return book[idx].T.reshape(1, book.shape[1], h, w).clone()
 
 
-class Run:
-    """One job's optimisation state. Construct it on the worker thread: it reads files and embeds prompts."""
+@dataclass(frozen=True)
+class Edit:
+    """A masked edit's tensors at the working size: they exist together or not at all."""
 
-    def __init__(self, models: Models, req: Request, *, on_progress: Callable[[Progress], None] | None = None,
+    original: torch.Tensor  # (1, 3, H, W) in [0, 1]: the input picture
+    pixels: torch.Tensor  # (1, 1, H, W) binary, 1 = may change (the mask shown with the result)
+    cells: torch.Tensor  # (1, 1, H/f, W/f): the latent cells that learn
+    soft: torch.Tensor  # the pixel mask feathered: how much of the generated picture shows
+
+    def composite(self, image: torch.Tensor) -> torch.Tensor:
+        """The generated picture inside the mask, the input's own pixels outside it."""
+        return composite(self.original, image, self.soft)
+
+
+@dataclass(frozen=True)
+class Inputs:
+    """A request's files as tensors, ready to optimise: ``prepare`` makes them, ``Run`` steps them."""
+
+    req: Request  # at the working size actually painted
+    z0: torch.Tensor  # the start: random codes, or the encoded input picture
+    targets: Targets
+    augment: torch.nn.Module | None
+    edit: Edit | None  # a masked edit (mask file, region phrase, or both)
+    rng: list[torch.Tensor]  # the random state after preparing under the request's seed: the run goes on from it
+    started: float  # time.perf_counter() when preparing began (a result's seconds count from here)
+
+
+def _rng_devices(models: Models) -> list[torch.device]:
+    return [models.device] if models.device.type == "cuda" else []
+
+
+def _rng_state(devices: list[torch.device]) -> list[torch.Tensor]:
+    return [torch.get_rng_state()] + [torch.cuda.get_rng_state(d) for d in devices]
+
+
+def prepare(models: Models, req: Request) -> Inputs:
+    """Read the request's files (input, mask, image prompts), find its region and embed its prompts.
+
+    Runs on the worker thread (it reads files and calls the models), under the request's seed, so a
+    job gives the same picture alone or in a batch.
+    """
+    started = time.perf_counter()
+    f, dev = models.vqgan.factor, models.device
+    w, h = working_size(req, f)
+    if (w, h) != (req.width, req.height):  # record the size actually painted
+        req = req.with_changes(width=w, height=h)
+    devices = _rng_devices(models)
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(req.seed)
+        augment = make_augment(req.noise).to(dev) if req.augment else None
+        original, edit = None, None
+        if req.init_image:
+            src = load_rgb(req.init_image, what="input image")
+            original = to_tensor(src.resize((w, h), Image.Resampling.LANCZOS), dev)
+            with torch.no_grad():
+                z0 = models.vqgan.encode(original * 2 - 1)
+            pixels = _load_mask(req.mask, src.size, (w, h), dev) if req.mask else None
+            if req.region:
+                found = region_mask(original, clip_scorer(models.clip, req.region), models.clip.size,
+                                    n_crops=req.region_crops, threshold=req.region_threshold, seed=req.seed)
+                pixels = found if pixels is None else pixels * found  # both: the region inside the mask
+            if pixels is not None:
+                edit = Edit(original, pixels, latent_mask(pixels, f), feather(pixels, req.feather))
+        else:
+            z0 = random_z(models, h // f, w // f)
+        targets = _targets(models, req, augment, original)
+        rng = _rng_state(devices)
+    return Inputs(req, z0, targets, augment, edit, rng, started)
+
+
+def _load_mask(path: str, input_size: tuple[int, int], size: tuple[int, int], dev: torch.device) -> torch.Tensor:
+    mask = load_mask(path)
+    check_mask_shape(mask.size, input_size)
+    return (to_tensor(mask.resize(size, Image.Resampling.NEAREST), dev) > 0.5).float()
+
+
+def _embed_image(models: Models, req: Request, augment: torch.nn.Module | None, img: torch.Tensor) -> torch.Tensor:
+    """A target for an image: the mean embedding of its augmented cutouts, like the candidate's."""
+    with torch.no_grad():
+        cuts = make_cutouts(img, req.cutouts, models.clip.size, req.cut_pow, augment)
+        return F.normalize(embed(models, cuts).mean(0), dim=-1)
+
+
+def _targets(models: Models, req: Request, augment: torch.nn.Module | None,
+             original: torch.Tensor | None) -> Targets:
+    """Text prompts, image prompts and (when keeping structure) the original, as one set of rows."""
+    prompts = parse_prompts(req.prompt)
+    text = models.clip.encode_text([p.text for p in prompts])
+    rows = [(text[i], p.weight, p.stop) for i, p in enumerate(prompts)]
+    for ip in req.image_prompts:
+        img = load_rgb(ip.path, what="image prompt").resize((req.width, req.height), Image.Resampling.LANCZOS)
+        rows.append((_embed_image(models, req, augment, to_tensor(img, models.device)), ip.weight, float("-inf")))
+    if original is not None and req.keep_structure > 0:
+        rows.append((_embed_image(models, req, augment, original), req.keep_structure, float("-inf")))
+    return Targets.stack(rows, models.device)
+
+
+class Run:
+    """One job's optimisation state, from prepared tensors (``prepare``); ``start`` does both."""
+
+    def __init__(self, models: Models, inputs: Inputs, *, on_progress: Callable[[Progress], None] | None = None,
                  progress_every: int = 50, should_stop: Callable[[], bool] | None = None) -> None:
-        w, h = working_size(req, models.vqgan.factor)
-        if (w, h) != (req.width, req.height):  # record the size actually painted
-            req = req.with_changes(width=w, height=h)
-        self.models, self.req = models, req
+        self.models, self.req = models, inputs.req
         self.on_progress, self.progress_every, self.should_stop = on_progress, progress_every, should_stop
-        self.t0 = time.perf_counter()
+        self.t0 = inputs.started
         self.step_no = 0
         self.losses: list[float] = []
         self.error: str | None = None  # why the run broke down, if it did
-        dev = models.device
-        self._rng_devices = [dev] if dev.type == "cuda" else []
-        with torch.random.fork_rng(devices=self._rng_devices):
-            torch.manual_seed(req.seed)
-            self._setup()
-            self._rng = self._get_rng()
-
-    def _get_rng(self) -> list[torch.Tensor]:
-        return [torch.get_rng_state()] + [torch.cuda.get_rng_state(d) for d in self._rng_devices]
+        self._rng_devices = _rng_devices(models)
+        self._rng = list(inputs.rng)
+        self.augment, self.targets, self.edit = inputs.augment, inputs.targets, inputs.edit
+        self.z0 = inputs.z0
+        self.z = inputs.z0.clone().requires_grad_(True)
+        self.opt = torch.optim.Adam([self.z], lr=self.req.lr, betas=self.req.betas)
+        self.z_min, self.z_max = codebook_range(models)
+        self._final: torch.Tensor | None = None
 
     @contextlib.contextmanager
     def rng(self) -> Iterator[None]:
@@ -157,63 +251,7 @@ class Run:
             for d, s in zip(self._rng_devices, self._rng[1:], strict=True):
                 torch.cuda.set_rng_state(s, d)
             yield
-            self._rng = self._get_rng()
-
-    def _setup(self) -> None:
-        models, req, dev = self.models, self.req, self.models.device
-        f = models.vqgan.factor
-        self.size = w, h = working_size(req, f)
-        self.augment = make_augment(req.noise).to(dev) if req.augment else None
-        self.original = self.soft = self.cell_mask = self.pixel_mask = None
-        if req.init_image:
-            src = load_rgb(req.init_image, what="input image")
-            self.original = to_tensor(src.resize((w, h), Image.LANCZOS), dev)
-            with torch.no_grad():
-                z0 = models.vqgan.encode(self.original * 2 - 1)
-            pixel_mask = self._load_mask(src.size) if req.mask else None
-            if req.region:
-                found = region_mask(self.original, clip_scorer(models.clip, req.region), models.clip.size,
-                                    n_crops=req.region_crops, threshold=req.region_threshold, seed=req.seed)
-                pixel_mask = found if pixel_mask is None else pixel_mask * found  # both: the region inside the mask
-            if pixel_mask is not None:
-                self.pixel_mask = pixel_mask
-                self.cell_mask = latent_mask(pixel_mask, f)
-                self.soft = feather(pixel_mask, req.feather)
-        else:
-            z0 = random_z(models, h // f, w // f)
-        self.z0 = z0
-        self.targets = self._targets()
-        self.z = z0.clone().requires_grad_(True)
-        self.opt = torch.optim.Adam([self.z], lr=req.lr, betas=req.betas)
-        self.z_min, self.z_max = codebook_range(models)
-        self._final: torch.Tensor | None = None
-
-    def _load_mask(self, input_size: tuple[int, int]) -> torch.Tensor:
-        mask = load_mask(self.req.mask)  # type: ignore[arg-type]
-        (mw, mh), (iw, ih) = mask.size, input_size
-        if abs(mw / mh - iw / ih) > 0.02 * (iw / ih):
-            raise BadImage(f"mask is {mw}x{mh} but the image is {iw}x{ih}: "
-                           "make the mask the same shape as the image")
-        return (to_tensor(mask.resize(self.size, Image.NEAREST), self.models.device) > 0.5).float()
-
-    def _embed_image(self, img: torch.Tensor) -> torch.Tensor:
-        """A target for an image: the mean embedding of its augmented cutouts, like the candidate's."""
-        with torch.no_grad():
-            cuts = make_cutouts(img, self.req.cutouts, self.models.clip.size, self.req.cut_pow, self.augment)
-            return F.normalize(embed(self.models, cuts).mean(0), dim=-1)
-
-    def _targets(self) -> Targets:
-        """Text prompts, image prompts and (when keeping structure) the original, as one set of rows."""
-        models, req = self.models, self.req
-        prompts = parse_prompts(req.prompt)
-        text = models.clip.encode_text([p.text for p in prompts])
-        rows = [(text[i], p.weight, p.stop) for i, p in enumerate(prompts)]
-        for ip in req.image_prompts:
-            img = load_rgb(ip.path, what="image prompt").resize(self.size, Image.LANCZOS)
-            rows.append((self._embed_image(to_tensor(img, models.device)), ip.weight, float("-inf")))
-        if self.original is not None and req.keep_structure > 0:
-            rows.append((self._embed_image(self.original), req.keep_structure, float("-inf")))
-        return Targets.stack(rows, models.device)
+            self._rng = _rng_state(self._rng_devices)
 
     @property
     def done(self) -> bool:
@@ -238,23 +276,23 @@ class Run:
             raise Cancelled(f"stopped at step {self.step_no}")
 
     def cutouts(self, image: torch.Tensor) -> torch.Tensor:
-        if self.soft is not None:
-            image = composite(self.original, image, self.soft)  # type: ignore[arg-type]
+        if self.edit is not None:
+            image = self.edit.composite(image)
         with self.rng():
             return make_cutouts(image, self.req.cutouts, self.models.clip.size, self.req.cut_pow, self.augment)
 
     def loss(self, embeds: torch.Tensor) -> torch.Tensor:
         req = self.req
         loss = prompt_loss(embeds, self.targets)
-        if req.z_l2_weight > 0 and self.original is None:
+        if req.z_l2_weight > 0 and not req.init_image:  # an edit starts from a picture, not from 0
             loss = loss + z_l2(self.z, req.z_l2_weight, req.z_l2_decay, self.step_no)
         if req.keep_latent > 0:
             loss = loss + latent_anchor(self.z, self.z0, req.keep_latent)
         return loss
 
     def update(self, loss: torch.Tensor, image: torch.Tensor) -> None:
-        if self.cell_mask is not None:
-            self.z.grad.mul_(self.cell_mask)  # type: ignore[union-attr]  # only the masked cells learn
+        if self.edit is not None and self.z.grad is not None:
+            self.z.grad.mul_(self.edit.cells)  # only the masked cells learn
         self.opt.step()
         self.opt.zero_grad(set_to_none=True)
         self._clamp()
@@ -267,8 +305,8 @@ class Run:
             self.losses.append(value)
             if n == self.req.steps:
                 frame = self.final_frame()  # the last progress image is the result
-            elif self.soft is not None:
-                frame = to_uint8(composite(self.original, image, self.soft))  # type: ignore[arg-type]
+            elif self.edit is not None:
+                frame = to_uint8(self.edit.composite(image))
             else:
                 frame = to_uint8(image)
             self.on_progress(Progress(n, self.req.steps, value, frame))
@@ -277,17 +315,17 @@ class Run:
     def _clamp(self) -> None:
         """Keep z inside the codebook's per-channel range; cells outside a mask stay as they are."""
         clamped = torch.maximum(torch.minimum(self.z, self.z_max), self.z_min)
-        if self.cell_mask is not None:
-            clamped = torch.where(self.cell_mask > 0, clamped, self.z)
+        if self.edit is not None:
+            clamped = torch.where(self.edit.cells > 0, clamped, self.z)
         self.z.copy_(clamped)
 
     @torch.no_grad()
     def final_frame(self) -> torch.Tensor:
         """The picture of the current z as a (1, 3, H, W) uint8 frame, exactly the input's outside a mask."""
         final = to_uint8(synth(self.models, self.z))
-        if self.soft is not None:
-            blended = to_uint8(composite(self.original, final.float() / 255, self.soft))  # type: ignore[arg-type]
-            final = torch.where(self.soft > 0, blended, to_uint8(self.original))  # type: ignore[arg-type]
+        if self.edit is not None:
+            blended = to_uint8(self.edit.composite(final.float() / 255))
+            final = torch.where(self.edit.soft > 0, blended, to_uint8(self.edit.original))
         if self.done:
             self._final = final
         return final
@@ -297,7 +335,7 @@ class Run:
         if self.error is not None:
             raise UserError(self.error)
         final = self._final if self._final is not None else self.final_frame()
-        mask = None if self.pixel_mask is None else to_image(to_uint8(self.pixel_mask.expand(-1, 3, -1, -1))).convert("L")
+        mask = None if self.edit is None else to_image(to_uint8(self.edit.pixels.expand(-1, 3, -1, -1))).convert("L")
         return Result(to_image(final), self.req, time.perf_counter() - self.t0, self.losses, mask)
 
 
@@ -320,10 +358,17 @@ def step_together(runs: list[Run]) -> None:
         run.update(loss, images[i : i + 1])
 
 
+def start(models: Models, req: Request, *, on_progress: Callable[[Progress], None] | None = None,
+          progress_every: int = 50, should_stop: Callable[[], bool] | None = None) -> Run:
+    """``prepare`` the request's inputs and make a ``Run`` of them."""
+    return Run(models, prepare(models, req), on_progress=on_progress, progress_every=progress_every,
+               should_stop=should_stop)
+
+
 def generate(models: Models, req: Request, *, on_progress: Callable[[Progress], None] | None = None,
              progress_every: int = 50, should_stop: Callable[[], bool] | None = None) -> Result:
     """Run one request for ``req.steps`` steps and return the final image."""
-    run = Run(models, req, on_progress=on_progress, progress_every=progress_every, should_stop=should_stop)
+    run = start(models, req, on_progress=on_progress, progress_every=progress_every, should_stop=should_stop)
     while not run.done:
         step_together([run])
     return run.result()

@@ -61,7 +61,7 @@ def open_image(source: str | Path | bytes, *, what: str = "image", max_bytes: in
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            img = Image.open(io.BytesIO(data), formats=FORMATS)
+            img: Image.Image = Image.open(io.BytesIO(data), formats=FORMATS)
             w, h = img.size
             if w * h > max_pixels:
                 raise BadImage(f"{name}: {w}x{h} is over the {max_pixels:,} pixel limit; use a smaller image")
@@ -102,7 +102,7 @@ def _shrink(img: Image.Image, box: tuple[int, int]) -> Image.Image:
         return img
     if img.mode in ("P", "1"):  # palette images resize by nearest neighbour: go to true colour first
         img = img.convert("RGBA" if img.has_transparency_data else "RGB")
-    img.thumbnail(box, Image.LANCZOS, reducing_gap=2.0)
+    img.thumbnail(box, Image.Resampling.LANCZOS, reducing_gap=2.0)
     return img
 
 
@@ -124,6 +124,13 @@ def load_mask(source: str | Path | bytes, **limits: Any) -> Image.Image:
         alpha = rgba.getchannel("A")
         return Image.composite(grey, Image.new("L", img.size, 0), alpha)
     return img.convert("L")
+
+
+def check_mask_shape(mask: tuple[int, int], image: tuple[int, int]) -> None:
+    """A mask must have its image's aspect (within 2%): it is stretched onto the image's working size."""
+    (mw, mh), (iw, ih) = mask, image
+    if abs(mw / mh - iw / ih) > 0.02 * (iw / ih):
+        raise BadImage(f"mask is {mw}x{mh} but the image is {iw}x{ih}: make the mask the same shape as the image")
 
 
 def fit_size(width: int, height: int, max_width: int, max_height: int, max_pixels: int,

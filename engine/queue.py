@@ -313,8 +313,8 @@ class JobQueue:
             job = self._jobs[job_id]
             self._replace(job, forget_at={**job.forget_at, key: job.created_at + after_s})
         for job_id in ids:
-            if (job := self._jobs.get(job_id)) is not None:
-                await self._in_db(self._store.update, job.id, forget_at=job.forget_at)
+            if (kept := self._jobs.get(job_id)) is not None:  # it may have been pruned meanwhile
+                await self._in_db(self._store.update, kept.id, forget_at=kept.forget_at)
         await self._forget_due()
         return len(ids)
 
@@ -415,6 +415,7 @@ class JobQueue:
         """The local backend: one worker in this process, fed by the in-process transport.
         The Redis backend: hand jobs to remote workers until closed."""
         if self._link is None:
+            assert self._runner is not None, "__init__ makes an EngineRunner for the local backend"
             await Worker(self._cfg, self._runner, _LocalSource(self)).serve()
             return
         await self._link.start()

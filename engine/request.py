@@ -10,46 +10,38 @@ from __future__ import annotations
 import random
 from collections.abc import Collection
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from engine.config import Config, LimitsConfig, ModelsConfig
+from engine import errors
+from engine.config import (
+    Beta,
+    Config,
+    Crops,
+    Cutouts,
+    CutPow,
+    Decay,
+    EditingConfig,
+    Feather,
+    GenerationConfig,
+    LimitsConfig,
+    Lr,
+    ModelsConfig,
+    ModelSpec,
+    Noise,
+    Side,
+    Steps,
+    Threshold,
+    Weight,
+)
 from engine.errors import UserError
 from engine.prompts import MAX_WEIGHT, check_text, parse_prompts
 
+_G, _E = GenerationConfig(), EditingConfig()  # the defaults, from one place
+
 MAX_SEED = 2**32 - 1
 """Seeds are 0 .. 2**32-1 everywhere (CLI, Discord, metadata): numpy and torch both take them."""
-
-
-class ModelSpec(BaseModel):
-    """Which VQGAN and CLIP: preset names, or local files (files win when given)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    vqgan: str = "imagenet_f16_16384"
-    vqgan_config: str | None = None
-    vqgan_checkpoint: str | None = None
-    clip_model: str = "ViT-B-32"
-    clip_pretrained: str | None = "openai"
-    clip_config: str | None = None
-    clip_checkpoint: str | None = None
-
-    @classmethod
-    def from_config(cls, m: ModelsConfig) -> ModelSpec:
-        return cls(vqgan=m.vqgan, vqgan_config=m.vqgan_config or None, vqgan_checkpoint=m.vqgan_checkpoint or None,
-                   clip_model=m.clip_model, clip_pretrained=m.clip_pretrained or None,
-                   clip_config=m.clip_config or None, clip_checkpoint=m.clip_checkpoint or None)
-
-    def vqgan_key(self) -> str:
-        if self.vqgan_config and self.vqgan_checkpoint:
-            return f"file:{self.vqgan_config}|{self.vqgan_checkpoint}"
-        return f"preset:{self.vqgan}"
-
-    def clip_key(self) -> str:
-        if self.clip_config and self.clip_checkpoint:
-            return f"file:{self.clip_config}|{self.clip_checkpoint}"
-        return f"open_clip:{self.clip_model}|{self.clip_pretrained}"
 
 
 class ImagePrompt(BaseModel):
@@ -57,9 +49,6 @@ class ImagePrompt(BaseModel):
 
     path: str
     weight: float = Field(1.0, ge=-MAX_WEIGHT, le=MAX_WEIGHT)
-
-
-Beta = Annotated[float, Field(ge=0, lt=1)]
 
 
 class InputFile(BaseModel):
@@ -83,26 +72,26 @@ class Request(BaseModel):
     kind: Literal["imagine", "edit", "vary"] = "imagine"
     prompt: str
     seed: int = Field(default_factory=lambda: random.randrange(MAX_SEED + 1), ge=0, le=MAX_SEED)
-    steps: int = Field(400, ge=1)
-    width: int = Field(256, ge=16)
-    height: int = Field(256, ge=16)
-    cutouts: int = Field(32, ge=1)
-    cut_pow: float = Field(1.0, gt=0, le=100)
-    lr: float = Field(0.15, gt=0, le=10)
-    betas: tuple[Beta, Beta] = (0.9, 0.999)
-    z_l2_weight: float = Field(0.1, ge=0, le=MAX_WEIGHT)
-    z_l2_decay: float = Field(0.005, ge=0, le=1)
-    noise: float = Field(0.1, ge=0, le=10)
-    augment: bool = True
+    steps: Steps = _G.steps
+    width: Side = _G.width
+    height: Side = _G.height
+    cutouts: Cutouts = _G.cutouts
+    cut_pow: CutPow = _G.cut_pow
+    lr: Lr = _G.lr
+    betas: tuple[Beta, Beta] = (_G.beta1, _G.beta2)
+    z_l2_weight: Weight = _G.z_l2_weight
+    z_l2_decay: Decay = _G.z_l2_decay
+    noise: Noise = _G.noise
+    augment: bool = _G.augment
     image_prompts: tuple[ImagePrompt, ...] = ()
     init_image: str | None = None
     mask: str | None = None
     region: str | None = None
-    region_threshold: float = Field(0.5, ge=-100, le=100)
-    region_crops: int = Field(128, ge=8, le=4096)
-    feather: int = Field(4, ge=0, le=1024)
-    keep_structure: float = Field(0.0, ge=0, le=MAX_WEIGHT)
-    keep_latent: float = Field(0.0, ge=0, le=MAX_WEIGHT)
+    region_threshold: Threshold = _E.region_threshold
+    region_crops: Crops = _E.region_crops
+    feather: Feather = _E.feather
+    keep_structure: Weight = 0.0  # a new image has nothing to keep; edits take editing.keep_structure
+    keep_latent: Weight = 0.0
     models: ModelSpec = ModelSpec()
     parent: str | None = None
     inputs: tuple[InputFile, ...] = ()  # init image, mask, image prompts: absolute path + sha256
@@ -125,14 +114,9 @@ class Request(BaseModel):
     @classmethod
     def from_config(cls, cfg: Config, **overrides: Any) -> Request:
         """Defaults from config.toml, then the caller's overrides (``None`` means default)."""
-        g, e, m = cfg.generation, cfg.editing, cfg.models
-        base: dict[str, Any] = dict(
-            steps=g.steps, width=g.width, height=g.height, cutouts=g.cutouts, cut_pow=g.cut_pow,
-            lr=g.lr, betas=(g.beta1, g.beta2), z_l2_weight=g.z_l2_weight, z_l2_decay=g.z_l2_decay,
-            noise=g.noise, augment=g.augment, feather=e.feather, region_threshold=e.region_threshold,
-            region_crops=e.region_crops,
-            models=ModelSpec.from_config(m),
-        )
+        g, e = cfg.generation, cfg.editing
+        base: dict[str, Any] = {**g.model_dump(include=_FROM_GENERATION), "betas": (g.beta1, g.beta2),
+                                **e.model_dump(include=_FROM_EDITING), "models": cfg.models.spec()}
         if overrides.get("init_image"):  # edits and variations keep some of the original by default
             base.update(keep_structure=e.keep_structure, keep_latent=e.keep_latent)
         base.update({k: v for k, v in overrides.items() if v is not None})
@@ -154,29 +138,14 @@ class Request(BaseModel):
         return self.model_dump(mode="json")
 
 
+_KEPT = {"keep_structure", "keep_latent"}  # from config.toml for edits and variations only
+_FROM_GENERATION = set(Request.model_fields) & set(GenerationConfig.model_fields)
+_FROM_EDITING = set(Request.model_fields) & set(EditingConfig.model_fields) - _KEPT
+
+
 def validation_message(err: ValidationError) -> str:
-    """One short line from a pydantic error, e.g. ``steps: must be at least 1``."""
-    e = err.errors()[0]
-    field = ".".join(str(p) for p in e["loc"])
-    msg = str(e["msg"]).removeprefix("Value error, ")
-    bound = {k: _number(v) for k, v in (e.get("ctx") or {}).items() if k in ("ge", "gt", "le", "lt")}
-    if field == "seed" and e["type"] in ("greater_than_equal", "less_than_equal", "int_parsing_size"):
-        msg = f"must be a whole number from 0 to {MAX_SEED}"
-    elif e["type"] == "greater_than_equal":
-        msg = f"must be at least {bound['ge']}"
-    elif e["type"] == "greater_than":
-        msg = f"must be more than {bound['gt']}"
-    elif e["type"] == "less_than_equal":
-        msg = f"must be at most {bound['le']}"
-    elif e["type"] == "less_than":
-        msg = f"must be less than {bound['lt']}"
-    elif e["type"] == "finite_number":
-        msg = "must be a finite number"
-    elif e["type"] == "int_parsing_size":
-        msg = "is far too large"
-    elif e["type"] == "extra_forbidden":
-        msg = "unknown option"
-    return msg if field == "prompt" else f"{field}: {msg}"
+    """One short line from a pydantic error about a request, e.g. ``steps: must be at least 1``."""
+    return errors.validation_message(err, ranges={"seed": f"must be a whole number from 0 to {MAX_SEED}"})
 
 
 VQGAN_KEYS = ("vqgan", "vqgan_config", "vqgan_checkpoint")
@@ -198,7 +167,7 @@ def trusted_models(data: Any, cfg: ModelsConfig, *, source: str, replaced: Colle
         data = {}
     if not isinstance(data, dict):
         raise UserError(f"{source}: the models in its metadata are not a JSON object")
-    configured = ModelSpec.from_config(cfg).model_dump()
+    configured = cfg.spec().model_dump()
     out = dict(configured)
     for group, keys in (("vqgan", VQGAN_KEYS), ("clip", CLIP_KEYS)):
         if group not in replaced:
@@ -211,8 +180,10 @@ def trusted_models(data: Any, cfg: ModelsConfig, *, source: str, replaced: Colle
     def same_file(a: str | None, b: str | None) -> bool:
         if a == b:
             return True
-        resolved = None if a is None or b is None else _resolved(a)
-        return resolved is not None and resolved == _resolved(b)  # type: ignore[arg-type]
+        if a is None or b is None:
+            return False
+        resolved = _resolved(a)
+        return resolved is not None and resolved == _resolved(b)
 
     hint = "give --{} to choose one yourself"
     for key in ("vqgan_config", "vqgan_checkpoint", "clip_config", "clip_checkpoint"):
@@ -266,15 +237,28 @@ def _resolved(path: str) -> Path | None:
         return None
 
 
-def _number(v: Any) -> Any:
-    """1000.0 -> 1000 in messages."""
-    return int(v) if isinstance(v, float) and v.is_integer() else v
+def variation_of(made: Request, image: str, size: tuple[int, int], editing: EditingConfig, *, parent: str,
+                 strength: float | None = None, **changes: Any) -> Request:
+    """A variation of the picture ``made`` painted (CLI ``vary``, the bot's vary reaction): that picture
+    as the start, the same prompt and settings, ``strength`` (default ``editing.vary_strength``) of its
+    steps, pulled towards it by ``editing.keep_structure``/``keep_latent``. The whole picture varies:
+    no mask, no region. ``changes`` go on top (e.g. a new seed, the command line's flags)."""
+    strength = editing.vary_strength if strength is None else strength
+    return made.with_changes(**{
+        "kind": "vary", "init_image": image, "width": size[0], "height": size[1],
+        "steps": max(1, round(made.steps * strength)), "keep_structure": editing.keep_structure,
+        "keep_latent": editing.keep_latent, "parent": parent, "mask": None, "region": None, **changes})
+
+
+def check_prompt_length(prompt: str, limits: LimitsConfig) -> None:
+    """The server's prompt length limit (the bot checks it before anything else reads the prompt)."""
+    if len(prompt) > limits.max_prompt_chars:
+        raise UserError(f"the prompt is {len(prompt)} characters; the limit is {limits.max_prompt_chars}")
 
 
 def check_limits(req: Request, limits: LimitsConfig) -> None:
     """Refuse a request over the server's limits with a message that says what to change."""
-    if len(req.prompt) > limits.max_prompt_chars:
-        raise UserError(f"the prompt is {len(req.prompt)} characters; the limit is {limits.max_prompt_chars}")
+    check_prompt_length(req.prompt, limits)
     if req.steps > limits.max_steps:
         raise UserError(f"steps must be between 1 and {limits.max_steps} (got {req.steps})")
     if req.width > limits.max_width or req.height > limits.max_height or req.width * req.height > limits.max_pixels:

@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from engine.config import Config
-from engine.generate import Progress, Result, Run, generate, step_together
+from engine.generate import Progress, Result, Run, generate, start, step_together
 from engine.models.loader import ModelCache
 from engine.request import Request
 
@@ -33,8 +33,8 @@ class EngineRunner:
         return request.models.vqgan_key(), request.models.clip_key(), request.width, request.height
 
     def start(self, request: Request, on_progress: Callable[[Progress], None] | None = None) -> Run:
-        return Run(self.cache.get(request.models, self.device), request, on_progress=on_progress,
-                   progress_every=self.progress_every)
+        return start(self.cache.get(request.models, self.device), request, on_progress=on_progress,
+                     progress_every=self.progress_every)
 
     def step(self, runs: list[Run]) -> None:
         step_together(runs)

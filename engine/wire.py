@@ -13,11 +13,12 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
+from engine.errors import error_line
 from engine.request import Request
 
 log = logging.getLogger(__name__)
 
-VERSION = 1
+VERSION: Literal[1] = 1
 MAX_MESSAGE_BYTES = 8 * 1024 * 1024  # a picture or progress image larger than this is not sent
 
 
@@ -125,9 +126,7 @@ def decode(raw: bytes | str | None, where: str = "redis") -> Message | None:
     try:
         return _adapter.validate_json(raw)
     except ValidationError as e:
-        first = e.errors()[0]
-        loc = ".".join(str(p) for p in first["loc"]) or "(message)"
-        log.warning("%s: dropped a malformed message: %s: %s", where, loc, first["msg"])
+        log.warning("%s: dropped a malformed message: %s", where, error_line(e.errors()[0]))
     except Exception as e:  # e.g. a Request validator's own UserError
         log.warning("%s: dropped a malformed message: %s", where, e)
     return None

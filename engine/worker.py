@@ -179,7 +179,7 @@ class Worker:
                     if ctl.should_stop():
                         runs.pop(job_id)
                         a = held.pop(job_id)
-                        await self._done(job_id, self._failure(errors.Cancelled(), ctl, a.request))
+                        await self._done(job_id, self._stopped(ctl))
                 if not runs:
                     break
                 try:
@@ -237,13 +237,16 @@ class Worker:
                                             f"try a smaller size{hint}")
         return Outcome("stopped")
 
+    def _stopped(self, ctl: Control) -> Outcome:
+        """A job its control stopped: a timeout fails it, a cancel or close stops it."""
+        if ctl.reason == "timeout":
+            return Outcome("failed", reason=f"it took longer than {self.cfg.job_timeout_s:g} s and was stopped")
+        return Outcome("stopped")
+
     def _failure(self, e: Exception, ctl: Control, request: Request) -> Outcome | None:
         """What an exception from the runner means for the job; None for out of memory."""
-        if isinstance(e, errors.Cancelled) and ctl.reason == "timeout":
-            limit = f"{self.cfg.job_timeout_s:g}"
-            return Outcome("failed", reason=f"it took longer than {limit} s and was stopped")
         if isinstance(e, errors.Cancelled) and ctl.reason:
-            return Outcome("stopped")
+            return self._stopped(ctl)
         if isinstance(e, ModelFileMissing):
             return Outcome("failed", reason=str(e), elsewhere=True)
         if isinstance(e, UserError):

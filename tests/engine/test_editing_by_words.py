@@ -7,13 +7,13 @@ import torch
 from PIL import Image
 
 from engine.__main__ import main
-from engine.collage import build, left_to_right
+from engine.collage import assemble, build, left_to_right
 from engine.generate import generate, to_tensor
 from engine.imageio import read_metadata
 from engine.models.loader import ModelCache
 from engine.ops import spherical_dist
+from engine.region import region_mask, score_map
 from engine.request import Request
-from engine.selfmask import region_mask, score_map
 
 
 def redness(crops: torch.Tensor) -> torch.Tensor:
@@ -120,3 +120,30 @@ def test_a_variation_names_its_parent_and_a_new_seed(tiny_config_path, tmp_path)
     assert req["keep_structure"] > 0
     a, b = np.asarray(Image.open(parent)), np.asarray(Image.open(child))
     assert a.shape == b.shape and not np.array_equal(a, b)
+
+
+def test_vary_takes_size_and_steps_like_every_other_subcommand(tiny_config_path, tmp_path, capsys):
+    # vary once crashed with a traceback on --size (two values for the width); its flags now go on top.
+    parent, child = tmp_path / "parent.png", tmp_path / "child.png"
+    assert main(["imagine", "a lighthouse", "-o", str(parent), "--seed", "1", "--steps", "2",
+                 "--config", str(tiny_config_path)]) == 0
+    assert main(["vary", str(parent), "-o", str(child), "--size", "48", "32", "--steps", "2", "--keep-latent", "0",
+                 "--config", str(tiny_config_path)]) == 0
+    req = read_metadata(child)["request"]
+    assert (req["width"], req["height"], req["steps"], req["keep_latent"]) == (48, 32, 2, 0)
+    assert Image.open(child).size == (48, 32)
+    capsys.readouterr()
+    assert main(["vary", str(parent), "-o", str(child), "--steps", "0", "--config", str(tiny_config_path)]) == 2
+    assert capsys.readouterr().err.strip() == "error: steps: must be at least 1"
+
+
+def test_one_assembly_for_pasted_pieces_and_transparent_holes():
+    # The CLI (--paste, a transparent input) and the bot (uploads) both put pictures together with assemble().
+    opaque = Image.new("RGB", (32, 32), (200, 10, 10))
+    assert assemble([], seam=2, base=opaque) is None, "one opaque picture is edited as it is"
+    holed = Image.new("RGBA", (32, 32), (10, 200, 10, 255))
+    holed.paste((0, 0, 0, 0), (0, 0, 8, 32))
+    canvas, mask = assemble([], seam=0, base=holed)
+    assert np.asarray(mask)[:, :8].min() == 255 and np.asarray(mask)[:, 9:].max() == 0  # and the edge
+    canvas, mask = assemble(left_to_right([opaque, opaque]), seam=1)
+    assert canvas.size == (64, 32) and np.asarray(mask)[:, 31:34].min() == 255, "the seam between them is repainted"

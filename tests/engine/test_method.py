@@ -17,6 +17,7 @@ from engine.models.clip import load_clip_files
 from engine.models.vqgan import load_vqgan
 from engine.ops import clamp_with_grad, spherical_dist, vector_quantize
 from engine.prompts import Prompt, parse_prompts
+from engine.request import Request
 from tests.tinymodels import VQGAN_CONFIG, write_tiny_clip
 
 
@@ -176,3 +177,17 @@ def _models_of(cfg):
     from engine.request import Request
 
     return Request.from_config(cfg, prompt="x").models
+
+
+def test_a_config_value_no_request_could_use_is_refused_when_the_config_is_read(tmp_path):
+    # config.toml and requests share one set of bounds: an owner learns at start, not on every job.
+    p = tmp_path / "config.toml"
+    p.write_text("[generation]\nlr = 20.0\n")
+    with pytest.raises(ConfigError, match=r"^.*config.toml: generation.lr: must be at most 10$"):
+        load_config(p)
+    p.write_text("[editing]\nfeather = 5000\n")
+    with pytest.raises(ConfigError, match=r"config.toml: editing.feather: must be at most 1024$"):
+        load_config(p)
+    p.write_text('[models]\nvqgan_config = ""\nclip_pretrained = ""\n')  # TOML has no null: "" is unset
+    spec = Request.from_config(load_config(p), prompt="x").models
+    assert (spec.vqgan_config, spec.clip_pretrained) == (None, None)

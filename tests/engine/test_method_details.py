@@ -11,7 +11,7 @@ from PIL import Image
 
 from engine.__main__ import main
 from engine.cutouts import cutouts, make_cutouts
-from engine.generate import Run, generate, step_together
+from engine.generate import Run, generate, prepare, start, step_together
 from engine.imageio import read_metadata
 from engine.models.loader import ModelCache
 from engine.models.vqgan import load_vqgan
@@ -37,7 +37,7 @@ def inside(z: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor) -> torch.Tensor:
 def test_z_stays_within_the_codebooks_range_at_every_step(tiny_cfg, models):
     # A bold learning rate pushes z hard; the codebook's per-channel range still bounds it.
     req = Request.from_config(tiny_cfg, prompt="a storm over the sea", seed=1, steps=8, lr=1.0)
-    run = Run(models, req)
+    run = start(models, req)
     lo, hi = codebook_box(models)
     moved_to_edge = False
     while not run.done:
@@ -62,9 +62,9 @@ def test_masked_edit_clamps_only_the_masked_cells_the_rest_stay_frozen(tiny_cfg,
     m.save(mask)
     req = Request.from_config(tiny_cfg, prompt="a golden sun", kind="edit", init_image=str(photo),
                               mask=str(mask), seed=2, steps=6, lr=1.0, width=32, height=32, models=spec)
-    run = Run(models, req)
+    run = start(models, req)
     lo, hi = codebook_box(models)
-    cells = run.cell_mask.bool().expand_as(run.z0)
+    cells = run.edit.cells.bool().expand_as(run.z0)
     assert not inside(run.z0, lo, hi)[~cells].all(), "the encoded photo has values beyond the codebook's range"
     while not run.done:
         step_together([run])
@@ -160,9 +160,32 @@ def test_the_l2_term_pulls_z_towards_zero(tiny_cfg, models):
     # On the tiny models its gradient is about as large as CLIP's, so it shows; at the real shapes it is
     # 24-86x smaller at the default weight (README, "How the engine works").
     def rms_after(weight: float) -> float:
-        run = Run(models, Request.from_config(tiny_cfg, prompt="a quiet harbour", seed=4, steps=6, z_l2_weight=weight))
+        run = start(models, Request.from_config(tiny_cfg, prompt="a quiet harbour", seed=4, steps=6, z_l2_weight=weight))
         while not run.done:
             step_together([run])
         return run.z.detach().pow(2).mean().sqrt().item()
 
     assert rms_after(1.0) < rms_after(0.1) < rms_after(0.0)
+
+
+def test_a_prepared_edit_needs_its_files_no_more_and_paints_what_generate_paints(tiny_cfg, models, tmp_path):
+    # prepare() reads the files and embeds the prompts; a Run only steps tensors (k-diffusion style).
+    photo, mask = tmp_path / "photo.png", tmp_path / "mask.png"
+    rng = np.random.default_rng(3)
+    Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(photo)
+    m = Image.new("L", (32, 32), 0)
+    m.paste(255, (8, 8, 24, 24))
+    m.save(mask)
+    req = Request.from_config(tiny_cfg, prompt="a lantern", kind="edit", init_image=str(photo), mask=str(mask),
+                              seed=5, steps=3, keep_structure=0.5)
+    want = np.asarray(generate(models, req).image)
+    inputs = prepare(models, req)
+    photo.unlink()
+    mask.unlink()
+    assert inputs.edit is not None and inputs.edit.pixels.shape[-2:] == (32, 32)
+    run = Run(models, inputs)
+    while not run.done:
+        step_together([run])
+    result = run.result()
+    assert np.array_equal(np.asarray(result.image), want), "the same picture as in one go, without the files"
+    assert result.mask is not None

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from engine.__main__ import main
-from engine.generate import Run, generate, step_together
+from engine.generate import generate, start, step_together
 from engine.models.loader import ModelCache, Models
 from engine.request import Request
 
@@ -36,7 +36,7 @@ def test_jobs_stepped_together_give_the_same_images_as_alone(tiny_cfg, models, t
     ]
     alone = [np.asarray(generate(models, r).image) for r in reqs]
 
-    runs = [Run(models, r) for r in reqs]
+    runs = [start(models, r) for r in reqs]
     while runs:  # a finished job leaves the batch, the others go on
         step_together(runs)
         for r in [r for r in runs if r.done]:
@@ -52,10 +52,10 @@ def test_a_job_joining_a_running_batch_matches_alone(tiny_cfg, models):
     a = Request.from_config(tiny_cfg, prompt="mountains", seed=5, steps=4)
     b = Request.from_config(tiny_cfg, prompt="a city at night", seed=6, steps=4)
     want = np.asarray(generate(models, b).image)
-    ra = Run(models, a)
+    ra = start(models, a)
     step_together([ra])
     step_together([ra])
-    rb = Run(models, b)  # joins at the next step
+    rb = start(models, b)  # joins at the next step
     while not rb.done:
         step_together([r for r in (ra, rb) if not r.done])
     assert np.abs(np.asarray(rb.result().image).astype(int) - want.astype(int)).max() <= 1
