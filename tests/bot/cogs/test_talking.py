@@ -1,4 +1,4 @@
-"""Talking to the bot with images: one scenario per row of the follow-up issue, plus /queue /cancel /help."""
+"""Talking to the bot with images: replies, mentions and the context menu (bot/cogs/gestures.py, bot/editing.py)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,6 @@ from tests.bot.conftest import (
     make_config,
     png,
     run_bot,
-    submitted,
     wait_ephemeral,
     wait_results,
 )
@@ -136,63 +135,3 @@ async def test_plain_chat_is_ignored(fake, tmp_path):
         await fake.user_message(alice, fake.channel, "hi back", reply_to=first)
         await asyncio.sleep(0.3)
         assert fake.bot_messages() == [] and bot.queue.pending() == []
-
-
-async def test_queue_cancel_and_help(fake, tmp_path):
-    runner = FakeRunner()
-    hold = asyncio.Event()
-    runner.gate = lambda req: hold.is_set()
-    async with run_bot(fake, make_config(tmp_path, fake), runner) as bot:
-        alice, bob = fake.add_user("alice"), fake.add_user("bob")
-        i1 = await fake.slash(alice, fake.channel, "imagine", {"prompt": "first one", "steps": 2})
-        await submitted(fake, bot, i1)
-        i2 = await fake.slash(bob, fake.channel, "imagine", {"prompt": "second one", "steps": 2})
-        await submitted(fake, bot, i2)
-        q = await fake.slash(bob, fake.channel, "queue")
-        text = (await q.wait_response()).data["content"]
-        assert "first one" in text and "second one" in text and "**Your jobs**" in text
-        assert text.index("first one") < text.index("second one")
-        job2 = bot.queue.find(status_message_id=i2.original.id)
-        denied = await fake.slash(alice, fake.channel, "cancel", {"job": job2.id})
-        assert "Only the person" in await wait_ephemeral(fake, denied)
-        c = await fake.slash(bob, fake.channel, "cancel")
-        assert "cancelled" in (await c.wait_response()).data["content"]
-        assert bot.queue.get(job2.id).state == "cancelled"
-        nothing = await fake.slash(bob, fake.channel, "cancel")
-        assert "no job" in await wait_ephemeral(fake, nothing)
-        h = await fake.slash(bob, fake.channel, "help")
-        help_text = (await h.wait_response()).data["content"]
-        for words in ("a:1|b:-0.5", "seed", "mask", "Reply", "🔁", "❌", "🎲", "->", "region:", "ollage"):
-            assert words in help_text
-        assert len(help_text) <= 2000
-        hold.set()
-
-
-async def test_moderators_see_the_whole_queue_with_queue_all(fake, tmp_path):
-    runner = FakeRunner()
-    hold = asyncio.Event()
-    runner.gate = lambda req: hold.is_set()
-    async with run_bot(fake, make_config(tmp_path, fake, moderator_roles=["mods"]), runner) as bot:
-        alice, bob, mod = fake.add_user("alice"), fake.add_user("bob"), fake.add_user("mod", roles=["mods"])
-        for who in (alice, bob, bob):
-            i = await fake.slash(who, fake.channel, "imagine", {"prompt": "a fleet of ships", "steps": 2})
-            await submitted(fake, bot, i)
-        denied = await fake.slash(alice, fake.channel, "queue", {"show": "all"})
-        assert "only moderators" in await wait_ephemeral(fake, denied)
-        q = await fake.slash(mod, fake.channel, "queue", {"show": "all"})
-        text = (await q.wait_response()).data["content"]
-        assert "workers: 1, in this process" in text and "queue: 2 waiting, 1 running" in text
-        assert f"{bob.id}: 2 waiting, 0 running" in text
-        hold.set()
-
-
-async def test_with_no_worker_reachable_imagine_still_queues_and_says_painting_is_paused(fake, tmp_path):
-    from tests.fleet import free_port
-
-    cfg = make_config(tmp_path, fake, queue={"backend": "redis", "redis_url": f"redis://127.0.0.1:{free_port()}/0"})
-    async with run_bot(fake, cfg) as bot:
-        alice = fake.add_user("alice")
-        i = await fake.slash(alice, fake.channel, "imagine", {"prompt": "a lighthouse", "steps": 2})
-        job = await submitted(fake, bot, i)
-        assert job.state == "queued"
-        await fake.wait_for(lambda: "painting is paused: no worker reachable" in (i.original.content or ""))
