@@ -357,6 +357,20 @@ class JobQueue:
         matches = [j for j in jobs if all(k in j.origin and j.origin[k] == v for k, v in origin.items())]
         return max(matches, key=lambda j: self._order[j.id], default=None)
 
+    def frames_dir(self, job_id: str) -> Path | None:
+        """The folder of a job's progress frames (PNGs named by step, in step order; the last one is
+        its result), for timelapses; None for an unknown or pruned job, or one that kept no frames."""
+        if job_id not in self._jobs:
+            return None
+        folder = self._frames_folder(job_id)
+        try:
+            return folder if any(p.suffix == ".png" for p in folder.iterdir()) else None
+        except OSError:
+            return None
+
+    def _frames_folder(self, job_id: str) -> Path:
+        return self._results / f"{job_id}.frames"
+
     def pending(self) -> list[Job]:
         """The running job first, then the queued ones in the order they will run."""
         running = [j for j in self._jobs.values() if j.state == "running"]
