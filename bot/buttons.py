@@ -46,7 +46,7 @@ class JobButton(discord.ui.DynamicItem[discord.ui.Button[Any]],
         self.job_id = job_id
 
     @classmethod
-    async def from_custom_id(cls, interaction: discord.Interaction, item: discord.ui.Button[Any],
+    async def from_custom_id(cls, interaction: discord.Interaction, item: discord.ui.Item[Any],
                              match: re.Match[str]) -> JobButton:
         action = match["action"]
         if action not in ACTIONS:
