@@ -280,8 +280,12 @@ class Delivery:
 
     async def _post_timelapse(self, job: Job) -> None:
         """``/imagine timelapse:True``: the frames as an MP4, right after the result."""
+        limit = self.cfg.discord.filesize_limit
+        guild = self.bot.get_guild(self._origin(job).guild_id or 0)
+        if guild is not None:  # the server's own upload limit (boosts raise it)
+            limit = min(limit, guild.filesize_limit)
         try:
-            clip = await render(self.queue, job.id, self.cfg.discord.filesize_limit)
+            clip = await render(self.queue, job.id, limit)
         except UserError as e:
             await self._post(job, content=f"🎞️ no timelapse: {e}", use_webhook=False)
             return

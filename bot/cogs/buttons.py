@@ -189,14 +189,14 @@ class Buttons(commands.Cog, name=COG):
             file=clip.file(), allowed_mentions=replies.QUIET)
 
     async def _cancel(self, interaction: discord.Interaction, job: Job) -> None:
-        """Cancel: the ❌ rule; the status message then says how the job ended."""
+        """Cancel: the ❌ rule. Acknowledged first (the queue writes to disk); the status message then
+        says how the job ended, and a refusal goes to the presser alone."""
+        await interaction.response.defer()
         try:
             await self.bot.queue.cancel(job.id, by=str(interaction.user.id),
                                         moderator=is_moderator(self.bot.cfg, interaction.user))
         except (UserError, KeyError) as e:
             await replies.refuse(interaction, str(e) if isinstance(e, UserError) else pruned_text(self.bot, job.id))
-            return
-        await interaction.response.defer()
 
 
 async def setup(bot: VQGANBot) -> None:
