@@ -282,3 +282,18 @@ def test_a_deliberate_press_after_the_debounce_acts_again():
     assert d.first(2, "j", "rerun") and d.first(1, "j", "vary") and d.first(1, "k", "rerun")
     time.sleep(0.06)
     assert d.first(1, "j", "rerun")
+
+
+async def test_a_press_counts_against_the_pressers_own_limit(fake, tmp_path):
+    runner = FakeRunner()
+    hold = asyncio.Event()
+    runner.gate = lambda req: req.prompt != "bob's own" or hold.is_set()
+    async with run_bot(fake, make_config(tmp_path, fake, queue={"per_owner_pending": 1}), runner) as bot:
+        alice, bob = fake.add_user("alice"), fake.add_user("bob")
+        job, result, _ = await a_result(fake, bot, alice)
+        await submitted(fake, bot, await fake.slash(bob, fake.channel, "imagine", {"prompt": "bob's own", "steps": 2}))
+        text = await wait_ephemeral(fake, await press(fake, bob, result, "rerun"))
+        assert "limit 1" in text and len(bot.queue.jobs_of(str(bob.id))) == 1
+        await press(fake, alice, result, "rerun")  # alice's limit is her own
+        await fake.wait_for(lambda: len(bot.queue.jobs_of(str(alice.id))) == 2)
+        hold.set()
