@@ -22,11 +22,14 @@ from typing import Any
 
 import discord
 
+from bot.buttons import result_view, status_view
 from bot.config import BotConfig
 from bot.editing import is_collage
 from bot.images import fit_png
 from bot.origin import Origin
 from bot.replies import MENTIONS, QUIET
+from bot.timelapse import render
+from engine.errors import UserError
 from engine.queue import Cancelled as JobCancelled
 from engine.queue import Failed, Finished, Job, JobQueue, Progress, Queued, Started
 from engine.request import Request
@@ -258,10 +261,10 @@ class Delivery:
             return discord.File(io.BytesIO(png), filename=f"vqgan-{r.seed}.png")
 
         await self._post_mask(job, ev.mask_png)  # before the result, so that the result is the newest image
-        msg = await self._post(job, content=content, file_factory=file)
+        msg = await self._post(job, content=content, file_factory=file, view=result_view(job.id))
         if msg is None:
             log.error("job %s finished but its result could not be posted anywhere", job.id)
-            await self._edit_status(job, "⚠️ done, but I could not post the image here")
+            await self._edit_status(job, "⚠️ done, but I could not post the image here", live=False)
             await self._delivered(job)  # nowhere to post it: do not retry at every start
             return
         await self._annotate(job, result_message_id=msg.id, result_channel_id=msg.channel.id)
@@ -271,7 +274,22 @@ class Delivery:
                 await msg.add_reaction(emoji)
             except discord.HTTPException as e:
                 log.info("could not add the %s reaction to %s: %s", emoji, msg.id, e)
-        await self._edit_status(job, f"✅ done in {secs:.1f} s: {msg.jump_url}")
+        await self._edit_status(job, f"✅ done in {secs:.1f} s: {msg.jump_url}", live=False)
+        if self._origin(job).timelapse:
+            await self._post_timelapse(job)
+
+    async def _post_timelapse(self, job: Job) -> None:
+        """``/imagine timelapse:True``: the frames as an MP4, right after the result."""
+        limit = self.cfg.discord.filesize_limit
+        guild = self.bot.get_guild(self._origin(job).guild_id or 0)
+        if guild is not None:  # the server's own upload limit (boosts raise it)
+            limit = min(limit, guild.filesize_limit)
+        try:
+            clip = await render(self.queue, job.id, limit)
+        except UserError as e:
+            await self._post(job, content=f"🎞️ no timelapse: {e}", use_webhook=False)
+            return
+        await self._post(job, content=clip.caption(), file_factory=clip.file)
 
     async def _post_mask(self, job: Job, mask_png: bytes | None) -> None:
         """Show the region CLIP found (or a collage's seams) in the thread, as a message of its own:
@@ -290,14 +308,14 @@ class Delivery:
 
     async def _on_failed(self, ev: Failed) -> None:
         reason = str(ev.reason).splitlines()[0][:300] if ev.reason else "unknown error"
-        await self._edit_status(ev.job, f"⚠️ failed: {reason}")
+        await self._edit_status(ev.job, f"⚠️ failed: {reason}", live=False)
         if self._origin(ev.job).thread_id:
             await self._post(ev.job, content=f"<@{ev.job.owner}> ⚠️ that failed: {reason}", use_webhook=False,
                              channel_fallback=False)
 
     async def _on_cancelled(self, ev: JobCancelled) -> None:
         by = f" by <@{ev.by}>" if ev.by and str(ev.by) != str(ev.job.owner) else ""
-        await self._edit_status(ev.job, f"🛑 cancelled{by}")
+        await self._edit_status(ev.job, f"🛑 cancelled{by}", live=False)
 
     # ------------------------------------------------------------------ plumbing
 
@@ -333,7 +351,8 @@ class Delivery:
         return discord.Webhook.partial(app_id, token, client=self.bot)
 
     async def _post(self, job: Job, *, content: str, file_factory: Callable[[], discord.File] | None = None,
-                    use_webhook: bool = True, channel_fallback: bool = True) -> discord.Message | None:
+                    use_webhook: bool = True, channel_fallback: bool = True,
+                    view: discord.ui.View | None = None) -> discord.Message | None:
         """Send to the job's thread, else its channel, else the interaction webhook; None if all fail."""
         origin = self._origin(job)
         targets = [origin.thread_id]
@@ -347,6 +366,8 @@ class Delivery:
             kwargs: dict[str, Any] = {"content": content, "allowed_mentions": MENTIONS}
             if file_factory:
                 kwargs["file"] = file_factory()
+            if view is not None:
+                kwargs["view"] = view
             try:
                 return await self._channel(target).send(**kwargs)
             except discord.HTTPException as e:
@@ -359,6 +380,8 @@ class Delivery:
             kwargs = {"content": content, "allowed_mentions": MENTIONS, "wait": True}
             if file_factory:
                 kwargs["file"] = file_factory()
+            if view is not None:
+                kwargs["view"] = view
             try:
                 return await hook.send(**kwargs)
             except discord.HTTPException as e:
@@ -377,16 +400,20 @@ class Delivery:
         except discord.HTTPException:
             pass
 
-    async def _edit_status(self, job: Job, line: str) -> None:
-        """Edit the job's status message; fall back to the interaction webhook; else give up quietly."""
+    async def _edit_status(self, job: Job, line: str, *, live: bool = True) -> None:
+        """Edit the job's status message; fall back to the interaction webhook; else give up quietly.
+        ``live``: the job still waits or runs, so the message carries its Cancel button; once it has
+        ended the button goes and the line says how it ended."""
         origin = self._origin(job)
         msg_id, chan_id = origin.status_message_id, origin.status_channel_id or origin.channel_id
         if not msg_id:
             return
         content = status_text(job, line, origin.note)
+        view = status_view(job.id) if live else None
         if chan_id:
             try:
-                await self._channel(chan_id).get_partial_message(msg_id).edit(content=content, allowed_mentions=QUIET)
+                await self._channel(chan_id).get_partial_message(msg_id).edit(
+                    content=content, allowed_mentions=QUIET, view=view)
                 return
             except discord.NotFound:
                 log.info("job %s: its status message is gone; not editing it again", job.id)
@@ -397,6 +424,6 @@ class Delivery:
         hook = self._webhook(origin)
         if hook is not None:
             try:
-                await hook.edit_message(msg_id, content=content, allowed_mentions=QUIET)
+                await hook.edit_message(msg_id, content=content, allowed_mentions=QUIET, view=view)
             except discord.HTTPException as e:
                 log.info("job %s: status message not editable by webhook (%s)", job.id, e.status)

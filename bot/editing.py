@@ -15,13 +15,14 @@ import random
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import discord
 from PIL import Image, ImageChops
 
 from bot.config import BotConfig
-from bot.inputs import ImageRef, download, fit_size, image_size, save_png
+from bot.inputs import ImageRef, download, fit_size, image_size, rerun_request, save_png
+from bot.origin import Origin
 from engine.collage import assemble, build, left_to_right
 from engine.errors import UserError
 from engine.imageio import check_mask_shape, load_mask
@@ -162,3 +163,13 @@ def variation_request(cfg: BotConfig, job: Job, seed: int) -> Request:
     req = variation_of(job.request, str(path), image_size(path), cfg.editing, parent=job.id, seed=seed)
     check_limits(req, cfg.limits)
     return req
+
+
+def again(cfg: BotConfig, job: Job, how: Literal["rerun", "vary"]) -> tuple[Request, str, Origin]:
+    """What 🔁 or 🎲 on ``job``'s result asks for (a reaction or a button): the new request, the
+    line shown under its status, and where it came from."""
+    seed = new_seed(job.request.seed)
+    if how == "rerun":
+        req = rerun_request(cfg, job.request, seed).model_copy(update={"parent": job.id})
+        return req, f"rerun of job {job.id} with a new seed", Origin(rerun_of=job.id)
+    return variation_request(cfg, job, seed), f"variation of job {job.id}", Origin(variation_of=job.id)

@@ -47,6 +47,7 @@ class Origin(BaseModel):
     reply_to: int | None = None
     rerun_of: str | None = None  # job id
     variation_of: str | None = None  # job id
+    timelapse: bool | None = None  # True: post the timelapse with the result (/imagine timelapse:True)
     # learned while delivering
     progress_message_id: int | None = None
     progress_channel_id: int | None = None

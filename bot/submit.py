@@ -72,9 +72,11 @@ def _submitted(release: Callable[[], None] | None) -> None:
 
 
 async def from_interaction(bot: VQGANBot, interaction: discord.Interaction, req: Request,
-                           note: str | None = None, release: Callable[[], None] | None = None) -> Job | None:
+                           note: str | None = None, release: Callable[[], None] | None = None, *,
+                           source: Origin | None = None) -> Job | None:
     """Submit for a deferred interaction; the deferred response becomes the status message.
-    ``release`` (from ``Preparing.hold``) is called once the queue has the job or refused it."""
+    ``release`` (from ``Preparing.hold``) is called once the queue has the job or refused it.
+    ``source``: what a button press was on (``rerun_of``, ``variation_of``) and options (``timelapse``)."""
     owner = str(interaction.user.id)
     msg: discord.Message | None
     try:
@@ -83,7 +85,7 @@ async def from_interaction(bot: VQGANBot, interaction: discord.Interaction, req:
         log.warning("could not show the job for interaction %s (%s)", interaction.id, e.status)
         msg = None
     thread_id, made = (await open_thread(bot, msg, req.prompt)) if msg is not None else (None, False)
-    origin = Origin(
+    origin = (source or Origin()).model_copy(update=dict(
         guild_id=interaction.guild_id,
         channel_id=interaction.channel_id,
         status_message_id=msg.id if msg else None,
@@ -94,7 +96,7 @@ async def from_interaction(bot: VQGANBot, interaction: discord.Interaction, req:
         interaction_at=interaction.created_at.timestamp() if interaction.created_at else time.time(),
         user_id=interaction.user.id,
         note=note,
-    )
+    ))
     try:
         job, _ = await bot.queue.submit(req, owner=owner, origin=origin.stored(),
                                         priority=priority_for(bot.cfg, interaction.user),

@@ -20,6 +20,7 @@ from engine.errors import UserError
 if TYPE_CHECKING:
     from engine.generate import Progress
     from engine.request import Request
+    from engine.timelapse import Timelapse
 
 
 class _Parser(argparse.ArgumentParser):
@@ -49,6 +50,19 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--keep-latent", type=float, help="L2 pull of z towards the input's latent")
     p.add_argument("--save-every", type=int, help="write a progress image every N steps")
     p.add_argument("--progress-dir", type=Path, help="folder for the progress images")
+    p.add_argument("--timelapse", type=Path, metavar="FILE",
+                   help="also write the run as a timelapse: .mp4, .webp or .gif (its last frame is the result)")
+    p.add_argument("--timelapse-fps", type=int, default=12, metavar="N", help="timelapse frames a second (12)")
+
+
+def _timelapse_parser(sub: argparse._SubParsersAction[_Parser]) -> None:
+    p = sub.add_parser("timelapse", help="a timelapse (.mp4, .webp, .gif) from a folder of frame PNGs")
+    p.add_argument("frames", type=Path, metavar="FRAMES_DIR",
+                   help="PNGs taken in name order: a job's stored frames, or a --progress-dir")
+    p.add_argument("-o", "--output", required=True, type=Path, help=".mp4, .webp or .gif to write")
+    p.add_argument("--fps", type=int, default=12, help="frames a second (12)")
+    p.add_argument("--max-bytes", type=int, metavar="N",
+                   help="make it fit in N bytes (fewer frames, smaller, lower quality), e.g. 10485760")
 
 
 def _bench_parser(sub: argparse._SubParsersAction[_Parser]) -> None:
@@ -100,6 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli_models.add_parser(sub)
     _bench_parser(sub)
     fleet_cli.add_parser(sub)
+    _timelapse_parser(sub)
     return parser
 
 
@@ -252,10 +267,41 @@ def _writable(path: Path, flag: str, *, folder: bool = False) -> None:
 
 def _check_outputs(args: argparse.Namespace) -> None:
     _writable(args.output, "-o")
+    if args.timelapse:
+        _check_timelapse(args.timelapse, args.timelapse_fps, "--timelapse")
     if args.save_every and args.progress_dir:
         _writable(args.progress_dir, "--progress-dir", folder=True)
     if getattr(args, "save_mask", None):
         _writable(args.save_mask, "--save-mask")
+
+
+def _check_timelapse(path: Path, fps: int, flag: str) -> None:
+    """A timelapse's file name and rate, checked before any work."""
+    from engine.timelapse import FORMATS, MAX_FPS
+
+    if path.suffix.lower() not in FORMATS:
+        raise UserError(f"{flag} {path}: a timelapse is .mp4, .webp or .gif")
+    if not 1 <= fps <= MAX_FPS:
+        raise UserError(f"{'--fps' if flag == '-o' else '--timelapse-fps'} must be from 1 to {MAX_FPS} (got {fps})")
+    _writable(path, flag)
+
+
+def _timelapse(args: argparse.Namespace) -> int:
+    """``timelapse FRAMES_DIR -o OUT``: any folder of frame PNGs, in name order."""
+    from engine.timelapse import frame_files, make_timelapse
+
+    _check_timelapse(args.output, args.fps, "-o")
+    if args.max_bytes is not None and args.max_bytes < 1:
+        raise UserError("--max-bytes must be at least 1")
+    made = make_timelapse(frame_files(args.frames), args.output, fps=args.fps, max_bytes=args.max_bytes)
+    _say_timelapse(made)
+    return 0
+
+
+def _say_timelapse(made: Timelapse) -> None:
+    print(f"{made.path} (timelapse, {made.frames} frames, {made.size[0]}x{made.size[1]})")
+    if made.note:
+        print(f"note: {made.note}", file=sys.stderr)
 
 
 def _collage(args: argparse.Namespace, cfg: Config, io: _IoLimits) -> tuple[str, str] | None:
@@ -331,6 +377,7 @@ def _parent_request(args: argparse.Namespace, cfg: Config, *, required: bool) ->
 def _run(args: argparse.Namespace, cfg: Config) -> int:
     from tqdm import tqdm
 
+    from engine.frames import FrameStore
     from engine.generate import generate
     from engine.models.loader import ModelCache
 
@@ -344,18 +391,29 @@ def _run(args: argparse.Namespace, cfg: Config) -> int:
     if args.progress_dir and args.save_every:
         args.progress_dir.mkdir(parents=True, exist_ok=True)
     bar = tqdm(total=req.steps, unit="step", disable=not sys.stderr.isatty(), desc=req.prompt[:30])
+    with tempfile.TemporaryDirectory(prefix="vqgan-clip-frames-") as tmp:
+        frames = FrameStore(Path(tmp), cfg.timelapse.max_frames or 100) if args.timelapse else None
 
-    def on_progress(p: Progress) -> None:
-        bar.update(p.step - bar.n)
-        bar.set_postfix(loss=f"{p.loss:.4f}")
-        if args.save_every and args.progress_dir and p.step % args.save_every == 0:
-            p.image.save(args.progress_dir / f"{p.step:05d}.png")
+        def on_progress(p: Progress) -> None:
+            bar.update(p.step - bar.n)
+            bar.set_postfix(loss=f"{p.loss:.4f}")
+            if args.save_every and args.progress_dir and p.step % args.save_every == 0:
+                p.image.save(args.progress_dir / f"{p.step:05d}.png")
+            if frames is not None and frames.wants("run", p.step, p.total):
+                frames.add("run", p.step, p.total, _png(p.image))
 
-    every = 1 if (bar.disable is False or args.save_every) else req.steps
-    result = generate(models, req, on_progress=on_progress, progress_every=every)
-    bar.close()
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_bytes(result.png_bytes())
+        every = 1 if (bar.disable is False or args.save_every or frames) else req.steps
+        result = generate(models, req, on_progress=on_progress, progress_every=every)
+        bar.close()
+        png = result.png_bytes()
+        args.output.parent.mkdir(parents=True, exist_ok=True)
+        args.output.write_bytes(png)
+        made = None
+        if frames is not None:
+            from engine.timelapse import frame_files, make_timelapse
+
+            frames.final("run", req.steps, png)  # the result itself is the last frame
+            made = make_timelapse(frame_files(frames.folder("run")), args.timelapse, fps=args.timelapse_fps)
     if getattr(args, "save_mask", None):
         if result.mask is None:
             print("note: no mask was used, so none was saved", file=sys.stderr)
@@ -363,13 +421,25 @@ def _run(args: argparse.Namespace, cfg: Config) -> int:
             result.mask.save(args.save_mask)
     print(f"{args.output} ({result.image.width}x{result.image.height}, seed {req.seed}, "
           f"{req.steps} steps, {result.seconds:.1f} s)")
+    if made is not None:
+        _say_timelapse(made)
     return 0
+
+
+def _png(image: Any) -> bytes:
+    import io
+
+    buf = io.BytesIO()
+    image.save(buf, format="PNG")
+    return buf.getvalue()
 
 
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     args = build_parser().parse_args(argv)
     try:
+        if args.command == "timelapse":  # needs no config
+            return _timelapse(args)
         cfg = load_config(args.config) if getattr(args, "config", None) else _default_config()
         if args.command == "bench":
             from engine import bench

@@ -137,12 +137,19 @@ class QueueConfig(Section):
     worker_timeout_s: float = Field(60.0, gt=0)
 
 
+class TimelapseConfig(Section):
+    """``[timelapse]``: each job's progress frames kept beside its result (for timelapses)."""
+
+    max_frames: int = Field(100, ge=0)  # 0 = keep none; otherwise at least the first and the last
+
+
 class Config(Section):
     models: ModelsConfig = ModelsConfig()
     generation: GenerationConfig = GenerationConfig()
     editing: EditingConfig = EditingConfig()
     limits: LimitsConfig = LimitsConfig()
     queue: QueueConfig = QueueConfig()
+    timelapse: TimelapseConfig = TimelapseConfig()
 
 
 FRONT_END_TABLES = ("discord",)  # tables of config.toml that a front end validates (bot.config), not the engine

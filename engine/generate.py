@@ -300,7 +300,7 @@ class Run:
         n = self.step_no
         if self._diverged(loss):
             return
-        if self.on_progress is not None and (n % self.progress_every == 0 or n == self.req.steps):
+        if self.on_progress is not None and (n % self.progress_every == 0 or n in (1, self.req.steps)):
             value = float(loss.detach())  # the only host sync, at progress steps
             self.losses.append(value)
             if n == self.req.steps:

@@ -45,6 +45,7 @@ from pydantic import BaseModel, ConfigDict
 
 from engine.config import Config
 from engine.errors import UserError
+from engine.frames import FrameStore
 from engine.request import Request
 from engine.store import TERMINAL, JobStore, StorageError, describe, private_dir
 from engine.worker import Assignment, Control, Outcome, Worker
@@ -150,6 +151,7 @@ class JobQueue:
         self._cfg = cfg.queue
         self._runner = runner
         self._results = Path(cfg.queue.results_dir)
+        self._frames = FrameStore(self._results, cfg.timelapse.max_frames)
         self._jobs: dict[str, Job] = {}
         self._order: dict[str, int] = {}  # job id -> submission rank, for stable ordering
         self._by_origin: dict[tuple[str, Any], set[str]] = {}  # (origin key, value) -> job ids: find() scans none
@@ -357,6 +359,17 @@ class JobQueue:
         matches = [j for j in jobs if all(k in j.origin and j.origin[k] == v for k, v in origin.items())]
         return max(matches, key=lambda j: self._order[j.id], default=None)
 
+    def frames_dir(self, job_id: str) -> Path | None:
+        """The folder of a job's progress frames (PNGs named by step, in step order; the last one is
+        its result), for timelapses; None for an unknown or pruned job, or one that kept no frames."""
+        if job_id not in self._jobs:
+            return None
+        folder = self._frames.folder(job_id)
+        try:
+            return folder if any(p.suffix == ".png" for p in folder.iterdir()) else None
+        except OSError:
+            return None
+
     def pending(self) -> list[Job]:
         """The running job first, then the queued ones in the order they will run."""
         running = [j for j in self._jobs.values() if j.state == "running"]
@@ -484,6 +497,7 @@ class JobQueue:
             return None
         ctl = Control(job.id, time.monotonic() + self._cfg.job_timeout_s)
         self._running[job.id] = ctl
+        self._in_db_later(self._frames.restart, job.id)  # from step 0 again: an earlier attempt's frames go
         turn = next(self._turns)
         job = self._replace(job, state="running", started_at=time.time(), attempts=job.attempts + 1, served=turn)
         self._last_served[job.owner] = turn
@@ -542,6 +556,7 @@ class JobQueue:
                     Path(path).unlink(missing_ok=True)
                 return
         if out.kind == "finished":
+            self._in_db_later(self._frames.final, job_id, job.request.steps, out.png)  # the result, last
             job = await self._end(job, "finished", result_path=path, seconds=out.seconds)
             self._emit(Finished(job, out.png, out.metadata, out.seconds, out.mask_png))
         elif out.kind == "failed":
@@ -560,6 +575,7 @@ class JobQueue:
     def _progress(self, job_id: str, step: int, total: int, loss: float, png: bytes) -> None:
         job = self._jobs.get(job_id)
         if job is not None and job.state == "running":
+            self._in_db_later(self._frames.add, job_id, step, total, png)
             self._emit(Progress(job, step, total, loss, png))
 
     # -- state, events, store --------------------------------------------------------------
@@ -597,6 +613,8 @@ class JobQueue:
 
     async def _end(self, job: Job, state: State, **changes: Any) -> Job:
         job = self._replace(job, state=state, finished_at=time.time(), **changes)
+        if state != "finished":  # no result to make a timelapse of
+            self._in_db_later(self._frames.remove, job.id)
         await self._save(job)
         return job
 
@@ -612,6 +630,17 @@ class JobQueue:
         else:
             await self._in_db(self._store.save, job.model_dump(mode="json"))
 
+    def _in_db_later(self, fn: Callable[..., Any], *args: Any) -> None:
+        """Queue file work on the database thread (in order with the other writes) without waiting."""
+        def run() -> None:
+            try:
+                fn(*args)
+            except Exception:
+                log.exception("job queue: %s failed", getattr(fn, "__name__", fn))
+
+        with contextlib.suppress(RuntimeError):  # shut down: nothing more is kept
+            self._db.submit(run)
+
     async def _in_db(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(self._db, functools.partial(fn, *args, **kwargs))
 
@@ -623,6 +652,7 @@ class JobQueue:
             self._forget(row["id"])
             if row["result_path"]:
                 Path(row["result_path"]).unlink(missing_ok=True)
+            await self._in_db(self._frames.remove, row["id"])
 
     # -- origin keys that expire (short-lived secrets) ----------------------------------------
 
@@ -715,7 +745,7 @@ class _LocalSource:
         self.q._on_progress(job_id, step, total, loss, png)
 
     def wants_progress(self) -> bool:
-        return bool(self.q._listeners)
+        return bool(self.q._listeners) or self.q._frames.enabled
 
 
 class _Listener:

@@ -17,8 +17,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 import discord
 from discord import app_commands
@@ -26,7 +25,7 @@ from discord.ext import commands
 
 from bot import replies, submit
 from bot.delivery import Sendable
-from bot.editing import MAX_PIECES, new_seed, piece_name, prepare, split_arrow, variation_request
+from bot.editing import MAX_PIECES, again, piece_name, prepare, split_arrow
 from bot.inputs import (
     ImageRef,
     build_request,
@@ -37,9 +36,7 @@ from bot.inputs import (
     check_pending,
     image_attachments,
     is_moderator,
-    rerun_request,
 )
-from bot.origin import Origin
 from engine.errors import UserError
 from engine.queue import Job
 from engine.request import Request
@@ -69,6 +66,43 @@ class EditModal(discord.ui.Modal, title="Edit with VQGAN"):
 
     async def on_submit(self, interaction: discord.Interaction) -> None:
         await self.cog.edit_from_modal(interaction, self.target, self.attachments, str(self.prompt.value))
+
+
+async def edit_request(bot: VQGANBot, target: discord.Message, atts: list[discord.Attachment], prompt: str,
+                       region: str | None) -> tuple[Request, str | None]:
+    """Download and compose the pictures; the parent is the job whose result ``target`` shows."""
+    edit = await prepare(bot, bot.cfg, [ImageRef.of(a) for a in atts])
+    parent = bot.queue.find(result_message_id=target.id)
+    req = build_request(bot.cfg, prompt=prompt, kind="edit", region=region, **edit.fields(),
+                        parent=parent.id if parent else None)
+    return req, edit.note
+
+
+async def edit_from_modal(bot: VQGANBot, interaction: discord.Interaction, target: discord.Message,
+                          atts: list[discord.Attachment], text: str, region: str | None = None) -> None:
+    """A modal's words (and optional region) edit ``target``'s picture(s): the context menu's and the
+    Edit button's form. Without a region, ``a -> b`` in the words is one, as in a reply."""
+    text = " ".join(text.split())
+    region = " ".join((region or "").split()) or None
+    owner = str(interaction.user.id)
+    try:
+        if region is None:
+            region, prompt = split_arrow(text)
+        else:
+            prompt = text
+        check_pending(bot.cfg, bot.queue, owner, bot.preparing)  # again: time passed
+        build_request(bot.cfg, prompt=prompt, kind="edit", region=region)
+    except UserError as e:
+        await replies.refuse(interaction, str(e))
+        return
+    with bot.preparing.hold(owner) as release:  # right after the check: no await between
+        await interaction.response.defer(thinking=True)
+        try:
+            req, note = await edit_request(bot, target, atts, prompt, region)
+        except UserError as e:
+            await replies.refuse(interaction, str(e))
+            return
+        await submit.from_interaction(bot, interaction, req, note=note, release=release)
 
 
 class Gestures(commands.Cog):
@@ -190,12 +224,7 @@ class Gestures(commands.Cog):
 
     async def _edit_request(self, target: discord.Message, atts: list[discord.Attachment], prompt: str,
                             region: str | None) -> tuple[Request, str | None]:
-        """Download and compose the pictures; the parent is the job whose result ``target`` shows."""
-        edit = await prepare(self.bot, self.bot.cfg, [ImageRef.of(a) for a in atts])
-        parent = self.bot.queue.find(result_message_id=target.id)
-        req = build_request(self.bot.cfg, prompt=prompt, kind="edit", region=region, **edit.fields(),
-                            parent=parent.id if parent else None)
-        return req, edit.note
+        return await edit_request(self.bot, target, atts, prompt, region)
 
     def _warn_no_content(self) -> None:
         """A reply with no words, files or stickers cannot be sent: the content intent is off."""
@@ -239,20 +268,13 @@ class Gestures(commands.Cog):
         return channel.get_partial_message(payload.message_id)
 
     async def _rerun(self, payload: discord.RawReactionActionEvent, job: Job) -> None:
-        def make() -> Request:
-            seed = new_seed(job.request.seed)
-            return rerun_request(self.bot.cfg, job.request, seed).model_copy(update={"parent": job.id})
-
-        await self._from_result(payload, job, make, f"rerun of job {job.id} with a new seed", Origin(rerun_of=job.id))
+        await self._from_result(payload, job, "rerun")
 
     async def _vary(self, payload: discord.RawReactionActionEvent, job: Job) -> None:
-        def make() -> Request:
-            return variation_request(self.bot.cfg, job, new_seed(job.request.seed))
+        await self._from_result(payload, job, "vary")
 
-        await self._from_result(payload, job, make, f"variation of job {job.id}", Origin(variation_of=job.id))
-
-    async def _from_result(self, payload: discord.RawReactionActionEvent, job: Job, make: Callable[[], Request],
-                           note: str, source: Origin) -> None:
+    async def _from_result(self, payload: discord.RawReactionActionEvent, job: Job,
+                           how: Literal["rerun", "vary"]) -> None:
         """A new job from a reaction on a result, owned by the reactor, posted beside the result."""
         cfg = self.bot.cfg
         anchor = self._anchor(payload)
@@ -261,7 +283,7 @@ class Gestures(commands.Cog):
             check_access(cfg, guild_id=payload.guild_id, channel_id=payload.channel_id,
                          parent_id=getattr(channel, "parent_id", None), member=payload.member)
             check_pending(cfg, self.bot.queue, str(payload.user_id), self.bot.preparing)
-            req = make()
+            req, note, source = again(cfg, job, how)
         except UserError as e:
             await self._notice(anchor, f"<@{payload.user_id}> {e}")
             return
@@ -299,23 +321,7 @@ class Gestures(commands.Cog):
 
     async def edit_from_modal(self, interaction: discord.Interaction, target: discord.Message,
                               atts: list[discord.Attachment], text: str) -> None:
-        text = " ".join(text.split())
-        owner = str(interaction.user.id)
-        try:
-            region, prompt = split_arrow(text)
-            check_pending(self.bot.cfg, self.bot.queue, owner, self.bot.preparing)  # again: time passed
-            build_request(self.bot.cfg, prompt=prompt, kind="edit", region=region)
-        except UserError as e:
-            await replies.refuse(interaction, str(e))
-            return
-        with self.bot.preparing.hold(owner) as release:  # right after the check: no await between
-            await interaction.response.defer(thinking=True)
-            try:
-                req, note = await self._edit_request(target, atts, prompt, region)
-            except UserError as e:
-                await replies.refuse(interaction, str(e))
-                return
-            await submit.from_interaction(self.bot, interaction, req, note=note, release=release)
+        await edit_from_modal(self.bot, interaction, target, atts, text)
 
 
 async def setup(bot: VQGANBot) -> None:

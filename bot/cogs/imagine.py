@@ -26,6 +26,7 @@ from bot.inputs import (
     download,
     parse_size,
 )
+from bot.origin import Origin
 from engine.errors import UserError
 from engine.request import MAX_SEED
 
@@ -72,6 +73,7 @@ class Imagine(commands.Cog):
         aspect="Shape of the picture (ignored when size is given)",
         image="Start from this picture instead of noise",
         image_prompt="Also make it look like this picture",
+        timelapse="Also post a video of the picture forming",
     )
     @app_commands.choices(aspect=[app_commands.Choice(name=k, value=k) for k in ASPECTS])
     async def imagine(
@@ -84,6 +86,7 @@ class Imagine(commands.Cog):
         aspect: str | None = None,
         image: discord.Attachment | None = None,
         image_prompt: discord.Attachment | None = None,
+        timelapse: bool | None = None,
     ) -> None:
         cfg = self.bot.cfg
         try:
@@ -107,7 +110,8 @@ class Imagine(commands.Cog):
             except UserError as e:
                 await replies.refuse(interaction, str(e))
                 return
-            await submit.from_interaction(self.bot, interaction, req, release=release)
+            await submit.from_interaction(self.bot, interaction, req, release=release,
+                                          source=Origin(timelapse=True) if timelapse else None)
 
     @app_commands.command(name="edit", description="Change an uploaded picture with words")
     @app_commands.describe(

@@ -43,12 +43,15 @@ I found it.
 • **Collages**: several pictures (`image2:`, or attach several) go side by side, and transparent parts of \
 a PNG are holes; the seams and holes are repainted into one picture.
 
-**Reactions**
+**Buttons and reactions**
+• Under each result: **Rerun**, **Vary**, **Edit** (a form; optionally only one part), **Timelapse** (a video of \
+it forming) and **Details** (the full request, only for you). Anyone may press them; new jobs are yours.
+• **Cancel** under a job's message while it waits or runs (yours, or anyone's if you are a moderator).
 • {d.rerun_emoji} on a result: paint it again with a new seed.
 • {d.vary_emoji} on a result: a variation, similar but different (fewer steps, from the picture itself).
 • {d.cancel_emoji} on a job's message: cancel it (yours, or anyone's if you are a moderator).
 
-`/queue` shows what is waiting; `/cancel` stops your newest job. Prompts are at most \
+`/imagine ... timelapse:True` also posts the video of it forming. `/queue` shows what is waiting; `/cancel` stops your newest job. Prompts are at most \
 {lim.max_prompt_chars} characters; you may have {bot.cfg.queue.per_owner_pending} jobs waiting at a time."""
 
 

@@ -137,6 +137,22 @@ async def test_six_jobs_of_three_people_over_two_workers_finish_once_in_fair_tur
     assert not rec.of(Failed)
 
 
+async def test_a_remote_workers_job_keeps_its_timelapse_frames_ending_on_its_result(fleet: Fleet, coordinator):
+    from engine.timelapse import frame_files  # issue #13
+
+    q, rec, cfg = await coordinator()
+    job, _ = await q.submit(ask(cfg, "a lighthouse", steps=4), owner="alice")
+    await rec.until(ended(rec, [job.id]))
+    assert rec.of(Finished, job.id)
+    deadline = time.monotonic() + 5  # the last frame is written on the queue's file thread
+    while (folder := q.frames_dir(job.id)) is None or len(frame_files(folder)) < 3:
+        assert time.monotonic() < deadline, folder and [f.name for f in frame_files(folder)]
+        await asyncio.sleep(0.05)
+    files = frame_files(folder)
+    assert [f.name for f in files] == ["000001.png", "000002.png", "000004.png"]  # progress_every = 2
+    assert files[-1].read_bytes() == Path(q.get(job.id).result_path).read_bytes()
+
+
 def holder(fleet: Fleet, job_id: str) -> str | None:
     """The worker whose heartbeat says it holds this job (what ``python -m engine fleet`` shows)."""
     for w in _workers(fleet):

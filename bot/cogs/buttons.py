@@ -1,0 +1,203 @@
+"""What the buttons under results and status messages do (drawn by ``bot.buttons``).
+
+A press names its job in its ``custom_id``; the job comes from the job store, so buttons on
+messages posted before a restart work the same. Anyone may press Rerun, Vary, Edit, Timelapse and
+Details (a new job is theirs, with their limits and access checks: the same code paths as the
+🔁/🎲 reactions, the reply edit and the context menu's form); Cancel obeys the ❌ rule (owner or
+moderator). Every press is answered within Discord's 3 s: quick checks first, refusals privately,
+then a defer before anything slow. Quick repeated presses of one button by one person are
+acknowledged silently (``Debounce``): ten clicks start one job.
+"""
+
+from __future__ import annotations
+
+import logging
+import shlex
+from typing import TYPE_CHECKING
+
+import discord
+from discord.ext import commands
+
+from bot import replies, submit
+from bot.buttons import COG, Action, Debounce, JobButton
+from bot.cogs.gestures import edit_from_modal
+from bot.delivery import describe_request, short_prompt
+from bot.editing import MAX_PIECES, again, piece_name
+from bot.inputs import (
+    ImageRef,
+    check_access_interaction,
+    check_attachment,
+    check_pending,
+    image_attachments,
+    is_moderator,
+)
+from bot.timelapse import NO_FRAMES, frames_of, render
+from engine.errors import UserError
+from engine.queue import Job
+
+if TYPE_CHECKING:
+    from bot.app import VQGANBot
+
+log = logging.getLogger(__name__)
+
+
+class ButtonEditModal(discord.ui.Modal, title="Edit this picture"):
+    """The Edit button's form: the words, and optionally the one part to change."""
+
+    prompt: discord.ui.TextInput[ButtonEditModal] = discord.ui.TextInput(
+        label="What should it become?", placeholder="a snowy mountain at dusk", max_length=1000)
+    region: discord.ui.TextInput[ButtonEditModal] = discord.ui.TextInput(
+        label="Only this part (optional)", placeholder="e.g. the sky", required=False, max_length=200)
+
+    def __init__(self, bot: VQGANBot, target: discord.Message, atts: list[discord.Attachment]) -> None:
+        super().__init__()
+        self.bot, self.target, self.atts = bot, target, atts
+
+    async def on_submit(self, interaction: discord.Interaction) -> None:
+        await edit_from_modal(self.bot, interaction, self.target, self.atts, str(self.prompt.value),
+                              str(self.region.value or "") or None)
+
+
+def pruned_text(bot: VQGANBot, job_id: str) -> str:
+    return (f"job `{job_id}` was cleaned up (jobs are kept {bot.cfg.queue.keep_days:g} days); "
+            "reply to the picture with words to edit it")
+
+
+def rerun_line(job: Job) -> str | None:
+    """The command line that paints this result again from its PNG (which holds the request)."""
+    if not job.result_path:
+        return None
+    return f"python -m engine rerun {shlex.quote(job.result_path)} -o {shlex.quote(f'{job.id}-rerun.png')}"
+
+
+def details_text(job: Job) -> str:
+    """Everything about a job, for the Details button (only the presser sees it)."""
+    r = job.request
+    m = r.models
+    vqgan = f"{m.vqgan_config} + {m.vqgan_checkpoint}" if m.vqgan_config and m.vqgan_checkpoint else m.vqgan
+    clip = (f"{m.clip_config} + {m.clip_checkpoint}" if m.clip_config and m.clip_checkpoint
+            else f"{m.clip_model}" + (f" ({m.clip_pretrained})" if m.clip_pretrained else ""))
+    took = f"{job.seconds:.1f} s" if job.seconds is not None else "—"
+    lines = [
+        f"ℹ️ {describe_request(r)}",
+        f"job `{job.id}` · by <@{job.owner}> · {job.state} · took {took}"
+        + (f" · made <t:{int(job.finished_at)}:R>" if job.finished_at else ""),
+        f"seed `{r.seed}` · models: VQGAN `{vqgan}`, CLIP `{clip}`"
+        + (f" · from job `{r.parent}`" if r.parent else ""),
+    ]
+    line = rerun_line(job)
+    if line:
+        lines.append(f"redo it exactly:\n```sh\n{line}\n```")
+    body = r.model_dump_json(indent=1, exclude_defaults=False)
+    room = 1900 - sum(len(x) + 1 for x in lines) - 20
+    if len(body) > room:
+        body = body[: max(0, room - 1)] + "…"
+    lines.append(f"request:\n```json\n{body}\n```")
+    return "\n".join(lines)
+
+
+class Buttons(commands.Cog, name=COG):
+    """Answers presses of ``JobButton``s."""
+
+    def __init__(self, bot: VQGANBot) -> None:
+        self.bot = bot
+        self.debounce = Debounce()
+
+    async def cog_load(self) -> None:
+        self.bot.add_dynamic_items(JobButton)
+
+    async def cog_unload(self) -> None:
+        self.bot.remove_dynamic_items(JobButton)
+
+    async def press(self, interaction: discord.Interaction, action: Action, job_id: str) -> None:
+        """One press; never raises (a bug is logged and the presser told briefly)."""
+        try:
+            await self._press(interaction, action, job_id)
+        except Exception:
+            log.exception("button %s on job %s failed", action, job_id)
+            await replies.refuse(interaction, "something went wrong on my side; please try again later")
+
+    async def _press(self, interaction: discord.Interaction, action: Action, job_id: str) -> None:
+        job = self.bot.queue.get(job_id)
+        try:
+            check_access_interaction(self.bot.cfg, interaction)
+            if job is None:
+                raise UserError(pruned_text(self.bot, job_id))
+        except UserError as e:
+            await replies.refuse(interaction, str(e))
+            return
+        if not self.debounce.first(interaction.user.id, job_id, action):
+            await interaction.response.defer()  # a repeat: acknowledged, nothing more
+            return
+        match action:
+            case "rerun" | "vary":
+                await self._again(interaction, job, action)
+            case "edit":
+                await self._edit(interaction, job)
+            case "timelapse":
+                await self._timelapse(interaction, job)
+            case "details":
+                await interaction.response.send_message(details_text(job), ephemeral=True,
+                                                        allowed_mentions=replies.QUIET)
+            case "cancel":
+                await self._cancel(interaction, job)
+
+    async def _again(self, interaction: discord.Interaction, job: Job, how: Action) -> None:
+        """Rerun or Vary: a new job of the presser's, its status the answer to the press."""
+        owner = str(interaction.user.id)
+        try:
+            check_pending(self.bot.cfg, self.bot.queue, owner, self.bot.preparing)
+            req, note, source = again(self.bot.cfg, job, "rerun" if how == "rerun" else "vary")
+        except UserError as e:
+            await replies.refuse(interaction, str(e))
+            return
+        with self.bot.preparing.hold(owner) as release:  # right after the check: no await between
+            await interaction.response.defer(thinking=True)
+            await submit.from_interaction(self.bot, interaction, req, note=note, release=release, source=source)
+
+    async def _edit(self, interaction: discord.Interaction, job: Job) -> None:
+        """Edit: a form for the words (and the part), then the same path as the context menu's."""
+        target = interaction.message
+        images = image_attachments(target) if target is not None else []
+        try:
+            if target is None or not images:
+                raise UserError("that message has no picture left to edit")
+            check_pending(self.bot.cfg, self.bot.queue, str(interaction.user.id), self.bot.preparing)
+            shown = images[:MAX_PIECES]
+            for i, a in enumerate(shown):
+                check_attachment(self.bot.cfg, ImageRef.of(a), piece_name(i, len(shown)))
+        except UserError as e:
+            await replies.refuse(interaction, str(e))
+            return
+        assert target is not None
+        await interaction.response.send_modal(ButtonEditModal(self.bot, target, images))
+
+    async def _timelapse(self, interaction: discord.Interaction, job: Job) -> None:
+        """Timelapse: made now from the stored frames, posted for everyone."""
+        if not frames_of(self.bot.queue, job.id):
+            await replies.refuse(interaction, NO_FRAMES)
+            return
+        await interaction.response.defer(thinking=True)
+        limit = min(self.bot.cfg.discord.filesize_limit, interaction.filesize_limit or 10 * 1024 * 1024)
+        try:
+            clip = await render(self.bot.queue, job.id, limit)
+        except UserError as e:
+            await replies.refuse(interaction, str(e))
+            return
+        await interaction.followup.send(
+            f"{clip.caption()}\n-# job `{job.id}` **{short_prompt(job.request.prompt, 80)}**",
+            file=clip.file(), allowed_mentions=replies.QUIET)
+
+    async def _cancel(self, interaction: discord.Interaction, job: Job) -> None:
+        """Cancel: the ❌ rule. Acknowledged first (the queue writes to disk); the status message then
+        says how the job ended, and a refusal goes to the presser alone."""
+        await interaction.response.defer()
+        try:
+            await self.bot.queue.cancel(job.id, by=str(interaction.user.id),
+                                        moderator=is_moderator(self.bot.cfg, interaction.user))
+        except (UserError, KeyError) as e:
+            await replies.refuse(interaction, str(e) if isinstance(e, UserError) else pruned_text(self.bot, job.id))
+
+
+async def setup(bot: VQGANBot) -> None:
+    await bot.add_cog(Buttons(bot))

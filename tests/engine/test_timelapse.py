@@ -1,0 +1,266 @@
+"""Watching a picture form: timelapses from the command line, and the frames every job keeps.
+
+A user asks ``imagine ... --timelapse run.mp4`` (or .webp/.gif, also on edit and vary), or makes one later
+with ``python -m engine timelapse FRAMES_DIR -o out.mp4`` from a job's stored frames or a --progress-dir;
+the queue keeps each job's frames beside its result, bounded and pruned with it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+from PIL import Image
+
+from engine.__main__ import main
+from engine.config import Config, QueueConfig, TimelapseConfig
+from engine.queue import JobQueue
+from engine.request import Request
+from engine.timelapse import frame_files, make_timelapse
+from tests.fakes import FakeProgress, FakeResult
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def rgb(path: Path) -> np.ndarray:
+    return np.asarray(Image.open(path).convert("RGB")).astype(int)
+
+
+def mp4_frames(path: Path) -> list[np.ndarray]:
+    with av.open(str(path)) as box:
+        stream = box.streams.video[0]
+        assert stream.codec_context.name == "h264" and stream.codec_context.pix_fmt == "yuv420p"
+        return [f.to_ndarray(format="rgb24").astype(int) for f in box.decode(stream)]
+
+
+def through_yuv420p(img: np.ndarray) -> np.ndarray:
+    """What any yuv420p video can show of an RGB picture (half-resolution colour): the codec's floor."""
+    frame = av.VideoFrame.from_ndarray(img.astype(np.uint8), format="rgb24").reformat(format="yuv420p")
+    return frame.to_ndarray(format="rgb24").astype(int)
+
+
+def gif_or_webp_frames(path: Path) -> list[np.ndarray]:
+    return [frame for frame, _ in timed_frames(path)]
+
+
+def timed_frames(path: Path) -> list[tuple[np.ndarray, int]]:
+    """Each frame and how long it shows (ms); Pillow and libwebp merge frames that do not change."""
+    img = Image.open(path)
+    out = []
+    for i in range(img.n_frames):
+        img.seek(i)
+        out.append((np.asarray(img.convert("RGB")).astype(int), int(img.info["duration"])))
+    return out
+
+
+def one_line(err: str) -> str:
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in err, err
+    return lines[0]
+
+
+# -- the command line ----------------------------------------------------------------------
+
+
+def test_imagine_writes_an_mp4_that_ends_on_the_result(tiny_config_path, tmp_path, capsys):
+    out, video = tmp_path / "run.png", tmp_path / "run.mp4"
+    assert main(["imagine", "a lighthouse at dusk", "-o", str(out), "--steps", "6", "--seed", "4",
+                 "--timelapse", str(video), "--config", str(tiny_config_path)]) == 0
+    said = capsys.readouterr().out
+    assert f"{video} (timelapse, 6 frames, 32x32)" in said  # step 1 (the first) ... step 6 (the result)
+    frames = mp4_frames(video)
+    assert len(frames) == 6
+    result = rgb(out)
+    floor = through_yuv420p(result)
+    assert np.abs(frames[-1] - floor).mean() < 8  # the result, within H.264's error
+    assert np.abs(frames[-1] - floor).mean() < np.abs(frames[0] - floor).mean()
+
+
+def test_webp_ends_on_the_exact_result_and_gif_plays(tiny_config_path, tmp_path):
+    out, anim = tmp_path / "o.png", tmp_path / "o.webp"
+    assert main(["imagine", "stars", "-o", str(out), "--steps", "4", "--timelapse", str(anim),
+                 "--config", str(tiny_config_path)]) == 0
+    shown = timed_frames(anim)
+    assert sum(ms for _, ms in shown) == 4 * 83  # four frames at 12 a second (unchanged ones merged)
+    assert np.array_equal(shown[-1][0], rgb(out))  # lossless: the same pixels
+
+    edited, gif = tmp_path / "edited.png", tmp_path / "edited.gif"
+    assert main(["edit", str(out), "a moon", "-o", str(edited), "--steps", "3", "--timelapse", str(gif),
+                 "--timelapse-fps", "5", "--config", str(tiny_config_path)]) == 0
+    shown = timed_frames(gif)
+    assert sum(ms for _, ms in shown) == 3 * 200  # three frames at 5 a second
+    assert np.abs(shown[-1][0] - rgb(edited)).mean() < 12  # 256 colours
+
+
+def test_vary_takes_a_timelapse_too(tiny_config_path, tmp_path):
+    parent, child, video = tmp_path / "p.png", tmp_path / "c.png", tmp_path / "c.mp4"
+    assert main(["imagine", "a castle", "-o", str(parent), "--steps", "4", "--config", str(tiny_config_path)]) == 0
+    assert main(["vary", str(parent), "-o", str(child), "--timelapse", str(video),
+                 "--config", str(tiny_config_path)]) == 0
+    assert len(mp4_frames(video)) >= 2 and child.exists()
+
+
+def test_a_one_step_job_still_gets_a_two_frame_timelapse(tiny_config_path, tmp_path):
+    out, video = tmp_path / "o.png", tmp_path / "o.mp4"
+    assert main(["imagine", "a dot", "-o", str(out), "--steps", "1", "--timelapse", str(video),
+                 "--config", str(tiny_config_path)]) == 0
+    frames = mp4_frames(video)
+    assert len(frames) == 2
+    assert np.abs(frames[-1] - through_yuv420p(rgb(out))).mean() < 8
+
+
+def test_timelapse_of_a_progress_dir_in_step_order(tiny_config_path, tmp_path, capsys):
+    prog = tmp_path / "progress"
+    assert main(["imagine", "a river", "-o", str(tmp_path / "o.png"), "--steps", "4", "--save-every", "1",
+                 "--progress-dir", str(prog), "--config", str(tiny_config_path)]) == 0
+    gif = tmp_path / "river.webp"
+    assert main(["timelapse", str(prog), "-o", str(gif), "--fps", "2"]) == 0
+    assert f"{gif} (timelapse, 4 frames, 32x32)" in capsys.readouterr().out
+    played = [frame for frame, ms in timed_frames(gif) for _ in range(ms // 500)]  # 2 a second
+    assert all(np.array_equal(a, rgb(p)) for a, p in zip(played, frame_files(prog), strict=True))
+
+
+@pytest.mark.parametrize("make, words", [
+    (lambda d: d / "nope", "no such folder"),
+    (lambda d: (d / "empty").mkdir() or d / "empty", "no frame PNGs"),
+])
+def test_a_missing_or_empty_folder_is_one_line_and_exit_2(tmp_path, capsys, make, words):
+    folder = make(tmp_path)
+    assert main(["timelapse", str(folder), "-o", str(tmp_path / "t.mp4")]) == 2
+    assert words in one_line(capsys.readouterr().err)
+    assert not (tmp_path / "t.mp4").exists()
+
+
+def test_bad_timelapse_options_are_refused_before_painting(tiny_config_path, tmp_path, capsys):
+    out = tmp_path / "o.png"
+    for extra, words in ((["--timelapse", str(tmp_path / "t.avi")], ".mp4, .webp or .gif"),
+                         (["--timelapse", str(tmp_path / "t.mp4"), "--timelapse-fps", "0"], "from 1 to 60")):
+        assert main(["imagine", "x", "-o", str(out), *extra, "--config", str(tiny_config_path)]) == 2
+        assert words in one_line(capsys.readouterr().err)
+        assert not out.exists()
+
+
+def test_making_a_timelapse_needs_no_torch(tmp_path):
+    """The bot makes timelapses too, and never imports torch."""
+    for i in range(3):
+        Image.new("RGB", (16, 16), (80 * i, 0, 0)).save(tmp_path / f"{i:05d}.png")
+    code = ("import sys\nfrom engine.__main__ import main\n"
+            f"code = main(['timelapse', {str(tmp_path)!r}, '-o', {str(tmp_path / 't.mp4')!r}])\n"
+            "print(code, 'torch' in sys.modules)\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                          env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT)})
+    assert proc.stdout.strip().splitlines()[-1] == "0 False", proc.stderr
+
+
+# -- fitting a size limit ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("suffix", [".mp4", ".webp", ".gif"])
+def test_an_oversized_run_is_made_to_fit_and_says_so(tmp_path, suffix):
+    rng = np.random.default_rng(0)
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    for i in range(40):  # noise: the hardest thing to compress
+        Image.fromarray(rng.integers(0, 256, (96, 96, 3), dtype=np.uint8)).save(folder / f"{i:06d}.png")
+    files = frame_files(folder)
+    full = make_timelapse(files, tmp_path / f"full{suffix}")
+    assert full.note is None and full.frames == 40
+    limit = full.path.stat().st_size // 6
+    small = make_timelapse(files, tmp_path / f"small{suffix}", max_bytes=limit)
+    assert small.path.stat().st_size <= limit
+    assert small.note and small.note.startswith("shortened to fit")
+    if suffix == ".mp4":
+        assert len(mp4_frames(small.path)) == small.frames
+        assert small.size[0] % 2 == 0 and small.size[1] % 2 == 0
+    else:
+        assert len(gif_or_webp_frames(small.path)) == small.frames
+    assert small.frames >= 2 and (small.frames < 40 or small.size < (96, 96) or "quality" in small.note
+                                  or "lossy" in small.note or "colours" in small.note)
+
+
+def test_odd_sizes_become_even_for_h264(tmp_path):
+    for i in range(2):
+        Image.new("RGB", (33, 19), (0, 100 * i, 0)).save(tmp_path / f"{i}.png")
+    made = make_timelapse(frame_files(tmp_path), tmp_path / "o.mp4")
+    assert made.size == (32, 18) and mp4_frames(made.path)[0].shape == (18, 32, 3)
+
+
+# -- the frames every job keeps --------------------------------------------------------------
+
+
+class StepRunner:
+    """Reports a progress image at every step (its red channel = the step) and a result of its own."""
+
+    def __call__(self, req: Request, on_progress, should_stop):
+        for step in range(1, req.steps + 1):
+            on_progress(FakeProgress(step, req.steps, 1.0, Image.new("RGB", (16, 16), (step * 10, 0, 0))))
+        return FakeResult(Image.new("RGB", (16, 16), (0, 0, 250)), req, 0.01)
+
+
+def queue_cfg(tmp_path: Path, max_frames: int = 100, **queue) -> Config:
+    return Config(queue=QueueConfig(db_path=str(tmp_path / "jobs.sqlite3"), results_dir=str(tmp_path / "results"),
+                                    **queue), timelapse=TimelapseConfig(max_frames=max_frames))
+
+
+async def finished(q: JobQueue, job_id: str, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while (job := q.get(job_id)) is None or job.state != "finished":
+        assert time.monotonic() < deadline and (job is None or job.state in ("queued", "running"))
+        await asyncio.sleep(0.01)
+    await asyncio.sleep(0.05)  # the last frame is written on the queue's file thread
+
+
+async def test_a_job_keeps_its_frames_thinned_evenly_ending_on_its_result(tmp_path):
+    q = JobQueue(queue_cfg(tmp_path, max_frames=4), StepRunner())  # nobody listening: frames are kept anyway
+    await q.start()
+    try:
+        job, _ = await q.submit(Request(prompt="a red apple", steps=10, width=16, height=16, seed=1), "alice")
+        await finished(q, job.id)
+        folder = q.frames_dir(job.id)
+        assert folder is not None
+        files = frame_files(folder)
+        assert [f.name for f in files] == ["000001.png", "000004.png", "000007.png", "000010.png"]
+        assert files[0].read_bytes() and rgb(files[0])[0, 0, 0] == 10  # the first progress frame
+        assert files[-1].read_bytes() == Path(q.get(job.id).result_path).read_bytes()  # the result itself
+        made = make_timelapse(files, tmp_path / "t.webp")
+        assert made.frames == 4 and np.array_equal(gif_or_webp_frames(made.path)[-1], rgb(files[-1]))
+        assert q.frames_dir("unknown-job") is None
+    finally:
+        await q.close()
+
+
+async def test_frames_are_pruned_with_their_job(tmp_path):
+    cfg = queue_cfg(tmp_path, keep_days=1)
+    q = JobQueue(cfg, StepRunner())
+    await q.start()
+    job, _ = await q.submit(Request(prompt="old news", steps=3, width=16, height=16, seed=1), "bob")
+    await finished(q, job.id)
+    folder = q.frames_dir(job.id)
+    assert folder is not None and len(frame_files(folder)) == 3
+    await q.close()
+    with sqlite3.connect(tmp_path / "jobs.sqlite3") as db:  # two days later
+        db.execute("UPDATE jobs SET finished_at=? WHERE id=?", (time.time() - 2 * 86400, job.id))
+    q2 = JobQueue(cfg, StepRunner())
+    await q2.start()
+    try:
+        assert q2.get(job.id) is None and q2.frames_dir(job.id) is None and not folder.exists()
+    finally:
+        await q2.close()
+
+
+async def test_a_job_without_frames_kept_has_no_frames_dir(tmp_path):
+    q = JobQueue(queue_cfg(tmp_path, max_frames=0), StepRunner())
+    await q.start()
+    try:
+        job, _ = await q.submit(Request(prompt="quiet", steps=3, width=16, height=16, seed=1), "carol")
+        await finished(q, job.id)
+        assert q.frames_dir(job.id) is None
+    finally:
+        await q.close()
