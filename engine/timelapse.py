@@ -108,11 +108,11 @@ def _fit(paths: list[Path], size: tuple[int, int], fmt: str, fps: int,
         if level < _SOFT_LEVEL:
             level += 1
         elif count > MIN_FRAMES and count > min(len(paths), 12):
-            count = max(MIN_FRAMES, min(len(paths), 12), min(count - 1, int(count * ratio * 0.9)))
+            count = max(MIN_FRAMES, min(len(paths), 12), min(count - max(1, count // 8), int(count * ratio * 0.9)))
         elif scale > floor_scale * 1.01 and min(_shape(size, scale, even=False)) > 64:
             scale = max(floor_scale, 64 / min(size), min(scale * 0.85, scale * math.sqrt(ratio) * 0.95))
         elif count > MIN_FRAMES:
-            count = max(MIN_FRAMES, min(count - 1, int(count * ratio * 0.9)))
+            count = max(MIN_FRAMES, min(count - max(1, count // 8), int(count * ratio * 0.9)))
         elif level < levels - 1:
             level += 1
         elif scale > floor_scale * 1.01:
