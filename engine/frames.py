@@ -30,6 +30,7 @@ class FrameStore:
         self.results = Path(results_dir)
         self.max_frames = 0 if max_frames <= 0 else max(2, max_frames)
         self._slice: dict[str, int] = {}  # job id -> the slice of the run its newest kept frame is in
+        self._step: dict[str, int] = {}  # job id -> the newest step seen
 
     @property
     def enabled(self) -> bool:
@@ -49,7 +50,11 @@ class FrameStore:
         return step >= total or self._part(step, total) > self._slice.get(job_id, -1)
 
     def add(self, job_id: str, step: int, total: int, png: bytes) -> None:
-        """A progress frame, kept when ``wants`` says so."""
+        """A progress frame, kept when ``wants`` says so. A step before the last one seen means the run
+        began again (a worker's retry at a smaller size after running out of memory): its frames start over."""
+        if step < self._step.get(job_id, 0):
+            self.remove(job_id)
+        self._step[job_id] = step
         if self.wants(job_id, step, total):
             self._slice[job_id] = self._part(step, total)
             self._write(job_id, step, png)
@@ -60,6 +65,7 @@ class FrameStore:
     def final(self, job_id: str, step: int, png: bytes) -> None:
         """The result itself as the last frame (the same bytes as the result PNG), then the bound."""
         self._slice.pop(job_id, None)
+        self._step.pop(job_id, None)
         if not self.enabled:
             return
         self._write(job_id, step, png)
@@ -73,6 +79,7 @@ class FrameStore:
     def remove(self, job_id: str) -> None:
         """A job that ended without a result, or was pruned: its frames go."""
         self._slice.pop(job_id, None)
+        self._step.pop(job_id, None)
         shutil.rmtree(self.folder(job_id), ignore_errors=True)
 
     def _write(self, job_id: str, step: int, png: bytes) -> None:

@@ -108,11 +108,11 @@ def _fit(paths: list[Path], size: tuple[int, int], fmt: str, fps: int,
         if level < _SOFT_LEVEL:
             level += 1
         elif count > MIN_FRAMES and count > min(len(paths), 12):
-            count = max(MIN_FRAMES, min(len(paths), 12), min(count - 1, int(count * ratio * 0.9)))
+            count = max(MIN_FRAMES, min(len(paths), 12), min(count - max(1, count // 8), int(count * ratio * 0.9)))
         elif scale > floor_scale * 1.01 and min(_shape(size, scale, even=False)) > 64:
             scale = max(floor_scale, 64 / min(size), min(scale * 0.85, scale * math.sqrt(ratio) * 0.95))
         elif count > MIN_FRAMES:
-            count = max(MIN_FRAMES, min(count - 1, int(count * ratio * 0.9)))
+            count = max(MIN_FRAMES, min(count - max(1, count // 8), int(count * ratio * 0.9)))
         elif level < levels - 1:
             level += 1
         elif scale > floor_scale * 1.01:
@@ -171,11 +171,12 @@ def _encode(paths: Sequence[Path], shape: tuple[int, int], fmt: str, fps: int, l
     ms = max(1, round(1000 / fps))
     if fmt == ".webp":
         q = _WEBP_QUALITY[level]
+        # Lossless: ``quality`` is the effort there, and a low one is ~100x faster for a few % more bytes.
         frames[0].save(buf, format="WEBP", save_all=True, append_images=frames[1:], duration=ms, loop=0,
-                       lossless=q >= 100, quality=100 if q >= 100 else q, method=4)
+                       lossless=q >= 100, quality=20 if q >= 100 else q, method=0 if q >= 100 else 2)
     else:
         colours = _GIF_COLOURS[level]
-        pal = [f.quantize(colours, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE) for f in frames]
+        pal = [f.quantize(colours, method=Image.Quantize.FASTOCTREE, dither=Image.Dither.NONE) for f in frames]
         pal[0].save(buf, format="GIF", save_all=True, append_images=pal[1:], duration=ms, loop=0,
                     optimize=False, disposal=1)
     return buf.getvalue()

@@ -83,7 +83,7 @@ def test_imagine_writes_an_mp4_that_ends_on_the_result(tiny_config_path, tmp_pat
     assert np.abs(frames[-1] - floor).mean() < np.abs(frames[0] - floor).mean()
 
 
-def test_webp_ends_on_the_exact_result_and_gif_plays(tiny_config_path, tmp_path):
+def test_webp_ends_on_the_exact_result_and_edit_and_vary_take_timelapses_too(tiny_config_path, tmp_path):
     out, anim = tmp_path / "o.png", tmp_path / "o.webp"
     assert main(["imagine", "stars", "-o", str(out), "--steps", "4", "--timelapse", str(anim),
                  "--config", str(tiny_config_path)]) == 0
@@ -98,11 +98,8 @@ def test_webp_ends_on_the_exact_result_and_gif_plays(tiny_config_path, tmp_path)
     assert sum(ms for _, ms in shown) == 3 * 200  # three frames at 5 a second
     assert np.abs(shown[-1][0] - rgb(edited)).mean() < 12  # 256 colours
 
-
-def test_vary_takes_a_timelapse_too(tiny_config_path, tmp_path):
-    parent, child, video = tmp_path / "p.png", tmp_path / "c.png", tmp_path / "c.mp4"
-    assert main(["imagine", "a castle", "-o", str(parent), "--steps", "4", "--config", str(tiny_config_path)]) == 0
-    assert main(["vary", str(parent), "-o", str(child), "--timelapse", str(video),
+    child, video = tmp_path / "child.png", tmp_path / "child.mp4"
+    assert main(["vary", str(out), "-o", str(child), "--timelapse", str(video),
                  "--config", str(tiny_config_path)]) == 0
     assert len(mp4_frames(video)) >= 2 and child.exists()
 
@@ -262,5 +259,54 @@ async def test_a_job_without_frames_kept_has_no_frames_dir(tmp_path):
         job, _ = await q.submit(Request(prompt="quiet", steps=3, width=16, height=16, seed=1), "carol")
         await finished(q, job.id)
         assert q.frames_dir(job.id) is None
+    finally:
+        await q.close()
+
+
+class RetryingRunner:
+    """Runs out of memory at step 4 and begins again smaller, as the worker does (one job, two runs)."""
+
+    def __call__(self, req: Request, on_progress, should_stop):
+        for size, last in ((32, 4), (16, req.steps)):
+            for step in range(1, last + 1):
+                on_progress(FakeProgress(step, req.steps, 1.0, Image.new("RGB", (size, size), (step, 0, 0))))
+        return FakeResult(Image.new("RGB", (16, 16), (0, 0, 250)), req, 0.01)
+
+
+async def test_a_run_that_begins_again_smaller_keeps_only_the_new_runs_frames(tmp_path):
+    q = JobQueue(queue_cfg(tmp_path), RetryingRunner())
+    await q.start()
+    try:
+        job, _ = await q.submit(Request(prompt="too big", steps=6, width=32, height=32, seed=1), "dave")
+        await finished(q, job.id)
+        files = frame_files(q.frames_dir(job.id))
+        assert [f.name for f in files] == [f"{s:06d}.png" for s in range(1, 7)]
+        assert {Image.open(f).size for f in files} == {(16, 16)}
+    finally:
+        await q.close()
+
+
+async def test_a_cancelled_job_leaves_no_frames(tmp_path):
+    class Waiting(StepRunner):
+        def __call__(self, req, on_progress, should_stop):
+            on_progress(FakeProgress(1, req.steps, 1.0, Image.new("RGB", (16, 16))))
+            while not should_stop():
+                time.sleep(0.01)
+            from engine.errors import Cancelled
+
+            raise Cancelled("stopped")
+
+    q = JobQueue(queue_cfg(tmp_path), Waiting())
+    await q.start()
+    try:
+        job, _ = await q.submit(Request(prompt="never mind", steps=6, width=16, height=16, seed=1), "erin")
+        deadline = time.monotonic() + 10
+        while q.frames_dir(job.id) is None:
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.01)
+        folder = q.frames_dir(job.id)
+        await q.cancel(job.id, by="erin")
+        await asyncio.sleep(0.1)
+        assert q.frames_dir(job.id) is None and not folder.exists()
     finally:
         await q.close()
