@@ -64,10 +64,11 @@ def pruned_text(bot: VQGANBot, job_id: str) -> str:
 
 
 def rerun_line(job: Job) -> str | None:
-    """The command line that paints this result again from its PNG (which holds the request)."""
+    """The command line that paints this result again from the PNG posted in Discord (its metadata holds
+    the request). It names the posted file, never a path on the bot's server."""
     if not job.result_path:
         return None
-    return f"python -m engine rerun {shlex.quote(job.result_path)} -o {shlex.quote(f'{job.id}-rerun.png')}"
+    return f"python -m engine rerun vqgan-{job.request.seed}.png -o {shlex.quote(f'{job.id}-rerun.png')}"
 
 
 def details_text(job: Job) -> str:

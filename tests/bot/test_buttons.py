@@ -80,7 +80,8 @@ async def test_details_shows_the_request_and_the_rerun_line_only_to_the_presser(
         text = await wait_ephemeral(fake, inter)
         job = bot.queue.get(job.id)
         assert "a quiet harbour" in text and "seed `7`" in text and "ViT-B-32" in text and "took" in text
-        assert f"python -m engine rerun {job.result_path} -o {job.id}-rerun.png" in text
+        assert f"python -m engine rerun vqgan-{job.request.seed}.png -o {job.id}-rerun.png" in text
+        assert str(job.result_path) not in text  # no path on the bot's server
         assert '"steps": 4' in text and len(text) <= 2000
         assert not [m for m in inter.messages if not m.ephemeral]
 
