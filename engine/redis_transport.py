@@ -116,6 +116,15 @@ async def check_reachable(r: aioredis.Redis, url: str) -> None:
         raise UserError(f"cannot reach Redis at {_safe(url)}: {e}") from None
 
 
+async def _cancel(tasks: list[asyncio.Task[None]]) -> None:
+    """Cancel background tasks and wait until each has ended (whatever it raised)."""
+    for task in tasks:
+        task.cancel()
+    for task in tasks:
+        with contextlib.suppress(BaseException):
+            await task
+
+
 # -- the coordinator's end -------------------------------------------------------------------
 
 
@@ -167,11 +176,7 @@ class RedisLink:
                        asyncio.create_task(self._events(), name="fleet-events")]
 
     async def close(self) -> None:
-        for t in self._tasks:
-            t.cancel()
-        for t in self._tasks:
-            with contextlib.suppress(BaseException):
-                await t
+        await _cancel(self._tasks)
         with contextlib.suppress(Exception):
             await self.r.aclose()
 
@@ -527,11 +532,7 @@ class RedisSource:
             lease = self.leases.get(msg.job_id, msg.lease)
             await self._post(ReturnedMsg(worker=self.name, job_id=msg.job_id, lease=lease))
         self.inbox.clear()
-        for t in self._tasks:
-            t.cancel()
-        for t in self._tasks:
-            with contextlib.suppress(BaseException):
-                await t
+        await _cancel(self._tasks)
         with contextlib.suppress(Exception):
             await self.r.hdel(WORKERS, self.name)
             await self.r.delete(self.stream)
