@@ -25,6 +25,29 @@ class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class ClipSpec(Section):
+    """One CLIP model of an ensemble: an open_clip name and pretrained tag, or local files."""
+
+    clip_model: str = "ViT-B-32"
+    clip_pretrained: str | None = "openai"
+    clip_config: str | None = None
+    clip_checkpoint: str | None = None
+
+    @field_validator("clip_pretrained", "clip_config", "clip_checkpoint", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, v: Any) -> Any:
+        return None if v == "" else v
+
+    def key(self) -> str:
+        if self.clip_config and self.clip_checkpoint:
+            return f"file:{self.clip_config}|{self.clip_checkpoint}"
+        return f"open_clip:{self.clip_model}|{self.clip_pretrained}"
+
+    def choice(self) -> str:
+        """The name users pick it by, e.g. ``ViT-B-32/openai``."""
+        return f"{self.clip_model}/{self.clip_pretrained}" if self.clip_pretrained else self.clip_model
+
+
 class ModelSpec(Section):
     """Which VQGAN and CLIP: preset names, or local files (files win when given). ``None`` is unset;
     ``""`` (TOML has no null: ``vqgan_config = ""`` in config.toml) means the same."""
@@ -36,6 +59,8 @@ class ModelSpec(Section):
     clip_pretrained: str | None = "openai"
     clip_config: str | None = None
     clip_checkpoint: str | None = None
+    more_clips: tuple[ClipSpec, ...] = ()  # an ensemble: the CLIP models after the first
+    clip_weights: tuple[Annotated[float, Field(ge=0, le=MAX_WEIGHT)], ...] = ()  # one per CLIP; () = equal
 
     @field_validator("vqgan_config", "vqgan_checkpoint", "clip_pretrained", "clip_config", "clip_checkpoint",
                      mode="before")
@@ -48,10 +73,24 @@ class ModelSpec(Section):
             return f"file:{self.vqgan_config}|{self.vqgan_checkpoint}"
         return f"preset:{self.vqgan}"
 
+    def clips(self) -> list[ClipSpec]:
+        """Every CLIP model, the first one first (a request made before ensembles has one)."""
+        first = ClipSpec(**self.model_dump(include=set(ClipSpec.model_fields)))
+        return [first, *self.more_clips]
+
+    def weights(self) -> list[float]:
+        """Each CLIP model's weight in the prompt loss: as given, or equal ones summing to 1."""
+        n = len(self.more_clips) + 1
+        if not self.clip_weights:
+            return [1.0 / n] * n
+        if len(self.clip_weights) != n:
+            raise UserError(f"give one CLIP weight per CLIP model ({n} models, {len(self.clip_weights)} weights)")
+        return list(self.clip_weights)
+
     def clip_key(self) -> str:
-        if self.clip_config and self.clip_checkpoint:
-            return f"file:{self.clip_config}|{self.clip_checkpoint}"
-        return f"open_clip:{self.clip_model}|{self.clip_pretrained}"
+        """All CLIP models and their weights: jobs are batched only with the same set."""
+        keys = [c.key() for c in self.clips()]
+        return keys[0] if len(keys) == 1 else "+".join(keys) + f"@{self.weights()}"
 
 
 class ModelsConfig(ModelSpec):
@@ -61,6 +100,8 @@ class ModelsConfig(ModelSpec):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"
     max_loaded: int = Field(2, ge=1)
+    vqgan_choices: tuple[str, ...] = ()  # presets a request may pick; () = the configured one only
+    clip_choices: tuple[str, ...] = ()  # "ViT-B-32/openai", ensembles "A/tag+B/tag"; () = the configured one
 
     def spec(self) -> ModelSpec:
         """Just the models (what a request records), without the caching and device settings."""

@@ -34,6 +34,7 @@ from engine.errors import Cancelled, UserError
 from engine.imageio import check_mask_shape, load_mask, load_rgb, png_bytes
 from engine.losses import Targets, latent_anchor, prompt_loss, z_l2
 from engine.masks import composite, feather, latent_mask
+from engine.models.clip import Clip
 from engine.models.loader import Models
 from engine.ops import clamp_with_grad, vector_quantize
 from engine.prompts import parse_prompts
@@ -108,9 +109,10 @@ def synth(models: Models, z: torch.Tensor) -> torch.Tensor:
     return clamp_with_grad(x.float().add(1).div(2), 0, 1)
 
 
-def embed(models: Models, cuts: torch.Tensor) -> torch.Tensor:
+def embed(models: Models, cuts: torch.Tensor, clip: Clip | None = None) -> torch.Tensor:
+    """Cutouts -> CLIP image embeddings, with ``clip`` (default: the first CLIP model)."""
     with autocast(models):
-        return models.clip.encode_image(cuts).float()
+        return (clip or models.clip).encode_image(cuts).float()
 
 
 def codebook_range(models: Models) -> tuple[torch.Tensor, torch.Tensor]:
@@ -151,6 +153,7 @@ class Inputs:
     edit: Edit | None  # a masked edit (mask file, region phrase, or both)
     rng: list[torch.Tensor]  # the random state after preparing under the request's seed: the run goes on from it
     started: float  # time.perf_counter() when preparing began (a result's seconds count from here)
+    more_targets: tuple[Targets, ...] = ()  # an ensemble: the targets embedded by each further CLIP model
 
 
 def _rng_devices(models: Models) -> list[torch.device]:
@@ -191,9 +194,9 @@ def prepare(models: Models, req: Request) -> Inputs:
                 edit = Edit(original, pixels, latent_mask(pixels, f), feather(pixels, req.feather))
         else:
             z0 = random_z(models, h // f, w // f)
-        targets = _targets(models, req, augment, original)
+        targets = [_targets(models, req, augment, original, clip) for clip, _ in models.clips()]
         rng = _rng_state(devices)
-    return Inputs(req, z0, targets, augment, edit, rng, started)
+    return Inputs(req, z0, targets[0], augment, edit, rng, started, tuple(targets[1:]))
 
 
 def _load_mask(path: str, input_size: tuple[int, int], size: tuple[int, int], dev: torch.device) -> torch.Tensor:
@@ -202,24 +205,27 @@ def _load_mask(path: str, input_size: tuple[int, int], size: tuple[int, int], de
     return (to_tensor(mask.resize(size, Image.Resampling.NEAREST), dev) > 0.5).float()
 
 
-def _embed_image(models: Models, req: Request, augment: torch.nn.Module | None, img: torch.Tensor) -> torch.Tensor:
+def _embed_image(models: Models, req: Request, augment: torch.nn.Module | None, img: torch.Tensor,
+                 clip: Clip) -> torch.Tensor:
     """A target for an image: the mean embedding of its augmented cutouts, like the candidate's."""
     with torch.no_grad():
-        cuts = make_cutouts(img, req.cutouts, models.clip.size, req.cut_pow, augment)
-        return F.normalize(embed(models, cuts).mean(0), dim=-1)
+        cuts = make_cutouts(img, req.cutouts, clip.size, req.cut_pow, augment)
+        return F.normalize(embed(models, cuts, clip).mean(0), dim=-1)
 
 
 def _targets(models: Models, req: Request, augment: torch.nn.Module | None,
-             original: torch.Tensor | None) -> Targets:
-    """Text prompts, image prompts and (when keeping structure) the original, as one set of rows."""
+             original: torch.Tensor | None, clip: Clip) -> Targets:
+    """Text prompts, image prompts and (when keeping structure) the original, as one set of rows,
+    embedded by ``clip`` (each model of an ensemble has its own)."""
     prompts = parse_prompts(req.prompt)
-    text = models.clip.encode_text([p.text for p in prompts])
+    text = clip.encode_text([p.text for p in prompts])
     rows = [(text[i], p.weight, p.stop) for i, p in enumerate(prompts)]
     for ip in req.image_prompts:
         img = load_rgb(ip.path, what="image prompt").resize((req.width, req.height), Image.Resampling.LANCZOS)
-        rows.append((_embed_image(models, req, augment, to_tensor(img, models.device)), ip.weight, float("-inf")))
+        rows.append((_embed_image(models, req, augment, to_tensor(img, models.device), clip), ip.weight,
+                     float("-inf")))
     if original is not None and req.keep_structure > 0:
-        rows.append((_embed_image(models, req, augment, original), req.keep_structure, float("-inf")))
+        rows.append((_embed_image(models, req, augment, original, clip), req.keep_structure, float("-inf")))
     return Targets.stack(rows, models.device)
 
 
@@ -237,6 +243,7 @@ class Run:
         self._rng_devices = _rng_devices(models)
         self._rng = list(inputs.rng)
         self.augment, self.targets, self.edit = inputs.augment, inputs.targets, inputs.edit
+        self.all_targets = [inputs.targets, *inputs.more_targets]  # one per CLIP model
         self.z0 = inputs.z0
         self.z = inputs.z0.clone().requires_grad_(True)
         self.opt = torch.optim.Adam([self.z], lr=self.req.lr, betas=self.req.betas)
@@ -275,15 +282,24 @@ class Run:
         if self.should_stop is not None and self.should_stop():
             raise Cancelled(f"stopped at step {self.step_no}")
 
-    def cutouts(self, image: torch.Tensor) -> torch.Tensor:
+    def cutouts(self, image: torch.Tensor) -> list[torch.Tensor]:
+        """The cutouts of one candidate image for each CLIP model, each at that model's input size."""
         if self.edit is not None:
             image = self.edit.composite(image)
         with self.rng():
-            return make_cutouts(image, self.req.cutouts, self.models.clip.size, self.req.cut_pow, self.augment)
+            return [make_cutouts(image, self.req.cutouts, clip.size, self.req.cut_pow, self.augment)
+                    for clip, _ in self.models.clips()]
 
-    def loss(self, embeds: torch.Tensor) -> torch.Tensor:
+    def loss(self, embeds: list[torch.Tensor]) -> torch.Tensor:
+        """The weighted sum over CLIP models of each one's prompt loss on its own cutouts' ``embeds``,
+        plus the regularisation of z."""
         req = self.req
-        loss = prompt_loss(embeds, self.targets)
+        weights = [w for _, w in self.models.clips()]
+        if len(embeds) == 1:
+            loss = prompt_loss(embeds[0], self.targets)  # one model: weight 1, as before ensembles
+        else:
+            loss = sum((w * prompt_loss(e, t) for w, e, t in zip(weights, embeds, self.all_targets, strict=True)),
+                       torch.zeros((), device=embeds[0].device))
         if req.z_l2_weight > 0 and not req.init_image:  # an edit starts from a picture, not from 0
             loss = loss + z_l2(self.z, req.z_l2_weight, req.z_l2_decay, self.step_no)
         if req.keep_latent > 0:
@@ -350,9 +366,13 @@ def step_together(runs: list[Run]) -> None:
     models = runs[0].models
     z = torch.cat([r.z for r in runs]) if len(runs) > 1 else runs[0].z
     images = synth(models, z)
-    cuts = [r.cutouts(images[i : i + 1]) for i, r in enumerate(runs)]
-    embeds = embed(models, torch.cat(cuts) if len(cuts) > 1 else cuts[0]).split([len(c) for c in cuts])
-    losses = [r.loss(e) for r, e in zip(runs, embeds, strict=True)]
+    cuts = [r.cutouts(images[i : i + 1]) for i, r in enumerate(runs)]  # [run][model]
+    per_model = []  # [model][run]: one CLIP call per model for all runs
+    for m, (clip, _) in enumerate(models.clips()):
+        mine = [c[m] for c in cuts]
+        per_model.append(embed(models, torch.cat(mine) if len(mine) > 1 else mine[0], clip)
+                         .split([len(c) for c in mine]))
+    losses = [r.loss([e[i] for e in per_model]) for i, r in enumerate(runs)]
     torch.stack(losses).sum().backward()  # each loss depends on its own z only
     for i, (run, loss) in enumerate(zip(runs, losses, strict=True)):
         run.update(loss, images[i : i + 1])

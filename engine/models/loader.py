@@ -15,8 +15,8 @@ from typing import Any
 
 import torch
 
-from engine.config import ModelsConfig, cache_dir
-from engine.errors import ModelFileMissing
+from engine.config import ClipSpec, ModelsConfig, cache_dir
+from engine.errors import ModelFileMissing, UserError
 from engine.models.clip import Clip, load_clip_files, load_clip_pretrained
 from engine.models.vqgan import VQGAN, load_vqgan
 from engine.request import ModelSpec
@@ -28,10 +28,18 @@ class Models:
     clip: Clip
     device: torch.device
     dtype: torch.dtype | None = None  # autocast dtype for decoder and CLIP; None = full fp32
+    more_clips: tuple[Clip, ...] = ()  # an ensemble: the CLIP models after ``clip``
+    weights: tuple[float, ...] = ()  # each CLIP model's weight in the prompt loss; () = just ``clip``, weight 1
 
-    def key(self) -> tuple[int, int, str]:
+    def clips(self) -> list[tuple[Clip, float]]:
+        """Every CLIP model with its weight, ``clip`` first."""
+        models = [self.clip, *self.more_clips]
+        weights = list(self.weights) or [1.0 / len(models)] * len(models)
+        return list(zip(models, weights, strict=True))
+
+    def key(self) -> tuple[int, str, str]:
         """Jobs whose models share this key can be stepped together."""
-        return id(self.vqgan), id(self.clip), str(self.device)
+        return id(self.vqgan), "+".join(str(id(c)) for c, _ in self.clips()), str(self.device)
 
 
 # ``models.precision`` -> the autocast dtype of the decoder and CLIP (None: full fp32).
@@ -121,7 +129,7 @@ class ModelCache:
             config, ckpt = ensure_preset(spec.vqgan, cache_dir(self.cfg))
         return load_vqgan(config, ckpt).to(device)
 
-    def _make_clip(self, spec: ModelSpec, device: torch.device) -> Clip:
+    def _make_clip(self, spec: ClipSpec, device: torch.device) -> Clip:
         if spec.clip_config and spec.clip_checkpoint:
             clip = load_clip_files(spec.clip_config, spec.clip_checkpoint)
         else:
@@ -133,12 +141,22 @@ class ModelCache:
         """The models held now (for ``python -m engine fleet``)."""
         return [*self._vqgans.items, *self._clips.items]
 
+    def missing(self, spec: ModelSpec, device: torch.device | str | None = None) -> list[str]:
+        """The models of ``spec`` not loaded now (a job's status says it is loading them)."""
+        dev = resolve_device(self.cfg.device) if device is None else torch.device(device)
+        out = [] if f"{spec.vqgan_key()}@{dev}" in self._vqgans.items else [f"VQGAN {spec.vqgan}"]
+        return out + [f"CLIP {c.choice()}" for c in spec.clips() if f"{c.key()}@{dev}" not in self._clips.items]
+
     def get(self, spec: ModelSpec, device: torch.device | str | None = None) -> Models:
         dev = resolve_device(self.cfg.device) if device is None else torch.device(device)
+        clips = spec.clips()
+        if len(clips) > self._clips.size:
+            raise UserError(f"{len(clips)} CLIP models at once, but models.max_loaded is {self._clips.size}")
         with self._lock:
-            if (f"{spec.vqgan_key()}@{dev}" not in self._vqgans.items
-                    or f"{spec.clip_key()}@{dev}" not in self._clips.items):
-                fetch_missing(spec, cache_dir(self.cfg))
+            if self.missing(spec, dev):
+                for c in clips:
+                    fetch_missing(spec.model_copy(update=c.model_dump()), cache_dir(self.cfg))
             vqgan = self._vqgans.get(f"{spec.vqgan_key()}@{dev}", lambda: self._make_vqgan(spec, dev))
-            clip = self._clips.get(f"{spec.clip_key()}@{dev}", lambda: self._make_clip(spec, dev))
-        return Models(vqgan, clip, dev, autocast_dtype(self.cfg.precision))
+            loaded = [self._clips.get(f"{c.key()}@{dev}", lambda c=c: self._make_clip(c, dev)) for c in clips]
+        return Models(vqgan, loaded[0], dev, autocast_dtype(self.cfg.precision), tuple(loaded[1:]),
+                      tuple(spec.weights()) if len(loaded) > 1 else ())
