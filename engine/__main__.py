@@ -41,10 +41,13 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--vqgan", help="preset name (python -m engine models lists them)")
     p.add_argument("--vqgan-config", type=Path)
     p.add_argument("--vqgan-checkpoint", type=Path)
-    p.add_argument("--clip-model")
-    p.add_argument("--clip-pretrained")
-    p.add_argument("--clip-config", type=Path)
-    p.add_argument("--clip-checkpoint", type=Path)
+    p.add_argument("--clip-model", action="append", metavar="NAME",
+                   help="open_clip model; repeat for an ensemble (each adds its forward and backward pass)")
+    p.add_argument("--clip-pretrained", action="append", metavar="TAG", help="its pretrained tag, once per --clip-model")
+    p.add_argument("--clip-config", type=Path, action="append", help="a local CLIP's config JSON (repeatable)")
+    p.add_argument("--clip-checkpoint", type=Path, action="append", help="its weights, once per --clip-config")
+    p.add_argument("--clip-weight", type=float, action="append", metavar="W",
+                   help="each CLIP model's weight in the loss, once per model in the same order (default equal)")
     p.add_argument("--image-prompt", action="append", default=[], metavar="IMG[:WEIGHT]")
     p.add_argument("--keep-structure", type=float, help="pull cutouts towards the input's CLIP embedding")
     p.add_argument("--keep-latent", type=float, help="L2 pull of z towards the input's latent")
@@ -208,28 +211,71 @@ def _rerun(args: argparse.Namespace, cfg: Config, over: dict[str, Any], io: _IoL
 
 def _with_model_flags(req: Request, args: argparse.Namespace) -> Request:
     """Models named on the command line beat the config's and the metadata's; their files must exist."""
+    from engine.choices import clip_spec
     from engine.request import ModelSpec
 
     files = {k: str(v) for k, v in {
-        "vqgan_config": args.vqgan_config, "vqgan_checkpoint": args.vqgan_checkpoint,
-        "clip_config": args.clip_config, "clip_checkpoint": args.clip_checkpoint}.items() if v}
-    for a, b in (("vqgan_config", "vqgan_checkpoint"), ("clip_config", "clip_checkpoint")):
-        if (a in files) != (b in files):
-            raise UserError(f"--{a.replace('_', '-')} and --{b.replace('_', '-')} go together")
-    named = {k: v for k, v in {"vqgan": args.vqgan, "clip_model": args.clip_model,
-                               "clip_pretrained": args.clip_pretrained}.items() if v}
-    changes: dict[str, str | None] = {**named, **files}
-    if "vqgan" in named:  # a preset named on the command line wins over model files
-        changes.update(vqgan_config=None, vqgan_checkpoint=None)
-    if named.keys() & {"clip_model", "clip_pretrained"}:
-        changes.update(clip_config=None, clip_checkpoint=None)
+        "vqgan_config": args.vqgan_config, "vqgan_checkpoint": args.vqgan_checkpoint}.items() if v}
+    if ("vqgan_config" in files) != ("vqgan_checkpoint" in files):
+        raise UserError("--vqgan-config and --vqgan-checkpoint go together")
+    changes: dict[str, Any] = dict(files)
+    if args.vqgan:  # a preset named on the command line wins over model files
+        changes.update(vqgan=args.vqgan, vqgan_config=None, vqgan_checkpoint=None)
+    clips = _clip_flags(args, req.models)
+    if clips:
+        changes.update(clip_spec(clips, tuple(args.clip_weight or ())))
+    elif args.clip_weight:
+        n = len(req.models.clips())
+        if len(args.clip_weight) != n:
+            raise UserError(f"give --clip-weight once per CLIP model ({n} models, {len(args.clip_weight)} weights)")
+        changes.update(clip_weights=tuple(args.clip_weight) if n > 1 else ())
     if changes:
         req = req.with_changes(models=ModelSpec(**{**req.models.model_dump(), **changes}).model_dump())
-    for name in ("vqgan_config", "vqgan_checkpoint", "clip_config", "clip_checkpoint"):
-        path = getattr(req.models, name)
+    for path in (req.models.vqgan_config, req.models.vqgan_checkpoint,
+                 *(p for c in req.models.clips() for p in (c.clip_config, c.clip_checkpoint))):
         if path and not Path(path).is_file():
             raise UserError(f"model file not found: {path}")
     return req
+
+
+def _clip_flags(args: argparse.Namespace, current: Any) -> list[Any]:
+    """The CLIP models named on the command line, in order: ``--clip-model``s (with their
+    ``--clip-pretrained`` tags), then ``--clip-config``/``--clip-checkpoint`` pairs; [] = none named."""
+    from engine.config import ClipSpec
+
+    names, tags = args.clip_model or [], args.clip_pretrained or []
+    configs, ckpts = args.clip_config or [], args.clip_checkpoint or []
+    if len(configs) != len(ckpts):
+        raise UserError("--clip-config and --clip-checkpoint go together, once each per model")
+    if tags and not names:
+        if len(tags) != 1:
+            raise UserError("give --clip-model once per --clip-pretrained")
+        names = [current.clip_model]
+    if tags and len(tags) != len(names):
+        raise UserError("give --clip-pretrained once per --clip-model (or not at all)")
+    out = [ClipSpec(clip_model=n, clip_pretrained=tags[i] if tags else current.clip_pretrained)
+           for i, n in enumerate(names)]
+    _check_known_clips(out)
+    return out + [ClipSpec(clip_config=str(c), clip_checkpoint=str(k)) for c, k in zip(configs, ckpts, strict=True)]
+
+
+def _check_known_clips(clips: list[Any]) -> None:
+    """An open_clip name/tag pair it does not know is refused before any download, with the choices."""
+    if not clips:
+        return
+    import open_clip
+
+    known = open_clip.list_pretrained()
+    for c in clips:
+        if ":" in c.clip_model or (c.clip_pretrained and Path(c.clip_pretrained).is_file()):
+            continue  # a hub name or a weights file: open_clip checks it when loading
+        if (c.clip_model, c.clip_pretrained) not in known:
+            tags = [t for m, t in known if m == c.clip_model]
+            if tags:
+                raise UserError(f"unknown CLIP model {c.choice()!r}; available tags for {c.clip_model}: "
+                                f"{', '.join(tags)}")
+            names = ", ".join(sorted({m for m, _ in known}))
+            raise UserError(f"unknown CLIP model {c.clip_model!r}; available: {names}")
 
 
 def _check_mask_shape(req: Request, io: _IoLimits) -> None:

@@ -149,7 +149,7 @@ def validation_message(err: ValidationError) -> str:
 
 
 VQGAN_KEYS = ("vqgan", "vqgan_config", "vqgan_checkpoint")
-CLIP_KEYS = ("clip_model", "clip_pretrained", "clip_config", "clip_checkpoint")
+CLIP_KEYS = ("clip_model", "clip_pretrained", "clip_config", "clip_checkpoint", "more_clips", "clip_weights")
 
 
 def trusted_models(data: Any, cfg: ModelsConfig, *, source: str, replaced: Collection[str] = ()) -> dict[str, Any]:
@@ -172,6 +172,8 @@ def trusted_models(data: Any, cfg: ModelsConfig, *, source: str, replaced: Colle
     for group, keys in (("vqgan", VQGAN_KEYS), ("clip", CLIP_KEYS)):
         if group not in replaced:
             out.update({k: data[k] for k in keys if k in data})
+    if "clip" not in replaced and "clip_model" in data:  # metadata from before ensembles: its one CLIP alone
+        out.update(more_clips=data.get("more_clips", ()), clip_weights=data.get("clip_weights", ()))
     try:
         spec = ModelSpec.model_validate(out)
     except ValidationError as e:
@@ -186,20 +188,27 @@ def trusted_models(data: Any, cfg: ModelsConfig, *, source: str, replaced: Colle
         return resolved is not None and resolved == _resolved(b)
 
     hint = "give --{} to choose one yourself"
-    for key in ("vqgan_config", "vqgan_checkpoint", "clip_config", "clip_checkpoint"):
-        value = getattr(spec, key)
-        if value is not None and not same_file(value, configured[key]):
+    files = [("vqgan_config", spec.vqgan_config, configured["vqgan_config"]),
+             ("vqgan_checkpoint", spec.vqgan_checkpoint, configured["vqgan_checkpoint"])]
+    ours = cfg.spec().clips()  # a configured ensemble's local files are trusted too
+    files += [(key, getattr(c, key), configured[key]) for c in spec.clips() for key in ("clip_config", "clip_checkpoint")]
+    for key, value, allowed in files:
+        if value is not None and not same_file(value, allowed) and not any(
+                same_file(value, getattr(o, key)) for o in ours if key.startswith("clip")):
             option = "vqgan-config/--vqgan-checkpoint" if key.startswith("vqgan") else "clip-config/--clip-checkpoint"
             raise UserError(f"{source}: its metadata names the model file {value!r}, which is not the configured "
                             f"one; {hint.format(option)}")
     if spec.vqgan not in PRESETS and spec.vqgan != configured["vqgan"]:
         raise UserError(f"{source}: its metadata names the VQGAN {spec.vqgan!r}, which is neither a preset nor "
                         f"configured; {hint.format('vqgan')}")
-    clip = (spec.clip_model, spec.clip_pretrained)
-    if clip != (configured["clip_model"], configured["clip_pretrained"]) and clip not in _clip_presets():
-        raise UserError(f"{source}: its metadata names the CLIP model {spec.clip_model!r} / "
-                        f"{spec.clip_pretrained!r}, which is neither a preset nor configured; "
-                        f"{hint.format('clip-model and --clip-pretrained')}")
+    for c in spec.clips():
+        if c.clip_config and c.clip_checkpoint:
+            continue  # the configured files, checked above
+        clip = (c.clip_model, c.clip_pretrained)
+        if clip != (configured["clip_model"], configured["clip_pretrained"]) and clip not in _clip_presets():
+            raise UserError(f"{source}: its metadata names the CLIP model {c.clip_model!r} / "
+                            f"{c.clip_pretrained!r}, which is neither a preset nor configured; "
+                            f"{hint.format('clip-model and --clip-pretrained')}")
     return spec.model_dump()
 
 

@@ -84,6 +84,20 @@ def write_tiny_clip(folder: Path, seed: int = 0) -> tuple[Path, Path]:
     return json_path, weights_path
 
 
+CLIP_CONFIG_48 = {**CLIP_CONFIG, "vision_cfg": {**CLIP_CONFIG["vision_cfg"], "image_size": 48}}
+"""A second tiny CLIP with another input size (48 pixels), for ensembles."""
+
+
+def write_tiny_clip_48(folder: Path, seed: int = 1) -> tuple[Path, Path]:
+    torch.manual_seed(seed)
+    model = open_clip.CLIP(**json.loads(json.dumps(CLIP_CONFIG_48)))
+    folder.mkdir(parents=True, exist_ok=True)
+    json_path, weights_path = folder / "tiny_clip_48.json", folder / "tiny_clip_48.safetensors"
+    json_path.write_text(json.dumps(CLIP_CONFIG_48, indent=2))
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, weights_path)
+    return json_path, weights_path
+
+
 def write_tiny_config(folder: Path, **sections: dict) -> Path:
     """Write tiny models and a config.toml using them with small, fast defaults."""
     vq_yaml, vq_ckpt = write_tiny_vqgan(folder / "models")
