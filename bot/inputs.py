@@ -31,6 +31,7 @@ from bot.config import BotConfig, RoleRef
 from bot.endpoints import cdn_url, may_download
 from engine import imageio
 from engine.errors import BadImage, UserError
+from engine.choices import check_offered, with_choices
 from engine.request import Request, check_limits, check_prompt_length
 
 if TYPE_CHECKING:
@@ -190,6 +191,9 @@ def parse_size(cfg: BotConfig, size: str | None, aspect: str | None) -> tuple[in
 def build_request(cfg: BotConfig, **fields: Any) -> Request:
     """``Request.from_config`` + ``check_limits``; both raise one-line ``UserError``s."""
     check_prompt_length(fields.get("prompt") or "", cfg.limits)  # before parsing: a huge prompt is refused for its size
+    model, clip = fields.pop("model", None), fields.pop("clip", None)
+    if model is not None or clip is not None:  # chosen by name among [models] vqgan_choices / clip_choices
+        fields["models"] = with_choices(cfg.models.spec(), cfg.models, vqgan=model, clip=clip).model_dump()
     req = Request.from_config(cfg, **fields)
     check_limits(req, cfg.limits)
     return req
@@ -199,6 +203,7 @@ def rerun_request(cfg: BotConfig, req: Request, seed: int) -> Request:
     """The same request with a new seed, validated again (limits may have changed since)."""
     new = req.with_changes(seed=seed)
     check_limits(new, cfg.limits)
+    check_offered(new.models, cfg.models)  # the operator may have withdrawn a model since
     return new
 
 

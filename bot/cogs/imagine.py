@@ -27,6 +27,7 @@ from bot.inputs import (
     parse_size,
 )
 from bot.origin import Origin
+from engine.choices import clip_choices, vqgan_choices
 from engine.errors import UserError
 from engine.request import MAX_SEED
 
@@ -74,6 +75,8 @@ class Imagine(commands.Cog):
         image="Start from this picture instead of noise",
         image_prompt="Also make it look like this picture",
         timelapse="Also post a video of the picture forming",
+        model="The VQGAN that paints (the server's choices)",
+        clip="The CLIP model that judges, or an ensemble 'A+B' (each extra model is slower)",
     )
     @app_commands.choices(aspect=[app_commands.Choice(name=k, value=k) for k in ASPECTS])
     async def imagine(
@@ -87,6 +90,8 @@ class Imagine(commands.Cog):
         image: discord.Attachment | None = None,
         image_prompt: discord.Attachment | None = None,
         timelapse: bool | None = None,
+        model: str | None = None,
+        clip: str | None = None,
     ) -> None:
         cfg = self.bot.cfg
         try:
@@ -94,7 +99,7 @@ class Imagine(commands.Cog):
         except UserError as e:
             await replies.refuse(interaction, str(e))
             return
-        fields: dict[str, Any] = dict(seed=seed, steps=steps, width=width, height=height)
+        fields: dict[str, Any] = dict(seed=seed, steps=steps, width=width, height=height, model=model, clip=clip)
         atts = {"starting image": image, "image prompt": image_prompt}
         if not await self._precheck(interaction, prompt, atts, **fields):
             return
@@ -112,6 +117,14 @@ class Imagine(commands.Cog):
                 return
             await submit.from_interaction(self.bot, interaction, req, release=release,
                                           source=Origin(timelapse=True) if timelapse else None)
+
+    @imagine.autocomplete("model")
+    async def _model_choices(self, interaction: discord.Interaction, current: str) -> list[app_commands.Choice[str]]:
+        return _matching(vqgan_choices(self.bot.cfg.models), current)
+
+    @imagine.autocomplete("clip")
+    async def _clip_choices(self, interaction: discord.Interaction, current: str) -> list[app_commands.Choice[str]]:
+        return _matching(clip_choices(self.bot.cfg.models), current)
 
     @app_commands.command(name="edit", description="Change an uploaded picture with words")
     @app_commands.describe(
@@ -161,6 +174,12 @@ class Imagine(commands.Cog):
                 await replies.refuse(interaction, str(e))
                 return
             await submit.from_interaction(self.bot, interaction, req, note=edit.note, release=release)
+
+
+def _matching(choices: list[str], current: str) -> list[app_commands.Choice[str]]:
+    """The choices containing what the user typed so far (Discord shows at most 25)."""
+    found = [c for c in choices if current.lower() in c.lower()]
+    return [app_commands.Choice(name=c[:100], value=c[:100]) for c in found[:25]]
 
 
 async def setup(bot: VQGANBot) -> None:

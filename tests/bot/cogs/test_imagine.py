@@ -15,6 +15,7 @@ from tests.bot.conftest import (
     progress_posts,
     results,
     run_bot,
+    wait_ephemeral,
     wait_results,
 )
 
@@ -73,3 +74,36 @@ async def test_big_results_are_downscaled_to_the_upload_limit(fake, tmp_path):
         img = Image.open(io.BytesIO(data))
         assert img.width < 512 and json.loads(img.text["vqgan-clip"])["request"]["width"] == 512
         assert "512x512" in result.content
+
+
+def _with_choices(tmp_path, fake):
+    cfg = make_config(tmp_path, fake)
+    models = {**cfg.models.model_dump(), "vqgan_choices": ["wikiart_16384"],
+              "clip_choices": ["ViT-B-16/openai", "ViT-B-32/openai+RN50/openai"]}
+    return cfg.model_validate({**cfg.model_dump(), "models": models})
+
+
+async def test_imagine_picks_a_vqgan_and_a_clip_ensemble_offered_by_the_server(fake, tmp_path):
+    cfg = _with_choices(tmp_path, fake)
+    runner = FakeRunner()
+    async with run_bot(fake, cfg, runner):
+        command, _ = fake.find_command("imagine")
+        assert {"model", "clip"} <= {o["name"] for o in command["options"]}
+        assert all(o.get("autocomplete") for o in command["options"] if o["name"] in ("model", "clip"))
+        user = fake.add_user("carol")
+        await fake.slash(user, fake.channel, "imagine", {"prompt": "a cat", "steps": 2, "model": "wikiart_16384",
+                                                         "clip": "ViT-B-32/openai+RN50/openai"})
+        await wait_results(fake)
+        models = runner.calls[0].models
+        assert models.vqgan == "wikiart_16384"
+        assert [c.choice() for c in models.clips()] == ["ViT-B-32/openai", "RN50/openai"]
+
+
+async def test_imagine_refuses_a_model_the_server_does_not_offer_naming_the_choices(fake, tmp_path):
+    cfg = _with_choices(tmp_path, fake)
+    async with run_bot(fake, cfg, FakeRunner()) as bot:
+        user = fake.add_user("mallory")
+        inter = await fake.slash(user, fake.channel, "imagine", {"prompt": "a cat", "clip": "RN101/openai"})
+        text = await wait_ephemeral(fake, inter)
+        assert text.count("\n") == 0 and "unknown CLIP model 'RN101/openai'" in text and "ViT-B-16/openai" in text
+        assert bot.queue.pending() == []
