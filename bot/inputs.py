@@ -30,8 +30,8 @@ from PIL import Image
 from bot.config import BotConfig, RoleRef
 from bot.endpoints import cdn_url, may_download
 from engine import imageio
-from engine.errors import BadImage, UserError
 from engine.choices import check_offered, with_choices
+from engine.errors import BadImage, UserError
 from engine.request import Request, check_limits, check_prompt_length
 
 if TYPE_CHECKING:

@@ -6,6 +6,7 @@ A job naming another model loads it; the least recently used one is dropped when
 
 from __future__ import annotations
 
+import functools
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
@@ -157,6 +158,7 @@ class ModelCache:
                 for c in clips:
                     fetch_missing(spec.model_copy(update=c.model_dump()), cache_dir(self.cfg))
             vqgan = self._vqgans.get(f"{spec.vqgan_key()}@{dev}", lambda: self._make_vqgan(spec, dev))
-            loaded = [self._clips.get(f"{c.key()}@{dev}", lambda c=c: self._make_clip(c, dev)) for c in clips]
+            loaded: list[Clip] = [self._clips.get(f"{c.key()}@{dev}", functools.partial(self._make_clip, c, dev))
+                                  for c in clips]
         return Models(vqgan, loaded[0], dev, autocast_dtype(self.cfg.precision), tuple(loaded[1:]),
                       tuple(spec.weights()) if len(loaded) > 1 else ())
