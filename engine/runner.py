@@ -5,12 +5,15 @@ It can also start ``Run``s and step several together, which the queue uses to ba
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 
 from engine.config import Config
 from engine.generate import Progress, Result, Run, generate, start, step_together
-from engine.models.loader import ModelCache
+from engine.models.loader import ModelCache, Models
 from engine.request import Request
+
+log = logging.getLogger(__name__)
 
 
 class EngineRunner:
@@ -22,9 +25,16 @@ class EngineRunner:
 
     def __call__(self, request: Request, on_progress: Callable[[Progress], None] | None = None,
                  should_stop: Callable[[], bool] | None = None) -> Result:
-        models = self.cache.get(request.models, self.device)
+        models = self._models(request)
         return generate(models, request, on_progress=on_progress, progress_every=self.progress_every,
                         should_stop=should_stop)
+
+    def _models(self, request: Request) -> Models:
+        """The request's models from the cache; loading one that is not held takes a while, so it is logged."""
+        if missing := self.cache.missing(request.models, self.device):
+            log.info("loading %s (models.max_loaded = %d of each kind stay loaded)", ", ".join(missing),
+                     self.cfg.models.max_loaded)
+        return self.cache.get(request.models, self.device)
 
     # -- stepping several jobs together (used by the queue when queue.batch_size > 1) --------
 
@@ -33,7 +43,7 @@ class EngineRunner:
         return request.models.vqgan_key(), request.models.clip_key(), request.width, request.height
 
     def start(self, request: Request, on_progress: Callable[[Progress], None] | None = None) -> Run:
-        return start(self.cache.get(request.models, self.device), request, on_progress=on_progress,
+        return start(self._models(request), request, on_progress=on_progress,
                      progress_every=self.progress_every)
 
     def step(self, runs: list[Run]) -> None:
