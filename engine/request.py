@@ -209,7 +209,7 @@ def trusted_models(data: Any, cfg: ModelsConfig, *, source: str, replaced: Colle
             raise UserError(f"{source}: its metadata names the CLIP model {c.clip_model!r} / "
                             f"{c.clip_pretrained!r}, which is neither a preset nor configured; "
                             f"{hint.format('clip-model and --clip-pretrained')}")
-    return spec.model_dump()
+    return spec.model_dump(mode="json")
 
 
 def _clip_presets() -> set[tuple[str, str | None]]:
