@@ -112,3 +112,18 @@ def test_a_request_may_pick_only_the_offered_models(tmp_path):
         with_choices(spec, cfg.models, clip="RN101/openai")
     with pytest.raises(UserError, match=r"unknown model 'vqgan_gumbel_f8'; available: imagenet_f16_16384, wikiart"):
         with_choices(spec, cfg.models, vqgan="vqgan_gumbel_f8")
+
+
+def test_metadata_from_before_ensembles_keeps_its_one_clip_under_an_ensemble_config(tmp_path):
+    from engine.request import trusted_models
+
+    b = write_tiny_clip_48(tmp_path / "models")
+    path = write_tiny_config(tmp_path)
+    path.write_text(path.read_text().replace("[models]\n", "[models]\nmore_clips = [{ clip_config = "
+                                             f"'{b[0]}', clip_checkpoint = '{b[1]}' }}]\n"))
+    cfg = load_config(path)
+    old = {k: v for k, v in cfg.models.spec().model_dump(mode="json").items()
+           if k not in ("more_clips", "clip_weights")}  # what an older version wrote
+    models = trusted_models(old, cfg.models, source="old.png")
+    assert models["more_clips"] == [] and models["clip_config"] == old["clip_config"]
+    assert len(Request.from_config(cfg, prompt="x", models=models).models.clips()) == 1
