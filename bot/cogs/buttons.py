@@ -76,8 +76,10 @@ def details_text(job: Job) -> str:
     r = job.request
     m = r.models
     vqgan = f"{m.vqgan_config} + {m.vqgan_checkpoint}" if m.vqgan_config and m.vqgan_checkpoint else m.vqgan
-    clip = (f"{m.clip_config} + {m.clip_checkpoint}" if m.clip_config and m.clip_checkpoint
-            else f"{m.clip_model}" + (f" ({m.clip_pretrained})" if m.clip_pretrained else ""))
+    names = [f"{c.clip_config} + {c.clip_checkpoint}" if c.clip_config and c.clip_checkpoint
+             else f"{c.clip_model}" + (f" ({c.clip_pretrained})" if c.clip_pretrained else "") for c in m.clips()]
+    weights = m.weights()
+    clip = names[0] if len(names) == 1 else " + ".join(f"{n} ×{w:g}" for n, w in zip(names, weights, strict=True))
     took = f"{job.seconds:.1f} s" if job.seconds is not None else "—"
     lines = [
         f"ℹ️ {describe_request(r)}",

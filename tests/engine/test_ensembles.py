@@ -127,3 +127,14 @@ def test_metadata_from_before_ensembles_keeps_its_one_clip_under_an_ensemble_con
     models = trusted_models(old, cfg.models, source="old.png")
     assert models["more_clips"] == [] and models["clip_config"] == old["clip_config"]
     assert len(Request.from_config(cfg, prompt="x", models=models).models.clips()) == 1
+
+
+def test_the_queue_batches_only_jobs_with_the_same_clip_models(tiny_cfg):
+    from engine.worker import batch_key
+
+    one = Request.from_config(tiny_cfg, prompt="x")
+    extra = {"clip_model": "RN50", "clip_pretrained": "openai"}
+    duo = one.with_changes(models={**one.models.model_dump(), "more_clips": [extra]})
+    weighted = duo.with_changes(models={**duo.models.model_dump(), "clip_weights": [0.9, 0.1]})
+    assert batch_key(one) == batch_key(one.with_changes(seed=1))
+    assert len({batch_key(one), batch_key(duo), batch_key(weighted)}) == 3
