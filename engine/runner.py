@@ -6,11 +6,13 @@ It can also start ``Run``s and step several together, which the queue uses to ba
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
 from engine.config import Config
 from engine.generate import Progress, Result, Run, generate, start, step_together
 from engine.models.loader import ModelCache
 from engine.request import Request
+from engine.worker import batch_key
 
 
 class EngineRunner:
@@ -26,11 +28,22 @@ class EngineRunner:
         return generate(models, request, on_progress=on_progress, progress_every=self.progress_every,
                         should_stop=should_stop)
 
+    def zoom(self, request: Request, frames_dir: Path, on_frame: Callable[[int, Path], None] | None = None,
+             should_stop: Callable[[], bool] | None = None) -> list[Path]:
+        """A zoom video's frames into ``frames_dir``, continuing from the frames already there
+        (a job interrupted by a restart resumes where it stopped)."""
+        from engine.zoom import run_zoom
+
+        assert request.zoom is not None
+        models = self.cache.get(request.models, self.device)
+        return run_zoom(models, request, request.zoom, frames_dir, on_frame=on_frame, should_stop=should_stop,
+                        resume=True)
+
     # -- stepping several jobs together (used by the queue when queue.batch_size > 1) --------
 
     def batch_key(self, request: Request) -> tuple:
         """Jobs with equal keys share models and size, so they can be stepped together."""
-        return request.models.vqgan_key(), request.models.clip_key(), request.width, request.height
+        return batch_key(request)
 
     def start(self, request: Request, on_progress: Callable[[Progress], None] | None = None) -> Run:
         return start(self.cache.get(request.models, self.device), request, on_progress=on_progress,

@@ -1,0 +1,56 @@
+"""/zoom in Discord: an endless-zoom video made by the real engine on the tiny models, queued like any job."""
+
+from __future__ import annotations
+
+import io
+
+import av
+import pytest
+
+from tests.bot.conftest import ephemeral_text, make_config, progress_posts, run_bot, settle, wait_results
+
+
+@pytest.fixture
+def cfg(tiny_cfg, fake, tmp_path):
+    return make_config(tmp_path, fake, tiny_cfg, limits={"max_frames": 6, "max_video_steps": 12})
+
+
+def decoded(mp4: bytes) -> list[tuple[int, int]]:
+    """The size of every frame PyAV decodes from the video."""
+    with av.open(io.BytesIO(mp4)) as box:
+        return [(f.width, f.height) for f in box.decode(video=0)]
+
+
+def videos(fake):
+    return [m for m in fake.bot_messages() if m.attachments and m.attachments[0].filename.endswith(".mp4")]
+
+
+async def test_zoom_posts_its_frames_then_an_mp4_of_all_of_them(fake, cfg):
+    async with run_bot(fake, cfg):
+        alice = fake.add_user("alice")
+        inter = await fake.slash(alice, fake.channel, "zoom", {"prompt": "a fractal city", "frames": 4,
+                                                                "steps_per_frame": 1, "seed": 7})
+        await inter.wait_response()
+        [result] = await wait_results(fake, timeout=60)
+        [video] = await fake.wait_for(lambda: videos(fake), timeout=30)
+        thread = fake.thread_for(inter.original).id
+        assert result.channel_id == thread and video.channel_id == thread
+        [progress] = progress_posts(fake)  # one message, edited as each frame comes
+        assert "frame 4/4" in progress.content
+        assert decoded(video.attachments[0].data) == [(32, 32)] * 4
+        assert "4 frames x 1 steps" in result.content
+
+
+@pytest.mark.parametrize(("options", "says"), [
+    ({"frames": 7, "steps_per_frame": 1}, "at most 6 frames"),
+    ({"frames": 5, "steps_per_frame": 3}, "the limit is 12"),
+])
+async def test_an_over_limit_zoom_is_refused_before_it_is_queued(fake, cfg, options, says):
+    async with run_bot(fake, cfg) as bot:
+        bob = fake.add_user("bob")
+        inter = await fake.slash(bob, fake.channel, "zoom", {"prompt": "a tunnel", **options})
+        await inter.wait_response()
+        await settle()
+        assert says in ephemeral_text(fake, inter)
+        assert bot.queue.pending() == []
+        assert not videos(fake)
