@@ -26,25 +26,13 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-DEFAULT_STEPS_PER_FRAME = 25  # what the public zoom notebooks use: enough to redraw the new border
-
-
-def check_zoom_limits(cfg: BotConfig, frames: int, steps_per_frame: int) -> None:
-    """The server's limits on a zoom video, with what to change."""
-    lim = cfg.limits
-    if frames > lim.max_frames:
-        raise UserError(f"at most {lim.max_frames} frames per zoom (got {frames})")
-    if frames * steps_per_frame > lim.max_video_steps:
-        raise UserError(f"{frames} frames x {steps_per_frame} steps = {frames * steps_per_frame} steps; "
-                        f"the limit is {lim.max_video_steps}: ask for fewer frames or steps per frame")
-
-
 def zoom_request(cfg: BotConfig, prompt: str, frames: int, steps_per_frame: int | None, zoom: float | None,
                  seed: int | None) -> Request:
-    """A validated zoom request, or a one-line ``UserError``."""
-    spf = steps_per_frame or DEFAULT_STEPS_PER_FRAME
-    check_zoom_limits(cfg, frames, spf)
-    spec: dict[str, Any] = {"frames": frames, "steps_per_frame": spf}
+    """A validated zoom request within the server's limits (``check_limits`` covers ``max_frames`` and
+    ``max_video_steps``), or a one-line ``UserError``."""
+    spec: dict[str, Any] = {"frames": frames}
+    if steps_per_frame is not None:
+        spec["steps_per_frame"] = steps_per_frame
     if zoom is not None:
         spec["zoom"] = zoom
     return build_request(cfg, prompt=prompt, seed=seed, zoom=spec)

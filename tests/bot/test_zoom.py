@@ -42,7 +42,7 @@ async def test_zoom_posts_its_frames_then_an_mp4_of_all_of_them(fake, cfg):
 
 
 @pytest.mark.parametrize(("options", "says"), [
-    ({"frames": 7, "steps_per_frame": 1}, "at most 6 frames"),
+    ({"frames": 7, "steps_per_frame": 1}, "frames must be at most 6"),
     ({"frames": 5, "steps_per_frame": 3}, "the limit is 12"),
 ])
 async def test_an_over_limit_zoom_is_refused_before_it_is_queued(fake, cfg, options, says):
