@@ -3,11 +3,22 @@
 from __future__ import annotations
 
 import io
+import time
 
 import av
 import pytest
 
-from tests.bot.conftest import ephemeral_text, make_config, progress_posts, run_bot, settle, wait_results
+from engine.runner import EngineRunner
+from tests.bot.conftest import (
+    ephemeral_text,
+    make_config,
+    progress_posts,
+    results,
+    run_bot,
+    settle,
+    submitted,
+    wait_results,
+)
 
 
 @pytest.fixture
@@ -54,3 +65,34 @@ async def test_an_over_limit_zoom_is_refused_before_it_is_queued(fake, cfg, opti
         assert says in ephemeral_text(fake, inter)
         assert bot.queue.pending() == []
         assert not videos(fake)
+
+
+class SlowRunner(EngineRunner):
+    """The real engine, a little slower per step, so that a restart can come between two frames."""
+
+    def zoom(self, request, frames_dir, on_frame=None, should_stop=None):
+        def slow_stop() -> bool:
+            time.sleep(0.15)
+            return should_stop() if should_stop else False
+
+        return super().zoom(request, frames_dir, on_frame, slow_stop)
+
+
+async def test_a_zoom_interrupted_by_a_restart_goes_on_from_its_frames(fake, cfg):
+    alice = fake.add_user("alice")
+    async with run_bot(fake, cfg, runner=SlowRunner(cfg)) as bot:
+        inter = await fake.slash(alice, fake.channel, "zoom", {"prompt": "a fractal city", "frames": 4,
+                                                                "steps_per_frame": 3, "seed": 3})
+        await inter.wait_response()
+        job = await submitted(fake, bot, inter)
+        folder = await fake.wait_for(lambda: bot.queue.frames_dir(job.id), timeout=60)
+        first = folder / "00001.png"
+        kept = (first.read_bytes(), first.stat().st_mtime_ns)
+    made_before = sorted(p.name for p in folder.glob("*.png"))
+    assert 1 <= len(made_before) < 4 and not results(fake)  # stopped mid-video, kept for the next start
+
+    async with run_bot(fake, cfg, runner=SlowRunner(cfg)) as bot:
+        [video] = await fake.wait_for(lambda: videos(fake), timeout=60)
+        assert bot.queue.get(job.id).state == "finished"
+    assert decoded(video.attachments[0].data) == [(32, 32)] * 4
+    assert (first.read_bytes(), first.stat().st_mtime_ns) == kept  # not painted again
