@@ -11,6 +11,7 @@ import pytest
 from engine.runner import EngineRunner
 from tests.bot.conftest import (
     ephemeral_text,
+    job_of,
     make_config,
     progress_posts,
     results,
@@ -96,3 +97,16 @@ async def test_a_zoom_interrupted_by_a_restart_goes_on_from_its_frames(fake, cfg
         assert bot.queue.get(job.id).state == "finished"
     assert decoded(video.attachments[0].data) == [(32, 32)] * 4
     assert (first.read_bytes(), first.stat().st_mtime_ns) == kept  # not painted again
+
+
+async def test_a_variation_of_a_zoom_is_a_still_picture_of_its_last_frame(fake, cfg):
+    async with run_bot(fake, cfg) as bot:
+        alice = fake.add_user("alice")
+        inter = await fake.slash(alice, fake.channel, "zoom", {"prompt": "a fractal city", "frames": 3,
+                                                                "steps_per_frame": 1})
+        await inter.wait_response()
+        [result] = await wait_results(fake, timeout=60)
+        await fake.react(alice, result, cfg.discord.vary_emoji)
+        variation = (await wait_results(fake, 2, timeout=60))[1]
+        job = await job_of(fake, bot, variation)
+        assert job.request.kind == "vary" and job.request.zoom is None
