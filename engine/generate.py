@@ -195,7 +195,7 @@ def prepare(models: Models, req: Request) -> Inputs:
             z0 = random_z(models, h // f, w // f)
         story = _targets(models, req, augment, original)
         rng = _rng_state(devices)
-    return Inputs(req, z0, story[0], augment, edit, rng, started, story if len(story) > 1 else ())
+    return Inputs(req, z0, story[0], augment, edit, rng, started, tuple(story) if len(story) > 1 else ())
 
 
 def _load_mask(path: str, input_size: tuple[int, int], size: tuple[int, int], dev: torch.device) -> torch.Tensor:
