@@ -36,7 +36,7 @@ from engine.losses import Targets, latent_anchor, prompt_loss, z_l2
 from engine.masks import composite, feather, latent_mask
 from engine.models.loader import Models
 from engine.ops import clamp_with_grad, vector_quantize
-from engine.prompts import parse_prompts
+from engine.prompts import parse_prompts, parse_story, part_at
 from engine.region import clip_scorer, region_mask
 from engine.request import Request
 
@@ -51,6 +51,7 @@ class Progress:
     total: int
     loss: float
     frame: torch.Tensor  # (1, 3, H, W) uint8
+    part: int = 0  # the story part (0-based) that was guiding this step
 
     @property
     def image(self) -> Image.Image:
@@ -146,11 +147,12 @@ class Inputs:
 
     req: Request  # at the working size actually painted
     z0: torch.Tensor  # the start: random codes, or the encoded input picture
-    targets: Targets
+    targets: Targets  # the first story part's (the only part's, without a story)
     augment: torch.nn.Module | None
     edit: Edit | None  # a masked edit (mask file, region phrase, or both)
     rng: list[torch.Tensor]  # the random state after preparing under the request's seed: the run goes on from it
     started: float  # time.perf_counter() when preparing began (a result's seconds count from here)
+    story: tuple[Targets, ...] = ()  # every story part's targets, embedded once (empty: no story)
 
 
 def _rng_devices(models: Models) -> list[torch.device]:
@@ -191,9 +193,9 @@ def prepare(models: Models, req: Request) -> Inputs:
                 edit = Edit(original, pixels, latent_mask(pixels, f), feather(pixels, req.feather))
         else:
             z0 = random_z(models, h // f, w // f)
-        targets = _targets(models, req, augment, original)
+        story = _targets(models, req, augment, original)
         rng = _rng_state(devices)
-    return Inputs(req, z0, targets, augment, edit, rng, started)
+    return Inputs(req, z0, story[0], augment, edit, rng, started, tuple(story) if len(story) > 1 else ())
 
 
 def _load_mask(path: str, input_size: tuple[int, int], size: tuple[int, int], dev: torch.device) -> torch.Tensor:
@@ -210,17 +212,22 @@ def _embed_image(models: Models, req: Request, augment: torch.nn.Module | None, 
 
 
 def _targets(models: Models, req: Request, augment: torch.nn.Module | None,
-             original: torch.Tensor | None) -> Targets:
-    """Text prompts, image prompts and (when keeping structure) the original, as one set of rows."""
-    prompts = parse_prompts(req.prompt)
-    text = models.clip.encode_text([p.text for p in prompts])
-    rows = [(text[i], p.weight, p.stop) for i, p in enumerate(prompts)]
+             original: torch.Tensor | None) -> list[Targets]:
+    """Each story part's text prompts, plus the image prompts and (when keeping structure) the original
+    that every part shares, as one set of rows per part (one part without a story)."""
+    shared: list[tuple[torch.Tensor, float, float]] = []
     for ip in req.image_prompts:
         img = load_rgb(ip.path, what="image prompt").resize((req.width, req.height), Image.Resampling.LANCZOS)
-        rows.append((_embed_image(models, req, augment, to_tensor(img, models.device)), ip.weight, float("-inf")))
+        shared.append((_embed_image(models, req, augment, to_tensor(img, models.device)), ip.weight, float("-inf")))
     if original is not None and req.keep_structure > 0:
-        rows.append((_embed_image(models, req, augment, original), req.keep_structure, float("-inf")))
-    return Targets.stack(rows, models.device)
+        shared.append((_embed_image(models, req, augment, original), req.keep_structure, float("-inf")))
+    out = []
+    for part in parse_story(req.prompt):
+        prompts = parse_prompts(part)
+        text = models.clip.encode_text([p.text for p in prompts])
+        rows = [(text[i], p.weight, p.stop) for i, p in enumerate(prompts)]
+        out.append(Targets.stack(rows + shared, models.device))
+    return out
 
 
 class Run:
@@ -237,6 +244,7 @@ class Run:
         self._rng_devices = _rng_devices(models)
         self._rng = list(inputs.rng)
         self.augment, self.targets, self.edit = inputs.augment, inputs.targets, inputs.edit
+        self.story = inputs.story
         self.z0 = inputs.z0
         self.z = inputs.z0.clone().requires_grad_(True)
         self.opt = torch.optim.Adam([self.z], lr=self.req.lr, betas=self.req.betas)
@@ -281,9 +289,16 @@ class Run:
         with self.rng():
             return make_cutouts(image, self.req.cutouts, self.models.clip.size, self.req.cut_pow, self.augment)
 
+    @property
+    def part(self) -> int:
+        """The story part guiding the step about to be taken (0 without a story)."""
+        if not self.story:
+            return 0
+        return part_at(self.step_no, self.req.steps, len(self.story), self.req.story_every)
+
     def loss(self, embeds: torch.Tensor) -> torch.Tensor:
         req = self.req
-        loss = prompt_loss(embeds, self.targets)
+        loss = prompt_loss(embeds, self.story[self.part] if self.story else self.targets)
         if req.z_l2_weight > 0 and not req.init_image:  # an edit starts from a picture, not from 0
             loss = loss + z_l2(self.z, req.z_l2_weight, req.z_l2_decay, self.step_no)
         if req.keep_latent > 0:
@@ -296,6 +311,7 @@ class Run:
         self.opt.step()
         self.opt.zero_grad(set_to_none=True)
         self._clamp()
+        part = self.part
         self.step_no += 1
         n = self.step_no
         if self._diverged(loss):
@@ -309,7 +325,7 @@ class Run:
                 frame = to_uint8(self.edit.composite(image))
             else:
                 frame = to_uint8(image)
-            self.on_progress(Progress(n, self.req.steps, value, frame))
+            self.on_progress(Progress(n, self.req.steps, value, frame, part))
 
     @torch.no_grad()
     def _clamp(self) -> None:
