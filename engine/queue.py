@@ -577,8 +577,10 @@ class JobQueue:
     def _progress(self, job_id: str, step: int, total: int, loss: float, png: bytes) -> None:
         job = self._jobs.get(job_id)
         if job is not None and job.state == "running":
-            if job.request.zoom is None:  # a zoom's worker writes its frames itself
+            if job.request.zoom is None:
                 self._in_db_later(self._frames.add, job_id, step, total, png)
+            else:  # every frame of a zoom is its video (a local worker has written it already)
+                self._in_db_later(self._frames.zoom_frame, job_id, step, png)
             self._emit(Progress(job, step, total, loss, png))
 
     # -- state, events, store --------------------------------------------------------------

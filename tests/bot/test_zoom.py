@@ -71,8 +71,11 @@ async def test_an_over_limit_zoom_is_refused_before_it_is_queued(fake, cfg, opti
 class SlowRunner(EngineRunner):
     """The real engine, a little slower per step, so that a restart can come between two frames."""
 
+    polls = 0  # steps asked whether to stop
+
     def zoom(self, request, frames_dir, on_frame=None, should_stop=None):
         def slow_stop() -> bool:
+            self.polls += 1
             time.sleep(0.15)
             return should_stop() if should_stop else False
 
@@ -110,3 +113,20 @@ async def test_a_variation_of_a_zoom_is_a_still_picture_of_its_last_frame(fake, 
         variation = (await wait_results(fake, 2, timeout=60))[1]
         job = await job_of(fake, bot, variation)
         assert job.request.kind == "vary" and job.request.zoom is None
+
+
+async def test_cancelling_a_zoom_stops_it_within_a_frame_and_posts_no_video(fake, cfg):
+    runner = SlowRunner(cfg)
+    async with run_bot(fake, cfg, runner=runner) as bot:
+        alice = fake.add_user("alice")
+        inter = await fake.slash(alice, fake.channel, "zoom", {"prompt": "a tunnel", "frames": 4,
+                                                                "steps_per_frame": 3})
+        await inter.wait_response()
+        job = await submitted(fake, bot, inter)
+        await fake.wait_for(lambda: bot.queue.frames_dir(job.id), timeout=60)
+        await bot.queue.cancel(job.id, by=str(alice.id))
+        polled = runner.polls
+        await settle(1.0)
+        assert runner.polls - polled <= 1  # the step under way was the last: no frame painted on
+        assert bot.queue.get(job.id).state == "cancelled"
+        assert not videos(fake) and not results(fake)
