@@ -105,6 +105,8 @@ def test_a_zoom_video_decodes_to_its_frames_and_a_killed_run_resumes_to_the_same
     assert not cut.exists()
     assert main(zoom_args(cut, tiny_config_path)) == 2  # no silent overwrite of a run's frames
     assert "--resume" in capsys.readouterr().err
+    assert main([*zoom_args(cut, tiny_config_path, "--resume"), "--zoom", "1.5"]) == 2  # not the same run
+    assert "zoom differ" in capsys.readouterr().err
     assert main(zoom_args(cut, tiny_config_path, "--resume")) == 0
     for k in range(1, 7):
         name = f"{k:05d}.png"
