@@ -25,12 +25,34 @@ def frames_dir(output: Path) -> Path:
     return output.with_name(f"{output.stem}-frames")
 
 
-def _saved_seed(folder: Path) -> int | None:
+def _saved(folder: Path) -> dict[str, Any]:
+    """The interrupted run's request as it was saved (empty when there is none or it is unreadable)."""
     try:
-        seed = json.loads((folder / REQUEST_FILE).read_text()).get("seed")
-    except (OSError, ValueError, AttributeError):
-        return None
+        data = json.loads((folder / REQUEST_FILE).read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _saved_seed(folder: Path) -> int | None:
+    seed = _saved(folder).get("seed")
     return seed if isinstance(seed, int) and not isinstance(seed, bool) else None
+
+
+def _check_same_run(saved: dict[str, Any], now: dict[str, Any]) -> None:
+    """``--resume`` with other settings would join frames of two different runs: refuse it.
+    More frames (or another fps) are fine: the frames made so far are the same."""
+    def comparable(d: dict[str, Any]) -> dict[str, Any]:
+        zoom = {k: v for k, v in (d.get("zoom") or {}).items() if k not in ("frames", "fps")}
+        return {**{k: v for k, v in d.items() if k not in ("zoom", "inputs")}, "zoom": zoom}
+
+    if not saved:
+        return
+    old, new = comparable(saved), comparable(now)
+    changed = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
+    if changed:
+        raise UserError(f"--resume: {', '.join(changed)} differ from the interrupted run's; "
+                        "give the same settings (or leave out --resume and remove its frames)")
 
 
 def build_request(args: argparse.Namespace, cfg: Config) -> Any:
@@ -72,6 +94,8 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
     folder = frames_dir(args.output)
     if not args.resume and folder.is_dir() and any(folder.glob("*.png")):
         raise UserError(f"{folder} holds frames of an earlier run: give --resume to continue it, or remove it")
+    if args.resume:
+        _check_same_run(_saved(folder), req.to_metadata())
     folder.mkdir(parents=True, exist_ok=True)
     (folder / REQUEST_FILE).write_text(json.dumps(req.to_metadata(), sort_keys=True))
 

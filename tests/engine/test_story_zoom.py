@@ -105,6 +105,8 @@ def test_a_zoom_video_decodes_to_its_frames_and_a_killed_run_resumes_to_the_same
     assert not cut.exists()
     assert main(zoom_args(cut, tiny_config_path)) == 2  # no silent overwrite of a run's frames
     assert "--resume" in capsys.readouterr().err
+    assert main([*zoom_args(cut, tiny_config_path, "--resume"), "--zoom", "1.5"]) == 2  # not the same run
+    assert "zoom differ" in capsys.readouterr().err
     assert main(zoom_args(cut, tiny_config_path, "--resume")) == 0
     for k in range(1, 7):
         name = f"{k:05d}.png"
@@ -134,3 +136,24 @@ def test_the_zoom_limits_come_from_the_config(tmp_path, capsys):
     assert main(["zoom", "a city", "-o", str(out), "--frames", "4", "--steps-per-frame", "2",
                  "--config", str(cfg)]) == 2
     assert "the limit is 6" in capsys.readouterr().err
+
+
+def test_a_zoom_step_moves_zooms_and_fills_edges_by_reflection():
+    from engine.zoom import zoom_frame
+
+    prev = torch.rand(1, 3, 8, 12)
+    assert torch.allclose(zoom_frame(prev, 1.0, 0.0, (0.0, 0.0)), prev, atol=1e-5)
+    moved = zoom_frame(prev, 1.0, 0.0, (2.0, 0.0))  # the camera moves 2 pixels right
+    assert torch.allclose(moved[..., :-2], prev[..., 2:], atol=1e-5)
+    assert torch.allclose(moved[..., -2:], prev[..., -2:].flip(-1), atol=1e-5)  # mirrored at the edge, not black
+    zoomed = zoom_frame(prev, 2.0, 0.0, (0.0, 0.0))
+    assert zoomed.shape == prev.shape and zoomed.std() < prev.std()  # a quarter of the picture, blown up
+
+
+def test_zoom_help_needs_no_torch():
+    code = ("import sys\nfrom engine.__main__ import main\n"
+            "try:\n    main(['zoom', '--help'])\nexcept SystemExit as e:\n    code = e.code\n"
+            "print(code, 'torch' in sys.modules)\n")
+    out = subprocess.run([sys.executable, "-c", code], env={**os.environ, "PYTHONPATH": str(ROOT)},
+                         capture_output=True, text=True, check=True).stdout
+    assert out.strip().endswith("0 False") and "--steps-per-frame" in out
