@@ -30,7 +30,7 @@ from engine.queue import JobQueue
 
 log = logging.getLogger(__name__)
 
-COGS = ("bot.cogs.imagine", "bot.cogs.gestures", "bot.cogs.queue", "bot.cogs.buttons")
+COGS = ("bot.cogs.imagine", "bot.cogs.zoom", "bot.cogs.gestures", "bot.cogs.queue", "bot.cogs.buttons")
 SYNC_HASH_FILE = "commands.sha256"
 
 

@@ -59,6 +59,10 @@ def describe(job: Job) -> str:
 
 
 def describe_request(r: Request) -> str:
+    if r.zoom is not None:
+        z = r.zoom
+        return (f"🎞️ zoom **{short_prompt(r.prompt)}** · seed `{r.seed}` · {z.frames} frames x "
+                f"{z.steps_per_frame} steps · {r.width}x{r.height}")
     kind = {"edit": "✏️ edit", "vary": "🎲 variation"}.get(r.kind, "🎨")
     where = f"*{short_prompt(r.region, 80)}* → " if r.region else ""
     return f"{kind} {where}**{short_prompt(r.prompt)}** · seed `{r.seed}` · {r.steps} steps · {r.width}x{r.height}"
@@ -215,7 +219,7 @@ class Delivery:
 
     async def _on_progress(self, ev: Progress) -> None:
         job = ev.job
-        every = self.cfg.progress_every()
+        every = 1 if job.request.zoom is not None else self.cfg.progress_every()  # a zoom: every new frame
         if ev.step % every and ev.step != ev.total:
             return
         now = time.monotonic()
@@ -224,7 +228,7 @@ class Delivery:
             return
         self._last_progress[job.id] = now
         origin = self._origin(job)
-        content = f"🖌️ step {ev.step}/{ev.total}"
+        content = f"🎞️ frame {ev.step}/{ev.total}" if job.request.zoom else f"🖌️ step {ev.step}/{ev.total}"
         png = await asyncio.to_thread(fit_png, ev.png, self.cfg.discord.filesize_limit)
 
         def file() -> discord.File:
@@ -252,8 +256,9 @@ class Delivery:
         secs = ev.seconds if ev.seconds is not None else (job.seconds or 0.0)
         d = self.cfg.discord
         where = f" · in *{short_prompt(r.region, 80)}*" if r.region else ""
+        made = f"{r.zoom.frames} frames x {r.zoom.steps_per_frame} steps" if r.zoom else f"{r.steps} steps"
         content = (f"<@{job.owner}> **{short_prompt(r.prompt, 1500)}**{where}\n"
-                   f"seed `{r.seed}` · {r.steps} steps · {w}x{h} · {secs:.1f} s"
+                   f"seed `{r.seed}` · {made} · {w}x{h} · {secs:.1f} s"
                    + (f"\n⚠️ {note}" if note else "")
                    + f"\n-# react {d.rerun_emoji} to paint it again with a new seed, {d.vary_emoji} for a variation")
 
@@ -275,21 +280,28 @@ class Delivery:
             except discord.HTTPException as e:
                 log.info("could not add the %s reaction to %s: %s", emoji, msg.id, e)
         await self._edit_status(job, f"✅ done in {secs:.1f} s: {msg.jump_url}", live=False)
-        if self._origin(job).timelapse:
+        if r.zoom is not None or self._origin(job).timelapse:
             await self._post_timelapse(job)
 
     async def _post_timelapse(self, job: Job) -> None:
-        """``/imagine timelapse:True``: the frames as an MP4, right after the result."""
+        """``/imagine timelapse:True``: the frames as an MP4, right after the result; ``/zoom``: its video."""
         limit = self.cfg.discord.filesize_limit
         guild = self.bot.get_guild(self._origin(job).guild_id or 0)
         if guild is not None:  # the server's own upload limit (boosts raise it)
             limit = min(limit, guild.filesize_limit)
+        zoom = job.request.zoom
+        what = "zoom video" if zoom else "timelapse"
         try:
-            clip = await render(self.queue, job.id, limit)
+            if zoom is not None:
+                clip = await render(self.queue, job.id, limit, fps=zoom.fps, name="zoom")
+            else:
+                clip = await render(self.queue, job.id, limit)
         except UserError as e:
-            await self._post(job, content=f"🎞️ no timelapse: {e}", use_webhook=False)
+            await self._post(job, content=f"🎞️ no {what}: {e}", use_webhook=False)
             return
-        await self._post(job, content=clip.caption(), file_factory=clip.file)
+        caption = (f"🎞️ zoom · {clip.frames} frames" + (f"\n-# {clip.note}" if clip.note else "")
+                   if zoom else clip.caption())
+        await self._post(job, content=caption, file_factory=clip.file)
 
     async def _post_mask(self, job: Job, mask_png: bytes | None) -> None:
         """Show the region CLIP found (or a collage's seams) in the thread, as a message of its own:

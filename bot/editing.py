@@ -155,12 +155,14 @@ def new_seed(old: int) -> int:
 
 
 def variation_request(cfg: BotConfig, job: Job, seed: int) -> Request:
-    """The parent's own picture as the start, a new seed, fewer steps, pulled towards the parent."""
+    """The parent's own picture as the start, a new seed, fewer steps, pulled towards the parent
+    (a zoom's variation is a still picture of its last frame)."""
     path = Path(job.result_path or "")
     if not job.result_path or not path.is_file():
         raise UserError("the picture behind that result is gone (old results are cleaned up); "
                         "reply to it with words to edit it instead")
-    req = variation_of(job.request, str(path), image_size(path), cfg.editing, parent=job.id, seed=seed)
+    req = variation_of(job.request, str(path), image_size(path), cfg.editing, parent=job.id, seed=seed,
+                       zoom=None)
     check_limits(req, cfg.limits)
     return req
 

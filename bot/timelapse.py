@@ -51,18 +51,19 @@ def frames_of(queue: JobQueue, job_id: str) -> list[Path]:
         return []
 
 
-def _encode(frames: list[Path], job_id: str, max_bytes: int) -> Clip:
+def _encode(frames: list[Path], job_id: str, max_bytes: int, fps: int = 12, name: str = "timelapse") -> Clip:
     from engine.timelapse import make_timelapse
 
     with tempfile.TemporaryDirectory(prefix="vqgan-timelapse-") as tmp:
-        out = Path(tmp) / f"timelapse-{job_id}.mp4"
-        made = make_timelapse(frames, out, max_bytes=max_bytes)
+        out = Path(tmp) / f"{name}-{job_id}.mp4"
+        made = make_timelapse(frames, out, fps=fps, max_bytes=max_bytes)
         return Clip(Path(made.path).read_bytes(), out.name, made.frames, made.note)
 
 
-async def render(queue: JobQueue, job_id: str, max_bytes: int) -> Clip:
-    """Encode the job's frames (in a thread); ``UserError`` (one line) when there is nothing to show."""
+async def render(queue: JobQueue, job_id: str, max_bytes: int, *, fps: int = 12, name: str = "timelapse") -> Clip:
+    """Encode the job's frames (in a thread); ``UserError`` (one line) when there is nothing to show.
+    A zoom video is the same thing at its own fps: its frames folder holds every frame."""
     frames = frames_of(queue, job_id)
     if not frames:
         raise UserError(NO_FRAMES)
-    return await asyncio.to_thread(_encode, frames, job_id, max_bytes)
+    return await asyncio.to_thread(_encode, frames, job_id, max_bytes, fps, name)

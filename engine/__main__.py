@@ -30,8 +30,22 @@ class _Parser(argparse.ArgumentParser):
 
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("-o", "--output", required=True, type=Path, help="PNG file to write")
-    p.add_argument("--config", type=Path, help="config.toml (defaults for everything below)")
     p.add_argument("--steps", type=int)
+    p.add_argument("--story-every", type=int, metavar="K",
+                   help='a story ("a ^ b ^ c"): the next part every K steps (default: steps / parts)')
+    _paint(p)
+    p.add_argument("--keep-structure", type=float, help="pull cutouts towards the input's CLIP embedding")
+    p.add_argument("--keep-latent", type=float, help="L2 pull of z towards the input's latent")
+    p.add_argument("--save-every", type=int, help="write a progress image every N steps")
+    p.add_argument("--progress-dir", type=Path, help="folder for the progress images")
+    p.add_argument("--timelapse", type=Path, metavar="FILE",
+                   help="also write the run as a timelapse: .mp4, .webp or .gif (its last frame is the result)")
+    p.add_argument("--timelapse-fps", type=int, default=12, metavar="N", help="timelapse frames a second (12)")
+
+
+def _paint(p: argparse.ArgumentParser) -> None:
+    """The options every paint command takes (imagine, edit, vary, rerun, zoom)."""
+    p.add_argument("--config", type=Path, help="config.toml (defaults for everything below)")
     p.add_argument("--size", type=int, nargs=2, metavar=("W", "H"))
     p.add_argument("--seed", type=int)
     p.add_argument("--cutouts", type=int)
@@ -49,13 +63,26 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--clip-weight", type=float, action="append", metavar="W",
                    help="each CLIP model's weight in the loss, once per model in the same order (default equal)")
     p.add_argument("--image-prompt", action="append", default=[], metavar="IMG[:WEIGHT]")
-    p.add_argument("--keep-structure", type=float, help="pull cutouts towards the input's CLIP embedding")
-    p.add_argument("--keep-latent", type=float, help="L2 pull of z towards the input's latent")
-    p.add_argument("--save-every", type=int, help="write a progress image every N steps")
-    p.add_argument("--progress-dir", type=Path, help="folder for the progress images")
-    p.add_argument("--timelapse", type=Path, metavar="FILE",
-                   help="also write the run as a timelapse: .mp4, .webp or .gif (its last frame is the result)")
-    p.add_argument("--timelapse-fps", type=int, default=12, metavar="N", help="timelapse frames a second (12)")
+
+
+def _zoom_parser(sub: argparse._SubParsersAction[_Parser]) -> None:
+    p = sub.add_parser("zoom", help="an endless-zoom video: each frame the last one zoomed in and painted on")
+    p.add_argument("prompt", help='e.g. "a city" or a story over frames: "a forest ^ a forest on fire ^ ashes"')
+    p.add_argument("-o", "--output", required=True, type=Path,
+                   help="video to write (.mp4); the frames go to a folder beside it (zoom-frames/ for zoom.mp4)")
+    p.add_argument("--frames", type=int, default=120, help="frames in the video (120)")
+    p.add_argument("--steps-per-frame", type=int, default=25, help="steps painted on each frame (25)")
+    p.add_argument("--zoom", type=float, default=1.02, help="zoom in by this factor each frame (1.02)")
+    p.add_argument("--rotate", type=float, default=0.0, metavar="DEG", help="turn this many degrees each frame")
+    p.add_argument("--shift", type=float, nargs=2, default=(0.0, 0.0), metavar=("DX", "DY"),
+                   help="move this many pixels each frame")
+    p.add_argument("--init", type=Path, metavar="IMG", help="start from this picture instead of random codes")
+    p.add_argument("--fps", type=int, default=24, help="video frames a second (24)")
+    p.add_argument("--story-every", type=int, metavar="K",
+                   help='a story ("a ^ b ^ c"): the next part every K frames (default: frames / parts)')
+    p.add_argument("--resume", action="store_true",
+                   help="continue an interrupted run from its frames (the same frames it would have made)")
+    _paint(p)
 
 
 def _timelapse_parser(sub: argparse._SubParsersAction[_Parser]) -> None:
@@ -118,6 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
     _bench_parser(sub)
     fleet_cli.add_parser(sub)
     _timelapse_parser(sub)
+    _zoom_parser(sub)
     return parser
 
 
@@ -163,7 +191,8 @@ def _flags(args: argparse.Namespace, io: _IoLimits) -> dict[str, Any]:
     from engine.imageio import load_rgb
 
     over: dict[str, Any] = dict(seed=args.seed, steps=args.steps, cutouts=args.cutouts, cut_pow=args.cut_pow,
-                                lr=args.lr, keep_structure=args.keep_structure, keep_latent=args.keep_latent)
+                                lr=args.lr, keep_structure=args.keep_structure, keep_latent=args.keep_latent,
+                                story_every=args.story_every)
     if args.size:
         over.update(width=args.size[0], height=args.size[1])
     for spec in _image_prompts(args.image_prompt):
@@ -495,6 +524,10 @@ def main(argv: list[str] | None = None) -> int:
             from engine import fleet_cli
 
             return fleet_cli.run(args, cfg)
+        if args.command == "zoom":
+            from engine import zoom_cli
+
+            return zoom_cli.run(args, cfg)
         if args.command == "models":
             from engine import cli_models
 

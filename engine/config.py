@@ -161,6 +161,8 @@ class LimitsConfig(Section):
     max_image_prompts: int = Field(4, ge=0)
     max_input_bytes: int = Field(20 * 1024 * 1024, ge=1024)
     max_input_pixels: int = Field(40_000_000, ge=256)
+    max_frames: int = Field(240, ge=1)  # zoom videos: frames per video
+    max_video_steps: int = Field(10_000, ge=1)  # zoom videos: frames x steps per frame
 
 
 class QueueConfig(Section):

@@ -76,16 +76,22 @@ class FrameStore:
         except (UserError, OSError) as e:
             log.warning("job %s: could not bound its timelapse frames: %s", job_id, e)
 
+    def zoom_frame(self, job_id: str, k: int, png: bytes) -> None:
+        """Frame k of a zoom video, as its worker named it (``engine.zoom.frame_name``), unless the worker
+        wrote it here itself (the local backend); a Redis worker on another machine sends it this way."""
+        if not (self.folder(job_id) / f"{k:05d}.png").exists():
+            self._write(job_id, k, png, f"{k:05d}.png")
+
     def remove(self, job_id: str) -> None:
         """A job that ended without a result, or was pruned: its frames go."""
         self._slice.pop(job_id, None)
         self._step.pop(job_id, None)
         shutil.rmtree(self.folder(job_id), ignore_errors=True)
 
-    def _write(self, job_id: str, step: int, png: bytes) -> None:
+    def _write(self, job_id: str, step: int, png: bytes, name: str | None = None) -> None:
         """Whole or not at all; a frame that cannot be written is logged, never fails the job."""
         folder = self.folder(job_id)
-        path = folder / f"{step:06d}.png"
+        path = folder / (name or f"{step:06d}.png")
         tmp = path.with_suffix(".tmp")
         try:
             folder.mkdir(mode=0o700, parents=True, exist_ok=True)

@@ -37,7 +37,7 @@ from engine.masks import composite, feather, latent_mask
 from engine.models.clip import Clip
 from engine.models.loader import Models
 from engine.ops import clamp_with_grad, vector_quantize
-from engine.prompts import parse_prompts
+from engine.prompts import parse_prompts, parse_story, part_at
 from engine.region import clip_scorer, region_mask
 from engine.request import Request
 
@@ -52,6 +52,7 @@ class Progress:
     total: int
     loss: float
     frame: torch.Tensor  # (1, 3, H, W) uint8
+    part: int = 0  # the story part (0-based) that was guiding this step
 
     @property
     def image(self) -> Image.Image:
@@ -148,12 +149,13 @@ class Inputs:
 
     req: Request  # at the working size actually painted
     z0: torch.Tensor  # the start: random codes, or the encoded input picture
-    targets: Targets
+    targets: Targets  # the first story part's (the only part's, without a story)
     augment: torch.nn.Module | None
     edit: Edit | None  # a masked edit (mask file, region phrase, or both)
     rng: list[torch.Tensor]  # the random state after preparing under the request's seed: the run goes on from it
     started: float  # time.perf_counter() when preparing began (a result's seconds count from here)
-    more_targets: tuple[Targets, ...] = ()  # an ensemble: the targets embedded by each further CLIP model
+    story: tuple[Targets, ...] = ()  # every story part's targets, embedded once (empty: no story)
+    more_targets: tuple[tuple[Targets, ...], ...] = ()  # an ensemble: each further CLIP model's targets, per part
 
 
 def _rng_devices(models: Models) -> list[torch.device]:
@@ -194,9 +196,11 @@ def prepare(models: Models, req: Request) -> Inputs:
                 edit = Edit(original, pixels, latent_mask(pixels, f), feather(pixels, req.feather))
         else:
             z0 = random_z(models, h // f, w // f)
-        targets = [_targets(models, req, augment, original, clip) for clip, _ in models.clips()]
+        per_model = [_targets(models, req, augment, original, clip) for clip, _ in models.clips()]  # [model][part]
         rng = _rng_state(devices)
-    return Inputs(req, z0, targets[0], augment, edit, rng, started, tuple(targets[1:]))
+    story = per_model[0]
+    return Inputs(req, z0, story[0], augment, edit, rng, started, tuple(story) if len(story) > 1 else (),
+                  tuple(tuple(m) for m in per_model[1:]))
 
 
 def _load_mask(path: str, input_size: tuple[int, int], size: tuple[int, int], dev: torch.device) -> torch.Tensor:
@@ -214,19 +218,24 @@ def _embed_image(models: Models, req: Request, augment: torch.nn.Module | None, 
 
 
 def _targets(models: Models, req: Request, augment: torch.nn.Module | None,
-             original: torch.Tensor | None, clip: Clip) -> Targets:
-    """Text prompts, image prompts and (when keeping structure) the original, as one set of rows,
-    embedded by ``clip`` (each model of an ensemble has its own)."""
-    prompts = parse_prompts(req.prompt)
-    text = clip.encode_text([p.text for p in prompts])
-    rows = [(text[i], p.weight, p.stop) for i, p in enumerate(prompts)]
+             original: torch.Tensor | None, clip: Clip) -> list[Targets]:
+    """Each story part's text prompts, plus the image prompts and (when keeping structure) the original
+    that every part shares, as one set of rows per part (one part without a story), embedded by ``clip``
+    (each model of an ensemble has its own)."""
+    shared: list[tuple[torch.Tensor, float, float]] = []
     for ip in req.image_prompts:
         img = load_rgb(ip.path, what="image prompt").resize((req.width, req.height), Image.Resampling.LANCZOS)
-        rows.append((_embed_image(models, req, augment, to_tensor(img, models.device), clip), ip.weight,
-                     float("-inf")))
+        shared.append((_embed_image(models, req, augment, to_tensor(img, models.device), clip), ip.weight,
+                       float("-inf")))
     if original is not None and req.keep_structure > 0:
-        rows.append((_embed_image(models, req, augment, original, clip), req.keep_structure, float("-inf")))
-    return Targets.stack(rows, models.device)
+        shared.append((_embed_image(models, req, augment, original, clip), req.keep_structure, float("-inf")))
+    out = []
+    for part in parse_story(req.prompt):
+        prompts = parse_prompts(part)
+        text = clip.encode_text([p.text for p in prompts])
+        rows = [(text[i], p.weight, p.stop) for i, p in enumerate(prompts)]
+        out.append(Targets.stack(rows + shared, models.device))
+    return out
 
 
 class Run:
@@ -243,7 +252,8 @@ class Run:
         self._rng_devices = _rng_devices(models)
         self._rng = list(inputs.rng)
         self.augment, self.targets, self.edit = inputs.augment, inputs.targets, inputs.edit
-        self.all_targets = [inputs.targets, *inputs.more_targets]  # one per CLIP model
+        self.story = inputs.story
+        self.more_targets = inputs.more_targets  # an ensemble: each further CLIP model's targets, per part
         self.z0 = inputs.z0
         self.z = inputs.z0.clone().requires_grad_(True)
         self.opt = torch.optim.Adam([self.z], lr=self.req.lr, betas=self.req.betas)
@@ -290,15 +300,25 @@ class Run:
             return [make_cutouts(image, self.req.cutouts, clip.size, self.req.cut_pow, self.augment)
                     for clip, _ in self.models.clips()]
 
+    @property
+    def part(self) -> int:
+        """The story part guiding the step about to be taken (0 without a story)."""
+        if not self.story:
+            return 0
+        return part_at(self.step_no, self.req.steps, len(self.story), self.req.story_every)
+
     def loss(self, embeds: list[torch.Tensor]) -> torch.Tensor:
-        """The weighted sum over CLIP models of each one's prompt loss on its own cutouts' ``embeds``,
-        plus the regularisation of z."""
+        """The weighted sum over CLIP models of each one's prompt loss on its own cutouts' ``embeds``
+        (the current story part's targets), plus the regularisation of z."""
         req = self.req
-        weights = [w for _, w in self.models.clips()]
+        part = self.part
+        first = self.story[part] if self.story else self.targets
         if len(embeds) == 1:
-            loss = prompt_loss(embeds[0], self.targets)  # one model: weight 1, as before ensembles
+            loss = prompt_loss(embeds[0], first)  # one model: weight 1, as before ensembles
         else:
-            loss = sum((w * prompt_loss(e, t) for w, e, t in zip(weights, embeds, self.all_targets, strict=True)),
+            targets = [first, *(m[part] for m in self.more_targets)]
+            weights = [w for _, w in self.models.clips()]
+            loss = sum((w * prompt_loss(e, t) for w, e, t in zip(weights, embeds, targets, strict=True)),
                        torch.zeros((), device=embeds[0].device))
         if req.z_l2_weight > 0 and not req.init_image:  # an edit starts from a picture, not from 0
             loss = loss + z_l2(self.z, req.z_l2_weight, req.z_l2_decay, self.step_no)
@@ -312,6 +332,7 @@ class Run:
         self.opt.step()
         self.opt.zero_grad(set_to_none=True)
         self._clamp()
+        part = self.part
         self.step_no += 1
         n = self.step_no
         if self._diverged(loss):
@@ -325,7 +346,7 @@ class Run:
                 frame = to_uint8(self.edit.composite(image))
             else:
                 frame = to_uint8(image)
-            self.on_progress(Progress(n, self.req.steps, value, frame))
+            self.on_progress(Progress(n, self.req.steps, value, frame, part))
 
     @torch.no_grad()
     def _clamp(self) -> None:

@@ -1,4 +1,7 @@
-"""Prompt syntax: ``"text:weight:stop|other text:-0.5"``.
+"""Prompt syntax: ``"text:weight:stop|other text:-0.5"``; a story is parts joined by ``^``.
+
+A story (``"a forest ^ a forest on fire ^ ashes"``) moves to the next part every ``steps / N``
+steps (or every ``story_every`` steps); each part is a whole prompt in the syntax above.
 
 A weight is a float (negative pushes the image away from the text); ``stop`` is a
 distance below which a prompt stops pulling (e.g. ``-inf`` = never). Colons inside the
@@ -76,3 +79,30 @@ def parse_prompts(spec: str) -> list[Prompt]:
     if all(p.weight == 0 for p in prompts):
         raise UserError("every prompt has weight 0: give at least one a non-zero weight")
     return prompts
+
+
+STORY_SEP = "^"
+
+
+def parse_story(text: str) -> list[str]:
+    """The parts of a story prompt (split on ``^``), each checked as a prompt; one part = no story."""
+    if not text or not text.strip():
+        raise UserError("the prompt is empty: say what to paint, e.g. 'a forest rendered in low poly'")
+    parts = [p.strip() for p in text.split(STORY_SEP)]
+    for i, part in enumerate(parts, 1):
+        if not part:
+            raise UserError(f"story part {i} of {len(parts)} is empty: write a prompt between each '^'")
+        parse_prompts(part)
+    return parts
+
+
+def part_at(step: int, steps: int, n_parts: int, story_every: int | None = None) -> int:
+    """The story part (0-based) active while computing step ``step`` (0-based) of ``steps``.
+
+    Every ``story_every`` steps, or every ``steps // n_parts`` steps (at least 1), the next part;
+    the last part stays to the end.
+    """
+    if n_parts <= 1:
+        return 0
+    every = story_every if story_every else max(1, steps // n_parts)
+    return min(n_parts - 1, step // every)

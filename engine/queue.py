@@ -497,7 +497,8 @@ class JobQueue:
             return None
         ctl = Control(job.id, time.monotonic() + self._cfg.job_timeout_s)
         self._running[job.id] = ctl
-        self._in_db_later(self._frames.restart, job.id)  # from step 0 again: an earlier attempt's frames go
+        if job.request.zoom is None:  # a zoom video resumes from the frames it has made
+            self._in_db_later(self._frames.restart, job.id)  # from step 0 again: an earlier attempt's frames go
         turn = next(self._turns)
         job = self._replace(job, state="running", started_at=time.time(), attempts=job.attempts + 1, served=turn)
         self._last_served[job.owner] = turn
@@ -556,7 +557,8 @@ class JobQueue:
                     Path(path).unlink(missing_ok=True)
                 return
         if out.kind == "finished":
-            self._in_db_later(self._frames.final, job_id, job.request.steps, out.png)  # the result, last
+            if job.request.zoom is None:  # a zoom's frames are its video, the last one its result already
+                self._in_db_later(self._frames.final, job_id, job.request.steps, out.png)  # the result, last
             job = await self._end(job, "finished", result_path=path, seconds=out.seconds)
             self._emit(Finished(job, out.png, out.metadata, out.seconds, out.mask_png))
         elif out.kind == "failed":
@@ -575,7 +577,10 @@ class JobQueue:
     def _progress(self, job_id: str, step: int, total: int, loss: float, png: bytes) -> None:
         job = self._jobs.get(job_id)
         if job is not None and job.state == "running":
-            self._in_db_later(self._frames.add, job_id, step, total, png)
+            if job.request.zoom is None:
+                self._in_db_later(self._frames.add, job_id, step, total, png)
+            else:  # every frame of a zoom is its video (a local worker has written it already)
+                self._in_db_later(self._frames.zoom_frame, job_id, step, png)
             self._emit(Progress(job, step, total, loss, png))
 
     # -- state, events, store --------------------------------------------------------------

@@ -36,7 +36,7 @@ from engine.config import (
     Weight,
 )
 from engine.errors import UserError
-from engine.prompts import MAX_WEIGHT, check_text, parse_prompts
+from engine.prompts import MAX_WEIGHT, check_text, parse_story
 
 _G, _E = GenerationConfig(), EditingConfig()  # the defaults, from one place
 
@@ -58,6 +58,27 @@ class InputFile(BaseModel):
 
     path: str  # absolute
     sha256: str
+
+
+class ZoomSpec(BaseModel):
+    """A zoom video: ``frames`` pictures, each the last one zoomed/rotated/shifted and painted on for
+    ``steps_per_frame`` steps. ``shift`` is in pixels (x, y); ``rotate`` in degrees."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+    frames: int = Field(120, ge=1, le=100_000)
+    steps_per_frame: int = Field(25, ge=1, le=100_000)
+    zoom: float = Field(1.02, gt=0.1, le=10.0)
+    rotate: float = Field(0.0, ge=-360.0, le=360.0)
+    shift: tuple[float, float] = (0.0, 0.0)
+    fps: int = Field(24, ge=1, le=60)
+
+    @field_validator("shift")
+    @classmethod
+    def _small_shift(cls, v: tuple[float, float]) -> tuple[float, float]:
+        if any(abs(d) > 10_000 for d in v):
+            raise UserError("the shift must be at most 10000 pixels each way")
+        return v
 
 
 class Request(BaseModel):
@@ -95,6 +116,8 @@ class Request(BaseModel):
     models: ModelSpec = ModelSpec()
     parent: str | None = None
     inputs: tuple[InputFile, ...] = ()  # init image, mask, image prompts: absolute path + sha256
+    story_every: int | None = Field(None, ge=1)  # a story ("a ^ b"): steps (frames, in a zoom) per part
+    zoom: ZoomSpec | None = None  # a zoom video; None = a still image
 
     @field_validator("region")
     @classmethod
@@ -108,7 +131,7 @@ class Request(BaseModel):
     @field_validator("prompt")
     @classmethod
     def _prompt_parses(cls, v: str) -> str:
-        parse_prompts(v)
+        parse_story(v)
         return v.strip()
 
     @classmethod
@@ -279,3 +302,15 @@ def check_limits(req: Request, limits: LimitsConfig) -> None:
         raise UserError(f"cutouts must be at most {limits.max_cutouts} (got {req.cutouts})")
     if len(req.image_prompts) > limits.max_image_prompts:
         raise UserError(f"at most {limits.max_image_prompts} image prompts (got {len(req.image_prompts)})")
+    if req.zoom is not None:
+        check_zoom_limits(req.zoom, limits)
+
+
+def check_zoom_limits(zoom: ZoomSpec, limits: LimitsConfig) -> None:
+    """A zoom video's size: frames, and frames x steps per frame (its whole cost)."""
+    if zoom.frames > limits.max_frames:
+        raise UserError(f"frames must be at most {limits.max_frames} (got {zoom.frames})")
+    total = zoom.frames * zoom.steps_per_frame
+    if total > limits.max_video_steps:
+        raise UserError(f"a zoom of {zoom.frames} frames x {zoom.steps_per_frame} steps is {total} steps; "
+                        f"the limit is {limits.max_video_steps}")

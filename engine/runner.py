@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from pathlib import Path
 
 from engine.config import Config
 from engine.generate import Progress, Result, Run, generate, start, step_together
 from engine.models.loader import ModelCache, Models
 from engine.request import Request
+from engine.worker import batch_key
 
 log = logging.getLogger(__name__)
 
@@ -36,11 +38,22 @@ class EngineRunner:
                      self.cfg.models.max_loaded)
         return self.cache.get(request.models, self.device)
 
+    def zoom(self, request: Request, frames_dir: Path, on_frame: Callable[[int, Path], None] | None = None,
+             should_stop: Callable[[], bool] | None = None) -> list[Path]:
+        """A zoom video's frames into ``frames_dir``, continuing from the frames already there
+        (a job interrupted by a restart resumes where it stopped)."""
+        from engine.zoom import run_zoom
+
+        assert request.zoom is not None
+        models = self._models(request)
+        return run_zoom(models, request, request.zoom, frames_dir, on_frame=on_frame, should_stop=should_stop,
+                        resume=True)
+
     # -- stepping several jobs together (used by the queue when queue.batch_size > 1) --------
 
     def batch_key(self, request: Request) -> tuple:
         """Jobs with equal keys share models and size, so they can be stepped together."""
-        return request.models.vqgan_key(), request.models.clip_key(), request.width, request.height
+        return batch_key(request)
 
     def start(self, request: Request, on_progress: Callable[[Progress], None] | None = None) -> Run:
         return start(self._models(request), request, on_progress=on_progress,

@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal, Protocol
 
 from engine import errors
@@ -101,7 +102,7 @@ class Worker:
         try:
             while (a := await self.source.take(None, True)) is not None:
                 try:
-                    if self.batching() and not a.solo:
+                    if self.batching() and not a.solo and a.request.zoom is None:  # a zoom runs alone
                         await self._run_batch(a)
                     else:
                         await self._run(a)
@@ -209,6 +210,8 @@ class Worker:
 
     def _execute(self, a: Assignment) -> Outcome:
         """Run one job on the worker thread; never raises."""
+        if a.request.zoom is not None:
+            return self._execute_zoom(a)
         ctl, asked = a.ctl, a.request
         request, note = asked, None
         while not ctl.reason:
@@ -237,6 +240,38 @@ class Worker:
                                             f"try a smaller size{hint}")
         return Outcome("stopped")
 
+    def _execute_zoom(self, a: Assignment) -> Outcome:
+        """A zoom video: its frames go to the job's frames folder as they are made (each one a
+        ``Progress`` event), and a run stopped by a restart continues from them. The result is the
+        last frame; the front end makes the video from the folder (``JobQueue.frames_dir``)."""
+        ctl, request = a.ctl, a.request
+        assert request.zoom is not None
+        runner: Any = self.runner
+        if not hasattr(runner, "zoom"):
+            return Outcome("failed", reason="this worker cannot make zoom videos")
+        total = request.zoom.frames
+        folder = zoom_folder(self.cfg, a.job_id)
+
+        def on_frame(k: int, path: Path) -> None:
+            if self.source.wants_progress():
+                self.source.progress(a.job_id, k, total, 0.0, path.read_bytes())
+
+        started = time.monotonic()
+        try:
+            frames = runner.zoom(request, folder, on_frame, ctl.should_stop)
+            if ctl.should_stop():
+                return self._stopped(ctl)
+            png = Path(frames[-1]).read_bytes()
+        except Exception as e:
+            out = self._failure(e, ctl, request)
+            if out is None:
+                _free_memory()
+                return Outcome("failed", reason=f"ran out of GPU memory at {request.width}x{request.height}; "
+                                                "try a smaller size")
+            return out
+        meta = {"request": request.to_metadata(), "note": None, "frames": len(frames)}
+        return Outcome("finished", png=png, seconds=time.monotonic() - started, metadata=meta)
+
     def _stopped(self, ctl: Control) -> Outcome:
         """A job its control stopped: a timeout fails it, a cancel or close stops it."""
         if ctl.reason == "timeout":
@@ -263,9 +298,16 @@ class Worker:
         self.source.progress(job_id, int(p.step), int(p.total), float(p.loss), png)
 
 
+def zoom_folder(cfg: QueueConfig, job_id: str) -> Path:
+    """Where a zoom job's frames are made: its frames folder beside its result (as ``JobQueue.frames_dir``)."""
+    return Path(cfg.results_dir) / f"{job_id}.frames"
+
+
 def batch_key(request: Request) -> tuple:
-    """Jobs with equal keys share models and size, so one worker can step them together."""
-    return request.models.vqgan_key(), request.models.clip_key(), request.width, request.height
+    """Jobs with equal keys share models and size, so one worker can step them together (a zoom
+    video never joins a batch of still pictures)."""
+    return (request.models.vqgan_key(), request.models.clip_key(), request.width, request.height,
+            request.zoom is not None)
 
 
 def _finish(run: Any) -> Outcome:
