@@ -138,3 +138,11 @@ def test_the_queue_batches_only_jobs_with_the_same_clip_models(tiny_cfg):
     weighted = duo.with_changes(models={**duo.models.model_dump(), "clip_weights": [0.9, 0.1]})
     assert batch_key(one) == batch_key(one.with_changes(seed=1))
     assert len({batch_key(one), batch_key(duo), batch_key(weighted)}) == 3
+
+
+def test_an_ensemble_tells_a_story_too(two_clips, tmp_path):
+    cfg, flags = two_clips
+    out = tmp_path / "story.png"
+    assert main(["imagine", "a forest ^ ashes", "-o", str(out), "--steps", "4", "--config", str(cfg), *flags]) == 0
+    req = read_metadata(out)["request"]
+    assert req["prompt"] == "a forest ^ ashes" and len(req["models"]["more_clips"]) == 1
