@@ -31,7 +31,7 @@ from bot.replies import MENTIONS, QUIET
 from bot.timelapse import render
 from engine.errors import UserError
 from engine.queue import Cancelled as JobCancelled
-from engine.queue import Failed, Finished, Job, JobQueue, Progress, Queued, Started
+from engine.queue import Failed, Finished, Job, JobQueue, Loading, Progress, Queued, Started
 from engine.request import Request
 
 log = logging.getLogger(__name__)
@@ -97,7 +97,7 @@ class Moved:
     position: int
 
 
-Event = Queued | Started | Progress | Finished | Failed | JobCancelled | Moved
+Event = Queued | Started | Loading | Progress | Finished | Failed | JobCancelled | Moved
 
 
 class Lanes:
@@ -152,12 +152,13 @@ class Delivery:
         self.cfg = cfg
         self.queue = queue
         self._last_progress: dict[str, float] = {}
+        self._noted: set[str] = set()  # jobs whose status shows a note (loading models) until their first picture
         self._shown_position: dict[str, int] = {}
         self._lanes = Lanes(self._deliver)
 
     async def __call__(self, event: object) -> None:
         """Queue listener: file the event into its job's lane."""
-        if isinstance(event, Queued | Started | Progress | Finished | Failed | JobCancelled | Moved):
+        if isinstance(event, Queued | Started | Loading | Progress | Finished | Failed | JobCancelled | Moved):
             self._lanes.put(event.job.id, event)
 
     async def close(self, timeout: float = CLOSE_FLUSH_S) -> None:
@@ -169,6 +170,7 @@ class Delivery:
             await self._handle(event)
             if isinstance(event, Finished | Failed | JobCancelled):
                 self._last_progress.pop(event.job.id, None)
+                self._noted.discard(event.job.id)
                 self._shown_position.pop(event.job.id, None)
                 await self._retract_cancel(event.job)
         except Exception:
@@ -180,6 +182,9 @@ class Delivery:
                 await self._on_queued(event)
             case Started():
                 await self._on_started(event)
+            case Loading():
+                self._noted.add(event.job.id)
+                await self._edit_status(event.job, f"⏳ {event.note}…")
             case Progress():
                 await self._on_progress(event)
             case Finished():
@@ -219,6 +224,9 @@ class Delivery:
 
     async def _on_progress(self, ev: Progress) -> None:
         job = ev.job
+        if job.id in self._noted:  # its models loaded: painting now
+            self._noted.discard(job.id)
+            await self._edit_status(job, "🎨 painting…")
         every = 1 if job.request.zoom is not None else self.cfg.progress_every()  # a zoom: every new frame
         if ev.step % every and ev.step != ev.total:
             return

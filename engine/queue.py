@@ -112,6 +112,15 @@ class Progress:
 
 
 @dataclass(frozen=True, slots=True)
+class Loading:
+    """A running job waits for models to load (that takes a while): ``note`` says which,
+    e.g. "loading ViT-B-16/openai"."""
+
+    job: Job
+    note: str
+
+
+@dataclass(frozen=True, slots=True)
 class Finished:
     """``metadata``: ``request`` (the request actually run, JSON) and ``note`` (str or None,
     e.g. that it was made smaller after running out of GPU memory)."""
@@ -135,7 +144,7 @@ class Cancelled:
     by: str | None
 
 
-Event = Queued | Started | Progress | Finished | Failed | Cancelled
+Event = Queued | Started | Loading | Progress | Finished | Failed | Cancelled
 Listener = Callable[[Event], Awaitable[None] | None]
 Runner = Callable[[Request, Callable[[Any], None], Callable[[], bool]], Any]
 
@@ -570,13 +579,18 @@ class JobQueue:
             await self._save(self._replace(job, state="queued", attempts=job.attempts - 1))
             self._wakeup.set()
 
-    def _on_progress(self, job_id: str, step: int, total: int, loss: float, png: bytes) -> None:
+    def _on_progress(self, job_id: str, step: int, total: int, loss: float, png: bytes,
+                     note: str | None = None) -> None:
         """On the worker thread."""
-        self._loop.call_soon_threadsafe(self._progress, job_id, step, total, loss, png)
+        self._loop.call_soon_threadsafe(self._progress, job_id, step, total, loss, png, note)
 
-    def _progress(self, job_id: str, step: int, total: int, loss: float, png: bytes) -> None:
+    def _progress(self, job_id: str, step: int, total: int, loss: float, png: bytes,
+                  note: str | None = None) -> None:
         job = self._jobs.get(job_id)
         if job is not None and job.state == "running":
+            if note is not None:  # a word on the job's status (loading models), no picture
+                self._emit(Loading(job, note))
+                return
             if job.request.zoom is None:
                 self._in_db_later(self._frames.add, job_id, step, total, png)
             else:  # every frame of a zoom is its video (a local worker has written it already)
@@ -746,8 +760,9 @@ class _LocalSource:
         except Exception as e:
             await self.q._broken(job_id, e)
 
-    def progress(self, job_id: str, step: int, total: int, loss: float, png: bytes) -> None:
-        self.q._on_progress(job_id, step, total, loss, png)
+    def progress(self, job_id: str, step: int, total: int, loss: float, png: bytes,
+                 note: str | None = None) -> None:
+        self.q._on_progress(job_id, step, total, loss, png, note)
 
     def wants_progress(self) -> bool:
         return bool(self.q._listeners) or self.q._frames.enabled

@@ -413,7 +413,7 @@ class RedisLink:
             return
         try:
             if isinstance(msg, ProgressMsg):
-                self.q._progress(msg.job_id, msg.step, msg.total, msg.loss, msg.png)
+                self.q._progress(msg.job_id, msg.step, msg.total, msg.loss, msg.png, msg.note)
             elif isinstance(msg, FinishedMsg):
                 self.leases.pop(msg.job_id, None)
                 await self.q._conclude(msg.job_id, Outcome("finished", png=msg.png, seconds=msg.seconds,
@@ -581,13 +581,14 @@ class RedisSource:
             await self._post(msg)
         self.leases.pop(job_id, None)
 
-    def progress(self, job_id: str, step: int, total: int, loss: float, png: bytes) -> None:
+    def progress(self, job_id: str, step: int, total: int, loss: float, png: bytes,
+                 note: str | None = None) -> None:
         lease = self.leases.get(job_id)
         ctl = self.ctls.get(job_id)
         if lease is None or (ctl is not None and ctl.reason == "cancel"):
             return
         data = encode(ProgressMsg(worker=self.name, job_id=job_id, lease=lease, step=step, total=total,
-                                  loss=loss, png=png))
+                                  loss=loss, png=png, note=note))
         if len(data) <= MAX_MESSAGE_BYTES:
             asyncio.run_coroutine_threadsafe(self._progress(data), self._loop)
 

@@ -31,6 +31,10 @@ class EngineRunner:
         return generate(models, request, on_progress=on_progress, progress_every=self.progress_every,
                         should_stop=should_stop)
 
+    def loading(self, request: Request) -> list[str]:
+        """The request's models that are not loaded now (the worker says so in the job's status)."""
+        return self.cache.missing(request.models, self.device)
+
     def _models(self, request: Request) -> Models:
         """The request's models from the cache; loading one that is not held takes a while, so it is logged."""
         if missing := self.cache.missing(request.models, self.device):

@@ -57,6 +57,7 @@ class ProgressMsg(_Msg):
     total: int
     loss: float
     png: bytes
+    note: str | None = None  # e.g. "loading RN50/openai" (``png`` empty); absent in older messages
 
 
 class FinishedMsg(_Msg):

@@ -78,8 +78,9 @@ class Source(Protocol):
 
     async def done(self, job_id: str, out: Outcome) -> None: ...
 
-    def progress(self, job_id: str, step: int, total: int, loss: float, png: bytes) -> None:
-        """Called on the worker thread."""
+    def progress(self, job_id: str, step: int, total: int, loss: float, png: bytes,
+                 note: str | None = None) -> None:
+        """Called on the worker thread; ``note`` (with an empty ``png``): a word for the job's status."""
         ...
 
     def wants_progress(self) -> bool: ...
@@ -162,6 +163,7 @@ class Worker:
             held[a.job_id] = a
             self.running[a.job_id] = a.ctl
             try:
+                await loop.run_in_executor(gpu, self._say_loading, a.job_id, a.request)
                 runs[a.job_id] = await loop.run_in_executor(
                     gpu, runner.start, a.request, lambda p, i=a.job_id: self._on_progress(i, p))
             except Exception as e:
@@ -216,6 +218,7 @@ class Worker:
         request, note = asked, None
         while not ctl.reason:
             try:
+                self._say_loading(a.job_id, request)
                 result = self.runner(request, lambda p: self._on_progress(a.job_id, p), ctl.should_stop)
                 png = result.png_bytes()
             except Exception as e:
@@ -258,6 +261,7 @@ class Worker:
 
         started = time.monotonic()
         try:
+            self._say_loading(a.job_id, request)
             frames = runner.zoom(request, folder, on_frame, ctl.should_stop)
             if ctl.should_stop():
                 return self._stopped(ctl)
@@ -290,6 +294,14 @@ class Worker:
             return None
         log.error("engine failed on %s", request.model_dump_json(), exc_info=e)
         return Outcome("failed", reason=f"the engine failed: {type(e).__name__}")
+
+    def _say_loading(self, job_id: str, request: Request) -> None:
+        """Tell the job's status which of its models are being loaded (that takes a while), if any."""
+        loading = getattr(self.runner, "loading", None)
+        if loading is None:
+            return
+        if missing := loading(request):
+            self.source.progress(job_id, 0, request.steps, 0.0, b"", note=f"loading {', '.join(missing)}")
 
     def _on_progress(self, job_id: str, p: Any) -> None:
         if not self.source.wants_progress():

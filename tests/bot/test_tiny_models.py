@@ -55,3 +55,16 @@ async def test_reply_edit_and_masked_edit_with_the_tiny_models(fake, cfg):
         out = Image.open(io.BytesIO(masked.attachments[0].data)).convert("RGB")
         # far from the mask (beyond the feather), the input's own pixels are kept exactly
         assert out.getpixel((31, 16)) == (10, 120, 200)
+
+
+async def test_status_says_loading_while_the_models_load(fake, cfg):
+    async with run_bot(fake, cfg):
+        user = fake.add_user("alice")
+        inter = await fake.slash(user, fake.channel, "imagine", {"prompt": "a lighthouse", "seed": 2, "steps": 4})
+        await inter.wait_response()
+        await wait_results(fake, timeout=60)
+    lines = [r.json.get("content", "") for r in fake.requests_to("PATCH", r"/messages/\d+$")
+             if isinstance(r.json, dict) and str(inter.original.id) in r.path]
+    loading = [i for i, line in enumerate(lines) if "⏳ loading VQGAN" in line]
+    assert loading, lines
+    assert any("painting" in line for line in lines[loading[0] + 1:]), lines

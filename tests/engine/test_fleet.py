@@ -23,7 +23,7 @@ import pytest
 import redis
 
 from engine.config import Config, load_config
-from engine.queue import Cancelled, Failed, Finished, JobQueue, Progress, Started
+from engine.queue import Cancelled, Failed, Finished, JobQueue, Loading, Progress, Started
 from engine.request import Request
 from tests.fleet import ROOT, RedisServer, Workers, free_port, needs_redis
 from tests.tinymodels import write_tiny_config
@@ -135,6 +135,8 @@ async def test_six_jobs_of_three_people_over_two_workers_finish_once_in_fair_tur
     started = [e.job.owner for e in rec.of(Started) if e.job.id in ids]
     assert started == ["alice", "bob", "carol", "alice", "bob", "carol"]
     assert not rec.of(Failed)
+    # each worker loads the models for its first job, says so over the wire, and keeps them for the rest
+    assert {e.job.id for e in rec.of(Loading)} == set(long)
 
 
 async def test_a_remote_workers_job_keeps_its_timelapse_frames_ending_on_its_result(fleet: Fleet, coordinator):

@@ -30,6 +30,7 @@ from engine.queue import (
     Failed,
     Finished,
     JobQueue,
+    Loading,
     NotAllowed,
     Progress,
     Queued,
@@ -524,3 +525,24 @@ async def test_sigkill_mid_job_then_restart_finishes_it(tiny_config_path, tmp_pa
     assert fin["job"] == job_id and fin["state"] == "finished" and fin["png"] > 0
     assert Path(fin["result_path"]).stat().st_size == fin["png"]
     assert [ln["step"] for ln in second if ln["event"] == "Progress"][0] == 1  # from step 0 again
+
+
+async def test_status_says_when_a_job_waits_for_its_models_to_load(tiny_config_path, tmp_path):
+    cfg = load_config(tiny_config_path)
+    cfg = cfg.model_copy(update={"queue": make_cfg(tmp_path).queue})
+    q = JobQueue(cfg)  # the default runner: EngineRunner over the tiny models, none loaded yet
+    rec = Recorder()
+    q.subscribe(rec)
+    await q.start()
+    try:
+        first, _ = await q.submit(Request.from_config(cfg, prompt="a red apple", steps=2, seed=1), "alice")
+        await rec.wait(Finished, first.id, timeout=30)
+        again, _ = await q.submit(Request.from_config(cfg, prompt="a green pear", steps=2, seed=2), "alice")
+        await rec.wait(Finished, again.id, timeout=30)
+    finally:
+        await q.close()
+    kinds = rec.of(first.id)
+    assert kinds.index("Loading") < kinds.index("Progress"), kinds
+    loading = next(e for e in rec.events if isinstance(e, Loading))
+    assert loading.note.startswith("loading ") and "VQGAN" in loading.note and "CLIP" in loading.note
+    assert "Loading" not in rec.of(again.id), "the models stay loaded for the next job"
