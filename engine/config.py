@@ -102,6 +102,7 @@ class ModelsConfig(ModelSpec):
     max_loaded: int = Field(2, ge=1)
     vqgan_choices: tuple[str, ...] = ()  # presets a request may pick; () = the configured one only
     clip_choices: tuple[str, ...] = ()  # "ViT-B-32/openai", ensembles "A/tag+B/tag"; () = the configured one
+    offline: bool | Literal["auto"] = "auto"  # may models be downloaded? "auto": ask their hosts when one is missing
 
     def spec(self) -> ModelSpec:
         """Just the models (what a request records), without the caching and device settings."""

@@ -81,6 +81,10 @@ def describe_fleet(workers: list[dict] | None, jobs: list[tuple[str, str]], now:
         models = ", ".join(w["models"]) or "none loaded"
         lines.append(f"  {w['worker']}  {w['device']}  jobs {len(w['leases'])}/{w['capacity']}  "
                      f"models: {models}  last heartbeat {max(0.0, now - w['sent_at']):.1f} s ago")
+        survey = w.get("available") or {}
+        if gone := [m["name"] for m in survey.get("models", ()) if m["state"] == "unreachable"]:
+            lines.append(f"    {'offline' if survey.get('offline') else 'cannot download'}; "
+                         f"not downloaded: {', '.join(gone)}")
     states = Counter(state for _owner, state in jobs)
     lines.append(f"queue: {states['queued']} waiting, {states['running']} running")
     per_owner: dict[str, Counter] = {}

@@ -46,6 +46,7 @@ from pydantic import BaseModel, ConfigDict
 from engine.config import Config
 from engine.errors import UserError
 from engine.frames import FrameStore
+from engine.models.availability import Availability, unavailable
 from engine.request import Request
 from engine.store import TERMINAL, JobStore, StorageError, describe, private_dir
 from engine.worker import Assignment, Control, Outcome, Worker
@@ -62,6 +63,10 @@ STALE = "saved by an older version; please ask again"
 
 class QueueFull(UserError):
     """The owner or the whole queue is at its pending limit."""
+
+
+class ModelsUnavailable(UserError):
+    """No worker can use the request's models: they are not downloaded and cannot be now (offline)."""
 
 
 class NotAllowed(UserError):
@@ -233,6 +238,7 @@ class JobQueue:
             if (again := await self._in_db(_reread, job)) is not None:  # died before it was shown
                 self._emit(again)
         self._worker = asyncio.create_task(self._serve(), name="jobqueue-worker")
+        self.availability()  # the local worker surveys its models in the background from now
 
     async def close(self) -> None:
         """Stop the running job within a step and keep it queued for the next ``start``."""
@@ -288,6 +294,8 @@ class JobQueue:
             )
         if len(pending) >= self._cfg.max_pending:
             raise QueueFull(f"The queue is full ({len(pending)} jobs); try again in a few minutes.")
+        if why := unavailable(request.models, self.availability(), fleet=self._link is not None):
+            raise ModelsUnavailable(f"Can't paint that now: {why}.")
         job_id = secrets.token_hex(6)
         while job_id in self._jobs:
             job_id = secrets.token_hex(6)
@@ -428,6 +436,14 @@ class JobQueue:
         """The live workers' latest heartbeats (name, device, capacity, leases, models, sent_at);
         None with the local backend (the one worker is this process)."""
         return None if self._link is None else self._link.fleet()
+
+    def availability(self) -> list[Availability | None]:
+        """What the workers say of the models they offer: on disk, downloadable, or not (offline).
+        Empty when nothing is known (a runner without surveys, or no live worker)."""
+        if self._link is not None:
+            return self._link.availability()
+        survey = getattr(self._runner, "availability", None)
+        return [survey()] if survey is not None else []
 
     def paused(self) -> str | None:
         """Why no job can start now ("painting is paused: no worker reachable"), or None."""

@@ -41,6 +41,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from engine.config import Config, QueueConfig
 from engine.errors import UserError
+from engine.models.availability import Availability
 from engine.request import Request
 from engine.wire import (
     MAX_MESSAGE_BYTES,
@@ -182,6 +183,10 @@ class RedisLink:
 
     def fleet(self) -> list[dict[str, Any]]:
         return [self.workers[n].hb.model_dump() for n in sorted(self._live())]
+
+    def availability(self) -> list[Availability | None]:
+        """What each live worker says of its offered models (None: it has not surveyed them yet)."""
+        return [self.workers[n].hb.available for n in sorted(self._live())]
 
     def paused(self) -> str | None:
         if not self.reachable or not self._live():
@@ -675,9 +680,10 @@ class RedisSource:
         self.seq += 1
         cache = getattr(self.runner, "cache", None)
         models = cache.loaded() if cache is not None and hasattr(cache, "loaded") else []
+        survey = getattr(self.runner, "availability", None)
         hb = Heartbeat(worker=self.name, boot=self.boot, seq=self.seq, device=self.device,
                        capacity=self.cfg.batch_size, leases=list(self.leases.values()), models=models,
-                       sent_at=time.time())
+                       sent_at=time.time(), available=survey() if survey is not None else None)
         await self.r.hset(WORKERS, self.name, encode(hb))
 
     async def _beat(self) -> None:

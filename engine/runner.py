@@ -11,6 +11,7 @@ from pathlib import Path
 
 from engine.config import Config
 from engine.generate import Progress, Result, Run, generate, start, step_together
+from engine.models.availability import Availability, Surveyor
 from engine.models.loader import ModelCache, Models
 from engine.request import Request
 from engine.worker import batch_key
@@ -24,6 +25,11 @@ class EngineRunner:
         self.device = device  # e.g. "cuda:1" for one worker per GPU; None: models.device
         self.cache = ModelCache(cfg.models)
         self.progress_every = progress_every or cfg.generation.progress_every
+        self.survey = Surveyor(cfg.models)
+
+    def availability(self) -> Availability | None:
+        """Which offered models this worker can use (on disk, downloadable); None until surveyed."""
+        return self.survey.current()
 
     def __call__(self, request: Request, on_progress: Callable[[Progress], None] | None = None,
                  should_stop: Callable[[], bool] | None = None) -> Result:
@@ -37,10 +43,14 @@ class EngineRunner:
 
     def _models(self, request: Request) -> Models:
         """The request's models from the cache; loading one that is not held takes a while, so it is logged."""
-        if missing := self.cache.missing(request.models, self.device):
-            log.info("loading %s (models.max_loaded = %d of each kind stay loaded)", ", ".join(missing),
-                     self.cfg.models.max_loaded)
-        return self.cache.get(request.models, self.device)
+        if not (missing := self.cache.missing(request.models, self.device)):
+            return self.cache.get(request.models, self.device)
+        log.info("loading %s (models.max_loaded = %d of each kind stay loaded)", ", ".join(missing),
+                 self.cfg.models.max_loaded)
+        try:
+            return self.cache.get(request.models, self.device)
+        finally:
+            self.survey.stale()  # it may have downloaded a model, or found one gone
 
     def zoom(self, request: Request, frames_dir: Path, on_frame: Callable[[int, Path], None] | None = None,
              should_stop: Callable[[], bool] | None = None) -> list[Path]:

@@ -14,6 +14,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from engine.errors import error_line
+from engine.models.availability import Availability
 from engine.request import Request
 
 log = logging.getLogger(__name__)
@@ -105,6 +106,7 @@ class Heartbeat(_Msg):
     leases: list[str]  # the jobs it holds (running or about to run)
     models: list[str]
     sent_at: float  # time.time() on the worker: shown by ``fleet``, never compared across machines
+    available: Availability | None = None  # its offered models' survey; None: not surveyed (yet)
 
 
 Message = Annotated[JobMsg | CancelMsg | ProgressMsg | FinishedMsg | FailedMsg | ReturnedMsg | Heartbeat,

@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 
 import pytest
 from PIL import Image
 
-from tests.bot.conftest import job_of, make_config, png, progress_posts, run_bot, wait_results
+from tests.bot.conftest import (
+    job_of,
+    make_config,
+    png,
+    progress_posts,
+    results,
+    run_bot,
+    wait_ephemeral,
+    wait_results,
+)
 
 
 @pytest.fixture
@@ -68,3 +78,26 @@ async def test_status_says_loading_while_the_models_load(fake, cfg):
     loading = [i for i, line in enumerate(lines) if "⏳ loading VQGAN" in line]
     assert loading, lines
     assert any("painting" in line for line in lines[loading[0] + 1:]), lines
+
+
+async def test_a_model_that_was_never_downloaded_is_refused_before_queueing_on_an_offline_machine(
+        fake, tiny_cfg, tmp_path):
+    # The operator offers WikiArt but never downloaded it, and this machine has no network.
+    models = {**tiny_cfg.models.model_dump(), "vqgan_choices": ["wikiart_16384"], "offline": True}
+    cfg = make_config(tmp_path, fake, tiny_cfg.model_validate({**tiny_cfg.model_dump(), "models": models}))
+    async with run_bot(fake, cfg) as bot:
+        for _ in range(200):  # the bot surveys its models in the background as it starts
+            if bot.queue.availability() != [None]:
+                break
+            await asyncio.sleep(0.05)
+        carol = fake.add_user("carol")
+        inter = await fake.slash(carol, fake.channel, "imagine", {"prompt": "a cat", "model": "wikiart_16384"})
+        text = await wait_ephemeral(fake, inter)
+        assert text.count("\n") == 0
+        assert "wikiart_16384 is not downloaded, and this machine is offline" in text
+        assert "available: model imagenet_f16_16384" in text  # the configured model, on disk
+        assert bot.queue.pending() == [] and not results(fake)
+        # what is on disk still paints
+        inter = await fake.slash(carol, fake.channel, "imagine", {"prompt": "a cat", "steps": 2, "seed": 1})
+        [result] = await wait_results(fake, timeout=60)
+        assert (await job_of(fake, bot, result)).request.models.vqgan_key().startswith("file:")

@@ -23,7 +23,7 @@ import pytest
 import redis
 
 from engine.config import Config, load_config
-from engine.queue import Cancelled, Failed, Finished, JobQueue, Loading, Progress, Started
+from engine.queue import Cancelled, Failed, Finished, JobQueue, Loading, ModelsUnavailable, Progress, Started
 from engine.request import Request
 from tests.fleet import ROOT, RedisServer, Workers, free_port, needs_redis
 from tests.tinymodels import write_tiny_config
@@ -474,3 +474,41 @@ async def test_a_job_that_takes_down_three_workers_fails_with_a_message(fleet: F
     await rec.until(lambda: rec.of(Failed, job.id), timeout=15)
     assert "stopped 3 workers" in rec.of(Failed, job.id)[0].reason
     assert not rec.of(Finished, job.id)
+
+
+async def test_a_model_no_worker_has_is_refused_before_queueing_when_the_workers_are_offline(tmp_path: Path):
+    # A fleet of its own: every worker's survey counts, and this one's worker offers WikiArt without having it.
+    server = RedisServer(tmp_path / "redis")
+    server.start()
+    config = write_tiny_config(tmp_path / "tiny", queue={"backend": "redis", "redis_url": server.url,
+                                                         "worker_timeout_s": 3.0, "batch_size": 1},
+                               models={"vqgan_choices": ["wikiart_16384"], "offline": True})
+    workers = Workers(config, server.url, tmp_path)
+    try:
+        workers.start("offline-1")
+        cfg = load_config(config)
+        q = JobQueue(cfg)
+        rec = Recorder(q)
+        await q.start()
+        try:
+            deadline = time.monotonic() + 60
+            while not [a for a in q.availability() if a is not None]:
+                assert time.monotonic() < deadline, workers.log("offline-1")
+                await asyncio.sleep(0.1)
+            wikiart = ask(cfg, "a cat").model_copy(update={"models": cfg.models.spec().model_copy(
+                update={"vqgan": "wikiart_16384", "vqgan_config": None, "vqgan_checkpoint": None})})
+            with pytest.raises(ModelsUnavailable) as refused:
+                await q.submit(wikiart, owner="carol")
+            assert "wikiart_16384 is not downloaded on any worker, and the workers are offline" in str(refused.value)
+            assert q.pending() == []
+            from engine.fleet_cli import describe_fleet  # what `fleet` and a moderator's /queue show:all say
+
+            assert "    offline; not downloaded: wikiart_16384" in describe_fleet(q.fleet(), [])
+            job, _ = await q.submit(ask(cfg, "a cat"), owner="carol")  # the models it has still paint
+            await rec.until(ended(rec, [job.id]), timeout=60)
+            assert rec.of(Finished, job.id)
+        finally:
+            await q.close()
+    finally:
+        workers.stop_all()
+        server.kill()

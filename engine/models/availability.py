@@ -1,0 +1,247 @@
+"""Which offered models a worker can use now: on disk, downloadable, or neither (offline).
+
+A model that is neither on disk nor downloadable would fail only when a worker loads it, after the
+user waited their turn. So each worker surveys the models its config offers (``[models]`` and its
+``*_choices``), and the coordinator refuses a request before queueing when every worker reports
+one of its models as unreachable. The survey reads the model cache (cheap) and, only when some
+offered model is missing, asks the missing files' hosts for a response (a HEAD request, a few
+seconds at most): any HTTP answer means the machine is online. ``[models] offline`` skips the
+question (true: never download; false: always assume the network is there). Surveys run on a
+background thread and are kept for a while, so a heartbeat or a submission never waits for one.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict
+
+from engine.config import ClipSpec, ModelsConfig, ModelSpec, cache_dir
+
+log = logging.getLogger(__name__)
+
+__all__ = ["ModelState", "Availability", "survey", "reachable", "unavailable", "Surveyor"]
+
+PROBE_TIMEOUT_S = 4.0
+MAX_AGE_S = 300.0  # a survey older than this is redone in the background when next asked for
+
+State = Literal["on_disk", "fetchable", "unreachable"]
+
+
+class ModelState(BaseModel):
+    """One offered model: ``key`` as ``ModelSpec.vqgan_key()`` / ``ClipSpec.key()``, ``name`` as users pick it."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    key: str
+    name: str
+    kind: Literal["vqgan", "clip"]
+    state: State
+
+
+class Availability(BaseModel):
+    """A worker's survey of its offered models (travels in its heartbeat)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    v: Literal[1] = 1
+    models: tuple[ModelState, ...] = ()
+    offline: bool = False  # some model was missing and no host answered (or ``[models] offline = true``)
+    checked_at: float = 0.0  # time.time() on the worker
+
+    def state(self, key: str) -> State | None:
+        """The model's state, or None when this survey does not know it (then it is not refused)."""
+        return next((m.state for m in self.models if m.key == key), None)
+
+    def usable(self, kind: str) -> list[str]:
+        """Names of the models of ``kind`` on disk or downloadable."""
+        return [m.name for m in self.models if m.kind == kind and m.state != "unreachable"]
+
+
+def _vqgans(cfg: ModelsConfig) -> list[ModelSpec]:
+    from engine.choices import vqgan_choices, with_choices
+
+    return [with_choices(cfg.spec(), cfg, vqgan=name) for name in vqgan_choices(cfg)]
+
+
+def _clips(cfg: ModelsConfig) -> list[ClipSpec]:
+    from engine.choices import clip_choices, parse_clip_choice
+
+    specs = {c.key(): c for choice in clip_choices(cfg) for c in parse_clip_choice(choice, cfg)}
+    return list(specs.values())
+
+
+def _is_file(path: str | None) -> bool:
+    return bool(path) and Path(str(path)).expanduser().is_file()
+
+
+def _vqgan_source(spec: ModelSpec, cache: Path) -> tuple[bool, tuple[str, ...]]:
+    """(on disk, URLs to fetch it from)."""
+    if spec.vqgan_config and spec.vqgan_checkpoint:
+        return _is_file(spec.vqgan_config) and _is_file(spec.vqgan_checkpoint), ()
+    from engine.models.registry import PRESETS, preset_paths
+
+    if spec.vqgan not in PRESETS:
+        return False, ()
+    return preset_paths(spec.vqgan, cache)[1].is_file(), PRESETS[spec.vqgan].checkpoint.urls
+
+
+def _clip_source(spec: ClipSpec, cache: Path) -> tuple[bool, tuple[str, ...]]:
+    if spec.clip_config and spec.clip_checkpoint:
+        return _is_file(spec.clip_config) and _is_file(spec.clip_checkpoint), ()
+    if not spec.clip_pretrained or _is_file(spec.clip_pretrained):
+        return True, ()  # random weights, or a weights file given by path
+    if ":" in spec.clip_model:  # e.g. "hf-hub:org/repo": open_clip fetches it itself; not surveyed
+        return True, ()
+    from engine.models.registry import clip_weights
+
+    w = clip_weights(spec.clip_model, spec.clip_pretrained, (cache / "open_clip",))
+    if w.cached_path is not None:
+        return True, ()
+    if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on"):
+        return False, ()
+    return False, tuple(url for url, _ in w.downloads)
+
+
+def reachable(url: str, timeout: float = PROBE_TIMEOUT_S) -> bool:
+    """Whether ``url``'s server answers at all (any HTTP status counts: the network is there)."""
+    try:
+        req = urllib.request.Request(url, method="HEAD", headers={"User-Agent": "vqgan-clip-bot/0.1"})
+        with urllib.request.urlopen(req, timeout=timeout):
+            return True
+    except urllib.error.HTTPError:
+        return True
+    except (OSError, ValueError):  # URLError, timeouts, refused connections, unknown hosts
+        return False
+
+
+def _hosts_answering(urls: Iterable[str], probe: Callable[[str], bool]) -> set[str]:
+    """The hosts (scheme://netloc) of ``urls`` that answer, asked in parallel, each once."""
+    first: dict[str, str] = {}
+    for url in urls:
+        p = urllib.parse.urlsplit(url)
+        first.setdefault(f"{p.scheme}://{p.netloc}", url)
+    if not first:
+        return set()
+    with ThreadPoolExecutor(min(8, len(first)), thread_name_prefix="models-probe") as pool:
+        answers = list(pool.map(probe, first.values()))
+    return {host for host, ok in zip(first, answers, strict=True) if ok}
+
+
+def _host(url: str) -> str:
+    p = urllib.parse.urlsplit(url)
+    return f"{p.scheme}://{p.netloc}"
+
+
+def survey(cfg: ModelsConfig, probe: Callable[[str], bool] = reachable) -> Availability:
+    """The state of every model ``cfg`` offers. Asks the network only about missing models, and
+    not at all when ``cfg.offline`` is set."""
+    cache = cache_dir(cfg)
+    found: list[tuple[str, str, Literal["vqgan", "clip"], bool, tuple[str, ...]]] = []
+    for v in _vqgans(cfg):
+        found.append((v.vqgan_key(), v.vqgan, "vqgan", *_vqgan_source(v, cache)))
+    for c in _clips(cfg):
+        found.append((c.key(), c.choice(), "clip", *_clip_source(c, cache)))
+    wanted = [url for _, _, _, here, urls in found if not here for url in urls]
+    if cfg.offline == "auto":
+        answering = _hosts_answering(wanted, probe)
+    else:
+        answering = set() if cfg.offline else {_host(u) for u in wanted}
+    models = []
+    for key, name, kind, here, urls in found:
+        state: State = ("on_disk" if here
+                        else "fetchable" if any(_host(u) in answering for u in urls) else "unreachable")
+        models.append(ModelState(key=key, name=name, kind=kind, state=state))
+    offline = any(m.state == "unreachable" for m in models) and not answering
+    return Availability(models=tuple(models), offline=offline, checked_at=time.time())
+
+
+def unavailable(spec: ModelSpec, reports: Iterable[Availability | None], *, fleet: bool = False) -> str | None:
+    """Why no worker can paint with ``spec``'s models now, or None if one can (or may: a worker
+    that has not reported, or does not know a model, is given the benefit of the doubt).
+    ``fleet``: the reports are remote workers' (the message speaks of them, not of this machine)."""
+    reports = list(reports)
+    if not reports:
+        return None
+    keys = [(spec.vqgan_key(), spec.vqgan), *[(c.key(), c.choice()) for c in spec.clips()]]
+    lacking: list[str] = []
+    for a in reports:
+        if a is None:
+            return None
+        gone = [name for key, name in keys if a.state(key) == "unreachable"]
+        if not gone:
+            return None
+        lacking += [n for n in gone if n not in lacking]
+    a = reports[0]
+    assert a is not None
+    if fleet:
+        where, why = " on any worker", "the workers are offline" if a.offline else "they cannot download it now"
+    else:
+        where, why = "", "this machine is offline" if a.offline else "it cannot be downloaded now"
+    vqgans, clips = ", ".join(a.usable("vqgan")) or "none", ", ".join(a.usable("clip")) or "none"
+    return (f"{' and '.join(lacking)} {'is' if len(lacking) == 1 else 'are'} not downloaded{where}, and {why}; "
+            f"available: model {vqgans}; clip {clips}")
+
+
+class Surveyor:
+    """The latest survey, redone on a background thread when stale: ``current()`` never waits."""
+
+    def __init__(self, cfg: ModelsConfig, max_age_s: float = MAX_AGE_S,
+                 probe: Callable[[str], bool] = reachable) -> None:
+        self.cfg = cfg
+        self.max_age_s = max_age_s
+        self.probe = probe
+        self._latest: Availability | None = None
+        self._taken = 0.0  # time.monotonic() when the latest survey started
+        self._epoch = 0  # bumped by ``stale()``: a survey started before it does not count as fresh
+        self._lock = threading.Lock()
+        self._running: threading.Thread | None = None
+
+    def current(self) -> Availability | None:
+        """The latest survey (None before the first one ends); starts a new one if it is stale."""
+        with self._lock:
+            stale = self._latest is None or time.monotonic() - self._taken > self.max_age_s
+            if stale and self._running is None:
+                self._running = threading.Thread(target=self._survey, name="models-survey", daemon=True)
+                self._running.start()
+            return self._latest
+
+    def stale(self) -> None:
+        """Something changed (a model was downloaded): survey again when next asked."""
+        with self._lock:
+            self._epoch += 1
+            self._taken = -float("inf")
+
+    def wait(self, timeout: float | None = None) -> Availability | None:
+        """Start a survey if needed and wait for it (for the CLI and tests)."""
+        self.current()
+        running = self._running
+        if running is not None:
+            running.join(timeout)
+        return self._latest
+
+    def _survey(self) -> None:
+        started = time.monotonic()
+        with self._lock:
+            epoch = self._epoch
+        try:
+            found = survey(self.cfg, self.probe)
+        except Exception:
+            log.exception("surveying the offered models failed")
+            found = None
+        with self._lock:
+            if found is not None:
+                self._latest = found
+            if epoch == self._epoch:  # nothing changed meanwhile (a failure is not retried at once either)
+                self._taken = started
+            self._running = None
