@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 import discord
 from PIL import Image
 
+from bot.cdn import get_attachment
 from bot.config import BotConfig, RoleRef
 from bot.endpoints import cdn_url, may_download
 from engine import imageio
@@ -284,9 +285,9 @@ async def download(bot: discord.Client, cfg: BotConfig, ref: ImageRef, what: str
     check_attachment(cfg, ref, what)  # also: only from Discord's CDN or the API base
     url = cdn_url(ref.url, cfg.discord)
     try:
-        data = await bot.http.get_from_cdn(url)
-    except discord.HTTPException as e:
-        raise UserError(f"I could not download the {what} ({e.status}); upload it again") from None
+        data = await get_attachment(bot, url, cfg.discord, cfg.limits.max_input_bytes, what)
+    except UserError:
+        raise
     except Exception:
         raise UserError(f"I could not download the {what}; upload it again") from None
     digest = hashlib.sha256(data).hexdigest()

@@ -127,3 +127,38 @@ async def test_four_people_editing_the_same_picture_at_once_all_get_their_job(fa
             im.load()
         uploads = cfg.discord.data_path / "uploads"
         assert list(uploads.glob("*.tmp")) == []
+
+
+async def test_a_cdn_redirect_off_discord_is_not_followed(fake, tmp_path):
+    seen: list[yarl.URL] = []
+    cfg = make_config(tmp_path, fake)
+    bot = VQGANBot(cfg, JobQueue(cfg, runner=FakeRunner()), http_trace=_tracer(seen))
+    async with fake.running(bot):
+        fake.cdn_redirects["cat.png"] = "http://127.0.0.1:9/latest/meta-data/cat.png"
+        fake.cdn_redirects["dog.png"] = f"{fake.api_base}/attachments/1/2/moved-dog.png"
+        fake.cdn_bodies["moved-dog.png"] = png()
+        mallory = fake.add_user("mallory")
+        inter = await fake.slash(mallory, fake.channel, "edit", {"prompt": "a fur coat"},
+                                 attachments={"image": ("cat.png", png(), "image/png")})
+        text = await wait_ephemeral(fake, inter)
+        assert text.count("\n") == 0 and "leads off Discord" in text
+        assert [u for u in seen if u.port == 9] == [] and not bot.queue.jobs_of(str(mallory.id))
+        # a redirect that stays on Discord's CDN is followed
+        inter = await fake.slash(mallory, fake.channel, "edit", {"prompt": "a fur coat"},
+                                 attachments={"image": ("dog.png", png(), "image/png")})
+        assert await submitted(fake, bot, inter)
+
+
+async def test_a_download_larger_than_its_payload_said_is_stopped_at_the_limit(fake, tmp_path):
+    cfg = make_config(tmp_path, fake)
+    limit = cfg.limits.max_input_bytes
+    async with run_bot(fake, cfg, FakeRunner()) as bot:
+        fake.cdn_bodies["small.png"] = b"\x89PNG" + bytes(limit * 3)  # the payload says a few hundred bytes
+        mallory = fake.add_user("mallory")
+        inter = await fake.slash(mallory, fake.channel, "edit", {"prompt": "a fur coat"},
+                                 attachments={"image": ("small.png", png(), "image/png")})
+        text = await wait_ephemeral(fake, inter)
+        assert "larger than the" in text and "MiB limit" in text
+        assert not bot.queue.jobs_of(str(mallory.id))
+        await asyncio.sleep(0.2)
+        assert fake.cdn_sent["small.png"] < 2 * limit  # it stopped reading near the limit, not at the end
