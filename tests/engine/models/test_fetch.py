@@ -480,3 +480,19 @@ def test_server_that_trickles(server: Server, tmp_path: Path, monkeypatch: pytes
     msg = _one_line_failure(server.url("/m.ckpt"), tmp_path / "last.ckpt")
     assert time.monotonic() - t0 < 3
     assert "the server stalled" in msg
+
+
+@pytest.mark.parametrize("send_length", [True, False])
+def test_a_mirror_sending_more_than_the_file_can_be_does_not_fill_the_disk(
+        server: Server, tmp_path: Path, send_length: bool) -> None:
+    server.routes["/huge.ckpt"] = Route(body=DATA * 200, send_length=send_length)  # 2 MB where 10 KB is expected
+    dest = tmp_path / "last.ckpt"
+    with pytest.raises(FetchError, match="more than this file can be") as e:
+        fetch(server.url("/huge.ckpt"), dest, progress=False, max_size=len(DATA) * 2)
+    assert str(e.value).count("\n") == 0
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("last.ckpt")) in (
+        [], ["last.ckpt.lock"])  # no file, no .part to resume
+    from engine.models.registry import PRESETS
+
+    # every preset's download is capped at twice its approximate size (no mirror publishes an exact one)
+    assert all(p.checkpoint.max_size == 2 * p.checkpoint.approx_size for p in PRESETS.values())
