@@ -11,9 +11,11 @@ acknowledged silently (``Debounce``): ten clicks start one job.
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import shlex
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import discord
 from discord.ext import commands
@@ -71,12 +73,28 @@ def rerun_line(job: Job) -> str | None:
     return f"python -m engine rerun vqgan-{job.request.seed}.png -o {shlex.quote(f'{job.id}-rerun.png')}"
 
 
+_PATHS = ("init_image", "mask", "vqgan_config", "vqgan_checkpoint", "clip_config", "clip_checkpoint")
+
+
+def _file_names(value: Any) -> Any:
+    """``value`` (a dumped request, or part of one) with each server path cut to its file name: the
+    pressers see which upload or model file was used, not where the bot keeps it."""
+    if isinstance(value, dict):
+        return {k: (os.path.basename(v) if isinstance(v, str) and (k in _PATHS or k == "path") else _file_names(v))
+                for k, v in value.items()}
+    if isinstance(value, list):
+        return [_file_names(v) for v in value]
+    return value
+
+
 def details_text(job: Job) -> str:
     """Everything about a job, for the Details button (only the presser sees it)."""
     r = job.request
     m = r.models
-    vqgan = f"{m.vqgan_config} + {m.vqgan_checkpoint}" if m.vqgan_config and m.vqgan_checkpoint else m.vqgan
-    names = [f"{c.clip_config} + {c.clip_checkpoint}" if c.clip_config and c.clip_checkpoint
+    base = os.path.basename
+    vqgan = (f"{base(m.vqgan_config)} + {base(m.vqgan_checkpoint)}" if m.vqgan_config and m.vqgan_checkpoint
+             else m.vqgan)
+    names = [f"{base(c.clip_config)} + {base(c.clip_checkpoint)}" if c.clip_config and c.clip_checkpoint
              else f"{c.clip_model}" + (f" ({c.clip_pretrained})" if c.clip_pretrained else "") for c in m.clips()]
     weights = m.weights()
     clip = names[0] if len(names) == 1 else " + ".join(f"{n} ×{w:g}" for n, w in zip(names, weights, strict=True))
@@ -91,7 +109,7 @@ def details_text(job: Job) -> str:
     line = rerun_line(job)
     if line:
         lines.append(f"redo it exactly:\n```sh\n{line}\n```")
-    body = r.model_dump_json(indent=1, exclude_defaults=False)
+    body = json.dumps(_file_names(r.model_dump(mode="json")), indent=1, ensure_ascii=False)
     room = 1900 - sum(len(x) + 1 for x in lines) - 20
     if len(body) > room:
         body = body[: max(0, room - 1)] + "…"

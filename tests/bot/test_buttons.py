@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import os
 import time
 
 import av
@@ -16,6 +17,7 @@ from tests.bot.conftest import (
     ephemeral_text,
     job_of,
     make_config,
+    png,
     results,
     run_bot,
     submitted,
@@ -298,3 +300,19 @@ async def test_a_press_counts_against_the_pressers_own_limit(fake, tmp_path):
         await press(fake, alice, result, "rerun")  # alice's limit is her own
         await fake.wait_for(lambda: len(bot.queue.jobs_of(str(alice.id))) == 2)
         hold.set()
+
+
+async def test_details_of_an_edit_names_the_upload_but_not_where_the_bot_keeps_it(fake, tmp_path):
+    cfg = make_config(tmp_path, fake)
+    async with run_bot(fake, cfg, FakeRunner()) as bot:
+        alice, bob = fake.add_user("alice"), fake.add_user("bob")
+        upload = await fake.user_message(alice, fake.channel, "",
+                                         attachments=[("cat.png", png((32, 32), (10, 120, 200)), "image/png")])
+        await fake.user_message(alice, fake.channel, "a cat made of fire", reply_to=upload)
+        [result] = await wait_results(fake)
+        await fake.wait_for(lambda: bot.queue.find(result_message_id=result.id))
+        job = await job_of(fake, bot, result)
+        assert job.request.init_image and str(cfg.discord.data_path) in job.request.init_image
+        text = await wait_ephemeral(fake, await press(fake, bob, result, "details"))
+        assert "a cat made of fire" in text and os.path.basename(job.request.init_image) in text
+        assert str(cfg.discord.data_path) not in text and str(tmp_path) not in text
