@@ -22,7 +22,7 @@ from discord.ext import commands
 
 from bot import replies, submit
 from bot.buttons import COG, Action, Debounce, JobButton
-from bot.cogs.gestures import edit_from_modal
+from bot.cogs.gestures import EditForm
 from bot.delivery import describe_request, short_prompt
 from bot.editing import MAX_PIECES, again, piece_name
 from bot.inputs import (
@@ -41,23 +41,6 @@ if TYPE_CHECKING:
     from bot.app import VQGANBot
 
 log = logging.getLogger(__name__)
-
-
-class ButtonEditModal(discord.ui.Modal, title="Edit this picture"):
-    """The Edit button's form: the words, and optionally the one part to change."""
-
-    prompt: discord.ui.TextInput[ButtonEditModal] = discord.ui.TextInput(
-        label="What should it become?", placeholder="a snowy mountain at dusk", max_length=1000)
-    region: discord.ui.TextInput[ButtonEditModal] = discord.ui.TextInput(
-        label="Only this part (optional)", placeholder="e.g. the sky", required=False, max_length=200)
-
-    def __init__(self, bot: VQGANBot, target: discord.Message, atts: list[discord.Attachment]) -> None:
-        super().__init__()
-        self.bot, self.target, self.atts = bot, target, atts
-
-    async def on_submit(self, interaction: discord.Interaction) -> None:
-        await edit_from_modal(self.bot, interaction, self.target, self.atts, str(self.prompt.value),
-                              str(self.region.value or "") or None)
 
 
 def pruned_text(bot: VQGANBot, job_id: str) -> str:
@@ -191,7 +174,7 @@ class Buttons(commands.Cog, name=COG):
             await replies.refuse(interaction, str(e))
             return
         assert target is not None
-        await interaction.response.send_modal(ButtonEditModal(self.bot, target, images))
+        await interaction.response.send_modal(EditForm(target, "Edit this picture", region=True))
 
     async def _timelapse(self, interaction: discord.Interaction, job: Job) -> None:
         """Timelapse: made now from the stored frames, posted for everyone."""

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 import re
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import discord
 from discord import app_commands
@@ -54,18 +54,28 @@ def _norm(emoji: str) -> str:
     return emoji.replace("\ufe0f", "")
 
 
-class EditModal(discord.ui.Modal, title="Edit with VQGAN"):
-    """Asks for the prompt after the "Edit with VQGAN" context menu."""
+FORM = "vqgan:form:"
+"""A form's custom_id: ``FORM`` + the id of the message whose picture it edits. Discord sends a form's
+answer to whoever is running then, and discord.py keeps forms in memory only, so the answers are read
+by ``Gestures.on_form`` from the custom_id alone: a form opened before a restart still works after it."""
 
-    prompt: discord.ui.TextInput[EditModal] = discord.ui.TextInput(
-        label="What should the image become?", placeholder="a snowy mountain at dusk", max_length=1000)
 
-    def __init__(self, cog: Gestures, target: discord.Message, attachments: list[discord.Attachment]) -> None:
-        super().__init__()
-        self.cog, self.target, self.attachments = cog, target, attachments
+class EditForm(discord.ui.Modal):
+    """Asks for the words (and, from the Edit button, optionally the one part to change)."""
+
+    prompt: discord.ui.TextInput[EditForm] = discord.ui.TextInput(
+        label="What should it become?", placeholder="a snowy mountain at dusk", max_length=1000,
+        custom_id="prompt")
+
+    def __init__(self, target: discord.Message, title: str, *, region: bool = False) -> None:
+        super().__init__(title=title, custom_id=f"{FORM}{target.id}", timeout=None)
+        if region:
+            self.add_item(discord.ui.TextInput(label="Only this part (optional)", placeholder="e.g. the sky",
+                                               required=False, max_length=200, custom_id="region"))
 
     async def on_submit(self, interaction: discord.Interaction) -> None:
-        await self.cog.edit_from_modal(interaction, self.target, self.attachments, str(self.prompt.value))
+        """Answered by ``Gestures.on_form``, the same way before and after a restart."""
+        self.stop()
 
 
 async def edit_request(bot: VQGANBot, target: discord.Message, atts: list[discord.Attachment], prompt: str,
@@ -317,11 +327,36 @@ class Gestures(commands.Cog):
         except UserError as e:
             await replies.refuse(interaction, str(e))
             return
-        await interaction.response.send_modal(EditModal(self, message, images))
+        await interaction.response.send_modal(EditForm(message, "Edit with VQGAN"))
 
-    async def edit_from_modal(self, interaction: discord.Interaction, target: discord.Message,
-                              atts: list[discord.Attachment], text: str) -> None:
-        await edit_from_modal(self.bot, interaction, target, atts, text)
+    @commands.Cog.listener()
+    async def on_interaction(self, interaction: discord.Interaction) -> None:
+        """The answer to an ``EditForm``: edit the picture of the message its custom_id names."""
+        data: dict[str, Any] = dict(interaction.data or {})
+        custom_id = str(data.get("custom_id", ""))
+        if interaction.type is not discord.InteractionType.modal_submit or not custom_id.startswith(FORM):
+            return
+        values = {str(c.get("custom_id")): str(c.get("value") or "")
+                  for row in data.get("components", []) for c in row.get("components", [])}
+        try:
+            check_access_interaction(self.bot.cfg, interaction)
+            channel = interaction.channel
+            if not isinstance(channel, discord.abc.Messageable):
+                raise UserError("I cannot read that channel any more")
+            try:
+                target = await channel.fetch_message(int(custom_id.removeprefix(FORM)))
+            except (ValueError, discord.NotFound):
+                raise UserError("that message is gone; nothing to edit") from None
+            except discord.HTTPException as e:
+                raise UserError(f"Discord did not let me read that message ({e.status}); try again") from None
+            images = image_attachments(target)
+            if not images:
+                raise UserError("that message has no picture left to edit")
+        except UserError as e:
+            await replies.refuse(interaction, str(e))
+            return
+        await edit_from_modal(self.bot, interaction, target, images, values.get("prompt", ""),
+                              values.get("region") or None)
 
 
 async def setup(bot: VQGANBot) -> None:

@@ -316,3 +316,34 @@ async def test_details_of_an_edit_names_the_upload_but_not_where_the_bot_keeps_i
         text = await wait_ephemeral(fake, await press(fake, bob, result, "details"))
         assert "a cat made of fire" in text and os.path.basename(job.request.init_image) in text
         assert str(cfg.discord.data_path) not in text and str(tmp_path) not in text
+
+
+async def test_an_edit_form_opened_before_a_restart_is_answered_after_it(fake, tmp_path):
+    cfg = make_config(tmp_path, fake)
+    alice, bob = fake.add_user("alice"), fake.add_user("bob")
+    async with run_bot(fake, cfg, FakeRunner()) as bot:
+        job, result, _ = await a_result(fake, bot, alice)
+        inter = await press(fake, bob, result, "edit")  # bob is still typing when the bot restarts
+    form = inter.modal
+    fields = [row["components"][0]["custom_id"] for row in form["components"]]
+    runner = FakeRunner()
+    async with run_bot(fake, cfg, runner) as bot2:
+        submit = await fake.modal_submit(bob, result.channel_id, form["custom_id"],
+                                         {fields[0]: "a fur coat", fields[1]: "the barn door"}, message=result)
+        assert (await submit.wait_response()).type == 5
+        second = (await wait_results(fake, 2))[1]
+        edit = await job_of(fake, bot2, second)
+        assert (edit.request.kind, edit.request.prompt, edit.request.region) == ("edit", "a fur coat", "the barn door")
+        assert edit.request.parent == job.id and edit.owner == str(bob.id)
+
+
+async def test_an_edit_form_for_a_deleted_picture_says_so(fake, tmp_path):
+    async with run_bot(fake, make_config(tmp_path, fake), FakeRunner()) as bot:
+        alice = fake.add_user("alice")
+        _job, result, _ = await a_result(fake, bot, alice)
+        inter = await press(fake, alice, result, "edit")
+        await fake.delete_message(result.id)
+        prompt_id = inter.modal["components"][0]["components"][0]["custom_id"]
+        submit = await fake.modal_submit(alice, result.channel_id, inter.modal["custom_id"], {prompt_id: "a fur coat"})
+        assert "that message is gone" in await wait_ephemeral(fake, submit)
+        assert len(bot.queue.jobs_of(str(alice.id))) == 1
