@@ -28,17 +28,32 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def self_signed(folder: Path) -> tuple[Path, Path]:
+    """(certificate, key) for 127.0.0.1, made with the ``openssl`` command (the certificate is its own CA)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    cert, key = folder / "cert.pem", folder / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(cert),
+                    "-days", "2", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
+                   check=True, capture_output=True)
+    return cert, key
+
+
 class RedisServer:
-    def __init__(self, folder: Path, password: str | None = None) -> None:
+    """``tls``: serve TLS only (``rediss://``), with a self-signed certificate that ``url`` trusts."""
+
+    def __init__(self, folder: Path, password: str | None = None, tls: bool = False) -> None:
         self.dir = folder
         self.dir.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
         self.password = password
         self.proc: subprocess.Popen[bytes] | None = None
+        self.cert: tuple[Path, Path] | None = self_signed(folder / "tls") if tls else None
 
     @property
     def url(self) -> str:
         auth = f":{self.password}@" if self.password else ""
+        if self.cert is not None:
+            return f"rediss://{auth}127.0.0.1:{self.port}/0?ssl_ca_certs={self.cert[0]}"
         return f"redis://{auth}127.0.0.1:{self.port}/0"
 
     def start(self, wipe: bool = False) -> None:
@@ -47,6 +62,10 @@ class RedisServer:
                 shutil.rmtree(f) if f.is_dir() else f.unlink()
         args = ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
                 "--appendonly", "yes", "--appendfsync", "always", "--dir", str(self.dir)]
+        if self.cert is not None:
+            cert, key = self.cert
+            args[1:3] = ["--port", "0", "--tls-port", str(self.port), "--tls-cert-file", str(cert), "--tls-key-file",
+                         str(key), "--tls-ca-cert-file", str(cert), "--tls-auth-clients", "no"]
         if self.password:
             args += ["--requirepass", self.password]
         self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -11,6 +11,7 @@ import asyncio
 import json
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -507,6 +508,36 @@ async def test_a_model_no_worker_has_is_refused_before_queueing_when_the_workers
             job, _ = await q.submit(ask(cfg, "a cat"), owner="carol")  # the models it has still paint
             await rec.until(ended(rec, [job.id]), timeout=60)
             assert rec.of(Finished, job.id)
+        finally:
+            await q.close()
+    finally:
+        workers.stop_all()
+        server.kill()
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="openssl is not installed")
+async def test_the_fleet_works_over_tls_and_a_worker_that_does_not_trust_the_server_says_so(tmp_path: Path):
+    server = RedisServer(tmp_path / "redis", password="s3cret", tls=True)
+    server.start()
+    config = write_tiny_config(tmp_path / "tiny", queue={"backend": "redis", "redis_url": server.url,
+                                                         "worker_timeout_s": 3.0, "batch_size": 1})
+    workers = Workers(config, server.url, tmp_path)
+    try:
+        untrusting = subprocess.run(
+            [sys.executable, "-m", "engine", "worker", "--config", str(config), "--redis",
+             server.url.split("?")[0]], env={**os.environ, "PYTHONPATH": str(ROOT)},
+            capture_output=True, text=True, timeout=60)
+        assert untrusting.returncode == 2 and untrusting.stderr.count("\n") == 1
+        assert "certificate" in untrusting.stderr and "s3cret" not in untrusting.stderr
+        workers.start("tls-1")
+        cfg = load_config(config)
+        q = JobQueue(cfg)
+        rec = Recorder(q)
+        await q.start()
+        try:
+            job, _ = await q.submit(ask(cfg, "a cat behind glass"), owner="carol")
+            await rec.until(ended(rec, [job.id]), timeout=60)
+            assert rec.of(Finished, job.id) and q.fleet() and q.fleet()[0]["worker"] == "tls-1"
         finally:
             await q.close()
     finally:
