@@ -7,6 +7,7 @@ so most refusals are instant and private; downloads happen after the defer (Disc
 from __future__ import annotations
 
 import logging
+from collections.abc import Collection
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -29,6 +30,7 @@ from bot.inputs import (
 from bot.origin import Origin
 from engine.choices import clip_choices, vqgan_choices
 from engine.errors import UserError
+from engine.models.availability import unreachable_names
 from engine.request import MAX_SEED
 
 if TYPE_CHECKING:
@@ -120,11 +122,15 @@ class Imagine(commands.Cog):
 
     @imagine.autocomplete("model")
     async def _model_choices(self, interaction: discord.Interaction, current: str) -> list[app_commands.Choice[str]]:
-        return _matching(vqgan_choices(self.bot.cfg.models), current)
+        return _matching(vqgan_choices(self.bot.cfg.models), current, self._unreachable())
 
     @imagine.autocomplete("clip")
     async def _clip_choices(self, interaction: discord.Interaction, current: str) -> list[app_commands.Choice[str]]:
-        return _matching(clip_choices(self.bot.cfg.models), current)
+        return _matching(clip_choices(self.bot.cfg.models), current, self._unreachable())
+
+    def _unreachable(self) -> set[str]:
+        """Offered models no worker has or can download now: listed last, marked, so nobody waits for a refusal."""
+        return unreachable_names(self.bot.queue.availability())
 
     @app_commands.command(name="edit", description="Change an uploaded picture with words")
     @app_commands.describe(
@@ -176,10 +182,14 @@ class Imagine(commands.Cog):
             await submit.from_interaction(self.bot, interaction, req, note=edit.note, release=release)
 
 
-def _matching(choices: list[str], current: str) -> list[app_commands.Choice[str]]:
-    """The choices containing what the user typed so far (Discord shows at most 25)."""
+def _matching(choices: list[str], current: str, unreachable: Collection[str] = ()) -> list[app_commands.Choice[str]]:
+    """The choices containing what the user typed so far (Discord shows at most 25); those with a
+    model nobody can get now (e.g. not downloaded on an offline machine) last, and marked."""
     found = [c for c in choices if current.lower() in c.lower()]
-    return [app_commands.Choice(name=c[:100], value=c[:100]) for c in found[:25]]
+    missing = {c for c in found if any(part in unreachable for part in c.split("+"))}
+    found = [c for c in found if c not in missing] + [c for c in found if c in missing]
+    return [app_commands.Choice(name=(c + " (not downloaded, offline)" if c in missing else c)[:100], value=c[:100])
+            for c in found[:25]]
 
 
 async def setup(bot: VQGANBot) -> None:

@@ -30,7 +30,7 @@ from engine.config import ClipSpec, ModelsConfig, ModelSpec, cache_dir
 
 log = logging.getLogger(__name__)
 
-__all__ = ["ModelState", "Availability", "survey", "reachable", "unavailable", "Surveyor"]
+__all__ = ["ModelState", "Availability", "survey", "reachable", "unavailable", "unreachable_names", "Surveyor"]
 
 PROBE_TIMEOUT_S = 4.0
 MAX_AGE_S = 300.0  # a survey older than this is redone in the background when next asked for
@@ -191,6 +191,15 @@ def unavailable(spec: ModelSpec, reports: Iterable[Availability | None], *, flee
     vqgans, clips = ", ".join(a.usable("vqgan")) or "none", ", ".join(a.usable("clip")) or "none"
     return (f"{' and '.join(lacking)} {'is' if len(lacking) == 1 else 'are'} not downloaded{where}, and {why}; "
             f"available: model {vqgans}; clip {clips}")
+
+
+def unreachable_names(reports: Iterable[Availability | None]) -> set[str]:
+    """Names of the offered models that no worker can get now (none while a worker has not reported)."""
+    reports = list(reports)
+    if not reports or any(a is None for a in reports):
+        return set()
+    sets = [{m.name for m in a.models if m.state == "unreachable"} for a in reports if a is not None]
+    return set.intersection(*sets)
 
 
 class Surveyor:

@@ -91,6 +91,9 @@ async def test_a_model_that_was_never_downloaded_is_refused_before_queueing_on_a
                 break
             await asyncio.sleep(0.05)
         carol = fake.add_user("carol")
+        offered = await fake.autocomplete(carol, fake.channel, "imagine", "model", options={"prompt": "a cat"})
+        assert [c["name"] for c in offered] == ["imagenet_f16_16384", "wikiart_16384 (not downloaded, offline)"]
+        assert offered[1]["value"] == "wikiart_16384"
         inter = await fake.slash(carol, fake.channel, "imagine", {"prompt": "a cat", "model": "wikiart_16384"})
         text = await wait_ephemeral(fake, inter)
         assert text.count("\n") == 0

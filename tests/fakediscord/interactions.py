@@ -415,6 +415,22 @@ class Interactions(State):
             data["guild_id"] = str(scope)
         return await self._send_interaction(2, user, ch, data)
 
+    async def autocomplete(self, user: User, channel: Channel | int, name: str, focused: str,
+                           typed: str = "", options: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+        """Type ``typed`` into option ``focused`` of command ``name``; returns the choices the bot offers."""
+        cmd, scope = self.find_command(name, 1)
+        stypes = {o["name"]: o.get("type") for o in (cmd or {}).get("options", [])}
+        opts = [{"name": k, "type": self._option_type(v, stypes.get(k)), "value": v} for k, v in (options or {}).items()]
+        opts.append({"name": focused, "type": stypes.get(focused, 3), "value": typed, "focused": True})
+        data: dict[str, Any] = {"id": cmd["id"] if cmd else str(self.sf.next()), "name": name, "type": 1,
+                                "options": opts}
+        if scope is not None:
+            data["guild_id"] = str(scope)
+        inter = await self._send_interaction(4, user, channel, data)
+        callback = await inter.wait_response()
+        assert callback.type == 8, callback
+        return list(callback.data.get("choices", []))
+
     async def context_menu(
         self, user: User, channel: Channel | int, target_message: Message, name: str
     ) -> Interaction:
