@@ -111,7 +111,8 @@ def clip_weights_path(name: str, pretrained: str, cache_dir: str | os.PathLike[s
     else:
         for u, d in w.downloads:
             try:
-                return fetch(u, d, label=f"CLIP {name}/{pretrained} {d.name}")
+                return fetch(u, d, label=f"CLIP {name}/{pretrained} {d.name}",
+                             max_size=2 * w.approx_size if w.approx_size else None)
             except FetchError as e:
                 reasons.append(str(e).split(" from ", 1)[-1].split("; download it yourself")[0])  # "URL (why)"
                 if "HTTP 404" not in str(e):  # only a file the hub lacks is worth asking for another name

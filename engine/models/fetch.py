@@ -200,7 +200,8 @@ def _same_file(src: PartSource, etag: str | None, last_modified: str | None, tot
     )
 
 
-def _download(url: str, dest: Path, size: int | None, label: str, progress: bool) -> None:
+def _download(url: str, dest: Path, size: int | None, label: str, progress: bool,
+              max_size: int | None = None) -> None:
     """Bring ``<dest>.part`` up to the whole file from ``url``, resuming only a ``.part`` that
     came from the same URL and the same version of the file; otherwise start from zero."""
     part = _part(dest)
@@ -231,7 +232,7 @@ def _download(url: str, dest: Path, size: int | None, label: str, progress: bool
             _discard_part(dest)
             start, src = 0, None
             continue
-        if _transfer(url, dest, resp, start, src, size, label, progress):
+        if _transfer(url, dest, resp, start, src, size, label, progress, max_size):
             return
         start, src = 0, None  # the file changed on the server since the .part was begun
 
@@ -245,6 +246,7 @@ def _transfer(
     size: int | None,
     label: str,
     progress: bool,
+    max_size: int | None = None,
 ) -> bool:
     """Write one response into the ``.part``. False: it is a different file from the one the
     ``.part`` was begun from, which was dropped, so the caller starts over from zero."""
@@ -279,6 +281,8 @@ def _transfer(
             raise _Failed(f"HTTP {status}")
         if size is not None and total is not None and total != size:
             raise _Failed(f"the server offers {total} bytes, expected {size}")
+        if max_size is not None and total is not None and total > max_size:
+            raise _Failed(f"the server offers {total} bytes, more than this file can be ({max_size})")
         if mode == "wb":  # a new .part: say where it comes from before its first byte
             _discard_part(dest)
             _write_atomically(
@@ -305,6 +309,10 @@ def _transfer(
                 while chunk := resp.read1(CHUNK):  # returns what has arrived, so stalls are seen
                     f.write(chunk)
                     got += len(chunk)
+                    if max_size is not None and got > max_size:
+                        f.close()
+                        _discard_part(dest)
+                        raise _Failed(f"the server sent more than {max_size} bytes, more than this file can be")
                     bar.update(len(chunk))
                     window_bytes += len(chunk)
                     if time.monotonic() - window_start >= STALL_S:
@@ -350,6 +358,7 @@ def fetch(
     label: str | None = None,
     check: Check | None = None,
     force: bool = False,
+    max_size: int | None = None,
 ) -> Path:
     """Make sure ``dest`` exists, downloading it from the first URL that works.
 
@@ -358,7 +367,9 @@ def fetch(
     of what was installed is recorded in ``<dest>.sha256`` (see ``recorded_sha256``).
     ``force`` downloads again from zero even when ``dest`` exists, and replaces it (and its
     record) only once the new download is whole and usable. ``label`` names the file in
-    messages (default: ``dest``'s name). Raises ``FetchError``.
+    messages (default: ``dest``'s name). ``max_size`` (when no exact ``size`` is published): a
+    server that offers or sends more bytes than this is given up, its ``.part`` deleted, so a
+    broken or hostile mirror cannot fill the disk. Raises ``FetchError``.
     """
     url_list = [urls] if isinstance(urls, str) else list(urls)
     dest = Path(dest)
@@ -377,7 +388,7 @@ def fetch(
             for _ in range(2):  # a second, fresh try when a resumed file fails verification
                 resumed = part.exists()
                 try:
-                    _download(url, dest, size, label, progress)
+                    _download(url, dest, size, label, progress, max_size)
                 except _Failed as e:
                     failures.append(f"{url} ({e})")
                     break

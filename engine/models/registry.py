@@ -51,7 +51,12 @@ class RemoteFile:
     urls: tuple[str, ...]
     sha256: str | None = None
     size: int | None = None
-    approx_size: int = 0  # for listings only
+    approx_size: int = 0  # for listings, and the download cap
+
+    @property
+    def max_size(self) -> int | None:
+        """The most bytes a download may bring: twice the approximate size (the mirrors publish none)."""
+        return self.size or (2 * self.approx_size if self.approx_size else None)
 
 
 # The presets' architectures, shipped as package data (pyproject: [tool.setuptools.package-data]).
@@ -209,7 +214,7 @@ def fetch_checkpoint(name: str, cache_dir: str | os.PathLike[str], progress: boo
     if force or not ckpt.exists():
         remote = preset.checkpoint
         fetch(remote.urls, ckpt, remote.sha256, remote.size, progress, label=remote.label,
-              check=lambda p: check_checkpoint(p, config), force=force)
+              check=lambda p: check_checkpoint(p, config), force=force, max_size=remote.max_size)
     return ckpt
 
 
