@@ -12,6 +12,7 @@ import asyncio
 import gc
 import io
 import logging
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -54,6 +55,7 @@ class Assignment:
     request: Request
     ctl: Control
     solo: bool = False  # ran out of memory in a batch before: run it alone
+    zoom_from: tuple[int, bytes] | None = None  # a zoom begun elsewhere: go on after this frame (number, PNG)
 
 
 @dataclass
@@ -262,7 +264,12 @@ class Worker:
         started = time.monotonic()
         try:
             self._say_loading(a.job_id, request)
-            frames = runner.zoom(request, folder, on_frame, ctl.should_stop)
+            if a.zoom_from is None:
+                frames = runner.zoom(request, folder, on_frame, ctl.should_stop)
+            else:  # another worker began it: on from the newest frame the coordinator holds
+                after, png = a.zoom_from
+                _write_frame(folder / f"{after:05d}.png", png)
+                frames = runner.zoom(request, folder, on_frame, ctl.should_stop, after=after)
             if ctl.should_stop():
                 return self._stopped(ctl)
             png = Path(frames[-1]).read_bytes()
@@ -273,7 +280,7 @@ class Worker:
                 return Outcome("failed", reason=f"ran out of GPU memory at {request.width}x{request.height}; "
                                                 "try a smaller size")
             return out
-        meta = {"request": request.to_metadata(), "note": None, "frames": len(frames)}
+        meta = {"request": request.to_metadata(), "note": None, "frames": total}
         return Outcome("finished", png=png, seconds=time.monotonic() - started, metadata=meta)
 
     def _stopped(self, ctl: Control) -> Outcome:
@@ -313,6 +320,14 @@ class Worker:
 def zoom_folder(cfg: QueueConfig, job_id: str) -> Path:
     """Where a zoom job's frames are made: its frames folder beside its result (as ``JobQueue.frames_dir``)."""
     return Path(cfg.results_dir) / f"{job_id}.frames"
+
+
+def _write_frame(path: Path, png: bytes) -> None:
+    """A handed-over zoom frame, whole or not at all (the folder may be the coordinator's own)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_bytes(png)
+    os.replace(tmp, path)
 
 
 def batch_key(request: Request) -> tuple:
