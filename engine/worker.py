@@ -256,8 +256,12 @@ class Worker:
             return Outcome("failed", reason="this worker cannot make zoom videos")
         total = request.zoom.frames
         folder = zoom_folder(self.cfg, a.job_id)
+        made = a.zoom_from[0] if a.zoom_from else 0
 
         def on_frame(k: int, path: Path) -> None:
+            nonlocal made
+            made = k
+            ctl.deadline = time.monotonic() + self.cfg.job_timeout_s  # job_timeout_s bounds each frame
             if self.source.wants_progress():
                 self.source.progress(a.job_id, k, total, 0.0, path.read_bytes())
 
@@ -270,11 +274,11 @@ class Worker:
                 after, png = a.zoom_from
                 _write_frame(folder / f"{after:05d}.png", png)
                 frames = runner.zoom(request, folder, on_frame, ctl.should_stop, after=after)
-            if ctl.should_stop():
+            if ctl.reason:  # cancelled or closing as the last frame was written (every frame is made)
                 return self._stopped(ctl)
             png = Path(frames[-1]).read_bytes()
         except Exception as e:
-            out = self._failure(e, ctl, request)
+            out = self._failure(e, ctl, request, f"frame {made + 1} of the zoom" if made else "a frame of the zoom")
             if out is None:
                 _free_memory()
                 return Outcome("failed", reason=f"ran out of GPU memory at {request.width}x{request.height}; "
@@ -283,16 +287,17 @@ class Worker:
         meta = {"request": request.to_metadata(), "note": None, "frames": total}
         return Outcome("finished", png=png, seconds=time.monotonic() - started, metadata=meta)
 
-    def _stopped(self, ctl: Control) -> Outcome:
-        """A job its control stopped: a timeout fails it, a cancel or close stops it."""
+    def _stopped(self, ctl: Control, what: str = "it") -> Outcome:
+        """A job its control stopped: a timeout fails it, a cancel or close stops it. ``what`` took
+        too long: the job, or the frame of a zoom being made (``job_timeout_s`` bounds each frame)."""
         if ctl.reason == "timeout":
-            return Outcome("failed", reason=f"it took longer than {self.cfg.job_timeout_s:g} s and was stopped")
+            return Outcome("failed", reason=f"{what} took longer than {self.cfg.job_timeout_s:g} s and was stopped")
         return Outcome("stopped")
 
-    def _failure(self, e: Exception, ctl: Control, request: Request) -> Outcome | None:
+    def _failure(self, e: Exception, ctl: Control, request: Request, what: str = "it") -> Outcome | None:
         """What an exception from the runner means for the job; None for out of memory."""
         if isinstance(e, errors.Cancelled) and ctl.reason:
-            return self._stopped(ctl)
+            return self._stopped(ctl, what)
         if isinstance(e, ModelFileMissing):
             return Outcome("failed", reason=str(e), elsewhere=True)
         if isinstance(e, UserError):
