@@ -299,15 +299,14 @@ async def test_a_zoom_taken_over_by_another_worker_goes_on_from_the_coordinator_
     q, rec, cfg = await coordinator()
     zoom = Request.from_config(cfg, prompt="a city ^ a forest", seed=7,
                                zoom=ZoomSpec(frames=6, steps_per_frame=8, zoom=1.1, rotate=3, fps=6))
-    whole, _ = await q.submit(zoom, owner="alice")  # uninterrupted, for comparison
-    await rec.until(ended(rec, [whole.id]), timeout=60)
-    job, _ = await q.submit(zoom, owner="alice")
+    whole, _ = await q.submit(zoom, owner="bob")  # uninterrupted, on one worker, for comparison
+    job, _ = await q.submit(zoom, owner="alice")  # on the other one
     await rec.until(lambda: any(p.step >= 3 for p in rec.of(Progress, job.id)), timeout=60)
     first = await wait_holder(fleet, job.id)
     fleet.workers.kill(first, signal.SIGTERM)  # stops within a step and hands the job back
     await rec.until(lambda: len(rec.of(Started, job.id)) == 2, timeout=10)
     taken_at = rec.events.index(rec.of(Started, job.id)[1])
-    await rec.until(ended(rec, [job.id]), timeout=60)
+    await rec.until(ended(rec, [whole.id, job.id]), timeout=60)
     assert len(rec.of(Finished, job.id)) == 1 and not rec.of(Failed)
     later = [e.step for e in rec.events[taken_at:] if isinstance(e, Progress) and e.job.id == job.id]
     made_first = max(e.step for e in rec.events[:taken_at] if isinstance(e, Progress) and e.job.id == job.id)
