@@ -300,10 +300,7 @@ class Delivery:
         zoom = job.request.zoom
         what = "zoom video" if zoom else "timelapse"
         try:
-            if zoom is not None:
-                clip = await render(self.queue, job.id, limit, fps=zoom.fps, name="zoom")
-            else:
-                clip = await render(self.queue, job.id, limit)
+            clip = await render(self.queue, job.id, limit)  # a zoom's at its own fps
         except UserError as e:
             await self._post(job, content=f"🎞️ no {what}: {e}", use_webhook=False)
             return

@@ -18,6 +18,7 @@ from engine.errors import UserError
 from engine.queue import JobQueue
 
 NO_FRAMES = "no frames kept for this job"
+TIMELAPSE_FPS = 12
 
 
 @dataclass(frozen=True)
@@ -51,19 +52,24 @@ def frames_of(queue: JobQueue, job_id: str) -> list[Path]:
         return []
 
 
-def _encode(frames: list[Path], job_id: str, max_bytes: int, fps: int = 12, name: str = "timelapse") -> Clip:
-    from engine.timelapse import make_timelapse
+def _encode(frames: list[Path], job_id: str, max_bytes: int, fps: int, name: str, hold: bool) -> Clip:
+    from engine.timelapse import HOLD_S, make_timelapse
 
     with tempfile.TemporaryDirectory(prefix="vqgan-timelapse-") as tmp:
         out = Path(tmp) / f"{name}-{job_id}.mp4"
-        made = make_timelapse(frames, out, fps=fps, max_bytes=max_bytes)
+        made = make_timelapse(frames, out, fps=fps, max_bytes=max_bytes, hold_s=HOLD_S if hold else 0.0)
         return Clip(Path(made.path).read_bytes(), out.name, made.frames, made.note)
 
 
-async def render(queue: JobQueue, job_id: str, max_bytes: int, *, fps: int = 12, name: str = "timelapse") -> Clip:
+async def render(queue: JobQueue, job_id: str, max_bytes: int) -> Clip:
     """Encode the job's frames (in a thread); ``UserError`` (one line) when there is nothing to show.
-    A zoom video is the same thing at its own fps: its frames folder holds every frame."""
+    A timelapse plays at ``TIMELAPSE_FPS`` and holds its result at the end (``HOLD_S``); a zoom video's folder holds
+    every frame of it, played at the zoom's own fps with nothing held (every frame is the video)."""
     frames = frames_of(queue, job_id)
     if not frames:
         raise UserError(NO_FRAMES)
-    return await asyncio.to_thread(_encode, frames, job_id, max_bytes, fps, name)
+    job = queue.get(job_id)
+    zoom = job.request.zoom if job is not None else None
+    if zoom is not None:
+        return await asyncio.to_thread(_encode, frames, job_id, max_bytes, zoom.fps, "zoom", False)
+    return await asyncio.to_thread(_encode, frames, job_id, max_bytes, TIMELAPSE_FPS, "timelapse", True)

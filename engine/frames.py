@@ -82,6 +82,20 @@ class FrameStore:
         if not (self.folder(job_id) / f"{k:05d}.png").exists():
             self._write(job_id, k, png, f"{k:05d}.png")
 
+    def zoom_last(self, job_id: str) -> tuple[int, bytes] | None:
+        """The newest frame k of a zoom video, with frames 1..k all here, and its PNG; None without
+        frame 1. A worker taking the job over goes on from it (the frames before it stay here)."""
+        k = 0
+        while (self.folder(job_id) / f"{k + 1:05d}.png").is_file():
+            k += 1
+        if not k:
+            return None
+        try:
+            return k, (self.folder(job_id) / f"{k:05d}.png").read_bytes()
+        except OSError as e:
+            log.warning("job %s: could not read zoom frame %d: %s", job_id, k, e.strerror or e)
+            return None
+
     def remove(self, job_id: str) -> None:
         """A job that ended without a result, or was pruned: its frames go."""
         self._slice.pop(job_id, None)

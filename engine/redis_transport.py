@@ -52,6 +52,7 @@ from engine.wire import (
     JobMsg,
     ProgressMsg,
     ReturnedMsg,
+    ZoomFrame,
     decode,
     encode,
 )
@@ -352,6 +353,12 @@ class RedisLink:
                 files = await asyncio.to_thread(input_files, job.request)
                 msg = JobMsg(job_id=job.id, lease=lease, request=job.request, solo=job.id in self.q._solo,
                              boot=seen.hb.boot, files=files)
+                if job.request.zoom is not None and (last := await self.q._in_db(self.q._frames.zoom_last, job.id)):
+                    # A zoom another worker began: go on after its newest frame here (the file thread
+                    # has written what arrived before); too large to send with it, it starts over.
+                    resumed = msg.model_copy(update={"zoom_from": ZoomFrame(frame=last[0], png=last[1])})
+                    if len(encode(resumed)) <= MAX_MESSAGE_BYTES:
+                        msg = resumed
                 if len(data := encode(msg)) > MAX_MESSAGE_BYTES:
                     self.leases.pop(job.id, None)
                     size = sum(len(b) for b in files.values()) / 2**20
@@ -553,7 +560,8 @@ class RedisSource:
                 if match is None or (not msg.solo and match(msg.request)):
                     del self.inbox[i]
                     self.ctls[msg.job_id] = ctl
-                    return Assignment(msg.job_id, msg.request, ctl, solo=msg.solo)
+                    start = None if msg.zoom_from is None else (msg.zoom_from.frame, msg.zoom_from.png)
+                    return Assignment(msg.job_id, msg.request, ctl, solo=msg.solo, zoom_from=start)
             if not wait:
                 return None
             self.changed.clear()

@@ -53,15 +53,16 @@ class EngineRunner:
             self.survey.stale()  # it may have downloaded a model, or found one gone
 
     def zoom(self, request: Request, frames_dir: Path, on_frame: Callable[[int, Path], None] | None = None,
-             should_stop: Callable[[], bool] | None = None) -> list[Path]:
+             should_stop: Callable[[], bool] | None = None, after: int = 0) -> list[Path]:
         """A zoom video's frames into ``frames_dir``, continuing from the frames already there
-        (a job interrupted by a restart resumes where it stopped)."""
+        (a job interrupted by a restart resumes where it stopped), or after frame ``after``
+        (handed over with the job when another worker began it)."""
         from engine.zoom import run_zoom
 
         assert request.zoom is not None
         models = self._models(request)
         return run_zoom(models, request, request.zoom, frames_dir, on_frame=on_frame, should_stop=should_stop,
-                        resume=True)
+                        resume=True, after=after)
 
     # -- stepping several jobs together (used by the queue when queue.batch_size > 1) --------
 

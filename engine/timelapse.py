@@ -26,6 +26,7 @@ from engine.errors import UserError
 FORMATS = (".mp4", ".webp", ".gif")
 MIN_FRAMES = 2  # a single frame is shown twice: a timelapse always moves from a first to a last frame
 MAX_FPS = 60
+HOLD_S = 1.0  # the last frame (the result) stays this long at the end, so viewers see what it became
 _MP4_CRF = (18, 23, 28, 33, 38, 44, 51)  # H.264 quality ladder: lower is better and bigger
 _WEBP_QUALITY = (100, 90, 75, 60, 45, 30, 15)  # 100 = lossless (exact pixels); the rest lossy
 _GIF_COLOURS = (256, 192, 128, 96, 64, 32, 16)
@@ -59,8 +60,12 @@ def frame_files(folder: Path) -> list[Path]:
 
 
 def make_timelapse(frames: Sequence[Path], out: Path, *, fps: int = 12,
-                   max_bytes: int | None = None) -> Timelapse:
+                   max_bytes: int | None = None, hold_s: float = HOLD_S) -> Timelapse:
     """Write ``frames`` (in this order) as a timelapse at ``out``; the suffix picks the format.
+
+    The last frame is shown for ``hold_s`` seconds (at least one frame's time): in MP4 it is repeated
+    (a constant frame rate plays everywhere), in WebP and GIF it gets that duration. A zoom video
+    passes 0: every frame of it is content, and it loops.
 
     Raises ``UserError`` for no frames, an unknown suffix, a bad fps or a ``max_bytes`` nothing fits in.
     """
@@ -76,7 +81,7 @@ def make_timelapse(frames: Sequence[Path], out: Path, *, fps: int = 12,
     if len(paths) < MIN_FRAMES:
         paths = paths * MIN_FRAMES
     size = _open(paths[-1]).size  # the result's size: every frame is shown at it
-    data, used, shape, notes = _fit(paths, size, fmt, fps, max_bytes)
+    data, used, shape, notes = _fit(paths, size, fmt, fps, max_bytes, hold_s)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_bytes(data)
     return Timelapse(path=out, frames=used, size=shape, note="; ".join(notes) if notes else None)
@@ -93,15 +98,15 @@ def thin(items: Sequence[Path], count: int) -> list[Path]:
     return [items[i] for i in picks]
 
 
-def _fit(paths: list[Path], size: tuple[int, int], fmt: str, fps: int,
-         max_bytes: int | None) -> tuple[bytes, int, tuple[int, int], list[str]]:
+def _fit(paths: list[Path], size: tuple[int, int], fmt: str, fps: int, max_bytes: int | None,
+         hold_s: float = 0.0) -> tuple[bytes, int, tuple[int, int], list[str]]:
     """Encode, then give up quality, frames and size (in that order) until it fits ``max_bytes``."""
     level, count, scale = 0, len(paths), 1.0
     levels = len(_MP4_CRF)
     floor_scale = min(1.0, _MIN_SIDE / max(1, min(size)))
     for _ in range(_MAX_TRIES):
         shape = _shape(size, scale, even=fmt == ".mp4")
-        data = _encode(thin(paths, count), shape, fmt, fps, level)
+        data = _encode(thin(paths, count), shape, fmt, fps, level, hold_s)
         if max_bytes is None or len(data) <= max_bytes:
             return data, count, shape, _notes(len(paths), count, size, shape, level, fmt, max_bytes)
         ratio = max_bytes / len(data)
@@ -163,12 +168,14 @@ def _open(path: Path) -> Image.Image:
     return img.convert("RGB") if img.mode != "RGB" else img
 
 
-def _encode(paths: Sequence[Path], shape: tuple[int, int], fmt: str, fps: int, level: int) -> bytes:
+def _encode(paths: Sequence[Path], shape: tuple[int, int], fmt: str, fps: int, level: int,
+            hold_s: float = 0.0) -> bytes:
     if fmt == ".mp4":
-        return _mp4(paths, shape, fps, _MP4_CRF[level])
+        return _mp4(paths, shape, fps, _MP4_CRF[level], max(1, round(hold_s * fps)))
     frames = list(_frames(paths, shape))
     buf = io.BytesIO()
-    ms = max(1, round(1000 / fps))
+    step = max(1, round(1000 / fps))
+    ms = [step] * (len(frames) - 1) + [max(step, round(hold_s * 1000))]  # the last one held
     if fmt == ".webp":
         q = _WEBP_QUALITY[level]
         # Lossless: ``quality`` is the effort there, and a low one is ~100x faster for a few % more bytes.
@@ -182,25 +189,29 @@ def _encode(paths: Sequence[Path], shape: tuple[int, int], fmt: str, fps: int, l
     return buf.getvalue()
 
 
-def _mp4(paths: Sequence[Path], shape: tuple[int, int], fps: int, crf: int) -> bytes:
-    """H.264 yuv420p MP4 with the index up front (plays inline while it downloads)."""
+def _mp4(paths: Sequence[Path], shape: tuple[int, int], fps: int, crf: int, last: int = 1) -> bytes:
+    """H.264 yuv420p MP4 with the index up front (plays inline while it downloads); the last frame
+    ``last`` times."""
     import av
 
     with tempfile.TemporaryDirectory(prefix="timelapse-") as tmp:  # faststart rewrites the file: not a buffer
         target = Path(tmp) / "out.mp4"
         with av.open(str(target), mode="w", options={"movflags": "+faststart"}) as box:
-            _mux(box, paths, shape, fps, crf)
+            _mux(box, paths, shape, fps, crf, last)
         return target.read_bytes()
 
 
-def _mux(box: Any, paths: Sequence[Path], shape: tuple[int, int], fps: int, crf: int) -> None:
+def _mux(box: Any, paths: Sequence[Path], shape: tuple[int, int], fps: int, crf: int, last: int = 1) -> None:
     import av
 
     stream = box.add_stream("libx264", rate=fps)
     stream.width, stream.height = shape
     stream.pix_fmt = "yuv420p"
     stream.options = {"crf": str(crf), "preset": "medium"}
+    img = None
     for img in _frames(paths, shape):
+        box.mux(stream.encode(av.VideoFrame.from_image(img)))
+    for _ in range(last - 1 if img is not None else 0):  # the result held: repeats cost a few bytes each
         box.mux(stream.encode(av.VideoFrame.from_image(img)))
     box.mux(stream.encode())
 

@@ -29,6 +29,16 @@ class _Msg(BaseModel):
     v: Literal[1] = VERSION
 
 
+class ZoomFrame(BaseModel):
+    """The newest frame of a zoom video the coordinator holds (frame ``frame``, 1-based, as a PNG):
+    a worker taking over a zoom another worker began goes on from it instead of from frame 1."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, ser_json_bytes="base64", val_json_bytes="base64")
+
+    frame: int = Field(ge=1)
+    png: bytes
+
+
 class JobMsg(_Msg):
     """Coordinator -> worker: paint this. ``lease`` names this hand-out; outcomes quote it."""
 
@@ -39,6 +49,7 @@ class JobMsg(_Msg):
     solo: bool = False
     boot: str  # the worker run it is for (a restarted worker drops its previous run's jobs)
     files: dict[str, bytes] = {}  # the request's input images (init, mask, image prompts) by their path
+    zoom_from: ZoomFrame | None = None  # a zoom begun elsewhere goes on after this frame; absent in older messages
 
 
 class CancelMsg(_Msg):

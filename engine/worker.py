@@ -12,6 +12,7 @@ import asyncio
 import gc
 import io
 import logging
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -54,6 +55,7 @@ class Assignment:
     request: Request
     ctl: Control
     solo: bool = False  # ran out of memory in a batch before: run it alone
+    zoom_from: tuple[int, bytes] | None = None  # a zoom begun elsewhere: go on after this frame (number, PNG)
 
 
 @dataclass
@@ -254,38 +256,48 @@ class Worker:
             return Outcome("failed", reason="this worker cannot make zoom videos")
         total = request.zoom.frames
         folder = zoom_folder(self.cfg, a.job_id)
+        made = a.zoom_from[0] if a.zoom_from else 0
 
         def on_frame(k: int, path: Path) -> None:
+            nonlocal made
+            made = k
+            ctl.deadline = time.monotonic() + self.cfg.job_timeout_s  # job_timeout_s bounds each frame
             if self.source.wants_progress():
                 self.source.progress(a.job_id, k, total, 0.0, path.read_bytes())
 
         started = time.monotonic()
         try:
             self._say_loading(a.job_id, request)
-            frames = runner.zoom(request, folder, on_frame, ctl.should_stop)
-            if ctl.should_stop():
+            if a.zoom_from is None:
+                frames = runner.zoom(request, folder, on_frame, ctl.should_stop)
+            else:  # another worker began it: on from the newest frame the coordinator holds
+                after, png = a.zoom_from
+                _write_frame(folder / f"{after:05d}.png", png)
+                frames = runner.zoom(request, folder, on_frame, ctl.should_stop, after=after)
+            if ctl.reason:  # cancelled or closing as the last frame was written (every frame is made)
                 return self._stopped(ctl)
             png = Path(frames[-1]).read_bytes()
         except Exception as e:
-            out = self._failure(e, ctl, request)
+            out = self._failure(e, ctl, request, f"frame {made + 1} of the zoom" if made else "a frame of the zoom")
             if out is None:
                 _free_memory()
                 return Outcome("failed", reason=f"ran out of GPU memory at {request.width}x{request.height}; "
                                                 "try a smaller size")
             return out
-        meta = {"request": request.to_metadata(), "note": None, "frames": len(frames)}
+        meta = {"request": request.to_metadata(), "note": None, "frames": total}
         return Outcome("finished", png=png, seconds=time.monotonic() - started, metadata=meta)
 
-    def _stopped(self, ctl: Control) -> Outcome:
-        """A job its control stopped: a timeout fails it, a cancel or close stops it."""
+    def _stopped(self, ctl: Control, what: str = "it") -> Outcome:
+        """A job its control stopped: a timeout fails it, a cancel or close stops it. ``what`` took
+        too long: the job, or the frame of a zoom being made (``job_timeout_s`` bounds each frame)."""
         if ctl.reason == "timeout":
-            return Outcome("failed", reason=f"it took longer than {self.cfg.job_timeout_s:g} s and was stopped")
+            return Outcome("failed", reason=f"{what} took longer than {self.cfg.job_timeout_s:g} s and was stopped")
         return Outcome("stopped")
 
-    def _failure(self, e: Exception, ctl: Control, request: Request) -> Outcome | None:
+    def _failure(self, e: Exception, ctl: Control, request: Request, what: str = "it") -> Outcome | None:
         """What an exception from the runner means for the job; None for out of memory."""
         if isinstance(e, errors.Cancelled) and ctl.reason:
-            return self._stopped(ctl)
+            return self._stopped(ctl, what)
         if isinstance(e, ModelFileMissing):
             return Outcome("failed", reason=str(e), elsewhere=True)
         if isinstance(e, UserError):
@@ -313,6 +325,14 @@ class Worker:
 def zoom_folder(cfg: QueueConfig, job_id: str) -> Path:
     """Where a zoom job's frames are made: its frames folder beside its result (as ``JobQueue.frames_dir``)."""
     return Path(cfg.results_dir) / f"{job_id}.frames"
+
+
+def _write_frame(path: Path, png: bytes) -> None:
+    """A handed-over zoom frame, whole or not at all (the folder may be the coordinator's own)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_bytes(png)
+    os.replace(tmp, path)
 
 
 def batch_key(request: Request) -> tuple:

@@ -79,20 +79,26 @@ def frame_request(req: Request, zoom: ZoomSpec, k: int, init: str | None) -> Req
 
 def run_zoom(models: Models, req: Request, zoom: ZoomSpec, frames_dir: Path, *,
              on_frame: Callable[[int, Path], None] | None = None,
-             should_stop: Callable[[], bool] | None = None, resume: bool = False) -> list[Path]:
-    """Paint ``zoom.frames`` frames into ``frames_dir`` as ``00001.png``, ... and return their paths.
+             should_stop: Callable[[], bool] | None = None, resume: bool = False,
+             after: int = 0) -> list[Path]:
+    """Paint ``zoom.frames`` frames into ``frames_dir`` as ``00001.png``, ... and return the paths of
+    those in the folder.
 
     With ``resume`` the frames already there (without a gap from 00001) are kept and the run goes on
-    from the last; without it, earlier frames in the folder are replaced. ``should_stop`` raises
-    ``Cancelled`` between steps; the frames written so far stay.
+    from the last; without it, earlier frames in the folder are replaced. ``after``: the run goes on
+    after that frame, which is in the folder while the ones before it may be elsewhere (a worker taking
+    over a job another one began: the coordinator keeps the video's frames and hands over the newest).
+    ``should_stop`` raises ``Cancelled`` between steps; the frames written so far stay.
     """
     frames_dir.mkdir(parents=True, exist_ok=True)
-    done = existing_frames(frames_dir) if resume else 0
+    if after and not (frames_dir / frame_name(after)).is_file():
+        raise ValueError(f"frame {after} to go on from is not in {frames_dir}")
+    done = after or (existing_frames(frames_dir) if resume else 0)
     for stale in frames_dir.glob("[0-9]*.png"):  # a later run's leftovers, after a gap, or everything
         if stale.stem.isdigit() and int(stale.stem) > done:
             stale.unlink()
     done = min(done, zoom.frames)
-    paths = [frames_dir / frame_name(k) for k in range(1, done + 1)]
+    paths = [p for k in range(1, done + 1) if (p := frames_dir / frame_name(k)).is_file()]
     with tempfile.TemporaryDirectory(prefix="vqgan-clip-zoom-") as tmp:
         for k in range(done + 1, zoom.frames + 1):
             init = None
@@ -114,9 +120,9 @@ def run_zoom(models: Models, req: Request, zoom: ZoomSpec, frames_dir: Path, *,
 
 
 def _fit(img: Image.Image, earlier: list[Path]) -> Image.Image:
-    """Every frame at frame 1's size (the working size a model's cells allow)."""
+    """Every frame at the first frame's size (the working size a model's cells allow)."""
     if not earlier:
         return img
-    with Image.open(earlier[0]) as first:
+    with Image.open(earlier[-1]) as first:
         size = first.size
     return img if img.size == size else img.resize(size, Image.Resampling.LANCZOS)

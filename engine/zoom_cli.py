@@ -113,7 +113,7 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
     if start:
         print(f"resuming after frame {start}", file=sys.stderr)
     paths = run_zoom(models, req, req.zoom, folder, on_frame=on_frame, resume=args.resume)
-    made = make_timelapse(paths, args.output, fps=req.zoom.fps)
+    made = make_timelapse(paths, args.output, fps=req.zoom.fps, hold_s=0)  # every frame is content
     print(f"{made.path} (zoom, {made.frames} frames, {made.size[0]}x{made.size[1]}, seed {req.seed})")
     if made.note:
         print(f"note: {made.note}", file=sys.stderr)

@@ -93,14 +93,16 @@ class Workers:
     def __init__(self, config: Path, url: str, logs: Path) -> None:
         self.config, self.url, self.logs = config, url, logs  # workers run in ``logs`` unless told
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self.configs: dict[str, Path] = {}  # a worker started again keeps the config it first had
 
     def start(self, name: str, *extra: str, cwd: Path | None = None, config: Path | None = None) -> None:
+        config = self.configs.setdefault(name, config or self.config)
         env = {**os.environ, "PYTHONPATH": str(ROOT)}
         env.pop("VQGAN_CLIP_REDIS_URL", None)
         env.setdefault("OMP_NUM_THREADS", "1")  # two workers on two cores: no thread fights
         log = open(self.logs / f"{name}.log", "ab")  # noqa: SIM115 - closed with the process
         self.procs[name] = subprocess.Popen(
-            [sys.executable, "-m", "engine", "worker", "--config", str(config or self.config), "--redis", self.url,
+            [sys.executable, "-m", "engine", "worker", "--config", str(config), "--redis", self.url,
              "--name", name, *extra], env=env, cwd=cwd or self.logs, stdout=log, stderr=subprocess.STDOUT)
         log.close()
 

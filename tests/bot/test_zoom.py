@@ -53,6 +53,29 @@ async def test_zoom_posts_its_frames_then_an_mp4_of_all_of_them(fake, cfg):
         assert "4 frames x 1 steps" in result.content
 
 
+def frame_times(mp4: bytes) -> list[float]:
+    """When each decoded frame is shown, in seconds."""
+    with av.open(io.BytesIO(mp4)) as box:
+        return [float(f.time) for f in box.decode(video=0)]
+
+
+async def test_the_timelapse_button_on_a_zoom_plays_it_at_the_zoom_s_own_fps(fake, cfg):
+    async with run_bot(fake, cfg):
+        alice, bob = fake.add_user("alice"), fake.add_user("bob")
+        inter = await fake.slash(alice, fake.channel, "zoom", {"prompt": "a fractal city", "frames": 4,
+                                                                "steps_per_frame": 1, "seed": 7})
+        await inter.wait_response()
+        [result] = await wait_results(fake, timeout=60)
+        [video] = await fake.wait_for(lambda: videos(fake), timeout=30)
+        button = next(c["custom_id"] for row in fake.message(result.id).components for c in row["components"]
+                      if c["custom_id"].startswith("vqgan:timelapse:"))
+        press = await fake.button_click(bob, fake.message(result.id), button)
+        [posted] = await press.wait_followups(1, timeout=30)
+        again = posted.attachments[0].data
+        assert frame_times(again) == frame_times(video.attachments[0].data) == [k / 24 for k in range(4)]
+        assert decoded(again) == [(32, 32)] * 4  # every frame is the video: nothing held at the end
+
+
 @pytest.mark.parametrize(("options", "says"), [
     ({"frames": 7, "steps_per_frame": 1}, "frames must be at most 6"),
     ({"frames": 5, "steps_per_frame": 3}, "the limit is 12"),

@@ -41,6 +41,13 @@ class Fleet:
             "backend": "redis", "redis_url": self.redis.url, "worker_timeout_s": 3.0, "batch_size": 1})
         self.workers = Workers(self.config, self.redis.url, tmp)
 
+    def elsewhere(self, name: str) -> Path:
+        """A worker's config as on a machine of its own: its results (and zoom frames) in a folder of its own."""
+        path = self.tmp / f"{name}.toml"
+        path.write_text(self.config.read_text().replace(str(self.tmp / "tiny" / "results"),
+                                                        str(self.tmp / name / "results")))
+        return path
+
     def client(self) -> redis.Redis:
         return redis.Redis.from_url(self.redis.url)
 
@@ -67,7 +74,7 @@ def fleet(tmp_path_factory: pytest.TempPathFactory):
     f = Fleet(tmp_path_factory.mktemp("fleet"))
     try:
         f.workers.start("w1")
-        f.workers.start("w2")
+        f.workers.start("w2", config=f.elsewhere("w2"))
         f.wait_for_workers("w1", "w2")
         yield f
     finally:
@@ -283,6 +290,33 @@ async def test_a_worker_stopped_with_sigterm_hands_its_job_back_at_once(fleet: F
     await rec.until(ended(rec, [job.id]), timeout=30)
     assert len(rec.of(Finished, job.id)) == 1
     fleet.workers.start(name)
+
+
+async def test_a_zoom_taken_over_by_another_worker_goes_on_from_the_coordinator_s_frames(fleet: Fleet, coordinator):
+    """Issue #14: w1 and w2 keep their frames on machines of their own; the coordinator holds the video's."""
+    from engine.request import ZoomSpec
+
+    fleet.wait_for_workers("w1", "w2")
+    q, rec, cfg = await coordinator()
+    zoom = Request.from_config(cfg, prompt="a city ^ a forest", seed=7,
+                               zoom=ZoomSpec(frames=6, steps_per_frame=8, zoom=1.1, rotate=3, fps=6))
+    whole, _ = await q.submit(zoom, owner="bob")  # uninterrupted, on one worker, for comparison
+    job, _ = await q.submit(zoom, owner="alice")  # on the other one
+    await rec.until(lambda: any(p.step >= 3 for p in rec.of(Progress, job.id)), timeout=60)
+    first = await wait_holder(fleet, job.id)
+    fleet.workers.kill(first, signal.SIGTERM)  # stops within a step and hands the job back
+    await rec.until(lambda: len(rec.of(Started, job.id)) == 2, timeout=10)
+    taken_at = rec.events.index(rec.of(Started, job.id)[1])
+    await rec.until(ended(rec, [whole.id, job.id]), timeout=60)
+    assert len(rec.of(Finished, job.id)) == 1 and not rec.of(Failed)
+    later = [e.step for e in rec.events[taken_at:] if isinstance(e, Progress) and e.job.id == job.id]
+    made_first = max(e.step for e in rec.events[:taken_at] if isinstance(e, Progress) and e.job.id == job.id)
+    assert 3 <= made_first < 6 and later == list(range(made_first + 1, 7)), "the second worker goes on after them"
+    for k in range(1, 7):  # the video's frames are those of the uninterrupted run, pixel for pixel
+        name = f"{k:05d}.png"
+        assert (q.frames_dir(job.id) / name).read_bytes() == (q.frames_dir(whole.id) / name).read_bytes(), name
+    assert Path(q.get(job.id).result_path).read_bytes() == Path(q.get(whole.id).result_path).read_bytes()
+    fleet.workers.start(first)
 
 
 async def test_the_coordinator_starts_without_redis_and_says_painting_is_paused(fleet: Fleet, tmp_path: Path):

@@ -330,6 +330,42 @@ async def test_timeout_stops_the_job_with_a_message(open_queue):
     await rec.wait(Finished, quick.id)
 
 
+class FakeZoomRunner(FakeRunner):
+    """Zoom videos whose frames take ``step_s`` per step; a prompt ``stuck`` never finishes frame 3."""
+
+    def zoom(self, req: Request, frames_dir: Path, on_frame: Callable[[int, Path], None],
+             should_stop: Callable[[], bool]) -> list[Path]:
+        assert req.zoom is not None
+        frames_dir.mkdir(parents=True, exist_ok=True)
+        paths = []
+        for k in range(1, req.zoom.frames + 1):
+            steps = 10**9 if req.prompt == "stuck" and k == 3 else req.zoom.steps_per_frame
+            for _ in range(steps):
+                self._check(req, should_stop)
+                time.sleep(self.step_s)
+            paths.append(frames_dir / f"{k:05d}.png")
+            Image.new("RGB", (8, 8), (k, 0, 0)).save(paths[-1])
+            on_frame(k, paths[-1])
+        return paths
+
+
+async def test_job_timeout_bounds_each_frame_of_a_zoom_so_a_long_one_finishes_and_a_stuck_one_stops(open_queue):
+    from engine.request import ZoomSpec
+
+    q, rec = await open_queue(FakeZoomRunner(step_s=0.05), job_timeout_s=0.5)
+    zoom = ZoomSpec(frames=8, steps_per_frame=2)  # 0.1 s a frame, 0.8 s in all: longer than a still may take
+    long, _ = await q.submit(req("a long zoom").with_changes(zoom=zoom), "alice")
+    done = await rec.wait(Finished, long.id)
+    assert done.seconds > 0.5 and not [e for e in rec.events if isinstance(e, Failed)]
+    assert sorted(p.name for p in q.frames_dir(long.id).glob("*.png")) == [f"{k:05d}.png" for k in range(1, 9)]
+
+    stuck, _ = await q.submit(req("stuck").with_changes(zoom=zoom), "bob")
+    failed = await rec.wait(Failed, stuck.id)
+    assert failed.reason == "frame 3 of the zoom took longer than 0.5 s and was stopped"
+    took = failed.job.finished_at - failed.job.started_at
+    assert 0.5 + 0.2 <= took < 0.5 + 0.2 + 2.0, "stopped once frame 3 had its 0.5 s, not before, not much later"
+
+
 async def test_runner_errors_become_readable_failures(open_queue, caplog):
     q, rec = await open_queue()
     user, _ = await q.submit(req("user-error"), "alice")

@@ -27,6 +27,7 @@ from engine.timelapse import frame_files, make_timelapse
 from tests.fakes import FakeProgress, FakeResult
 
 ROOT = Path(__file__).resolve().parents[2]
+HELD = 12 - 1  # at 12 fps the result is shown 1 s at the end: the last frame and 11 repeats of it
 
 
 def rgb(path: Path) -> np.ndarray:
@@ -76,7 +77,7 @@ def test_imagine_writes_an_mp4_that_ends_on_the_result(tiny_config_path, tmp_pat
     said = capsys.readouterr().out
     assert f"{video} (timelapse, 6 frames, 32x32)" in said  # step 1 (the first) ... step 6 (the result)
     frames = mp4_frames(video)
-    assert len(frames) == 6
+    assert len(frames) == 6 + HELD
     result = rgb(out)
     floor = through_yuv420p(result)
     assert np.abs(frames[-1] - floor).mean() < 8  # the result, within H.264's error
@@ -88,14 +89,14 @@ def test_webp_ends_on_the_exact_result_and_edit_and_vary_take_timelapses_too(tin
     assert main(["imagine", "stars", "-o", str(out), "--steps", "4", "--seed", "3", "--timelapse", str(anim),
                  "--config", str(tiny_config_path)]) == 0
     shown = timed_frames(anim)  # a fixed seed: with some seeds the tiny models paint 4 equal frames, one still WebP
-    assert sum(ms for _, ms in shown) == 4 * 83  # four frames at 12 a second (unchanged ones merged)
+    assert sum(ms for _, ms in shown) == 3 * 83 + 1000  # four frames at 12 a second, the last held 1 s
     assert np.array_equal(shown[-1][0], rgb(out))  # lossless: the same pixels
 
     edited, gif = tmp_path / "edited.png", tmp_path / "edited.gif"
     assert main(["edit", str(out), "a moon", "-o", str(edited), "--steps", "3", "--timelapse", str(gif),
                  "--timelapse-fps", "5", "--config", str(tiny_config_path)]) == 0
     shown = timed_frames(gif)
-    assert sum(ms for _, ms in shown) == 3 * 200  # three frames at 5 a second
+    assert sum(ms for _, ms in shown) == 2 * 200 + 1000  # three frames at 5 a second, the last held 1 s
     assert np.abs(shown[-1][0] - rgb(edited)).mean() < 12  # 256 colours
 
     child, video = tmp_path / "child.png", tmp_path / "child.mp4"
@@ -109,7 +110,7 @@ def test_a_one_step_job_still_gets_a_two_frame_timelapse(tiny_config_path, tmp_p
     assert main(["imagine", "a dot", "-o", str(out), "--steps", "1", "--timelapse", str(video),
                  "--config", str(tiny_config_path)]) == 0
     frames = mp4_frames(video)
-    assert len(frames) == 2
+    assert len(frames) == 2 + HELD
     assert np.abs(frames[-1] - through_yuv420p(rgb(out))).mean() < 8
 
 
@@ -121,7 +122,8 @@ def test_timelapse_of_a_progress_dir_in_step_order(tiny_config_path, tmp_path, c
     assert main(["timelapse", str(prog), "-o", str(gif), "--fps", "2"]) == 0
     assert f"{gif} (timelapse, 4 frames, 32x32)" in capsys.readouterr().out
     played = [frame for frame, ms in timed_frames(gif) for _ in range(ms // 500)]  # 2 a second
-    assert all(np.array_equal(a, rgb(p)) for a, p in zip(played, frame_files(prog), strict=True))
+    steps = frame_files(prog)
+    assert all(np.array_equal(a, rgb(p)) for a, p in zip(played, [*steps, steps[-1]], strict=True))  # held 1 s
 
 
 @pytest.mark.parametrize("make, words", [
@@ -174,12 +176,36 @@ def test_an_oversized_run_is_made_to_fit_and_says_so(tmp_path, suffix):
     assert small.path.stat().st_size <= limit
     assert small.note and small.note.startswith("shortened to fit")
     if suffix == ".mp4":
-        assert len(mp4_frames(small.path)) == small.frames
+        assert len(mp4_frames(small.path)) == small.frames + HELD
         assert small.size[0] % 2 == 0 and small.size[1] % 2 == 0
     else:
         assert len(gif_or_webp_frames(small.path)) == small.frames
     assert small.frames >= 2 and (small.frames < 40 or small.size < (96, 96) or "quality" in small.note
                                   or "lossy" in small.note or "colours" in small.note)
+
+
+@pytest.mark.parametrize("suffix", [".mp4", ".webp", ".gif"])
+def test_a_timelapse_holds_its_result_about_a_second_at_the_end(tmp_path, capsys, suffix):
+    """Issue #13: viewers see what the picture became before the loop starts again."""
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    for i in range(5):
+        Image.new("RGB", (32, 32), (50 * i, 255 - 50 * i, 0)).save(folder / f"{i:06d}.png")
+    out = tmp_path / f"t{suffix}"
+    assert main(["timelapse", str(folder), "-o", str(out), "--fps", "10"]) == 0
+    assert f"{out} (timelapse, 5 frames, 32x32)" in capsys.readouterr().out
+    last = rgb(folder / "000004.png")
+    if suffix == ".mp4":  # a constant frame rate: the result is repeated for 1 s
+        with av.open(str(out)) as box:
+            shown = [(f.to_ndarray(format="rgb24").astype(int), float(f.time)) for f in box.decode(video=0)]
+            assert box.streams.video[0].average_rate == 10
+        assert len(shown) == 5 + 9 and [t for _, t in shown] == pytest.approx([k / 10 for k in range(14)])
+        assert all(np.abs(frame - last).mean() < 8 for frame, _ in shown[4:])
+        assert np.abs(shown[3][0] - last).mean() > 20  # the frame before it is another picture
+    else:  # the last frame lasts 1 s
+        shown_ms = timed_frames(out)
+        assert [ms for _, ms in shown_ms] == [100, 100, 100, 100, 1000]
+        assert np.abs(shown_ms[-1][0] - last).mean() < 8
 
 
 def test_odd_sizes_become_even_for_h264(tmp_path):
