@@ -123,7 +123,8 @@ def _tiny(base: str, config: Path, ckpt_path: str = "/tiny.ckpt", published: byt
     sha256/size it publishes (as no real preset does), else none, as for the real ones."""
     sha = hashlib.sha256(published).hexdigest() if published else None
     size = len(published) if published else None
-    return Preset("tiny", "test preset", config, RemoteFile("tiny.ckpt", (base + ckpt_path,), sha, size, 1000))
+    # like the real presets' approximate sizes (the download cap is twice that): a tiny checkpoint is ~3 MB
+    return Preset("tiny", "test preset", config, RemoteFile("tiny.ckpt", (base + ckpt_path,), sha, size, 4_000_000))
 
 
 def _fetch_tiny(cfg: Config, *extra: str) -> int:
