@@ -217,3 +217,26 @@ def test_an_edit_by_words_asks_every_clip_of_the_ensemble_and_one_clip_finds_wha
                                    torch.device("cpu")), clip_scorer(clip, "jacket"), clip.size,
                          n_crops=req.region_crops, threshold=req.region_threshold, seed=2)
     assert np.array_equal(only_a, before[0, 0].numpy() > 0.5)
+
+
+def test_bench_times_a_step_of_the_ensemble_and_what_each_extra_clip_costs(two_clips, capsys):
+    import json
+
+    cfg, flags = two_clips
+    assert main(["bench", "--config", str(cfg), *flags, "--clip-weight", "0.7", "--clip-weight", "0.3",
+                 "--size", "32", "32", "--cutouts", "2", "--steps", "1", "--repeats", "1", "--warmup", "0",
+                 "--jobs", "1", "--json"]) == 0
+    out, err = capsys.readouterr()
+    figures = json.loads(out)
+    assert [m.rsplit("/", 1)[-1] for m in figures["clip_models"]] == ["tiny_clip.json", "tiny_clip_48.json"]
+    assert figures["clip_weights"] == [0.7, 0.3] and "tiny_clip_48" in figures["models"]
+    assert figures["ours_s_per_step"] > 0 and figures["first_clip_alone_s_per_step"] > 0
+    assert figures["each_extra_clip_s_per_step"] == pytest.approx(
+        figures["ours_s_per_step"] - figures["first_clip_alone_s_per_step"])
+    assert "first CLIP alone" in err
+    # A wrong number of weights, or an unknown model for random weights, is one line, before any timing.
+    for extra, words in ((["--clip-weight", "1"], "once per CLIP model"),
+                         (["--random-weights", "--clip-model", "NoSuchNet"], "unknown CLIP model 'NoSuchNet'")):
+        assert main(["bench", "--config", str(cfg), *([] if "--random-weights" in extra else flags), *extra]) == 2
+        err = capsys.readouterr().err
+        assert words in err and len(err.strip().splitlines()) == 2 and "bench: loading" in err, err
