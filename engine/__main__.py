@@ -52,6 +52,12 @@ def _paint(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cut-pow", type=float)
     p.add_argument("--lr", type=float)
     p.add_argument("--device", choices=["auto", "cpu", "cuda"])
+    _model_flags(p)
+    p.add_argument("--image-prompt", action="append", default=[], metavar="IMG[:WEIGHT]")
+
+
+def _model_flags(p: argparse.ArgumentParser) -> None:
+    """Which VQGAN and CLIP models (an ensemble: repeat the CLIP flags): the paint commands and bench."""
     p.add_argument("--vqgan", help="preset name (python -m engine models lists them)")
     p.add_argument("--vqgan-config", type=Path)
     p.add_argument("--vqgan-checkpoint", type=Path)
@@ -62,7 +68,6 @@ def _paint(p: argparse.ArgumentParser) -> None:
     p.add_argument("--clip-checkpoint", type=Path, action="append", help="its weights, once per --clip-config")
     p.add_argument("--clip-weight", type=float, action="append", metavar="W",
                    help="each CLIP model's weight in the loss, once per model in the same order (default equal)")
-    p.add_argument("--image-prompt", action="append", default=[], metavar="IMG[:WEIGHT]")
 
 
 def _zoom_parser(sub: argparse._SubParsersAction[_Parser]) -> None:
@@ -97,7 +102,11 @@ def _timelapse_parser(sub: argparse._SubParsersAction[_Parser]) -> None:
 
 def _bench_parser(sub: argparse._SubParsersAction[_Parser]) -> None:
     """``bench``'s options live here so that ``--help`` and usage errors never import torch."""
-    p = sub.add_parser("bench", help="time a step against the plain reference loop")
+    p = sub.add_parser("bench", help="time a step against the plain reference loop",
+                       description="Time a step of ours against the plain reference loop, with the configured "
+                                   "models or those named by the model flags. With several CLIP models (an "
+                                   "ensemble) it also times the first one alone: the difference is what each "
+                                   "extra CLIP model costs.")
     p.add_argument("--config", help="config.toml (models, device)")
     p.add_argument("--size", type=int, nargs=2, default=(64, 64), metavar=("W", "H"))
     p.add_argument("--cutouts", type=int, default=16)
@@ -107,8 +116,11 @@ def _bench_parser(sub: argparse._SubParsersAction[_Parser]) -> None:
     p.add_argument("--device", choices=["auto", "cpu", "cuda"])
     p.add_argument("--precision", choices=["fp32", "bf16", "fp16"])
     p.add_argument("--jobs", help="concurrent jobs to measure, e.g. 1,2,4 ('' to skip; default 1,2,4 on CUDA, 1,2 on CPU)")
+    _model_flags(p)
     p.add_argument("--random-weights", action="store_true",
-                   help="random models of the real presets' shapes (imagenet_f16_16384, ViT-B-32)")
+                   help="random models of the real shapes, no weights needed: the --vqgan preset (default "
+                        "imagenet_f16_16384) and each --clip-model (default ViT-B-32; tags are ignored), e.g. "
+                        "--clip-model ViT-B-32 --clip-model RN50 for an ensemble")
     p.add_argument("--json", action="store_true", help="print the figures as JSON")
 
 

@@ -38,7 +38,7 @@ from engine.models.clip import Clip
 from engine.models.loader import Models
 from engine.ops import clamp_with_grad, vector_quantize
 from engine.prompts import parse_prompts, parse_story, part_at
-from engine.region import clip_scorer, region_mask
+from engine.region import clip_judges, region_mask
 from engine.request import Request
 
 NAN_CHECK_EVERY = 10  # steps between checks for a NaN loss on a GPU (each check waits for the GPU)
@@ -189,7 +189,7 @@ def prepare(models: Models, req: Request) -> Inputs:
                 z0 = models.vqgan.encode(original * 2 - 1)
             pixels = _load_mask(req.mask, src.size, (w, h), dev) if req.mask else None
             if req.region:
-                found = region_mask(original, clip_scorer(models.clip, req.region), models.clip.size,
+                found = region_mask(original, clip_judges(models.clips(), req.region),  # every CLIP, weighted
                                     n_crops=req.region_crops, threshold=req.region_threshold, seed=req.seed)
                 pixels = found if pixels is None else pixels * found  # both: the region inside the mask
             if pixels is not None:

@@ -146,3 +146,97 @@ def test_an_ensemble_tells_a_story_too(two_clips, tmp_path):
     assert main(["imagine", "a forest ^ ashes", "-o", str(out), "--steps", "4", "--config", str(cfg), *flags]) == 0
     req = read_metadata(out)["request"]
     assert req["prompt"] == "a forest ^ ashes" and len(req["models"]["more_clips"]) == 1
+
+
+def _colour(channel: int):
+    """A stub scorer whose answer is known: how much of one colour a crop holds."""
+    def score(crops: torch.Tensor) -> torch.Tensor:
+        return crops[:, channel].mean((1, 2)) - crops.mean((1, 2, 3))
+    return score
+
+
+def _sized(scorer, size: int):
+    """The scorer, checking that it is shown crops at its own model's input size."""
+    def score(crops: torch.Tensor) -> torch.Tensor:
+        assert crops.shape[-2:] == (size, size), crops.shape
+        return scorer(crops)
+    return score
+
+
+def test_an_ensemble_finds_the_region_with_every_clip_by_its_weight():
+    from engine.region import Judge, ensemble_map, region_mask, score_map
+
+    img = torch.zeros(1, 3, 64, 96)
+    img[:, 2] = 0.8  # blue sky
+    img[:, :, 16:48, 8:40] = torch.tensor([0.9, 0.1, 0.1])[:, None, None]  # a red jacket on the left
+    img[:, :, 16:48, 56:88] = torch.tensor([0.1, 0.9, 0.1])[:, None, None]  # a green hat on the right
+    red, green = _sized(_colour(0), 16), _sized(_colour(1), 24)  # two models, two input sizes
+
+    def mask(*judges: Judge) -> torch.Tensor:
+        return region_mask(img, list(judges), n_crops=256)[0, 0]
+
+    sees_red, sees_green = mask(Judge(red, 16, 1.0), Judge(green, 24, 0.0)), mask(Judge(red, 16, 0), Judge(green, 24, 1))
+    assert torch.equal(sees_red, region_mask(img, red, 16, n_crops=256)[0, 0]), "weights 1/0: the first model alone"
+    assert torch.equal(sees_green, region_mask(img, green, 24, n_crops=256)[0, 0]), "weights 0/1: the second alone"
+    assert sees_red[16:48, 8:40].mean() > 0.8 and sees_red[16:48, 56:88].mean() < 0.05
+    assert sees_green[16:48, 56:88].mean() > 0.8 and sees_green[16:48, 8:40].mean() < 0.05
+    both = mask(Judge(red, 16, 0.5), Judge(green, 24, 0.5))
+    assert both[16:48, 8:40].mean() > 0.6 and both[16:48, 56:88].mean() > 0.6 and both[:8].mean() < 0.05, "both found"
+    # The map is the weighted mean of each model's own normalised map, over the same crops.
+    together = ensemble_map(img, [Judge(red, 16, 3.0), Judge(green, 24, 1.0)], n_crops=64, generator_seed=7)
+    alone = [score_map(img, s, size, 64, generator_seed=7) for s, size in ((red, 16), (green, 24))]
+    assert torch.allclose(together, 0.75 * alone[0] + 0.25 * alone[1], atol=1e-6)
+
+
+def test_an_edit_by_words_asks_every_clip_of_the_ensemble_and_one_clip_finds_what_it_found_before(two_clips, tmp_path):
+    from engine.generate import to_tensor
+    from engine.region import clip_scorer, region_mask
+
+    cfg_path, flags = two_clips
+    src = tmp_path / "me.png"
+    Image.fromarray(np.random.default_rng(4).integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(src)
+    a, b = flags[:4], flags[4:]
+
+    def found(*models: str, name: str) -> np.ndarray:
+        mask = tmp_path / f"{name}.png"
+        assert main(["edit", str(src), "fur", "--region", "jacket", "--save-mask", str(mask), "--steps", "1",
+                     "--seed", "2", "-o", str(tmp_path / f"{name}-out.png"), "--config", str(cfg_path), *models]) == 0
+        return np.asarray(Image.open(mask)) > 127
+
+    only_a, only_b = found(*a, name="a"), found(*b, name="b")
+    assert not np.array_equal(only_a, only_b), "the two tiny CLIPs see the jacket in different places"
+    assert np.array_equal(found(*flags, "--clip-weight", "1", "--clip-weight", "0", name="a0"), only_a)
+    assert np.array_equal(found(*flags, "--clip-weight", "0", "--clip-weight", "1", name="b0"), only_b)
+    duo = found(*flags, name="duo")
+    assert 0 < duo.mean() < 1
+    # One CLIP finds exactly the mask the single-model search found before ensembles.
+    cfg = load_config(cfg_path)
+    req = Request.from_config(cfg, prompt="fur", seed=2)
+    clip = ModelCache(cfg.models).get(req.models).clip
+    before = region_mask(to_tensor(Image.open(src).convert("RGB").resize((64, 64), Image.Resampling.LANCZOS),
+                                   torch.device("cpu")), clip_scorer(clip, "jacket"), clip.size,
+                         n_crops=req.region_crops, threshold=req.region_threshold, seed=2)
+    assert np.array_equal(only_a, before[0, 0].numpy() > 0.5)
+
+
+def test_bench_times_a_step_of_the_ensemble_and_what_each_extra_clip_costs(two_clips, capsys):
+    import json
+
+    cfg, flags = two_clips
+    assert main(["bench", "--config", str(cfg), *flags, "--clip-weight", "0.7", "--clip-weight", "0.3",
+                 "--size", "32", "32", "--cutouts", "2", "--steps", "1", "--repeats", "1", "--warmup", "0",
+                 "--jobs", "1", "--json"]) == 0
+    out, err = capsys.readouterr()
+    figures = json.loads(out)
+    assert [m.rsplit("/", 1)[-1] for m in figures["clip_models"]] == ["tiny_clip.json", "tiny_clip_48.json"]
+    assert figures["clip_weights"] == [0.7, 0.3] and "tiny_clip_48" in figures["models"]
+    assert figures["ours_s_per_step"] > 0 and figures["first_clip_alone_s_per_step"] > 0
+    assert figures["each_extra_clip_s_per_step"] == pytest.approx(
+        figures["ours_s_per_step"] - figures["first_clip_alone_s_per_step"])
+    assert "first CLIP alone" in err
+    # A wrong number of weights, or an unknown model for random weights, is one line, before any timing.
+    for extra, words in ((["--clip-weight", "1"], "once per CLIP model"),
+                         (["--random-weights", "--clip-model", "NoSuchNet"], "unknown CLIP model 'NoSuchNet'")):
+        assert main(["bench", "--config", str(cfg), *([] if "--random-weights" in extra else flags), *extra]) == 2
+        err = capsys.readouterr().err
+        assert words in err and len(err.strip().splitlines()) == 2 and "bench: loading" in err, err
