@@ -8,6 +8,7 @@ a test that kills one starts its replacement. Each test has its own job store.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -17,6 +18,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -511,69 +513,67 @@ async def test_a_job_that_takes_down_three_workers_fails_with_a_message(fleet: F
     assert not rec.of(Finished, job.id)
 
 
-async def test_a_model_no_worker_has_is_refused_before_queueing_when_the_workers_are_offline(tmp_path: Path):
-    # A fleet of its own: every worker's survey counts, and this one's worker offers WikiArt without having it.
-    server = RedisServer(tmp_path / "redis")
+@contextlib.asynccontextmanager
+async def own_fleet(tmp_path: Path, server: RedisServer, worker: str, *, before: Any = None,
+                    **models: Any) -> AsyncIterator[tuple[JobQueue, Recorder, Config, Workers]]:
+    """A fleet of its own: ``server`` (started here), one worker named ``worker``, and a coordinator;
+    ``before(config)`` runs once the config is written, before the worker starts."""
     server.start()
     config = write_tiny_config(tmp_path / "tiny", queue={"backend": "redis", "redis_url": server.url,
-                                                         "worker_timeout_s": 3.0, "batch_size": 1},
-                               models={"vqgan_choices": ["wikiart_16384"], "offline": True})
+                                                         "worker_timeout_s": 3.0, "batch_size": 1}, models=models)
     workers = Workers(config, server.url, tmp_path)
     try:
-        workers.start("offline-1")
+        if before is not None:
+            before(config)
+        workers.start(worker)
         cfg = load_config(config)
         q = JobQueue(cfg)
         rec = Recorder(q)
         await q.start()
         try:
-            deadline = time.monotonic() + 60
-            while not [a for a in q.availability() if a is not None]:
-                assert time.monotonic() < deadline, workers.log("offline-1")
-                await asyncio.sleep(0.1)
-            wikiart = ask(cfg, "a cat").model_copy(update={"models": cfg.models.spec().model_copy(
-                update={"vqgan": "wikiart_16384", "vqgan_config": None, "vqgan_checkpoint": None})})
-            with pytest.raises(ModelsUnavailable) as refused:
-                await q.submit(wikiart, owner="carol")
-            assert "wikiart_16384 is not downloaded on any worker, and the workers are offline" in str(refused.value)
-            assert q.pending() == []
-            from engine.fleet_cli import describe_fleet  # what `fleet` and a moderator's /queue show:all say
-
-            assert "    offline; not downloaded: wikiart_16384" in describe_fleet(q.fleet(), [])
-            job, _ = await q.submit(ask(cfg, "a cat"), owner="carol")  # the models it has still paint
-            await rec.until(ended(rec, [job.id]), timeout=60)
-            assert rec.of(Finished, job.id)
+            yield q, rec, cfg, workers
         finally:
             await q.close()
     finally:
         workers.stop_all()
         server.kill()
+
+
+async def test_a_model_no_worker_has_is_refused_before_queueing_when_the_workers_are_offline(tmp_path: Path):
+    # Every worker's survey counts, so a fleet of its own, whose worker offers WikiArt without having it.
+    server = RedisServer(tmp_path / "redis")
+    async with own_fleet(tmp_path, server, "offline-1", vqgan_choices=["wikiart_16384"], offline=True) as (
+            q, rec, cfg, workers):
+        deadline = time.monotonic() + 60
+        while not [a for a in q.availability() if a is not None]:
+            assert time.monotonic() < deadline, workers.log("offline-1")
+            await asyncio.sleep(0.1)
+        wikiart = ask(cfg, "a cat").model_copy(update={"models": cfg.models.spec().model_copy(
+            update={"vqgan": "wikiart_16384", "vqgan_config": None, "vqgan_checkpoint": None})})
+        with pytest.raises(ModelsUnavailable) as refused:
+            await q.submit(wikiart, owner="carol")
+        assert "wikiart_16384 is not downloaded on any worker, and the workers are offline" in str(refused.value)
+        assert q.pending() == []
+        from engine.fleet_cli import describe_fleet  # what `fleet` and a moderator's /queue show:all say
+
+        assert "    offline; not downloaded: wikiart_16384" in describe_fleet(q.fleet(), [])
+        job, _ = await q.submit(ask(cfg, "a cat"), owner="carol")  # the models it has still paint
+        await rec.until(ended(rec, [job.id]), timeout=60)
+        assert rec.of(Finished, job.id)
 
 
 @pytest.mark.skipif(shutil.which("openssl") is None, reason="openssl is not installed")
 async def test_the_fleet_works_over_tls_and_a_worker_that_does_not_trust_the_server_says_so(tmp_path: Path):
     server = RedisServer(tmp_path / "redis", password="s3cret", tls=True)
-    server.start()
-    config = write_tiny_config(tmp_path / "tiny", queue={"backend": "redis", "redis_url": server.url,
-                                                         "worker_timeout_s": 3.0, "batch_size": 1})
-    workers = Workers(config, server.url, tmp_path)
-    try:
-        untrusting = subprocess.run(
-            [sys.executable, "-m", "engine", "worker", "--config", str(config), "--redis",
-             server.url.split("?")[0]], env={**os.environ, "PYTHONPATH": str(ROOT)},
-            capture_output=True, text=True, timeout=60)
-        assert untrusting.returncode == 2 and untrusting.stderr.count("\n") == 1
-        assert "certificate" in untrusting.stderr and "s3cret" not in untrusting.stderr
-        workers.start("tls-1")
-        cfg = load_config(config)
-        q = JobQueue(cfg)
-        rec = Recorder(q)
-        await q.start()
-        try:
-            job, _ = await q.submit(ask(cfg, "a cat behind glass"), owner="carol")
-            await rec.until(ended(rec, [job.id]), timeout=60)
-            assert rec.of(Finished, job.id) and q.fleet() and q.fleet()[0]["worker"] == "tls-1"
-        finally:
-            await q.close()
-    finally:
-        workers.stop_all()
-        server.kill()
+
+    def untrusting(config: Path) -> None:
+        worker = subprocess.run(
+            [sys.executable, "-m", "engine", "worker", "--config", str(config), "--redis", server.url.split("?")[0]],
+            env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True, timeout=60)
+        assert worker.returncode == 2 and worker.stderr.count("\n") == 1
+        assert "certificate" in worker.stderr and "s3cret" not in worker.stderr
+
+    async with own_fleet(tmp_path, server, "tls-1", before=untrusting) as (q, rec, cfg, _workers):
+        job, _ = await q.submit(ask(cfg, "a cat behind glass"), owner="carol")
+        await rec.until(ended(rec, [job.id]), timeout=60)
+        assert rec.of(Finished, job.id) and q.fleet() and q.fleet()[0]["worker"] == "tls-1"
