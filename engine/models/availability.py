@@ -4,8 +4,9 @@ A model that is neither on disk nor downloadable would fail only when a worker l
 user waited their turn. So each worker surveys the models its config offers (``[models]`` and its
 ``*_choices``), and the coordinator refuses a request before queueing when every worker reports
 one of its models as unreachable. The survey reads the model cache (cheap) and, only when some
-offered model is missing, asks the missing files' hosts for a response (a HEAD request, a few
-seconds at most): any HTTP answer means the machine is online. ``[models] offline`` skips the
+offered model is missing, asks that file's URLs (HEAD requests in parallel, a few seconds at
+most): an answer other than "not found" means it can be downloaded, and no answer at all from any
+of them means the machine is offline. ``[models] offline`` skips the
 question (true: never download; false: always assume the network is there). Surveys run on a
 background thread and are kept for a while, so a heartbeat or a submission never waits for one.
 """
@@ -22,7 +23,7 @@ import urllib.request
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
@@ -30,7 +31,7 @@ from engine.config import ClipSpec, ModelsConfig, ModelSpec, cache_dir
 
 log = logging.getLogger(__name__)
 
-__all__ = ["ModelState", "Availability", "survey", "reachable", "unavailable", "unreachable_names", "Surveyor"]
+__all__ = ["ModelState", "Availability", "survey", "ask", "unavailable", "unreachable_names", "Surveyor"]
 
 PROBE_TIMEOUT_S = 4.0
 MAX_AGE_S = 300.0  # a survey older than this is redone in the background when next asked for
@@ -113,39 +114,43 @@ def _clip_source(spec: ClipSpec, cache: Path) -> tuple[bool, tuple[str, ...]]:
     return False, tuple(url for url, _ in w.downloads)
 
 
-def reachable(url: str, timeout: float = PROBE_TIMEOUT_S) -> bool:
-    """Whether ``url``'s server answers at all (any HTTP status counts: the network is there)."""
+class _NoRedirects(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None  # a redirect is an answer: the file is somewhere (and HEAD would turn into GET)
+
+
+_opener = urllib.request.build_opener(_NoRedirects)
+
+
+def ask(url: str, timeout: float = PROBE_TIMEOUT_S) -> int | None:
+    """The HTTP status ``url`` answers a HEAD request with (redirects not followed), or None when
+    nothing answers: no network, an unknown host, a refused connection, a timeout."""
     try:
         req = urllib.request.Request(url, method="HEAD", headers={"User-Agent": "vqgan-clip-bot/0.1"})
-        with urllib.request.urlopen(req, timeout=timeout):
-            return True
-    except urllib.error.HTTPError:
-        return True
+        with _opener.open(req, timeout=timeout) as resp:
+            return int(resp.status)
+    except urllib.error.HTTPError as e:
+        return int(e.code)
     except (OSError, ValueError):  # URLError, timeouts, refused connections, unknown hosts
-        return False
+        return None
 
 
-def _hosts_answering(urls: Iterable[str], probe: Callable[[str], bool]) -> set[str]:
-    """The hosts (scheme://netloc) of ``urls`` that answer, asked in parallel, each once."""
-    first: dict[str, str] = {}
-    for url in urls:
-        p = urllib.parse.urlsplit(url)
-        first.setdefault(f"{p.scheme}://{p.netloc}", url)
-    if not first:
-        return set()
-    with ThreadPoolExecutor(min(8, len(first)), thread_name_prefix="models-probe") as pool:
-        answers = list(pool.map(probe, first.values()))
-    return {host for host, ok in zip(first, answers, strict=True) if ok}
+GONE = (404, 410)  # the file is not there; any other answer (a 403 or 405 to HEAD, say) may still download
 
 
-def _host(url: str) -> str:
-    p = urllib.parse.urlsplit(url)
-    return f"{p.scheme}://{p.netloc}"
+def _answers(urls: Iterable[str], probe: Callable[[str], int | None]) -> dict[str, int | None]:
+    """Each URL's answer, asked in parallel."""
+    todo = list(dict.fromkeys(urls))
+    if not todo:
+        return {}
+    with ThreadPoolExecutor(min(8, len(todo)), thread_name_prefix="models-probe") as pool:
+        return dict(zip(todo, pool.map(probe, todo), strict=True))
 
 
-def survey(cfg: ModelsConfig, probe: Callable[[str], bool] = reachable) -> Availability:
-    """The state of every model ``cfg`` offers. Asks the network only about missing models, and
-    not at all when ``cfg.offline`` is set."""
+def survey(cfg: ModelsConfig, probe: Callable[[str], int | None] = ask) -> Availability:
+    """The state of every model ``cfg`` offers. Asks the network only about missing models' URLs,
+    and not at all when ``cfg.offline`` is set. A missing model is downloadable when one of its
+    URLs answers with anything but "not found"; the machine is offline when no URL answers at all."""
     cache = cache_dir(cfg)
     found: list[tuple[str, str, Literal["vqgan", "clip"], bool, tuple[str, ...]]] = []
     for v in _vqgans(cfg):
@@ -154,15 +159,15 @@ def survey(cfg: ModelsConfig, probe: Callable[[str], bool] = reachable) -> Avail
         found.append((c.key(), c.choice(), "clip", *_clip_source(c, cache)))
     wanted = [url for _, _, _, here, urls in found if not here for url in urls]
     if cfg.offline == "auto":
-        answering = _hosts_answering(wanted, probe)
+        answers = _answers(wanted, probe)
     else:
-        answering = set() if cfg.offline else {_host(u) for u in wanted}
+        answers = {u: None if cfg.offline else 200 for u in wanted}
     models = []
     for key, name, kind, here, urls in found:
-        state: State = ("on_disk" if here
-                        else "fetchable" if any(_host(u) in answering for u in urls) else "unreachable")
+        state: State = ("on_disk" if here else "fetchable"
+                        if any(answers.get(u) is not None and answers[u] not in GONE for u in urls) else "unreachable")
         models.append(ModelState(key=key, name=name, kind=kind, state=state))
-    offline = any(m.state == "unreachable" for m in models) and not answering
+    offline = any(m.state == "unreachable" for m in models) and all(a is None for a in answers.values())
     return Availability(models=tuple(models), offline=offline, checked_at=time.time())
 
 
@@ -185,9 +190,9 @@ def unavailable(spec: ModelSpec, reports: Iterable[Availability | None], *, flee
     a = reports[0]
     assert a is not None
     if fleet:
-        where, why = " on any worker", "the workers are offline" if a.offline else "they cannot download it now"
+        where, why = " on any worker", "the workers are offline" if a.offline else "no download link has it now"
     else:
-        where, why = "", "this machine is offline" if a.offline else "it cannot be downloaded now"
+        where, why = "", "this machine is offline" if a.offline else "no download link has it now"
     vqgans, clips = ", ".join(a.usable("vqgan")) or "none", ", ".join(a.usable("clip")) or "none"
     return (f"{' and '.join(lacking)} {'is' if len(lacking) == 1 else 'are'} not downloaded{where}, and {why}; "
             f"available: model {vqgans}; clip {clips}")
@@ -206,7 +211,7 @@ class Surveyor:
     """The latest survey, redone on a background thread when stale: ``current()`` never waits."""
 
     def __init__(self, cfg: ModelsConfig, max_age_s: float = MAX_AGE_S,
-                 probe: Callable[[str], bool] = reachable) -> None:
+                 probe: Callable[[str], int | None] = ask) -> None:
         self.cfg = cfg
         self.max_age_s = max_age_s
         self.probe = probe

@@ -8,7 +8,7 @@ import threading
 from pathlib import Path
 
 from engine.config import ModelsConfig, ModelSpec
-from engine.models.availability import Availability, ModelState, reachable, survey, unavailable
+from engine.models.availability import Availability, ModelState, ask, survey, unavailable
 from engine.models.registry import clip_weights, preset_paths
 from tests.fleet import free_port
 
@@ -29,12 +29,15 @@ def downloaded(cfg: ModelsConfig) -> None:
 
 
 class Probe:
-    def __init__(self, answer: bool) -> None:
-        self.answer, self.asked = answer, []
+    """Answers every HEAD request with ``answer`` (an HTTP status, or None: nothing answers);
+    ``gone`` URLs (those containing one of these words) answer 404."""
 
-    def __call__(self, url: str) -> bool:
+    def __init__(self, answer: int | None, gone: tuple[str, ...] = ()) -> None:
+        self.answer, self.gone, self.asked = answer, gone, []
+
+    def __call__(self, url: str) -> int | None:
         self.asked.append(url)
-        return self.answer
+        return 404 if any(g in url for g in self.gone) else self.answer
 
 
 def states(a: Availability) -> dict[str, str]:
@@ -44,26 +47,39 @@ def states(a: Availability) -> dict[str, str]:
 def test_without_network_the_models_not_downloaded_are_unreachable(tmp_path):
     cfg = offered(tmp_path)
     downloaded(cfg)
-    probe = Probe(answer=False)
+    probe = Probe(answer=None)
     a = survey(cfg, probe)
     assert states(a) == {"imagenet_f16_16384": "on_disk", "wikiart_16384": "unreachable",
                          "ViT-B-32/openai": "on_disk", "RN50/openai": "unreachable"}
     assert a.offline
-    # only the missing models' hosts were asked, each host once
+    # only the missing models' URLs were asked, each once (imagenet's heibox links were not)
     assert probe.asked and not any("heibox" in u for u in probe.asked)
-    assert len({u.split("/")[2] for u in probe.asked}) == len(probe.asked)
+    assert len(set(probe.asked)) == len(probe.asked)
 
 
 def test_with_network_the_missing_models_are_downloadable(tmp_path):
     cfg = offered(tmp_path)
     downloaded(cfg)
-    a = survey(cfg, Probe(answer=True))
+    a = survey(cfg, Probe(answer=200))
     assert states(a)["wikiart_16384"] == "fetchable" and states(a)["RN50/openai"] == "fetchable"
     assert not a.offline
+    a = survey(cfg, Probe(answer=405))  # a server that will not answer HEAD may still send the file
+    assert states(a)["wikiart_16384"] == "fetchable"
+
+
+def test_a_model_whose_every_link_is_gone_cannot_be_had_though_the_network_is_there(tmp_path):
+    cfg = offered(tmp_path)
+    downloaded(cfg)
+    wikiart_hosts = ("Eleiber", "eaidata", "mirror.io.community")
+    a = survey(cfg, Probe(answer=200, gone=wikiart_hosts))
+    assert states(a)["wikiart_16384"] == "unreachable" and states(a)["RN50/openai"] == "fetchable"
+    assert not a.offline
+    why = unavailable(ModelSpec(vqgan="wikiart_16384"), [a])
+    assert why is not None and why.startswith("wikiart_16384 is not downloaded, and no download link has it now")
 
 
 def test_offline_true_asks_nobody_and_everything_on_disk_asks_nobody(tmp_path):
-    probe = Probe(answer=True)
+    probe = Probe(answer=200)
     a = survey(offered(tmp_path, offline=True), probe)
     assert set(states(a).values()) == {"unreachable"} and a.offline and probe.asked == []
     cfg = ModelsConfig(cache_dir=str(tmp_path / "other"))
@@ -72,23 +88,26 @@ def test_offline_true_asks_nobody_and_everything_on_disk_asks_nobody(tmp_path):
     assert set(states(a).values()) == {"on_disk"} and not a.offline and probe.asked == []
 
 
-def test_reachable_means_a_server_answered_whatever_it_said(tmp_path):
-    class NotFound(http.server.BaseHTTPRequestHandler):
+def test_ask_gives_the_status_without_following_redirects_or_none_when_nobody_answers(tmp_path):
+    class Mirror(http.server.BaseHTTPRequestHandler):
         def do_HEAD(self) -> None:
-            self.send_response(404)
+            self.send_response(302 if self.path == "/moved.ckpt" else 404)
+            self.send_header("Location", "http://127.0.0.1:9/elsewhere.ckpt")
             self.end_headers()
 
         def log_message(self, *args) -> None:
             pass
 
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), NotFound)
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Mirror)
     threading.Thread(target=server.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{server.server_address[1]}"
     try:
-        assert reachable(f"http://127.0.0.1:{server.server_address[1]}/wikiart_16384.ckpt", timeout=2)
+        assert ask(f"{base}/wikiart_16384.ckpt", timeout=2) == 404
+        assert ask(f"{base}/moved.ckpt", timeout=2) == 302  # the file is somewhere; not fetched to find out
     finally:
         server.shutdown()
         server.server_close()
-    assert not reachable(f"http://127.0.0.1:{free_port()}/x.ckpt", timeout=2)  # nobody listens there
+    assert ask(f"http://127.0.0.1:{free_port()}/x.ckpt", timeout=2) is None  # nobody listens there
 
 
 def _report(state: str) -> Availability:
