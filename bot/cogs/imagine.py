@@ -122,15 +122,18 @@ class Imagine(commands.Cog):
 
     @imagine.autocomplete("model")
     async def _model_choices(self, interaction: discord.Interaction, current: str) -> list[app_commands.Choice[str]]:
-        return _matching(vqgan_choices(self.bot.cfg.models), current, self._unreachable())
+        return _matching(vqgan_choices(self.bot.cfg.models), current, *self._unreachable())
 
     @imagine.autocomplete("clip")
     async def _clip_choices(self, interaction: discord.Interaction, current: str) -> list[app_commands.Choice[str]]:
-        return _matching(clip_choices(self.bot.cfg.models), current, self._unreachable())
+        return _matching(clip_choices(self.bot.cfg.models), current, *self._unreachable())
 
-    def _unreachable(self) -> set[str]:
-        """Offered models no worker has or can download now: listed last, marked, so nobody waits for a refusal."""
-        return unreachable_names(self.bot.queue.availability())
+    def _unreachable(self) -> tuple[set[str], str]:
+        """Offered models no worker has or can download now (listed last and marked, so nobody waits for a
+        refusal), and why: the workers are offline, or the files' links are gone."""
+        reports = self.bot.queue.availability()
+        offline = bool(reports) and all(a is not None and a.offline for a in reports)
+        return unreachable_names(reports), "offline" if offline else "no download link"
 
     @app_commands.command(name="edit", description="Change an uploaded picture with words")
     @app_commands.describe(
@@ -182,13 +185,14 @@ class Imagine(commands.Cog):
             await submit.from_interaction(self.bot, interaction, req, note=edit.note, release=release)
 
 
-def _matching(choices: list[str], current: str, unreachable: Collection[str] = ()) -> list[app_commands.Choice[str]]:
+def _matching(choices: list[str], current: str, unreachable: Collection[str] = (),
+              why: str = "offline") -> list[app_commands.Choice[str]]:
     """The choices containing what the user typed so far (Discord shows at most 25); those with a
     model nobody can get now (e.g. not downloaded on an offline machine) last, and marked."""
     found = [c for c in choices if current.lower() in c.lower()]
     missing = {c for c in found if any(part in unreachable for part in c.split("+"))}
     found = [c for c in found if c not in missing] + [c for c in found if c in missing]
-    return [app_commands.Choice(name=(c + " (not downloaded, offline)" if c in missing else c)[:100], value=c[:100])
+    return [app_commands.Choice(name=(c + f" (not downloaded, {why})" if c in missing else c)[:100], value=c[:100])
             for c in found[:25]]
 
 
