@@ -116,7 +116,10 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self.close_connection = True
             self.connection.shutdown(socket.SHUT_RDWR)
             return
-        self.wfile.write(chunk)
+        try:
+            self.wfile.write(chunk)
+        except (BrokenPipeError, ConnectionResetError):  # the client gave up reading (e.g. past its size cap)
+            self.close_connection = True
 
 
 @pytest.fixture
