@@ -31,7 +31,8 @@ from engine.config import ClipSpec, ModelsConfig, ModelSpec, cache_dir
 
 log = logging.getLogger(__name__)
 
-__all__ = ["ModelState", "Availability", "survey", "ask", "unavailable", "unreachable_names", "Surveyor"]
+__all__ = ["ModelState", "Availability", "survey", "ask", "unavailable", "unreachable_names", "downloaded",
+           "Surveyor"]
 
 PROBE_TIMEOUT_S = 4.0
 MAX_AGE_S = 300.0  # a survey older than this is redone in the background when next asked for
@@ -196,6 +197,18 @@ def unavailable(spec: ModelSpec, reports: Iterable[Availability | None], *, flee
     vqgans, clips = ", ".join(a.usable("vqgan")) or "none", ", ".join(a.usable("clip")) or "none"
     return (f"{' and '.join(lacking)} {'is' if len(lacking) == 1 else 'are'} not downloaded{where}, and {why}; "
             f"available: model {vqgans}; clip {clips}")
+
+
+def downloaded(cache: Path) -> str:
+    """What the model cache holds, as a refusal lists it: "model A, B; clip C/tag" (presets whose
+    checkpoint is there, and open_clip weights saved where ``fetch`` saves them)."""
+    from engine.models.registry import PRESETS, preset_paths
+
+    vqgans = [name for name in PRESETS if preset_paths(name, cache)[1].is_file()]
+    clips = sorted(f"{tag.parent.name}/{tag.name}" for tag in (cache / "open_clip").glob("*/*")
+                   if tag.is_dir() and any(f.is_file() and not f.name.endswith((".part", ".json", ".lock", ".sha256"))
+                                           for f in tag.iterdir()))
+    return f"model {', '.join(vqgans) or 'none'}; clip {', '.join(clips) or 'none'}"
 
 
 def unreachable_names(reports: Iterable[Availability | None]) -> set[str]:

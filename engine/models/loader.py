@@ -107,11 +107,15 @@ def fetch_missing(spec: ModelSpec, cache: Path, progress: bool = True) -> None:
             clip_weights_path(spec.clip_model, spec.clip_pretrained, cache / "open_clip")
         except ModelFileMissing as e:
             problems.append(str(e))
+    if not problems:
+        return
+    from engine.models.availability import downloaded
+
+    here = f"; downloaded here: {downloaded(cache)}"  # what would work now, offline
     if len(problems) == 1:
-        raise ModelFileMissing(problems[0])
-    if problems:
-        raise ModelFileMissing(f"{len(problems)} model files are missing: "
-                               + " ".join(f"({i}) {p};" for i, p in enumerate(problems, 1)).rstrip(";"))
+        raise ModelFileMissing(problems[0] + here)
+    raise ModelFileMissing(f"{len(problems)} model files are missing: "
+                           + " ".join(f"({i}) {p};" for i, p in enumerate(problems, 1)).rstrip(";") + here)
 
 
 class ModelCache:

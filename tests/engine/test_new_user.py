@@ -78,6 +78,24 @@ def test_offline_first_paint_names_every_missing_file_at_once(tmp_path, offline,
     assert not (tmp_path / "forest.png").exists()
 
 
+def test_offline_a_model_not_downloaded_is_refused_naming_what_is_downloaded(
+        tiny_cfg, tmp_path, offline, monkeypatch, capsys):
+    wikiart = registry.PRESETS["wikiart_16384"]
+    monkeypatch.setitem(registry.PRESETS, wikiart.name, dataclasses.replace(
+        wikiart, checkpoint=dataclasses.replace(wikiart.checkpoint, urls=(f"{offline}/wikiart.ckpt",))))
+    cache = tmp_path / "cache"
+    ckpt = cache / "imagenet_f16_16384" / "last.ckpt"  # the usual model was downloaded earlier
+    ckpt.parent.mkdir(parents=True)
+    ckpt.write_bytes(b"weights")
+    cfg = write_config(tmp_path / "c.toml", cache_dir=str(cache), device="cpu",
+                       clip_config=tiny_cfg.models.clip_config, clip_checkpoint=tiny_cfg.models.clip_checkpoint)
+    assert main(["imagine", "a forest", "--vqgan", "wikiart_16384", "-o", str(tmp_path / "o.png"),
+                 "--config", str(cfg)]) == 2
+    err = one_line(capsys.readouterr().err)
+    assert err.startswith("error: could not download wikiart_16384.ckpt from ")
+    assert err.endswith("; downloaded here: model imagenet_f16_16384; clip none")
+
+
 def test_missing_clip_weights_is_one_fast_line_with_where_to_save_them(
         tiny_cfg, tmp_path, offline, monkeypatch, capsys):
     cache = tmp_path / "cache"
@@ -87,7 +105,7 @@ def test_missing_clip_weights_is_one_fast_line_with_where_to_save_them(
     err = one_line(capsys.readouterr().err)  # no retry lines from the hub client
     dest = cache / "open_clip" / "ViT-B-32" / "openai" / "open_clip_model.safetensors"
     assert f"save it as {dest}" in err and "connection refused" in err
-    config_json = err.split("the model's config JSON is ")[1].rstrip(")")
+    config_json = err.split("the model's config JSON is ")[1].split(")")[0]
     assert config_json.endswith("ViT-B-32.json") and Path(config_json).is_file()
 
     # the place the message names is where the engine looks: a file saved there counts as cached
