@@ -7,6 +7,7 @@ snapshots, its files in ``tmp``); ``kill()`` / ``start()`` stop and restart it (
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -14,6 +15,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -106,11 +108,24 @@ class Workers:
              "--name", name, *extra], env=env, cwd=cwd or self.logs, stdout=log, stderr=subprocess.STDOUT)
         log.close()
 
-    def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
+    def kill(self, name: str, sig: int = signal.SIGKILL, wait: bool = True) -> None:
+        """Send ``sig``; ``wait``: until the process has exited (a worker with torch takes a moment)."""
         proc = self.procs[name]
         if proc.poll() is None:
             os.kill(proc.pid, sig)
-        proc.wait(timeout=30)
+        if wait:
+            proc.wait(timeout=30)
+
+    @contextlib.contextmanager
+    def back_after(self, name: str) -> Iterator[None]:
+        """Start worker ``name`` again when the block ends, however it ends (the next tests need it)."""
+        try:
+            yield
+        finally:
+            if (proc := self.procs.get(name)) is not None and proc.poll() is None:
+                proc.kill()
+                proc.wait()
+            self.start(name)
 
     def log(self, name: str) -> str:
         return (self.logs / f"{name}.log").read_text(errors="replace")

@@ -12,10 +12,12 @@ import contextlib
 import json
 import logging
 import os
+import queue
 import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections import Counter
 from collections.abc import AsyncIterator
@@ -193,14 +195,14 @@ async def test_a_worker_killed_mid_job_loses_it_to_another_within_the_timeout(fl
     job, _ = await q.submit(ask(cfg, "a lighthouse", steps=60), owner="alice")
     await rec.until(lambda: rec.of(Progress, job.id))
     victim = await wait_holder(fleet, job.id)
-    fleet.workers.kill(victim)  # SIGKILL
-    killed_at = time.monotonic()
-    await rec.until(lambda: len(rec.of(Started, job.id)) == 2, timeout=10)
-    assert time.monotonic() - killed_at < 3.0 + 2.0, "taken over within worker_timeout_s (and a poll)"
-    await rec.until(ended(rec, [job.id]), timeout=30)
-    assert len(rec.of(Finished, job.id)) == 1 and not rec.of(Failed)
-    assert q.get(job.id).attempts == 2
-    fleet.workers.start(victim)  # back for the next tests (it comes up while they run)
+    with fleet.workers.back_after(victim):  # for the next tests (it comes up while they run)
+        fleet.workers.kill(victim)  # SIGKILL
+        killed_at = time.monotonic()
+        await rec.until(lambda: len(rec.of(Started, job.id)) == 2, timeout=10)
+        assert time.monotonic() - killed_at < 3.0 + 2.0, "taken over within worker_timeout_s (and a poll)"
+        await rec.until(ended(rec, [job.id]), timeout=30)
+        assert len(rec.of(Finished, job.id)) == 1 and not rec.of(Failed)
+        assert q.get(job.id).attempts == 2
 
 
 async def test_cancelling_a_job_on_a_remote_worker_stops_it_and_nothing_follows_the_cancel(fleet: Fleet, coordinator):
@@ -283,15 +285,16 @@ async def test_a_worker_stopped_with_sigterm_hands_its_job_back_at_once(fleet: F
     job, _ = await q.submit(ask(cfg, "a slow sunset", steps=120), owner="alice")
     await rec.until(lambda: rec.of(Progress, job.id))
     name = await wait_holder(fleet, job.id)
-    stopped_at = time.monotonic()
-    fleet.workers.kill(name, signal.SIGTERM)
-    assert fleet.workers.procs[name].returncode == 0
-    await rec.until(lambda: len(rec.of(Started, job.id)) == 2, timeout=10)
-    assert time.monotonic() - stopped_at < 3.0, "handed back at once, not after worker_timeout_s (3 s)"
-    assert rec.of(Started, job.id)[1].job.attempts == 1, "a handed-back job's attempt is not counted"
-    await rec.until(ended(rec, [job.id]), timeout=30)
-    assert len(rec.of(Finished, job.id)) == 1
-    fleet.workers.start(name)
+    with fleet.workers.back_after(name):
+        stopped_at = time.monotonic()
+        fleet.workers.kill(name, signal.SIGTERM, wait=False)  # the hand-back comes before the process exits
+        await rec.until(lambda: len(rec.of(Started, job.id)) == 2, timeout=10)
+        handed_back = time.monotonic() - stopped_at
+        assert fleet.workers.procs[name].wait(timeout=30) == 0, "a clean stop"
+        assert handed_back < 3.0, "handed back at once, not after worker_timeout_s (3 s)"
+        assert rec.of(Started, job.id)[1].job.attempts == 1, "a handed-back job's attempt is not counted"
+        await rec.until(ended(rec, [job.id]), timeout=30)
+        assert len(rec.of(Finished, job.id)) == 1
 
 
 async def test_a_zoom_taken_over_by_another_worker_goes_on_from_the_coordinator_s_frames(fleet: Fleet, coordinator):
@@ -306,19 +309,19 @@ async def test_a_zoom_taken_over_by_another_worker_goes_on_from_the_coordinator_
     job, _ = await q.submit(zoom, owner="alice")  # on the other one
     await rec.until(lambda: any(p.step >= 3 for p in rec.of(Progress, job.id)), timeout=60)
     first = await wait_holder(fleet, job.id)
-    fleet.workers.kill(first, signal.SIGTERM)  # stops within a step and hands the job back
-    await rec.until(lambda: len(rec.of(Started, job.id)) == 2, timeout=10)
-    taken_at = rec.events.index(rec.of(Started, job.id)[1])
-    await rec.until(ended(rec, [whole.id, job.id]), timeout=60)
-    assert len(rec.of(Finished, job.id)) == 1 and not rec.of(Failed)
-    later = [e.step for e in rec.events[taken_at:] if isinstance(e, Progress) and e.job.id == job.id]
-    made_first = max(e.step for e in rec.events[:taken_at] if isinstance(e, Progress) and e.job.id == job.id)
-    assert 3 <= made_first < 6 and later == list(range(made_first + 1, 7)), "the second worker goes on after them"
-    for k in range(1, 7):  # the video's frames are those of the uninterrupted run, pixel for pixel
-        name = f"{k:05d}.png"
-        assert (q.frames_dir(job.id) / name).read_bytes() == (q.frames_dir(whole.id) / name).read_bytes(), name
-    assert Path(q.get(job.id).result_path).read_bytes() == Path(q.get(whole.id).result_path).read_bytes()
-    fleet.workers.start(first)
+    with fleet.workers.back_after(first):
+        fleet.workers.kill(first, signal.SIGTERM)  # stops within a step and hands the job back
+        await rec.until(lambda: len(rec.of(Started, job.id)) == 2, timeout=10)
+        taken_at = rec.events.index(rec.of(Started, job.id)[1])
+        await rec.until(ended(rec, [whole.id, job.id]), timeout=60)
+        assert len(rec.of(Finished, job.id)) == 1 and not rec.of(Failed)
+        later = [e.step for e in rec.events[taken_at:] if isinstance(e, Progress) and e.job.id == job.id]
+        made_first = max(e.step for e in rec.events[:taken_at] if isinstance(e, Progress) and e.job.id == job.id)
+        assert 3 <= made_first < 6 and later == list(range(made_first + 1, 7)), "the second worker goes on after them"
+        for k in range(1, 7):  # the video's frames are those of the uninterrupted run, pixel for pixel
+            name = f"{k:05d}.png"
+            assert (q.frames_dir(job.id) / name).read_bytes() == (q.frames_dir(whole.id) / name).read_bytes(), name
+        assert Path(q.get(job.id).result_path).read_bytes() == Path(q.get(whole.id).result_path).read_bytes()
 
 
 async def test_the_coordinator_starts_without_redis_and_says_painting_is_paused(fleet: Fleet, tmp_path: Path):
@@ -344,11 +347,18 @@ def run_coordinator(fleet: Fleet, folder: Path, *args: str) -> subprocess.Popen[
 
 
 def read_until(proc: subprocess.Popen[str], cond, timeout: float = 30) -> list[dict]:
+    """The process's JSON lines until ``cond`` holds or it exits; a silent process fails the test at
+    ``timeout`` instead of blocking it (a reader thread does the blocking reads)."""
     lines: list[dict] = []
+    got: queue.Queue[str] = queue.Queue()
+    threading.Thread(target=lambda: [got.put(line) for line in iter(proc.stdout.readline, "")] + [got.put("")],
+                     daemon=True).start()
     deadline = time.monotonic() + timeout
     while not cond(lines):
-        assert time.monotonic() < deadline, f"timed out: {lines}"
-        line = proc.stdout.readline()
+        try:
+            line = got.get(timeout=max(0.0, deadline - time.monotonic()))
+        except queue.Empty:
+            raise AssertionError(f"timed out: {lines}") from None
         if not line:
             break
         lines.append(json.loads(line))
