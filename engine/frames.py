@@ -23,6 +23,29 @@ from engine.timelapse import frame_files, thin
 log = logging.getLogger(__name__)
 
 
+# -- a zoom video's frames: 00001.png, 00002.png, ... (its worker, its CLI run and the coordinator alike) --
+
+def frame_name(k: int) -> str:
+    """Frame k's file name (1-based): ``00001.png``."""
+    return f"{k:05d}.png"
+
+
+def existing_frames(frames_dir: Path) -> int:
+    """How many frames (00001.png, 00002.png, ... without a gap) the folder already holds."""
+    k = 0
+    while (frames_dir / frame_name(k + 1)).is_file():
+        k += 1
+    return k
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """A frame is there whole or not at all (a kill mid-write leaves no broken PNG to resume from)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
 class FrameStore:
     """Writes, bounds and removes the frames of every job under one results folder."""
 
@@ -79,19 +102,16 @@ class FrameStore:
     def zoom_frame(self, job_id: str, k: int, png: bytes) -> None:
         """Frame k of a zoom video, as its worker named it (``engine.zoom.frame_name``), unless the worker
         wrote it here itself (the local backend); a Redis worker on another machine sends it this way."""
-        if not (self.folder(job_id) / f"{k:05d}.png").exists():
-            self._write(job_id, k, png, f"{k:05d}.png")
+        if not (self.folder(job_id) / frame_name(k)).exists():
+            self._write(job_id, k, png, frame_name(k))
 
     def zoom_last(self, job_id: str) -> tuple[int, bytes] | None:
         """The newest frame k of a zoom video, with frames 1..k all here, and its PNG; None without
         frame 1. A worker taking the job over goes on from it (the frames before it stay here)."""
-        k = 0
-        while (self.folder(job_id) / f"{k + 1:05d}.png").is_file():
-            k += 1
-        if not k:
+        if not (k := existing_frames(self.folder(job_id))):
             return None
         try:
-            return k, (self.folder(job_id) / f"{k:05d}.png").read_bytes()
+            return k, (self.folder(job_id) / frame_name(k)).read_bytes()
         except OSError as e:
             log.warning("job %s: could not read zoom frame %d: %s", job_id, k, e.strerror or e)
             return None

@@ -93,16 +93,10 @@ def score_map(image: torch.Tensor, scorer: Scorer, crop_size: int, n_crops: int 
     return (m - m.min()) / (m.max() - m.min()).clamp(min=1e-8)
 
 
-def region_mask(image: torch.Tensor, scorer: Scorer | Sequence[Judge], crop_size: int | None = None, *,
-                n_crops: int = 128, threshold: float = 0.5, smooth: int = 5, seed: int = 0) -> torch.Tensor:
-    """A (1, 1, H, W) binary edit mask of where the scorer (with its ``crop_size``), or the judges of
-    an ensemble together (``ensemble_map``), find the phrase."""
-    if callable(scorer):
-        if crop_size is None:
-            raise ValueError("a single scorer needs its crop_size")
-        judges = [Judge(scorer, crop_size)]
-    else:
-        judges = list(scorer)
+def region_mask(image: torch.Tensor, judges: Sequence[Judge], *, n_crops: int = 128, threshold: float = 0.5,
+                smooth: int = 5, seed: int = 0) -> torch.Tensor:
+    """A (1, 1, H, W) binary edit mask of where the judges (one model, or an ensemble's together,
+    see ``ensemble_map``) find the phrase."""
     m = ensemble_map(image, judges, n_crops, generator_seed=seed)[None, None]
     if smooth > 1:
         k = smooth | 1

@@ -43,14 +43,14 @@ class EngineRunner:
 
     def _models(self, request: Request) -> Models:
         """The request's models from the cache; loading one that is not held takes a while, so it is logged."""
-        if not (missing := self.cache.missing(request.models, self.device)):
-            return self.cache.get(request.models, self.device)
-        log.info("loading %s (models.max_loaded = %d of each kind stay loaded)", ", ".join(missing),
-                 self.cfg.models.max_loaded)
+        if missing := self.cache.missing(request.models, self.device):
+            log.info("loading %s (models.max_loaded = %d of each kind stay loaded)", ", ".join(missing),
+                     self.cfg.models.max_loaded)
         try:
             return self.cache.get(request.models, self.device)
         finally:
-            self.survey.stale()  # it may have downloaded a model, or found one gone
+            if missing:
+                self.survey.stale()  # it may have downloaded a model, or found one gone
 
     def zoom(self, request: Request, frames_dir: Path, on_frame: Callable[[int, Path], None] | None = None,
              should_stop: Callable[[], bool] | None = None, after: int = 0) -> list[Path]:

@@ -12,7 +12,6 @@ import asyncio
 import gc
 import io
 import logging
-import os
 import sys
 import time
 from collections.abc import Callable
@@ -24,6 +23,7 @@ from typing import Any, Literal, Protocol
 from engine import errors
 from engine.config import QueueConfig
 from engine.errors import ModelFileMissing, UserError
+from engine.frames import frame_name, write_atomic
 from engine.request import Request
 
 log = logging.getLogger(__name__)
@@ -272,7 +272,7 @@ class Worker:
                 frames = runner.zoom(request, folder, on_frame, ctl.should_stop)
             else:  # another worker began it: on from the newest frame the coordinator holds
                 after, png = a.zoom_from
-                _write_frame(folder / f"{after:05d}.png", png)
+                write_atomic(folder / frame_name(after), png)
                 frames = runner.zoom(request, folder, on_frame, ctl.should_stop, after=after)
             if ctl.reason:  # cancelled or closing as the last frame was written (every frame is made)
                 return self._stopped(ctl)
@@ -325,14 +325,6 @@ class Worker:
 def zoom_folder(cfg: QueueConfig, job_id: str) -> Path:
     """Where a zoom job's frames are made: its frames folder beside its result (as ``JobQueue.frames_dir``)."""
     return Path(cfg.results_dir) / f"{job_id}.frames"
-
-
-def _write_frame(path: Path, png: bytes) -> None:
-    """A handed-over zoom frame, whole or not at all (the folder may be the coordinator's own)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(png)
-    os.replace(tmp, path)
 
 
 def batch_key(request: Request) -> tuple:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import math
-import os
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -21,16 +20,12 @@ import torch.nn.functional as F
 from PIL import Image
 
 from engine import __version__
+from engine.frames import existing_frames, frame_name, write_atomic
 from engine.generate import generate, to_image, to_tensor, to_uint8
 from engine.imageio import load_rgb, png_bytes
 from engine.models.loader import Models
 from engine.prompts import parse_story, part_at
 from engine.request import MAX_SEED, Request, ZoomSpec
-
-
-def frame_name(k: int) -> str:
-    """Frame k's file name (1-based): ``00001.png``."""
-    return f"{k:05d}.png"
 
 
 def frame_seed(seed: int, k: int) -> int:
@@ -51,21 +46,6 @@ def zoom_frame(prev: torch.Tensor, zoom: float, rotate: float, shift: tuple[floa
                           [sin * w / h, cos, 2 * dy / h]], dtype=torch.float32, device=prev.device)[None]
     grid = F.affine_grid(theta, list(prev.shape), align_corners=False)
     return F.grid_sample(prev.float(), grid, mode="bilinear", padding_mode="reflection", align_corners=False)
-
-
-def existing_frames(frames_dir: Path) -> int:
-    """How many frames (00001.png, 00002.png, ... without a gap) the folder already holds."""
-    k = 0
-    while (frames_dir / frame_name(k + 1)).is_file():
-        k += 1
-    return k
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    """A frame is there whole or not at all (a kill mid-write leaves no broken PNG to resume from)."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
 
 
 def frame_request(req: Request, zoom: ZoomSpec, k: int, init: str | None) -> Request:
@@ -112,7 +92,7 @@ def run_zoom(models: Models, req: Request, zoom: ZoomSpec, frames_dir: Path, *,
             meta = {"engine_version": __version__, "frame": k,
                     "request": req.to_metadata()}
             path = frames_dir / frame_name(k)
-            _write_atomic(path, png_bytes(_fit(result.image, paths), meta))
+            write_atomic(path, png_bytes(_fit(result.image, paths), meta))
             paths.append(path)
             if on_frame is not None:
                 on_frame(k, path)

@@ -99,9 +99,10 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
     folder.mkdir(parents=True, exist_ok=True)
     (folder / REQUEST_FILE).write_text(json.dumps(req.to_metadata(), sort_keys=True))
 
+    from engine.frames import existing_frames
     from engine.models.loader import ModelCache
     from engine.timelapse import make_timelapse
-    from engine.zoom import existing_frames, run_zoom
+    from engine.zoom import run_zoom
 
     start = existing_frames(folder) if args.resume else 0
     cache = ModelCache(cfg.models if not args.device else cfg.models.model_copy(update={"device": args.device}))

@@ -14,7 +14,6 @@ background thread and are kept for a while, so a heartbeat or a submission never
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 import urllib.error
@@ -105,12 +104,12 @@ def _clip_source(spec: ClipSpec, cache: Path) -> tuple[bool, tuple[str, ...]]:
         return True, ()  # random weights, or a weights file given by path
     if ":" in spec.clip_model:  # e.g. "hf-hub:org/repo": open_clip fetches it itself; not surveyed
         return True, ()
-    from engine.models.registry import clip_weights
+    from engine.models.registry import clip_weights, hub_offline
 
     w = clip_weights(spec.clip_model, spec.clip_pretrained, (cache / "open_clip",))
     if w.cached_path is not None:
         return True, ()
-    if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on"):
+    if hub_offline():
         return False, ()
     return False, tuple(url for url, _ in w.downloads)
 
@@ -248,14 +247,6 @@ class Surveyor:
         with self._lock:
             self._epoch += 1
             self._taken = -float("inf")
-
-    def wait(self, timeout: float | None = None) -> Availability | None:
-        """Start a survey if needed and wait for it (for the CLI and tests)."""
-        self.current()
-        running = self._running
-        if running is not None:
-            running.join(timeout)
-        return self._latest
 
     def _survey(self) -> None:
         started = time.monotonic()

@@ -23,7 +23,7 @@ from torch import nn
 from engine.errors import ModelFileMissing, UserError
 from engine.models.checkpoint import load_checkpoint
 from engine.models.fetch import FetchError, fetch
-from engine.models.registry import clip_weights
+from engine.models.registry import clip_weights, hub_offline
 
 
 class ClipModule(Protocol):
@@ -90,10 +90,6 @@ def config_json(name: str) -> Path:
     return Path(open_clip.__file__).parent / "model_configs" / f"{name}.json"
 
 
-def _hub_offline() -> bool:
-    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
-
-
 def clip_weights_path(name: str, pretrained: str, cache_dir: str | os.PathLike[str]) -> Path:
     """The weights file of ``name``/``pretrained``: cached, else downloaded now. One line when that fails.
 
@@ -106,7 +102,7 @@ def clip_weights_path(name: str, pretrained: str, cache_dir: str | os.PathLike[s
     if not w.downloads:
         raise UserError(f"unknown CLIP weights {name}/{pretrained}; see open_clip.list_pretrained()")
     (url, dest), reasons = w.downloads[0], []
-    if _hub_offline():
+    if hub_offline():
         reasons.append("the Hugging Face hub (HF_HUB_OFFLINE is set)")
     else:
         for u, d in w.downloads:

@@ -37,6 +37,7 @@ __all__ = [
     "check_checkpoint",
     "ClipWeights",
     "clip_weights",
+    "hub_offline",
 ]
 
 _HEIBOX = "https://heibox.uni-heidelberg.de"
@@ -240,6 +241,11 @@ class ClipWeights:
     cached_path: Path | None
     # (url, where to save it), best first: ``<cache>/open_clip/<model>/<tag>/<file name on the hub>``
     downloads: tuple[tuple[str, Path], ...] = ()
+
+
+def hub_offline() -> bool:
+    """``HF_HUB_OFFLINE`` is set: the Hugging Face hub is not to be asked for anything."""
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
 
 
 # fp32 safetensors on the HF hub (151,277,313 parameters); the original OpenAI fp16 .pt is ~354 MB.

@@ -176,8 +176,8 @@ def test_an_ensemble_finds_the_region_with_every_clip_by_its_weight():
         return region_mask(img, list(judges), n_crops=256)[0, 0]
 
     sees_red, sees_green = mask(Judge(red, 16, 1.0), Judge(green, 24, 0.0)), mask(Judge(red, 16, 0), Judge(green, 24, 1))
-    assert torch.equal(sees_red, region_mask(img, red, 16, n_crops=256)[0, 0]), "weights 1/0: the first model alone"
-    assert torch.equal(sees_green, region_mask(img, green, 24, n_crops=256)[0, 0]), "weights 0/1: the second alone"
+    assert torch.equal(sees_red, region_mask(img, [Judge(red, 16)], n_crops=256)[0, 0]), "weights 1/0: the first model alone"
+    assert torch.equal(sees_green, region_mask(img, [Judge(green, 24)], n_crops=256)[0, 0]), "weights 0/1: the second alone"
     assert sees_red[16:48, 8:40].mean() > 0.8 and sees_red[16:48, 56:88].mean() < 0.05
     assert sees_green[16:48, 56:88].mean() > 0.8 and sees_green[16:48, 8:40].mean() < 0.05
     both = mask(Judge(red, 16, 0.5), Judge(green, 24, 0.5))
@@ -190,7 +190,7 @@ def test_an_ensemble_finds_the_region_with_every_clip_by_its_weight():
 
 def test_an_edit_by_words_asks_every_clip_of_the_ensemble_and_one_clip_finds_what_it_found_before(two_clips, tmp_path):
     from engine.generate import to_tensor
-    from engine.region import clip_scorer, region_mask
+    from engine.region import Judge, clip_scorer, region_mask
 
     cfg_path, flags = two_clips
     src = tmp_path / "me.png"
@@ -214,7 +214,7 @@ def test_an_edit_by_words_asks_every_clip_of_the_ensemble_and_one_clip_finds_wha
     req = Request.from_config(cfg, prompt="fur", seed=2)
     clip = ModelCache(cfg.models).get(req.models).clip
     before = region_mask(to_tensor(Image.open(src).convert("RGB").resize((64, 64), Image.Resampling.LANCZOS),
-                                   torch.device("cpu")), clip_scorer(clip, "jacket"), clip.size,
+                                   torch.device("cpu")), [Judge(clip_scorer(clip, "jacket"), clip.size)],
                          n_crops=req.region_crops, threshold=req.region_threshold, seed=2)
     assert np.array_equal(only_a, before[0, 0].numpy() > 0.5)
 

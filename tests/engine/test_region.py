@@ -12,7 +12,7 @@ from engine.generate import generate, to_tensor
 from engine.imageio import read_metadata
 from engine.models.loader import ModelCache
 from engine.ops import spherical_dist
-from engine.region import region_mask, score_map
+from engine.region import Judge, region_mask, score_map
 from engine.request import Request
 
 
@@ -27,10 +27,10 @@ def test_region_mask_is_where_the_crops_score_higher():
     img[:, :, 16:48, 8:40] = torch.tensor([0.9, 0.1, 0.1])[:, None, None]  # a red "jacket" on the left
     scores = score_map(img, redness, crop_size=16, n_crops=256)
     assert scores[16:48, 8:40].mean() > 2 * scores[:, 60:].mean()
-    mask = region_mask(img, redness, crop_size=16, n_crops=256, threshold=0.5)[0, 0]
+    mask = region_mask(img, [Judge(redness, 16)], n_crops=256, threshold=0.5)[0, 0]
     inside, outside = mask[16:48, 8:40].mean(), mask[:, 60:].mean()
     assert inside > 0.8 and outside < 0.05, (inside, outside)
-    looser = region_mask(img, redness, crop_size=16, n_crops=256, threshold=-2.0)[0, 0]  # the paper's cut
+    looser = region_mask(img, [Judge(redness, 16)], n_crops=256, threshold=-2.0)[0, 0]  # the paper's cut
     assert looser.sum() > mask.sum()
 
 
