@@ -15,6 +15,7 @@ posted before a restart keep working.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 from typing import TYPE_CHECKING, Any, Literal
@@ -46,6 +47,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 MAX_CHAIN = 5  # replies followed to find an image
+RESULT_RECORDED_S = 3.0  # how long a reaction on a just-posted result waits for the result to be recorded
 HOWTO = ("to edit an image, reply to it with words saying what it should become, "
          "e.g. `a snowy mountain at dusk`, or `jacket -> a fur coat` to change one part (or use /edit)")
 
@@ -259,7 +261,7 @@ class Gestures(commands.Cog):
         emoji = _norm(str(payload.emoji))
         d = self.bot.cfg.discord
         if emoji in (_norm(d.rerun_emoji), _norm(d.vary_emoji)):
-            job = self.bot.queue.find(result_message_id=payload.message_id)
+            job = await self._result_job(payload, me.id)
             if job is not None and emoji == _norm(d.rerun_emoji):
                 await self._rerun(payload, job)
             elif job is not None:
@@ -269,6 +271,20 @@ class Gestures(commands.Cog):
                    or self.bot.queue.find(progress_message_id=payload.message_id))
             if job is not None:
                 await self._cancel(payload, job)
+
+    async def _result_job(self, payload: discord.RawReactionActionEvent, me: int) -> Job | None:
+        """The job whose result the reaction is on. A result is posted before it is recorded, and a
+        reaction can arrive in between (the gateway may show the message before the post returns):
+        on the bot's own message, look again for a moment before ignoring the reaction."""
+        job = self.bot.queue.find(result_message_id=payload.message_id)
+        if job is not None or payload.message_author_id != me:
+            return job
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + RESULT_RECORDED_S
+        while job is None and loop.time() < deadline:
+            await asyncio.sleep(0.05)
+            job = self.bot.queue.find(result_message_id=payload.message_id)
+        return job
 
     def _anchor(self, payload: discord.RawReactionActionEvent) -> discord.PartialMessage:
         channel = self.bot.get_channel(payload.channel_id)

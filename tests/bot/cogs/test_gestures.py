@@ -152,6 +152,28 @@ async def test_restart_mid_job_delivers_after_restart(fake, tmp_path):
         assert (await job_of(fake, bot3, second)).request.parent == job.id
 
 
+async def test_a_reaction_on_a_result_that_is_not_recorded_yet_still_reruns_it(fake, tmp_path):
+    """The gateway can show a result before the bot has noted which job it is; a quick 🔁 still counts."""
+    cfg = make_config(tmp_path, fake)
+    runner = FakeRunner()
+    async with run_bot(fake, cfg, runner) as bot:
+        record = bot.delivery._annotate
+
+        async def slowly(job, **keys):
+            if "result_message_id" in keys:
+                await asyncio.sleep(0.5)
+            await record(job, **keys)
+
+        bot.delivery._annotate = slowly
+        alice = fake.add_user("alice")
+        await fake.slash(alice, fake.channel, "imagine", {"prompt": "a red barn", "seed": 7, "steps": 2})
+        [first] = await wait_results(fake)
+        assert bot.queue.find(result_message_id=first.id) is None  # not recorded yet
+        await fake.react(alice, first, "🔁")
+        second = (await wait_results(fake, 2))[1]
+        assert "a red barn" in second.content and runner.calls[1].seed != 7
+
+
 async def test_role_priority_goes_first(fake, tmp_path):
     cfg = make_config(tmp_path, fake, queue={"role_priority": {"Patron": 10}})
     runner = FakeRunner(delay=0.01)
