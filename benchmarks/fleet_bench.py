@@ -29,8 +29,8 @@ sys.path.insert(0, str(ROOT))
 from PIL import Image  # noqa: E402
 
 from engine.config import Config, load_config  # noqa: E402
-from engine.queue import Finished, JobQueue, Progress  # noqa: E402
-from engine.request import Request  # noqa: E402
+from engine.jobs.queue import Finished, JobQueue, Progress  # noqa: E402
+from engine.spec.request import Request  # noqa: E402
 from tests.fleet import RedisServer, Workers  # noqa: E402
 from tests.tinymodels import write_tiny_config  # noqa: E402
 
@@ -89,7 +89,7 @@ async def _latency(cfg: Config, runner: Any, jobs: int) -> float:
 
 
 def _instant_worker(config: str, url: str, events: int) -> None:
-    from engine.redis_transport import run_worker
+    from engine.fleet.transport import run_worker
 
     os.environ["OMP_NUM_THREADS"] = "1"
     asyncio.run(run_worker(load_config(config), url, f"instant{events}", "cpu", runner=InstantRunner(events)))

@@ -26,7 +26,7 @@ from bot.endpoints import point_at
 from bot.inputs import Preparing, prune_uploads
 from bot.origin import INTERACTION_TOKEN
 from bot.submit import TOKEN_EXPIRES_S
-from engine.queue import JobQueue
+from engine.jobs.queue import JobQueue
 
 log = logging.getLogger(__name__)
 

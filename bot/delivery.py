@@ -30,9 +30,9 @@ from bot.origin import Origin
 from bot.replies import MENTIONS, QUIET
 from bot.timelapse import render
 from engine.errors import UserError
-from engine.queue import Cancelled as JobCancelled
-from engine.queue import Failed, Finished, Job, JobQueue, Loading, Progress, Queued, Started
-from engine.request import Request
+from engine.jobs.queue import Cancelled as JobCancelled
+from engine.jobs.queue import Failed, Finished, Job, JobQueue, Loading, Progress, Queued, Started
+from engine.spec.request import Request
 
 log = logging.getLogger(__name__)
 

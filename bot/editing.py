@@ -3,7 +3,7 @@
 The engine does the work (CLIP finds the region, the VQGAN repaints holes and seams); this module
 turns what people post into the files and fields of a ``Request``. Collages are made here, not in
 the engine, because a job only carries file paths: the canvas and its mask are written into the
-uploads folder (pruned like any upload) and the request points at them. ``engine.collage`` needs
+uploads folder (pruned like any upload) and the request points at them. ``engine.media.collage`` needs
 numpy and PIL only, so importing this never imports torch.
 """
 
@@ -23,13 +23,13 @@ from PIL import Image, ImageChops
 from bot.config import BotConfig
 from bot.inputs import ImageRef, download, fit_size, image_size, rerun_request, save_png
 from bot.origin import Origin
-from engine.collage import assemble, build, left_to_right
 from engine.errors import UserError
-from engine.imageio import check_mask_shape, load_mask
-from engine.request import Request, check_limits, variation_of
+from engine.media.collage import assemble, build, left_to_right
+from engine.media.imageio import check_mask_shape, load_mask
+from engine.spec.request import Request, check_limits, variation_of
 
 if TYPE_CHECKING:
-    from engine.queue import Job
+    from engine.jobs.queue import Job
 
 ARROW = re.compile(r"\s*(?:->|→)\s*")
 REGION_HOWTO = ("write it as `what to change -> what it becomes`, e.g. `jacket -> a fur coat` "

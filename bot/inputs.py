@@ -30,13 +30,13 @@ from PIL import Image
 from bot.cdn import get_attachment
 from bot.config import BotConfig, RoleRef
 from bot.endpoints import cdn_url, may_download
-from engine import imageio
-from engine.choices import check_offered, with_choices
 from engine.errors import BadImage, UserError
-from engine.request import Request, check_limits, check_prompt_length
+from engine.media import imageio
+from engine.spec.choices import check_offered, with_choices
+from engine.spec.request import Request, check_limits, check_prompt_length
 
 if TYPE_CHECKING:
-    from engine.queue import JobQueue
+    from engine.jobs.queue import JobQueue
 
 ASPECTS: dict[str, tuple[int, int]] = {
     "square": (1, 1),
@@ -47,7 +47,7 @@ ASPECTS: dict[str, tuple[int, int]] = {
 }
 SIZE_RE = re.compile(r"^\s*(\d{2,5})\s*[x×*]\s*(\d{2,5})\s*$", re.I)
 PENDING_STATES = ("queued", "running")
-# File names of the formats the engine reads (engine.imageio.FORMATS), for attachments without a content type.
+# File names of the formats the engine reads (engine.media.imageio.FORMATS), for attachments without a content type.
 IMAGE_EXTENSIONS = tuple(sorted(ext for ext, fmt in Image.registered_extensions().items() if fmt in imageio.FORMATS))
 
 

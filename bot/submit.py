@@ -19,8 +19,8 @@ from bot.inputs import priority_for
 from bot.origin import INTERACTION_TOKEN, Origin
 from bot.replies import MENTIONS, QUIET, refuse
 from engine.errors import UserError
-from engine.queue import Job
-from engine.request import Request
+from engine.jobs.queue import Job
+from engine.spec.request import Request
 
 if TYPE_CHECKING:
     from bot.app import VQGANBot

@@ -1,6 +1,6 @@
 """A job's stored progress frames -> one MP4 that fits the upload limit, for Discord.
 
-The engine keeps the frames (``JobQueue.frames_dir``) and encodes them (``engine.timelapse``,
+The engine keeps the frames (``JobQueue.frames_dir``) and encodes them (``engine.media.timelapse``,
 which never imports torch); this module picks the limit, runs the encoder off the event loop,
 and hands back the bytes, so that a result and the Timelapse button post the same thing.
 """
@@ -15,7 +15,7 @@ from pathlib import Path
 import discord
 
 from engine.errors import UserError
-from engine.queue import JobQueue
+from engine.jobs.queue import JobQueue
 
 NO_FRAMES = "no frames kept for this job"
 TIMELAPSE_FPS = 12
@@ -41,7 +41,7 @@ class Clip:
 
 def frames_of(queue: JobQueue, job_id: str) -> list[Path]:
     """The job's stored frames in step order; [] when it has none (never kept, or pruned)."""
-    from engine.timelapse import frame_files
+    from engine.media.timelapse import frame_files
 
     folder = queue.frames_dir(job_id)
     if folder is None:
@@ -53,7 +53,7 @@ def frames_of(queue: JobQueue, job_id: str) -> list[Path]:
 
 
 def _encode(frames: list[Path], job_id: str, max_bytes: int, fps: int, name: str, hold: bool) -> Clip:
-    from engine.timelapse import HOLD_S, make_timelapse
+    from engine.media.timelapse import HOLD_S, make_timelapse
 
     with tempfile.TemporaryDirectory(prefix="vqgan-timelapse-") as tmp:
         out = Path(tmp) / f"{name}-{job_id}.mp4"

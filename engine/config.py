@@ -16,7 +16,7 @@ from typing import Annotated, Any, Literal, TypeVar
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from engine.errors import UserError, error_line
-from engine.prompts import MAX_WEIGHT
+from engine.spec.prompts import MAX_WEIGHT
 
 
 class Section(BaseModel):

@@ -6,8 +6,8 @@ from dataclasses import dataclass, field
 
 from PIL import Image
 
-from engine.imageio import png_bytes
-from engine.request import Request
+from engine.media.imageio import png_bytes
+from engine.spec.request import Request
 
 
 @dataclass

@@ -165,6 +165,6 @@ def run_small_gpu_worker(config: str, url: str, name: str) -> None:
     import asyncio
 
     from engine.config import load_config
-    from engine.redis_transport import run_worker
+    from engine.fleet.transport import run_worker
 
     asyncio.run(run_worker(load_config(config), url, name, "cpu", runner=OutOfMemoryRunner()))

@@ -35,7 +35,7 @@ from bot.inputs import (
 )
 from bot.timelapse import NO_FRAMES, frames_of, render
 from engine.errors import UserError
-from engine.queue import Job
+from engine.jobs.queue import Job
 
 if TYPE_CHECKING:
     from bot.app import VQGANBot

@@ -39,8 +39,8 @@ from bot.inputs import (
     is_moderator,
 )
 from engine.errors import UserError
-from engine.queue import Job
-from engine.request import Request
+from engine.jobs.queue import Job
+from engine.spec.request import Request
 
 if TYPE_CHECKING:
     from bot.app import VQGANBot

@@ -28,10 +28,10 @@ from bot.inputs import (
     parse_size,
 )
 from bot.origin import Origin
-from engine.choices import clip_choices, vqgan_choices
 from engine.errors import UserError
 from engine.models.availability import unreachable_names
-from engine.request import MAX_SEED
+from engine.spec.choices import clip_choices, vqgan_choices
+from engine.spec.request import MAX_SEED
 
 if TYPE_CHECKING:
     from bot.app import VQGANBot

@@ -12,12 +12,12 @@ from discord.ext import commands
 from bot import replies
 from bot.delivery import short_prompt
 from bot.inputs import PENDING_STATES, check_access_interaction, is_moderator
+from engine.cli.fleet import describe_fleet
 from engine.errors import UserError
-from engine.fleet_cli import describe_fleet
 
 if TYPE_CHECKING:
     from bot.app import VQGANBot
-    from engine.queue import Job
+    from engine.jobs.queue import Job
 
 log = logging.getLogger(__name__)
 SHOWN = 10

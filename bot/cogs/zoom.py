@@ -19,7 +19,7 @@ from bot import replies, submit
 from bot.config import BotConfig
 from bot.inputs import build_request, check_access_interaction, check_pending
 from engine.errors import UserError
-from engine.request import MAX_SEED, Request
+from engine.spec.request import MAX_SEED, Request
 
 if TYPE_CHECKING:
     from bot.app import VQGANBot

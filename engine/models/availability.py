@@ -70,13 +70,13 @@ class Availability(BaseModel):
 
 
 def _vqgans(cfg: ModelsConfig) -> list[ModelSpec]:
-    from engine.choices import vqgan_choices, with_choices
+    from engine.spec.choices import vqgan_choices, with_choices
 
     return [with_choices(cfg.spec(), cfg, vqgan=name) for name in vqgan_choices(cfg)]
 
 
 def _clips(cfg: ModelsConfig) -> list[ClipSpec]:
-    from engine.choices import clip_choices, parse_clip_choice
+    from engine.spec.choices import clip_choices, parse_clip_choice
 
     specs = {c.key(): c for choice in clip_choices(cfg) for c in parse_clip_choice(choice, cfg)}
     return list(specs.values())

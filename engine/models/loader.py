@@ -20,7 +20,7 @@ from engine.config import ClipSpec, ModelsConfig, cache_dir
 from engine.errors import ModelFileMissing, UserError
 from engine.models.clip import Clip, load_clip_files, load_clip_pretrained
 from engine.models.vqgan import VQGAN, load_vqgan
-from engine.request import ModelSpec
+from engine.spec.request import ModelSpec
 
 
 @dataclass

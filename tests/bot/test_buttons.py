@@ -10,8 +10,8 @@ import time
 import av
 from PIL import Image
 
-from engine.queue import Cancelled
-from engine.timelapse import frame_files
+from engine.jobs.queue import Cancelled
+from engine.media.timelapse import frame_files
 from tests.bot.conftest import (
     FakeRunner,
     ephemeral_text,

@@ -11,7 +11,7 @@ from PIL import Image
 from bot.config import BotConfig
 from bot.editing import compose, split_arrow
 from engine.errors import UserError
-from engine.imageio import read_metadata
+from engine.media.imageio import read_metadata
 from tests.bot.conftest import FakeRunner, job_of, make_config, png, run_bot, wait_results
 
 

@@ -7,7 +7,7 @@ import logging
 import pytest
 
 from bot.origin import Origin
-from engine.request import Request
+from engine.spec.request import Request
 from tests.bot.conftest import FakeRunner, make_config, results, run_bot, wait_results
 
 

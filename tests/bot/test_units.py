@@ -197,7 +197,7 @@ def test_bot_package_never_imports_torch():
     import subprocess
 
     code = ("import bot.app, bot.cogs.imagine, bot.cogs.gestures, bot.cogs.queue, bot.cogs.buttons, bot.timelapse, "
-            "engine.timelapse, sys; print('torch' in sys.modules)")
+            "engine.media.timelapse, sys; print('torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
 

@@ -8,7 +8,7 @@ import time
 import av
 import pytest
 
-from engine.runner import EngineRunner
+from engine.workers.runner import EngineRunner
 from tests.bot.conftest import (
     ephemeral_text,
     job_of,

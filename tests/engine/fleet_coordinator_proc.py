@@ -16,8 +16,8 @@ import sys
 from typing import Any
 
 from engine.config import load_config
-from engine.queue import Event, Finished, JobQueue, Progress
-from engine.request import Request
+from engine.jobs.queue import Event, Finished, JobQueue, Progress
+from engine.spec.request import Request
 
 
 async def main() -> None:

@@ -19,9 +19,9 @@ from collections.abc import Callable
 from typing import Any
 
 from engine.config import load_config
-from engine.queue import Event, Failed, Finished, JobQueue, Progress, Queued
-from engine.request import Request
-from engine.runner import EngineRunner
+from engine.jobs.queue import Event, Failed, Finished, JobQueue, Progress, Queued
+from engine.spec.request import Request
+from engine.workers.runner import EngineRunner
 
 
 class SlowRunner:

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from engine.__main__ import main
-from engine.imageio import read_metadata
+from engine.cli import main
+from engine.media.imageio import read_metadata
 
 
 def run(cfg: Path, *args: str) -> int:

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from engine import cli_models
+from engine.cli import models as cli_models
 from engine.config import Config, ModelsConfig
 from engine.models import fetch as fetch_mod
 from engine.models import registry
@@ -395,7 +395,7 @@ def test_first_paint_refuses_a_wrong_checkpoint_and_installs_nothing(
 ) -> None:
     """The download a first ``imagine`` makes is checked as ``models fetch`` checks it: a mirror's
     checkpoint of another model is not installed (so the next run tries again)."""
-    from engine.__main__ import main
+    from engine.cli import main
     from tests.tinymodels import write_tiny_clip
 
     mirror.files["/tiny.ckpt"] = Served(tiny_files["other"])

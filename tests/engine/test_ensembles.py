@@ -9,14 +9,14 @@ import pytest
 import torch
 from PIL import Image
 
-from engine.__main__ import main
-from engine.choices import with_choices
+from engine.cli import main
 from engine.config import load_config
 from engine.errors import UserError
-from engine.generate import Run, prepare, synth
-from engine.imageio import read_metadata
+from engine.media.imageio import read_metadata
+from engine.method.generate import Run, prepare, synth
 from engine.models.loader import ModelCache
-from engine.request import Request
+from engine.spec.choices import with_choices
+from engine.spec.request import Request
 from tests.tinymodels import write_tiny_clip, write_tiny_clip_48, write_tiny_config
 
 
@@ -115,7 +115,7 @@ def test_a_request_may_pick_only_the_offered_models(tmp_path):
 
 
 def test_metadata_from_before_ensembles_keeps_its_one_clip_under_an_ensemble_config(tmp_path):
-    from engine.request import trusted_models
+    from engine.spec.request import trusted_models
 
     b = write_tiny_clip_48(tmp_path / "models")
     path = write_tiny_config(tmp_path)
@@ -130,7 +130,7 @@ def test_metadata_from_before_ensembles_keeps_its_one_clip_under_an_ensemble_con
 
 
 def test_the_queue_batches_only_jobs_with_the_same_clip_models(tiny_cfg):
-    from engine.worker import batch_key
+    from engine.workers.loop import batch_key
 
     one = Request.from_config(tiny_cfg, prompt="x")
     extra = {"clip_model": "RN50", "clip_pretrained": "openai"}
@@ -164,7 +164,7 @@ def _sized(scorer, size: int):
 
 
 def test_an_ensemble_finds_the_region_with_every_clip_by_its_weight():
-    from engine.region import Judge, ensemble_map, region_mask, score_map
+    from engine.method.region import Judge, ensemble_map, region_mask, score_map
 
     img = torch.zeros(1, 3, 64, 96)
     img[:, 2] = 0.8  # blue sky
@@ -189,8 +189,8 @@ def test_an_ensemble_finds_the_region_with_every_clip_by_its_weight():
 
 
 def test_an_edit_by_words_asks_every_clip_of_the_ensemble_and_one_clip_finds_what_it_found_before(two_clips, tmp_path):
-    from engine.generate import to_tensor
-    from engine.region import Judge, clip_scorer, region_mask
+    from engine.method.generate import to_tensor
+    from engine.method.region import Judge, clip_scorer, region_mask
 
     cfg_path, flags = two_clips
     src = tmp_path / "me.png"

@@ -28,8 +28,17 @@ import pytest
 import redis
 
 from engine.config import Config, load_config
-from engine.queue import Cancelled, Failed, Finished, JobQueue, Loading, ModelsUnavailable, Progress, Started
-from engine.request import Request
+from engine.jobs.queue import (
+    Cancelled,
+    Failed,
+    Finished,
+    JobQueue,
+    Loading,
+    ModelsUnavailable,
+    Progress,
+    Started,
+)
+from engine.spec.request import Request
 from tests.fleet import ROOT, RedisServer, Workers, free_port, needs_redis
 from tests.tinymodels import write_tiny_config
 
@@ -152,7 +161,7 @@ async def test_six_jobs_of_three_people_over_two_workers_finish_once_in_fair_tur
 
 
 async def test_a_remote_workers_job_keeps_its_timelapse_frames_ending_on_its_result(fleet: Fleet, coordinator):
-    from engine.timelapse import frame_files  # issue #13
+    from engine.media.timelapse import frame_files  # issue #13
 
     q, rec, cfg = await coordinator()
     job, _ = await q.submit(ask(cfg, "a lighthouse", steps=4), owner="alice")
@@ -176,7 +185,7 @@ def holder(fleet: Fleet, job_id: str) -> str | None:
 
 
 def _workers(fleet: Fleet) -> list[dict]:
-    from engine.wire import Heartbeat, decode
+    from engine.fleet.wire import Heartbeat, decode
 
     beats = [decode(v) for v in fleet.client().hgetall("vqgan-clip:workers").values()]
     return [hb.model_dump() for hb in beats if isinstance(hb, Heartbeat)]
@@ -252,7 +261,7 @@ async def test_bad_messages_on_the_wire_are_dropped_and_logged_and_everyone_keep
 
 def test_a_worker_with_a_wrong_password_or_no_redis_says_one_line_and_exits_2(
         fleet: Fleet, tmp_path: Path, capsys: pytest.CaptureFixture[str]):
-    from engine.__main__ import main
+    from engine.cli import main
 
     locked = RedisServer(tmp_path / "locked", password="right")
     locked.start()
@@ -268,7 +277,7 @@ def test_a_worker_with_a_wrong_password_or_no_redis_says_one_line_and_exits_2(
 
 
 def test_fleet_shows_the_workers_and_the_queue_per_owner(fleet: Fleet, capsys: pytest.CaptureFixture[str]):
-    from engine.__main__ import main
+    from engine.cli import main
 
     fleet.wait_for_workers("w1", "w2")
     assert main(["fleet", "--config", str(fleet.config)]) == 0
@@ -299,7 +308,7 @@ async def test_a_worker_stopped_with_sigterm_hands_its_job_back_at_once(fleet: F
 
 async def test_a_zoom_taken_over_by_another_worker_goes_on_from_the_coordinator_s_frames(fleet: Fleet, coordinator):
     """Issue #14: w1 and w2 keep their frames on machines of their own; the coordinator holds the video's."""
-    from engine.request import ZoomSpec
+    from engine.spec.request import ZoomSpec
 
     fleet.wait_for_workers("w1", "w2")
     q, rec, cfg = await coordinator()
@@ -474,7 +483,7 @@ async def test_an_edit_s_input_image_travels_with_the_job_to_a_worker_elsewhere(
         fleet: Fleet, coordinator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     from PIL import Image
 
-    from engine.imageio import read_metadata
+    from engine.media.imageio import read_metadata
 
     fleet.wait_for_workers("w1", "w2")
     monkeypatch.chdir(tmp_path)  # "photo.png" is here; the workers run in another folder, as if elsewhere
@@ -574,7 +583,7 @@ async def test_over_tls_a_model_no_offline_worker_has_is_refused_before_queueing
             await q.submit(wikiart, owner="carol")
         assert "wikiart_16384 is not downloaded on any worker, and the workers are offline" in str(refused.value)
         assert q.pending() == []
-        from engine.fleet_cli import describe_fleet  # what `fleet` and a moderator's /queue show:all say
+        from engine.cli.fleet import describe_fleet  # what `fleet` and a moderator's /queue show:all say
 
         assert "    offline; not downloaded: wikiart_16384" in describe_fleet(q.fleet(), [])
         job, _ = await q.submit(ask(cfg, "a cat behind glass"), owner="carol")  # the models it has still paint

@@ -9,14 +9,14 @@ import pytest
 import torch
 from PIL import Image
 
-from engine.__main__ import main
-from engine.cutouts import cutouts, make_cutouts
-from engine.generate import Run, generate, prepare, start, step_together
-from engine.imageio import read_metadata
+from engine.cli import main
+from engine.media.imageio import read_metadata
+from engine.method.cutouts import cutouts, make_cutouts
+from engine.method.generate import Run, generate, prepare, start, step_together
+from engine.method.ops import vector_quantize
 from engine.models.loader import ModelCache
 from engine.models.vqgan import load_vqgan
-from engine.ops import vector_quantize
-from engine.request import Request
+from engine.spec.request import Request
 from tests.tinymodels import write_tiny_gumbel_vqgan, write_tiny_vqgan
 
 

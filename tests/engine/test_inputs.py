@@ -17,9 +17,9 @@ import pytest
 import torch
 from PIL import Image, PngImagePlugin
 
-from engine.__main__ import main
+from engine.cli import main
 from engine.config import load_config
-from engine.imageio import load_rgb, open_image, read_metadata
+from engine.media.imageio import load_rgb, open_image, read_metadata
 
 
 def run(cfg: Path, *args: str) -> int:
@@ -188,7 +188,7 @@ def test_large_inputs_are_shrunk_while_decoding_to_twice_the_working_size():
 
 def _made_here(tiny_config_path: Path) -> dict:
     """The metadata ``imagine`` writes for a one-step picture with the configured models."""
-    from engine.request import Request
+    from engine.spec.request import Request
 
     req = Request.from_config(load_config(tiny_config_path), prompt="a lighthouse", seed=5, steps=1)
     return {"engine_version": "0.1.0", "request": req.to_metadata()}
@@ -282,7 +282,7 @@ def test_vary_with_malformed_metadata_is_one_line(tiny_config_path, tmp_path, ca
 
 def test_the_shipped_defaults_pass_the_metadata_check(tmp_path):
     """Images made with the default config (a preset VQGAN, CLIP ViT-B-32/openai) can be rerun."""
-    from engine.request import Request, trusted_models
+    from engine.spec.request import Request, trusted_models
 
     cfg = load_config(None)
     meta = Request.from_config(cfg, prompt="x").to_metadata()
@@ -296,9 +296,9 @@ async def test_a_job_that_breaks_down_in_a_batch_fails_alone_and_early(tmp_path)
     that job fails at once with a message, the other finishes its picture."""
     import asyncio
 
-    from engine.queue import Failed, Finished, JobQueue, Progress
-    from engine.request import Request
-    from engine.runner import EngineRunner
+    from engine.jobs.queue import Failed, Finished, JobQueue, Progress
+    from engine.spec.request import Request
+    from engine.workers.runner import EngineRunner
     from tests.tinymodels import write_tiny_config
 
     class Breaking(EngineRunner):

@@ -9,15 +9,15 @@ import torch
 import yaml
 
 from engine.config import ConfigError, load_config
-from engine.cutouts import make_augment, make_cutouts, random_boxes
 from engine.errors import UserError
-from engine.losses import Targets, prompt_loss, z_l2
-from engine.masks import feather, latent_mask
+from engine.method.cutouts import make_augment, make_cutouts, random_boxes
+from engine.method.losses import Targets, prompt_loss, z_l2
+from engine.method.masks import feather, latent_mask
+from engine.method.ops import clamp_with_grad, spherical_dist, vector_quantize
 from engine.models.clip import load_clip_files
 from engine.models.vqgan import load_vqgan
-from engine.ops import clamp_with_grad, spherical_dist, vector_quantize
-from engine.prompts import Prompt, parse_prompts
-from engine.request import Request
+from engine.spec.prompts import Prompt, parse_prompts
+from engine.spec.request import Request
 from tests.tinymodels import VQGAN_CONFIG, write_tiny_clip
 
 
@@ -160,7 +160,7 @@ def test_clip_from_config_json_and_pt_state_dict(tmp_path):
 
 def test_models_load_once_and_the_least_recently_used_is_dropped(tiny_cfg, tmp_path):
     from engine.models.loader import ModelCache
-    from engine.request import ModelSpec
+    from engine.spec.request import ModelSpec
 
     other_json, other_weights = write_tiny_clip(tmp_path / "other", seed=1)
     cache = ModelCache(tiny_cfg.models.model_copy(update={"max_loaded": 1}))
@@ -174,7 +174,7 @@ def test_models_load_once_and_the_least_recently_used_is_dropped(tiny_cfg, tmp_p
 
 
 def _models_of(cfg):
-    from engine.request import Request
+    from engine.spec.request import Request
 
     return Request.from_config(cfg, prompt="x").models
 

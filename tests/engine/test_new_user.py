@@ -19,8 +19,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from engine.__main__ import main
-from engine.imageio import read_metadata
+from engine.cli import main
+from engine.media.imageio import read_metadata
 from engine.models import registry
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -209,7 +209,7 @@ def test_rerun_finds_inputs_moved_along_with_the_png_and_refuses_a_changed_one(
 def test_help_version_and_usage_errors_do_not_import_torch():
     code = (
         "import sys\n"
-        "from engine.__main__ import main\n"
+        "from engine.cli import main\n"
         "for argv in (['--help'], ['--version'], ['imagine', '--help'], ['imagine'], ['bench', '--bogus']):\n"
         "    try:\n"
         "        main(argv)\n"

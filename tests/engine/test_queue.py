@@ -24,7 +24,7 @@ from PIL import Image
 from engine import errors
 from engine.config import Config, QueueConfig, load_config
 from engine.errors import UserError
-from engine.queue import (
+from engine.jobs.queue import (
     Cancelled,
     Event,
     Failed,
@@ -37,7 +37,7 @@ from engine.queue import (
     QueueFull,
     Started,
 )
-from engine.request import Request
+from engine.spec.request import Request
 from tests.fakes import FakeProgress, FakeResult
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -350,7 +350,7 @@ class FakeZoomRunner(FakeRunner):
 
 
 async def test_job_timeout_bounds_each_frame_of_a_zoom_so_a_long_one_finishes_and_a_stuck_one_stops(open_queue):
-    from engine.request import ZoomSpec
+    from engine.spec.request import ZoomSpec
 
     q, rec = await open_queue(FakeZoomRunner(step_s=0.05), job_timeout_s=0.5)
     zoom = ZoomSpec(frames=8, steps_per_frame=2)  # 0.1 s a frame, 0.8 s in all: longer than a still may take

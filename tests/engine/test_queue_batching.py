@@ -9,10 +9,10 @@ import numpy as np
 from PIL import Image
 
 from engine.config import load_config
-from engine.generate import generate
-from engine.queue import Finished, JobQueue, Started
-from engine.request import Request
-from engine.runner import EngineRunner
+from engine.jobs.queue import Finished, JobQueue, Started
+from engine.method.generate import generate
+from engine.spec.request import Request
+from engine.workers.runner import EngineRunner
 from tests.tinymodels import write_tiny_config
 
 
@@ -75,7 +75,7 @@ async def test_jobs_of_another_size_wait_for_the_batch(tmp_path):
 
 
 async def test_cancelling_one_job_of_a_batch_leaves_the_others_running(tmp_path):
-    from engine.queue import Cancelled
+    from engine.jobs.queue import Cancelled
 
     q, events, runner = await _started_queue(tmp_path, batch_size=2)
     cfg = runner.cfg

@@ -22,8 +22,8 @@ from PIL import Image
 
 from engine.config import Config, QueueConfig
 from engine.errors import UserError
-from engine.queue import Failed, Finished, JobQueue, Queued
-from engine.store import SCHEMA_VERSION
+from engine.jobs.queue import Failed, Finished, JobQueue, Queued
+from engine.jobs.store import SCHEMA_VERSION
 from tests.engine.test_queue import FakeRunner, Recorder, db_rows, make_cfg, req
 from tests.fakes import FakeProgress, FakeResult
 

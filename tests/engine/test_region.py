@@ -6,14 +6,14 @@ import numpy as np
 import torch
 from PIL import Image
 
-from engine.__main__ import main
-from engine.collage import assemble, build, left_to_right
-from engine.generate import generate, to_tensor
-from engine.imageio import read_metadata
+from engine.cli import main
+from engine.media.collage import assemble, build, left_to_right
+from engine.media.imageio import read_metadata
+from engine.method.generate import generate, to_tensor
+from engine.method.ops import spherical_dist
+from engine.method.region import Judge, region_mask, score_map
 from engine.models.loader import ModelCache
-from engine.ops import spherical_dist
-from engine.region import Judge, region_mask, score_map
-from engine.request import Request
+from engine.spec.request import Request
 
 
 def redness(crops: torch.Tensor) -> torch.Tensor:

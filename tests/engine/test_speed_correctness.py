@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from engine.__main__ import main
-from engine.generate import generate, start, step_together
+from engine.cli import main
+from engine.method.generate import generate, start, step_together
 from engine.models.loader import ModelCache, Models
-from engine.request import Request
+from engine.spec.request import Request
 
 
 @pytest.fixture(scope="module")

@@ -15,13 +15,13 @@ import pytest
 import torch
 from PIL import Image
 
-from engine.__main__ import main
+from engine.cli import main
 from engine.errors import UserError
-from engine.generate import Progress, generate
-from engine.imageio import read_metadata
+from engine.media.imageio import read_metadata
+from engine.method.generate import Progress, generate
 from engine.models.loader import ModelCache
-from engine.prompts import parse_story, part_at
-from engine.request import Request
+from engine.spec.prompts import parse_story, part_at
+from engine.spec.request import Request
 from tests.tinymodels import write_tiny_config
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -139,7 +139,7 @@ def test_the_zoom_limits_come_from_the_config(tmp_path, capsys):
 
 
 def test_a_zoom_step_moves_zooms_and_fills_edges_by_reflection():
-    from engine.zoom import zoom_frame
+    from engine.method.zoom import zoom_frame
 
     prev = torch.rand(1, 3, 8, 12)
     assert torch.allclose(zoom_frame(prev, 1.0, 0.0, (0.0, 0.0)), prev, atol=1e-5)
@@ -151,7 +151,7 @@ def test_a_zoom_step_moves_zooms_and_fills_edges_by_reflection():
 
 
 def test_zoom_help_needs_no_torch():
-    code = ("import sys\nfrom engine.__main__ import main\n"
+    code = ("import sys\nfrom engine.cli import main\n"
             "try:\n    main(['zoom', '--help'])\nexcept SystemExit as e:\n    code = e.code\n"
             "print(code, 'torch' in sys.modules)\n")
     out = subprocess.run([sys.executable, "-c", code], env={**os.environ, "PYTHONPATH": str(ROOT)},

@@ -19,11 +19,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from engine.__main__ import main
+from engine.cli import main
 from engine.config import Config, QueueConfig, TimelapseConfig
-from engine.queue import JobQueue
-from engine.request import Request
-from engine.timelapse import frame_files, make_timelapse
+from engine.jobs.queue import JobQueue
+from engine.media.timelapse import frame_files, make_timelapse
+from engine.spec.request import Request
 from tests.fakes import FakeProgress, FakeResult
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -150,7 +150,7 @@ def test_making_a_timelapse_needs_no_torch(tmp_path):
     """The bot makes timelapses too, and never imports torch."""
     for i in range(3):
         Image.new("RGB", (16, 16), (80 * i, 0, 0)).save(tmp_path / f"{i:05d}.png")
-    code = ("import sys\nfrom engine.__main__ import main\n"
+    code = ("import sys\nfrom engine.cli import main\n"
             f"code = main(['timelapse', {str(tmp_path)!r}, '-o', {str(tmp_path / 't.mp4')!r}])\n"
             "print(code, 'torch' in sys.modules)\n")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,

@@ -8,8 +8,8 @@ import logging
 import pytest
 
 from engine.config import Config
-from engine.request import Request
-from engine.wire import MAX_MESSAGE_BYTES, FinishedMsg, JobMsg, decode, encode
+from engine.fleet.wire import MAX_MESSAGE_BYTES, FinishedMsg, JobMsg, decode, encode
+from engine.spec.request import Request
 
 
 def test_a_job_and_a_result_cross_the_wire_unchanged():

@@ -525,7 +525,7 @@ def test_every_broken_file_is_one_line_naming_it(tmp_path: Path, what: str) -> N
 def test_broken_checkpoint_on_the_command_line_exits_2(
     tiny_config_path: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], what: str
 ) -> None:
-    from engine.__main__ import main
+    from engine.cli import main
 
     path = _broken_files(tmp_path)[what]
     yaml_path = next(tiny_config_path.parent.glob("models/*.yaml"))
@@ -541,8 +541,8 @@ async def test_broken_checkpoint_fails_the_bot_job_with_that_line(tiny_config_pa
     import asyncio
 
     from engine.config import load_config
-    from engine.queue import Failed, JobQueue
-    from engine.request import Request
+    from engine.jobs.queue import Failed, JobQueue
+    from engine.spec.request import Request
 
     bad = _broken_files(tmp_path)["text persistent id"]
     cfg = load_config(tiny_config_path)

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 import torch
 import torch.nn.functional as F
 
-from engine.cutouts import cutouts
+from engine.method.cutouts import cutouts
 
 if TYPE_CHECKING:
     from engine.models.clip import Clip

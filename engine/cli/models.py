@@ -17,7 +17,7 @@ from engine.errors import UserError
 from engine.models import registry
 from engine.models.fetch import recorded_sha256
 
-_P = TypeVar("_P", bound=argparse.ArgumentParser)  # the main parser's class (engine.__main__ has its own)
+_P = TypeVar("_P", bound=argparse.ArgumentParser)  # the main parser's class (engine.cli.parser.Parser)
 
 __all__ = ["add_parser", "run"]
 
@@ -122,5 +122,5 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
             return _fetch(args, cfg, root)
         return _list(cfg, root)
     except UserError as e:
-        print(f"error: {e}", file=sys.stderr)  # same form as engine.__main__
+        print(f"error: {e}", file=sys.stderr)  # same form as engine.cli.main
         return 2

@@ -162,7 +162,7 @@ def _frames(paths: Sequence[Path], shape: tuple[int, int]) -> Iterator[Image.Ima
 
 
 def _open(path: Path) -> Image.Image:
-    from engine.imageio import open_image
+    from engine.media.imageio import open_image
 
     img = open_image(path, what="frame")
     return img.convert("RGB") if img.mode != "RGB" else img

@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from engine.errors import error_line
 from engine.models.availability import Availability
-from engine.request import Request
+from engine.spec.request import Request
 
 log = logging.getLogger(__name__)
 

@@ -15,7 +15,7 @@ from typing import TypeVar
 from engine.config import Config, redis_url
 from engine.errors import UserError
 
-_P = TypeVar("_P", bound=argparse.ArgumentParser)  # the main parser's class (engine.__main__ has its own)
+_P = TypeVar("_P", bound=argparse.ArgumentParser)  # the main parser's class (engine.cli.parser.Parser)
 
 
 def add_parser(sub: argparse._SubParsersAction[_P]) -> None:
@@ -32,7 +32,7 @@ def add_parser(sub: argparse._SubParsersAction[_P]) -> None:
 def run(args: argparse.Namespace, cfg: Config) -> int:
     url = redis_url(cfg.queue, args.redis)
     if args.command == "worker":
-        from engine.redis_transport import run_worker
+        from engine.fleet.transport import run_worker
 
         logging.getLogger().setLevel(logging.INFO)
         return asyncio.run(run_worker(cfg, url, args.name, args.device))
@@ -42,8 +42,8 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
 
 async def read_workers(url: str) -> list[dict]:
     """Each worker's latest heartbeat (as a dict), by name."""
-    from engine.redis_transport import WORKERS, check_reachable, connect
-    from engine.wire import Heartbeat, decode
+    from engine.fleet.transport import WORKERS, check_reachable, connect
+    from engine.fleet.wire import Heartbeat, decode
 
     r = connect(url)
     try:

@@ -29,17 +29,17 @@ import torch.nn.functional as F
 from PIL import Image
 
 from engine import __version__
-from engine.cutouts import make_augment, make_cutouts
 from engine.errors import Cancelled, UserError
-from engine.imageio import check_mask_shape, load_mask, load_rgb, png_bytes
-from engine.losses import Targets, latent_anchor, prompt_loss, z_l2
-from engine.masks import composite, feather, latent_mask
+from engine.media.imageio import check_mask_shape, load_mask, load_rgb, png_bytes
+from engine.method.cutouts import make_augment, make_cutouts
+from engine.method.losses import Targets, latent_anchor, prompt_loss, z_l2
+from engine.method.masks import composite, feather, latent_mask
+from engine.method.ops import clamp_with_grad, vector_quantize
+from engine.method.region import clip_judges, region_mask
 from engine.models.clip import Clip
 from engine.models.loader import Models
-from engine.ops import clamp_with_grad, vector_quantize
-from engine.prompts import parse_prompts, parse_story, part_at
-from engine.region import clip_judges, region_mask
-from engine.request import Request
+from engine.spec.prompts import parse_prompts, parse_story, part_at
+from engine.spec.request import Request
 
 NAN_CHECK_EVERY = 10  # steps between checks for a NaN loss on a GPU (each check waits for the GPU)
 

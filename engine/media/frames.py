@@ -1,6 +1,6 @@
 """Each job's progress frames on disk, beside its result, for timelapses.
 
-The coordinator (``engine.queue``) writes them from the ``Progress`` events it receives, so they are
+The coordinator (``engine.jobs.queue``) writes them from the ``Progress`` events it receives, so they are
 kept for both backends (local and Redis workers), and writes the result PNG itself as the last frame.
 A job's frames live in ``<results_dir>/<job id>.frames/`` as ``<step>.png`` (zero-padded, so name order
 is step order) and are bounded by ``max_frames``: a frame is kept only when it falls into a new one of
@@ -18,7 +18,7 @@ import shutil
 from pathlib import Path
 
 from engine.errors import UserError
-from engine.timelapse import frame_files, thin
+from engine.media.timelapse import frame_files, thin
 
 log = logging.getLogger(__name__)
 
@@ -100,7 +100,7 @@ class FrameStore:
             log.warning("job %s: could not bound its timelapse frames: %s", job_id, e)
 
     def zoom_frame(self, job_id: str, k: int, png: bytes) -> None:
-        """Frame k of a zoom video, as its worker named it (``engine.zoom.frame_name``), unless the worker
+        """Frame k of a zoom video, as its worker named it (``engine.method.zoom.frame_name``), unless the worker
         wrote it here itself (the local backend); a Redis worker on another machine sends it this way."""
         if not (self.folder(job_id) / frame_name(k)).exists():
             self._write(job_id, k, png, frame_name(k))

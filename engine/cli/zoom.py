@@ -14,10 +14,31 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from engine.cli.flags import add_paint_flags, check_timelapse, io_limits, request_flags, with_model_flags
 from engine.config import Config
 from engine.errors import UserError
 
 REQUEST_FILE = "request.json"
+
+
+def add_parser(sub: argparse._SubParsersAction[Any]) -> None:
+    p = sub.add_parser("zoom", help="an endless-zoom video: each frame the last one zoomed in and painted on")
+    p.add_argument("prompt", help='e.g. "a city" or a story over frames: "a forest ^ a forest on fire ^ ashes"')
+    p.add_argument("-o", "--output", required=True, type=Path,
+                   help="video to write (.mp4); the frames go to a folder beside it (zoom-frames/ for zoom.mp4)")
+    p.add_argument("--frames", type=int, default=120, help="frames in the video (120)")
+    p.add_argument("--steps-per-frame", type=int, default=25, help="steps painted on each frame (25)")
+    p.add_argument("--zoom", type=float, default=1.02, help="zoom in by this factor each frame (1.02)")
+    p.add_argument("--rotate", type=float, default=0.0, metavar="DEG", help="turn this many degrees each frame")
+    p.add_argument("--shift", type=float, nargs=2, default=(0.0, 0.0), metavar=("DX", "DY"),
+                   help="move this many pixels each frame")
+    p.add_argument("--init", type=Path, metavar="IMG", help="start from this picture instead of random codes")
+    p.add_argument("--fps", type=int, default=24, help="video frames a second (24)")
+    p.add_argument("--story-every", type=int, metavar="K",
+                   help='a story ("a ^ b ^ c"): the next part every K frames (default: frames / parts)')
+    p.add_argument("--resume", action="store_true",
+                   help="continue an interrupted run from its frames (the same frames it would have made)")
+    add_paint_flags(p)
 
 
 def frames_dir(output: Path) -> Path:
@@ -57,14 +78,13 @@ def _check_same_run(saved: dict[str, Any], now: dict[str, Any]) -> None:
 
 def build_request(args: argparse.Namespace, cfg: Config) -> Any:
     """The run's request (``Request.zoom`` set), checked against the limits; no torch."""
-    from engine import inputs
-    from engine.__main__ import _flags, _io_limits, _with_model_flags
-    from engine.imageio import load_rgb
-    from engine.request import Request, check_limits
+    from engine.media.imageio import load_rgb
+    from engine.spec import pinning as inputs
+    from engine.spec.request import Request, check_limits
 
-    io = _io_limits(cfg)
-    args.keep_structure = args.keep_latent = args.steps = None  # not zoom options: _flags reads them
-    over = _flags(args, io)
+    io = io_limits(cfg)
+    args.keep_structure = args.keep_latent = args.steps = None  # not zoom options: request_flags reads them
+    over = request_flags(args, io)
     folder = frames_dir(args.output)
     if args.resume and args.seed is None:
         over["seed"] = _saved_seed(folder)
@@ -79,17 +99,15 @@ def build_request(args: argparse.Namespace, cfg: Config) -> Any:
                            keep_structure=0.0, keep_latent=0.0)
     if args.init:
         req = inputs.pin(req)
-    req = _with_model_flags(req, args)
+    req = with_model_flags(req, args)
     check_limits(req, cfg.limits)
     return req
 
 
 def run(args: argparse.Namespace, cfg: Config) -> int:
-    from engine.__main__ import _check_timelapse
-
     if args.output.suffix.lower() != ".mp4":
         raise UserError(f"-o {args.output}: a zoom video is an .mp4")
-    _check_timelapse(args.output, args.fps, "-o")
+    check_timelapse(args.output, args.fps, "-o")
     req = build_request(args, cfg)
     folder = frames_dir(args.output)
     if not args.resume and folder.is_dir() and any(folder.glob("*.png")):
@@ -99,10 +117,10 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
     folder.mkdir(parents=True, exist_ok=True)
     (folder / REQUEST_FILE).write_text(json.dumps(req.to_metadata(), sort_keys=True))
 
-    from engine.frames import existing_frames
+    from engine.media.frames import existing_frames
+    from engine.media.timelapse import make_timelapse
+    from engine.method.zoom import run_zoom
     from engine.models.loader import ModelCache
-    from engine.timelapse import make_timelapse
-    from engine.zoom import run_zoom
 
     start = existing_frames(folder) if args.resume else 0
     cache = ModelCache(cfg.models if not args.device else cfg.models.model_copy(update={"device": args.device}))

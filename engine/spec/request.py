@@ -36,7 +36,7 @@ from engine.config import (
     Weight,
 )
 from engine.errors import UserError
-from engine.prompts import MAX_WEIGHT, check_text, parse_story
+from engine.spec.prompts import MAX_WEIGHT, check_text, parse_story
 
 _G, _E = GenerationConfig(), EditingConfig()  # the defaults, from one place
 
@@ -244,7 +244,7 @@ def _clip_presets() -> set[tuple[str, str | None]]:
 
 def check_files_beside(req: Request, folder: Path, *, source: str) -> None:
     """Images named by a request read from a file may only be in that file's folder (or below it),
-    unless the request pins their content by sha256 (``Request.inputs``, see ``engine.inputs.locate``).
+    unless the request pins their content by sha256 (``Request.inputs``, see ``engine.spec.pinning.locate``).
 
     A rerun opens the input, mask and image prompts its metadata names; without this a PNG from
     anywhere could make us read any picture on the disk into a new image.

@@ -15,8 +15,8 @@ The front end submits ``Request``s and listens to job events; the engine never r
   again"); storage failures are ``StorageError``s, one line naming the path and what to do;
 * ``submit(..., forget_after={key: seconds})`` drops short-lived secrets from the stored origin;
 * this is the coordinator: it decides whose turn it is and records; the jobs run in
-  ``engine.worker`` (``backend = "local"``: in this process; ``"redis"``: in ``python -m engine worker``
-  processes, through ``engine.redis_transport``);
+  ``engine.workers.loop`` (``backend = "local"``: in this process; ``"redis"``: in ``python -m engine worker``
+  processes, through ``engine.fleet.transport``);
 * the generation runs on one worker thread, so the event loop stays responsive; each listener
   has its own delivery task, so a slow listener stalls neither the worker nor the others (it
   may miss intermediate ``Progress`` events, never any other kind).
@@ -45,11 +45,11 @@ from pydantic import BaseModel, ConfigDict
 
 from engine.config import Config
 from engine.errors import UserError
-from engine.frames import FrameStore
+from engine.jobs.store import TERMINAL, JobStore, StorageError, describe, private_dir
+from engine.media.frames import FrameStore
 from engine.models.availability import Availability, unavailable
-from engine.request import Request
-from engine.store import TERMINAL, JobStore, StorageError, describe, private_dir
-from engine.worker import Assignment, Control, Outcome, Worker
+from engine.spec.request import Request
+from engine.workers.loop import Assignment, Control, Outcome, Worker
 
 log = logging.getLogger(__name__)
 
@@ -159,7 +159,7 @@ class JobQueue:
 
     def __init__(self, cfg: Config, runner: Runner | None = None) -> None:
         if runner is None and cfg.queue.backend == "local":
-            from engine.runner import EngineRunner  # torch and the models only when really used
+            from engine.workers.runner import EngineRunner  # torch and the models only when really used
 
             runner = EngineRunner(cfg)
         self._cfg = cfg.queue
@@ -189,7 +189,7 @@ class JobQueue:
         self._link: Any = None  # backend "redis": the coordinator's end of the transport; runs no job
         if cfg.queue.backend == "redis":
             from engine.config import redis_url
-            from engine.redis_transport import RedisLink
+            from engine.fleet.transport import RedisLink
 
             self._link = RedisLink(self, redis_url(cfg.queue))
 
@@ -814,7 +814,7 @@ class _Listener:
 
 def _reread(job: Job) -> Finished | None:
     """A finished job's event again, from its PNG on disk (None when the file is gone)."""
-    from engine.imageio import read_metadata
+    from engine.media.imageio import read_metadata
 
     path = Path(job.result_path or "")
     if not job.result_path or not path.is_file():

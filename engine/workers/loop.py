@@ -23,8 +23,8 @@ from typing import Any, Literal, Protocol
 from engine import errors
 from engine.config import QueueConfig
 from engine.errors import ModelFileMissing, UserError
-from engine.frames import frame_name, write_atomic
-from engine.request import Request
+from engine.media.frames import frame_name, write_atomic
+from engine.spec.request import Request
 
 log = logging.getLogger(__name__)
 

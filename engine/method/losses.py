@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import torch
 
-from engine.ops import replace_grad, spherical_dist
+from engine.method.ops import replace_grad, spherical_dist
 
 
 @dataclass

@@ -1,6 +1,6 @@
 """The Redis transport: the coordinator's end (``RedisLink``) and a remote worker's end (``RedisSource``).
 
-Redis Streams with consumer groups carry the messages of ``engine.wire``:
+Redis Streams with consumer groups carry the messages of ``engine.fleet.wire``:
 
 * ``vqgan-clip:jobs:<worker>`` (group ``worker``): job and cancel messages for one worker. The
   coordinator writes a job there only when that worker has room (its heartbeat announces its
@@ -41,9 +41,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from engine.config import Config, QueueConfig
 from engine.errors import UserError
-from engine.models.availability import Availability
-from engine.request import Request
-from engine.wire import (
+from engine.fleet.wire import (
     MAX_MESSAGE_BYTES,
     CancelMsg,
     FailedMsg,
@@ -56,10 +54,12 @@ from engine.wire import (
     decode,
     encode,
 )
-from engine.worker import Assignment, Control, Outcome, Worker, batch_key
+from engine.models.availability import Availability
+from engine.spec.request import Request
+from engine.workers.loop import Assignment, Control, Outcome, Worker, batch_key
 
 if TYPE_CHECKING:
-    from engine.queue import Job, JobQueue
+    from engine.jobs.queue import Job, JobQueue
 
 log = logging.getLogger(__name__)
 
@@ -276,7 +276,7 @@ class RedisLink:
 
     async def _requeue(self, job_id: str, counted: bool, why: str) -> None:
         """Take a hand-out back; ``counted``: the worker may have died of it (poison jobs fail)."""
-        from engine.queue import MAX_ATTEMPTS
+        from engine.jobs.queue import MAX_ATTEMPTS
 
         self.leases.pop(job_id, None)
         job = self.q._jobs.get(job_id)
@@ -319,7 +319,7 @@ class RedisLink:
                 self.refused.pop(job_id, None)
                 reason = next(iter(why.values()))
                 job = await self.q._end(job, "failed", error=reason)
-                from engine.queue import Failed
+                from engine.jobs.queue import Failed
 
                 self.q._emit(Failed(job, reason))
 
@@ -498,7 +498,7 @@ def _png_paths_back(png: bytes, back: dict[str, str]) -> bytes:
 
     from PIL import Image
 
-    from engine.imageio import png_bytes, read_metadata
+    from engine.media.imageio import png_bytes, read_metadata
 
     meta = read_metadata(png)
     if not meta:
@@ -721,7 +721,7 @@ async def run_worker(cfg: Config, url: str, name: str | None, device: str | None
             raise UserError(f"--device {dev} was asked for, but no CUDA GPU is available")
     name = name or f"{socket.gethostname()}-{os.getpid()}"
     if runner is None:
-        from engine.runner import EngineRunner  # torch, only now
+        from engine.workers.runner import EngineRunner  # torch, only now
 
         runner = EngineRunner(cfg, device=device)
     source = RedisSource(r, cfg.queue, name, dev, runner)

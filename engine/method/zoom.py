@@ -20,12 +20,12 @@ import torch.nn.functional as F
 from PIL import Image
 
 from engine import __version__
-from engine.frames import existing_frames, frame_name, write_atomic
-from engine.generate import generate, to_image, to_tensor, to_uint8
-from engine.imageio import load_rgb, png_bytes
+from engine.media.frames import existing_frames, frame_name, write_atomic
+from engine.media.imageio import load_rgb, png_bytes
+from engine.method.generate import generate, to_image, to_tensor, to_uint8
 from engine.models.loader import Models
-from engine.prompts import parse_story, part_at
-from engine.request import MAX_SEED, Request, ZoomSpec
+from engine.spec.prompts import parse_story, part_at
+from engine.spec.request import MAX_SEED, Request, ZoomSpec
 
 
 def frame_seed(seed: int, k: int) -> int:

@@ -10,11 +10,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 from engine.config import Config
-from engine.generate import Progress, Result, Run, generate, start, step_together
+from engine.method.generate import Progress, Result, Run, generate, start, step_together
 from engine.models.availability import Availability, Surveyor
 from engine.models.loader import ModelCache, Models
-from engine.request import Request
-from engine.worker import batch_key
+from engine.spec.request import Request
+from engine.workers.loop import batch_key
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +57,7 @@ class EngineRunner:
         """A zoom video's frames into ``frames_dir``, continuing from the frames already there
         (a job interrupted by a restart resumes where it stopped), or after frame ``after``
         (handed over with the job when another worker began it)."""
-        from engine.zoom import run_zoom
+        from engine.method.zoom import run_zoom
 
         assert request.zoom is not None
         models = self._models(request)

@@ -12,7 +12,7 @@ import hashlib
 from pathlib import Path
 
 from engine.errors import UserError
-from engine.request import ImagePrompt, InputFile, Request
+from engine.spec.request import ImagePrompt, InputFile, Request
 
 __all__ = ["pin", "locate", "sha256_file"]
 

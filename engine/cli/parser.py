@@ -1,0 +1,38 @@
+"""The command line's table: each subcommand and the module that owns its flags and runs it.
+
+A command module has ``add_parser(subparsers)`` (cheap: it imports nothing heavy) and
+``run(args, cfg) -> exit code``; ``NEEDS_CONFIG = False`` where it reads no config.toml.
+"""
+
+from __future__ import annotations
+
+import argparse
+from types import ModuleType
+from typing import NoReturn
+
+from engine import __version__
+from engine.cli import bench, fleet, models, paint, timelapse, zoom
+
+# The order of ``--help``; a module may register several subcommands (paint: imagine, edit, vary, rerun).
+MODULES: tuple[ModuleType, ...] = (paint, models, bench, fleet, timelapse, zoom)
+COMMANDS: dict[str, ModuleType] = {
+    **{c: paint for c in paint.COMMANDS}, "models": models, "bench": bench, "worker": fleet, "fleet": fleet,
+    "timelapse": timelapse, "zoom": zoom,
+}
+
+
+class Parser(argparse.ArgumentParser):
+    """A usage error is one line and exit 2, as every other bad input."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The whole command line; building it imports nothing heavy (no torch)."""
+    parser = Parser(prog="python -m engine", description="VQGAN+CLIP: paint and edit images from text.")
+    parser.add_argument("--version", action="version", version=__version__)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
+    for module in MODULES:
+        module.add_parser(sub)
+    return parser
