@@ -24,8 +24,7 @@ from bot.config import BotConfig
 from bot.delivery import Delivery
 from bot.endpoints import point_at
 from bot.inputs import Preparing, prune_uploads
-from bot.origin import INTERACTION_TOKEN
-from bot.submit import TOKEN_EXPIRES_S
+from bot.origin import INTERACTION_TOKEN, TOKEN_EXPIRES_S
 from engine.jobs.queue import JobQueue
 
 log = logging.getLogger(__name__)

@@ -26,7 +26,7 @@ from bot.buttons import result_view, status_view
 from bot.config import BotConfig
 from bot.editing import is_collage
 from bot.images import fit_png
-from bot.origin import Origin
+from bot.origin import Origin, token_usable
 from bot.replies import MENTIONS, QUIET
 from bot.timelapse import render
 from engine.errors import UserError
@@ -36,7 +36,6 @@ from engine.spec.request import Request
 
 log = logging.getLogger(__name__)
 
-TOKEN_TTL_S = 14 * 60  # interaction tokens live 15 minutes; keep a margin
 POSITIONS_REFRESHED = 5  # waiting jobs whose status message is updated when the queue moves
 CLOSE_FLUSH_S = 5.0  # at close, how long lanes get to deliver their last events
 # What a status or result can be posted in or edited in: channels that hold messages.
@@ -363,7 +362,7 @@ class Delivery:
 
     def _webhook(self, origin: Origin) -> discord.Webhook | None:
         token, app_id = origin.interaction_token, origin.application_id
-        if not token or not app_id or time.time() - (origin.interaction_at or 0) > TOKEN_TTL_S:
+        if not token or not app_id or not token_usable(origin.interaction_at, time.time()):
             return None
         return discord.Webhook.partial(app_id, token, client=self.bot)
 

@@ -21,6 +21,13 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 log = logging.getLogger(__name__)
 
 INTERACTION_TOKEN = "interaction_token"  # a short-lived secret: the queue forgets it (``forget_after``)
+TOKEN_EXPIRES_S = 15 * 60  # Discord accepts an interaction token for 15 minutes; the queue forgets it then
+TOKEN_MARGIN_S = 60  # the bot stops using a token this long before it expires (a request in flight)
+
+
+def token_usable(created_at: float | None, now: float) -> bool:
+    """Whether a token made at ``created_at`` may still be used (with the margin)."""
+    return created_at is not None and now - created_at <= TOKEN_EXPIRES_S - TOKEN_MARGIN_S
 _warned: set[str] = set()  # jobs whose unreadable origin was logged already
 
 

@@ -16,7 +16,7 @@ import discord
 
 from bot.delivery import describe_request, thread_name
 from bot.inputs import priority_for
-from bot.origin import INTERACTION_TOKEN, Origin
+from bot.origin import INTERACTION_TOKEN, TOKEN_EXPIRES_S, Origin
 from bot.replies import MENTIONS, QUIET, refuse
 from engine.errors import UserError
 from engine.jobs.queue import Job
@@ -26,7 +26,6 @@ if TYPE_CHECKING:
     from bot.app import VQGANBot
 
 log = logging.getLogger(__name__)
-TOKEN_EXPIRES_S = 15 * 60  # an interaction token is valid 15 minutes; the queue drops its stored copy then
 
 
 def _pending_text(req: Request, note: str | None = None) -> str:

@@ -16,7 +16,8 @@ from typing import Annotated, Any, Literal, TypeVar
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from engine.errors import UserError, error_line
-from engine.spec.prompts import MAX_WEIGHT
+
+MAX_WEIGHT = 1000.0  # the largest prompt weight or stop, and CLIP weight (prompts and the config share it)
 
 
 class Section(BaseModel):

@@ -171,7 +171,7 @@ def _parent_request(args: argparse.Namespace, cfg: Config, *, required: bool) ->
     """The request in the input PNG's metadata, as untrusted data: its models may name only presets
     and the configured models (a model chosen on the command line replaces the metadata's)."""
     from engine.media.imageio import read_metadata
-    from engine.spec.request import trusted_models
+    from engine.models.trust import trusted_models
 
     meta = read_metadata(args.input, what="input image") or {}
     parent = meta.get("request")

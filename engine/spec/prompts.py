@@ -18,9 +18,9 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from engine.config import MAX_WEIGHT
 from engine.errors import UserError
 
-MAX_WEIGHT = 1000.0
 """Largest absolute prompt weight (and stop): generous, and far from float32's overflow."""
 
 

@@ -8,7 +8,6 @@ not just the prompt. Build one with ``Request.from_config(cfg, prompt=..., **ove
 from __future__ import annotations
 
 import random
-from collections.abc import Collection
 from pathlib import Path
 from typing import Any, Literal
 
@@ -27,7 +26,6 @@ from engine.config import (
     GenerationConfig,
     LimitsConfig,
     Lr,
-    ModelsConfig,
     ModelSpec,
     Noise,
     Side,
@@ -171,77 +169,6 @@ def validation_message(err: ValidationError) -> str:
     return errors.validation_message(err, ranges={"seed": f"must be a whole number from 0 to {MAX_SEED}"})
 
 
-VQGAN_KEYS = ("vqgan", "vqgan_config", "vqgan_checkpoint")
-CLIP_KEYS = ("clip_model", "clip_pretrained", "clip_config", "clip_checkpoint", "more_clips", "clip_weights")
-
-
-def trusted_models(data: Any, cfg: ModelsConfig, *, source: str, replaced: Collection[str] = ()) -> dict[str, Any]:
-    """The ``models`` of a request read from a file someone else may have written (PNG metadata).
-
-    They may name only presets (VQGAN presets, open_clip's built-in pretrained pairs) and the models
-    configured here; anything else (``hf-hub:someone/clip``, a local checkpoint) would make us fetch
-    or unpickle what the file's author chose, so it is refused. ``replaced`` holds the groups
-    ("vqgan", "clip") the command line sets itself: those are taken from the config instead, and
-    the caller puts its own choice on top.
-    """
-    from engine.models.registry import PRESETS
-
-    if data is None:
-        data = {}
-    if not isinstance(data, dict):
-        raise UserError(f"{source}: the models in its metadata are not a JSON object")
-    configured = cfg.spec().model_dump()
-    out = dict(configured)
-    for group, keys in (("vqgan", VQGAN_KEYS), ("clip", CLIP_KEYS)):
-        if group not in replaced:
-            out.update({k: data[k] for k in keys if k in data})
-    if "clip" not in replaced and "clip_model" in data:  # metadata from before ensembles: its one CLIP alone
-        out.update(more_clips=data.get("more_clips", ()), clip_weights=data.get("clip_weights", ()))
-    try:
-        spec = ModelSpec.model_validate(out)
-    except ValidationError as e:
-        raise UserError(f"{source}: models in its metadata: {validation_message(e)}") from None
-
-    def same_file(a: str | None, b: str | None) -> bool:
-        if a == b:
-            return True
-        if a is None or b is None:
-            return False
-        resolved = _resolved(a)
-        return resolved is not None and resolved == _resolved(b)
-
-    hint = "give --{} to choose one yourself"
-    files = [("vqgan_config", spec.vqgan_config, configured["vqgan_config"]),
-             ("vqgan_checkpoint", spec.vqgan_checkpoint, configured["vqgan_checkpoint"])]
-    ours = cfg.spec().clips()  # a configured ensemble's local files are trusted too
-    files += [(key, getattr(c, key), configured[key]) for c in spec.clips() for key in ("clip_config", "clip_checkpoint")]
-    for key, value, allowed in files:
-        if value is not None and not same_file(value, allowed) and not any(
-                same_file(value, getattr(o, key)) for o in ours if key.startswith("clip")):
-            option = "vqgan-config/--vqgan-checkpoint" if key.startswith("vqgan") else "clip-config/--clip-checkpoint"
-            raise UserError(f"{source}: its metadata names the model file {value!r}, which is not the configured "
-                            f"one; {hint.format(option)}")
-    if spec.vqgan not in PRESETS and spec.vqgan != configured["vqgan"]:
-        raise UserError(f"{source}: its metadata names the VQGAN {spec.vqgan!r}, which is neither a preset nor "
-                        f"configured; {hint.format('vqgan')}")
-    for c in spec.clips():
-        if c.clip_config and c.clip_checkpoint:
-            continue  # the configured files, checked above
-        clip = (c.clip_model, c.clip_pretrained)
-        if clip != (configured["clip_model"], configured["clip_pretrained"]) and clip not in _clip_presets():
-            raise UserError(f"{source}: its metadata names the CLIP model {c.clip_model!r} / "
-                            f"{c.clip_pretrained!r}, which is neither a preset nor configured; "
-                            f"{hint.format('clip-model and --clip-pretrained')}")
-    return spec.model_dump(mode="json")
-
-
-def _clip_presets() -> set[tuple[str, str | None]]:
-    """open_clip's own (architecture, pretrained tag) pairs: names it knows, from hubs it chose."""
-    import open_clip
-
-    return {(a, t) for a, t in open_clip.list_pretrained()}
-
-
 def check_files_beside(req: Request, folder: Path, *, source: str) -> None:
     """Images named by a request read from a file may only be in that file's folder (or below it),
     unless the request pins their content by sha256 (``Request.inputs``, see ``engine.spec.pinning.locate``).
@@ -255,13 +182,13 @@ def check_files_beside(req: Request, folder: Path, *, source: str) -> None:
     for path in filter(None, named):
         if path in pinned:
             continue
-        resolved = _resolved(path)
+        resolved = resolved_path(path)
         if resolved is None or not resolved.is_relative_to(top):
             raise UserError(f"{source}: its metadata names the image {path!r}, outside the PNG's folder; "
                             "a rerun opens only images beside the PNG (copy them there, or use edit)")
 
 
-def _resolved(path: str) -> Path | None:
+def resolved_path(path: str) -> Path | None:
     """The absolute path without links, or None for a name no file can have (e.g. with a NUL byte)."""
     try:
         return Path(path).resolve()

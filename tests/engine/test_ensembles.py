@@ -115,7 +115,7 @@ def test_a_request_may_pick_only_the_offered_models(tmp_path):
 
 
 def test_metadata_from_before_ensembles_keeps_its_one_clip_under_an_ensemble_config(tmp_path):
-    from engine.spec.request import trusted_models
+    from engine.models.trust import trusted_models
 
     b = write_tiny_clip_48(tmp_path / "models")
     path = write_tiny_config(tmp_path)

@@ -282,7 +282,8 @@ def test_vary_with_malformed_metadata_is_one_line(tiny_config_path, tmp_path, ca
 
 def test_the_shipped_defaults_pass_the_metadata_check(tmp_path):
     """Images made with the default config (a preset VQGAN, CLIP ViT-B-32/openai) can be rerun."""
-    from engine.spec.request import Request, trusted_models
+    from engine.models.trust import trusted_models
+    from engine.spec.request import Request
 
     cfg = load_config(None)
     meta = Request.from_config(cfg, prompt="x").to_metadata()

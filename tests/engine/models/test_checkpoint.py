@@ -19,8 +19,9 @@ import pytest
 import torch
 
 from engine.errors import ModelFileMissing, UnsafeCheckpoint, UserError
-from engine.models import checkpoint
-from engine.models.checkpoint import CorruptCheckpoint, Placeholder, load_checkpoint
+from engine.models import unpickler
+from engine.models.checkpoint import CorruptCheckpoint, check_checkpoint, load_checkpoint
+from engine.models.unpickler import Placeholder
 
 FORMATS = [pytest.param(True, id="zip"), pytest.param(False, id="legacy")]
 
@@ -230,7 +231,7 @@ def test_whitelist_holds_nothing_dangerous() -> None:
         subprocess.Popen,
         importlib.import_module,
     }
-    for (module, name), obj in checkpoint._ALLOWED.items():
+    for (module, name), obj in unpickler.ALLOWED.items():
         assert module.split(".")[0] in {"torch", "collections", "builtins", "_codecs", "numpy"}, (
             module,
             name,
@@ -238,7 +239,7 @@ def test_whitelist_holds_nothing_dangerous() -> None:
         assert obj not in dangerous, (module, name)
         assert getattr(obj, "__module__", "") not in bad_modules, (module, name)
         assert not isinstance(obj, types.ModuleType)
-    builtin_names = {n for m, n in checkpoint._ALLOWED if m == "builtins"}
+    builtin_names = {n for m, n in unpickler.ALLOWED if m == "builtins"}
     assert builtin_names <= {"set", "frozenset", "slice", "complex", "bytearray"}
 
 
@@ -335,8 +336,8 @@ def test_pickle_protocols(tmp_path: Path) -> None:
 
 def test_unpickler_is_not_the_real_one() -> None:
     # Guard against someone "simplifying" to pickle.Unpickler or torch.load.
-    assert checkpoint._SafeUnpickler is not pickle.Unpickler
-    assert issubclass(checkpoint._SafeUnpickler, pickle._Unpickler)  # type: ignore[attr-defined]
+    assert unpickler.SafeUnpickler is not pickle.Unpickler
+    assert issubclass(unpickler.SafeUnpickler, pickle._Unpickler)  # type: ignore[attr-defined]
 
 
 @pytest.mark.parametrize("zip_format", FORMATS)
@@ -607,8 +608,8 @@ def test_pickle_that_copies_one_string_over_and_over_is_refused(tmp_path: Path) 
 
 def test_check_checkpoint_returns_the_weight_names(tmp_path: Path) -> None:
     path = _lightning_like(tmp_path, zip_format=True)
-    assert checkpoint.check_checkpoint(path) == ["encoder.weight", "quantize.embedding"]
+    assert check_checkpoint(path) == ["encoder.weight", "quantize.embedding"]
     cut = tmp_path / "cut.ckpt"
     cut.write_bytes(path.read_bytes()[:-100])
     with pytest.raises(CorruptCheckpoint, match="cut.ckpt"):
-        checkpoint.check_checkpoint(cut)
+        check_checkpoint(cut)
