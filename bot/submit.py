@@ -99,7 +99,7 @@ async def from_interaction(bot: VQGANBot, interaction: discord.Interaction, req:
     ))
     try:
         job, _ = await bot.queue.submit(req, owner=owner, origin=origin.stored(),
-                                        priority=priority_for(bot.cfg, interaction.user),
+                                        priority=priority_for(bot.cfg, interaction.user, interaction.guild_id),
                                         forget_after={INTERACTION_TOKEN: TOKEN_EXPIRES_S})
     except UserError as e:
         _submitted(release)
@@ -143,7 +143,7 @@ async def from_message(bot: VQGANBot, anchor: discord.Message | discord.PartialM
     ))
     try:
         job, _ = await bot.queue.submit(req, owner=str(owner), origin=origin.stored(),
-                                        priority=priority_for(bot.cfg, member))
+                                        priority=priority_for(bot.cfg, member, guild.id if guild else None))
     except UserError as e:
         _submitted(release)
         if made:
