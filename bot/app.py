@@ -19,7 +19,7 @@ from typing import Any
 import discord
 from discord.ext import commands
 
-from bot import replies
+from bot import replies, roles
 from bot.config import BotConfig
 from bot.delivery import Delivery
 from bot.endpoints import point_at
@@ -71,6 +71,8 @@ class VQGANBot(commands.Bot):
     # ------------------------------------------------------------------ lifecycle
 
     async def setup_hook(self) -> None:
+        for warning in roles.warnings(self.cfg):
+            log.warning("%s", warning)
         self.cfg.discord.data_path.mkdir(parents=True, exist_ok=True)
         self.tree.on_error = self._on_tree_error  # type: ignore[method-assign]
         for cog in COGS:

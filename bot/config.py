@@ -18,7 +18,7 @@ from engine.config import Config, ConfigError, Section, read_toml, validate
 DEFAULT_API_BASE = "https://discord.com"
 HEARTBEAT_FILE = "heartbeat"  # under data_dir: touched while connected, read by ``python -m bot.health``
 
-# A role or a channel may be named by id (int) or, for roles, by name (str).
+# A role: its id (int, or digits in a str), "SERVER_ID/Name", or a bare name (see bot.roles).
 RoleRef = int | str
 
 
@@ -43,9 +43,10 @@ class DiscordConfig(Section):
     allowed_guilds: list[int] = Field(default_factory=list)
     # Channel ids the bot answers in (a thread counts as its parent channel); empty = all.
     allowed_channels: list[int] = Field(default_factory=list)
-    # Roles (id or exact name) allowed to use the bot; empty = everyone.
+    # Roles allowed to use the bot; empty = everyone. A role is its id, "SERVER_ID/Name", or a bare
+    # name counted only on the servers in guilds / allowed_guilds (see bot.roles).
     allowed_roles: list[RoleRef] = Field(default_factory=list)
-    # Roles (id or exact name) that may cancel anybody's job; Administrators always may.
+    # Roles (as allowed_roles) that may cancel any job asked in their own server; its Administrators always may.
     moderator_roles: list[RoleRef] = Field(default_factory=list)
     # Whether people may use the bot in direct messages (no threads there).
     allow_dms: bool = False

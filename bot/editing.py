@@ -26,6 +26,7 @@ from bot.origin import Origin
 from engine.errors import UserError
 from engine.media.collage import assemble, build, left_to_right
 from engine.media.imageio import check_mask_shape, load_mask
+from engine.spec.prompts import visible
 from engine.spec.request import Request, check_limits, variation_of
 
 if TYPE_CHECKING:
@@ -44,7 +45,7 @@ def split_arrow(text: str) -> tuple[str | None, str]:
     if len(parts) == 1:
         return None, text
     region, prompt = (" ".join(p.split()) for p in parts)
-    if not region or not prompt:
+    if not visible(region) or not visible(prompt):
         raise UserError(REGION_HOWTO)
     return region, prompt
 

@@ -27,16 +27,18 @@ from typing import TYPE_CHECKING, Any
 import discord
 from PIL import Image
 
+from bot import roles
 from bot.cdn import get_attachment
-from bot.config import BotConfig, RoleRef
+from bot.config import BotConfig
 from bot.endpoints import cdn_url, may_download
-from engine.errors import BadImage, UserError
+from bot.origin import Origin
+from engine.errors import BadImage, UserError, quoted
 from engine.media import imageio
 from engine.spec.choices import check_offered, with_choices
 from engine.spec.request import Request, check_limits, check_prompt_length
 
 if TYPE_CHECKING:
-    from engine.jobs.queue import JobQueue
+    from engine.jobs.queue import Job, JobQueue
 
 ASPECTS: dict[str, tuple[int, int]] = {
     "square": (1, 1),
@@ -58,12 +60,6 @@ class Refused(UserError):
 # --------------------------------------------------------------------------- access
 
 
-def _role_match(refs: list[RoleRef], roles: list[discord.Role] | list[Any]) -> bool:
-    ids = {r.id for r in roles}
-    names = {r.name for r in roles}
-    return any((isinstance(ref, int) and ref in ids) or (isinstance(ref, str) and ref in names) for ref in refs)
-
-
 def check_access(cfg: BotConfig, *, guild_id: int | None, channel_id: int | None,
                  parent_id: int | None = None, member: Any = None) -> None:
     """Raise ``Refused`` unless this guild/channel/member may use the bot."""
@@ -78,8 +74,7 @@ def check_access(cfg: BotConfig, *, guild_id: int | None, channel_id: int | None
         where = ", ".join(f"<#{c}>" for c in d.allowed_channels[:5])
         raise Refused(f"I don't paint in this channel: try {where}")
     if d.allowed_roles:
-        roles = list(getattr(member, "roles", []) or [])
-        if not _role_match(d.allowed_roles, roles) and not is_admin(member):
+        if not roles.holds_any(cfg, d.allowed_roles, member, guild_id) and not is_admin(member):
             raise Refused("you need one of the roles allowed to use me; ask a moderator")
 
 
@@ -88,20 +83,28 @@ def is_admin(member: Any) -> bool:
     return bool(perms and perms.administrator)
 
 
-def is_moderator(cfg: BotConfig, member: Any) -> bool:
-    """Moderators may cancel anybody's job: a configured role, or Administrator."""
-    if member is None:
+def is_moderator(cfg: BotConfig, member: Any, guild_id: int | None) -> bool:
+    """A moderator of server ``guild_id`` (where ``member`` is acting): Administrator there, or one of
+    ``moderator_roles`` of that server (``bot.roles``). Nobody moderates in direct messages."""
+    if member is None or guild_id is None:
         return False
-    return is_admin(member) or _role_match(cfg.discord.moderator_roles, list(getattr(member, "roles", []) or []))
+    return is_admin(member) or roles.holds_any(cfg, cfg.discord.moderator_roles, member, guild_id)
 
 
-def priority_for(cfg: BotConfig, member: Any) -> int:
-    """``[queue] role_priority``: the highest priority among the member's roles (by name or id)."""
-    table = cfg.queue.role_priority
-    if not table or member is None:
-        return 0
-    values = [table[k] for r in getattr(member, "roles", []) or [] for k in (r.name, str(r.id)) if k in table]
-    return max(values, default=0)
+def moderates(cfg: BotConfig, member: Any, guild_id: int | None, job: Job) -> bool:
+    """Whether ``member``, acting on server ``guild_id``, may act on ``job`` as a moderator: only on
+    the server the job was asked in (its origin's guild), never from another one."""
+    return guild_id is not None and guild_of(job) == guild_id and is_moderator(cfg, member, guild_id)
+
+
+def guild_of(job: Job) -> int | None:
+    """The server a job was asked in; None for direct messages and jobs not made by the bot."""
+    return Origin.read(job.origin, job.id).guild_id
+
+
+def priority_for(cfg: BotConfig, member: Any, guild_id: int | None) -> int:
+    """``[queue] role_priority``: the highest priority among the member's roles on ``guild_id``."""
+    return roles.priority(cfg, member, guild_id)
 
 
 def check_access_interaction(cfg: BotConfig, interaction: discord.Interaction) -> None:
@@ -177,7 +180,7 @@ def parse_size(cfg: BotConfig, size: str | None, aspect: str | None) -> tuple[in
     if size:
         m = SIZE_RE.match(size)
         if not m:
-            raise Refused(f"size {size!r} should look like 512x384")
+            raise Refused(f"size {quoted(size)} should look like 512x384")
         return int(m.group(1)), int(m.group(2))
     if aspect:
         if aspect not in ASPECTS:
@@ -242,13 +245,13 @@ def check_attachment(cfg: BotConfig, ref: ImageRef, what: str = "image") -> None
     """Place, type, bytes and pixels from the payload: refuse before downloading anything."""
     lim = cfg.limits
     if not may_download(ref.url, cfg.discord):
-        raise BadImage(f"the {what} {ref.filename!r} is not on Discord; attach the file itself")
+        raise BadImage(f"the {what} {quoted(ref.filename)} is not on Discord; attach the file itself")
     ct = (ref.content_type or "").split(";")[0].strip().lower()
     if ct and ct not in cfg.discord.image_types:
         kinds = ", ".join(t.removeprefix("image/").upper() for t in cfg.discord.image_types)
-        raise BadImage(f"the {what} {ref.filename!r} is {ct}; attach a {kinds} image")
+        raise BadImage(f"the {what} {quoted(ref.filename)} is {quoted(ct)}; attach a {kinds} image")
     if not ct and not ref.filename.lower().endswith(IMAGE_EXTENSIONS):
-        raise BadImage(f"the {what} {ref.filename!r} is not an image; attach a PNG, JPEG or WEBP")
+        raise BadImage(f"the {what} {quoted(ref.filename)} is not an image; attach a PNG, JPEG or WEBP")
     if ref.size > lim.max_input_bytes:
         raise BadImage(f"the {what} is {_mib(ref.size)}; the limit is {_mib(lim.max_input_bytes)}")
     if ref.width and ref.height and ref.width * ref.height > lim.max_input_pixels:

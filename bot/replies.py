@@ -10,6 +10,8 @@ import logging
 
 import discord
 
+from bot import limits
+
 log = logging.getLogger(__name__)
 
 # Results ping the person who asked; nothing else ever pings (an @everyone in a prompt, a reply).
@@ -20,7 +22,7 @@ QUIET = discord.AllowedMentions.none()  # status lines and refusals name people 
 async def refuse(interaction: discord.Interaction, text: str) -> None:
     """One short line only the asker sees, whatever state the interaction is in: not answered yet,
     answered, or publicly deferred (a public "thinking" message cannot turn private: it is removed)."""
-    line = f"⚠️ {text}"
+    line = limits.cut(f"⚠️ {text}")
     try:
         if interaction.response.type == discord.InteractionResponseType.deferred_channel_message:
             try:
@@ -37,11 +39,12 @@ async def refuse(interaction: discord.Interaction, text: str) -> None:
 
 async def notice(message: discord.Message | discord.PartialMessage, text: str, delete_after: float) -> None:
     """Gestures cannot answer privately: a short reply that deletes itself (``delete_after`` 0 = keeps)."""
+    line = limits.cut(f"⚠️ {text}")
     try:
         if delete_after:
-            await message.reply(f"⚠️ {text}", mention_author=False, delete_after=delete_after,
+            await message.reply(line, mention_author=False, delete_after=delete_after,
                                 allowed_mentions=QUIET)
         else:
-            await message.reply(f"⚠️ {text}", mention_author=False, allowed_mentions=QUIET)
+            await message.reply(line, mention_author=False, allowed_mentions=QUIET)
     except discord.HTTPException as e:
         log.info("could not post a notice (%s): %s", e.status, text)

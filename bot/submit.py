@@ -65,6 +65,17 @@ async def _add_cancel(bot: VQGANBot, message: discord.Message) -> None:
         log.info("could not add the cancel reaction (%s)", e.status)
 
 
+def _guild_id(anchor: discord.Message | discord.PartialMessage,
+              member: discord.Member | discord.User | None) -> int | None:
+    """The server a gesture was made in: its job belongs there (/queue, moderators). A partial message
+    of an uncached channel has no guild, but the reacting member and the channel still know it."""
+    for guild in (getattr(anchor, "guild", None), getattr(member, "guild", None)):
+        if guild is not None:
+            return int(guild.id)
+    gid = getattr(anchor.channel, "guild_id", None)
+    return int(gid) if gid is not None else None
+
+
 def _submitted(release: Callable[[], None] | None) -> None:
     if release is not None:
         release()
@@ -98,7 +109,7 @@ async def from_interaction(bot: VQGANBot, interaction: discord.Interaction, req:
     ))
     try:
         job, _ = await bot.queue.submit(req, owner=owner, origin=origin.stored(),
-                                        priority=priority_for(bot.cfg, interaction.user),
+                                        priority=priority_for(bot.cfg, interaction.user, interaction.guild_id),
                                         forget_after={INTERACTION_TOKEN: TOKEN_EXPIRES_S})
     except UserError as e:
         _submitted(release)
@@ -129,9 +140,9 @@ async def from_message(bot: VQGANBot, anchor: discord.Message | discord.PartialM
             log.warning("cannot post in channel %s (%s); dropping the gesture", anchor.channel.id, e2.status)
             return None
     thread_id, made = await open_thread(bot, status, req.prompt)
-    guild = getattr(anchor, "guild", None)
+    guild_id = _guild_id(anchor, member)
     origin = (source or Origin()).model_copy(update=dict(
-        guild_id=guild.id if guild else None,
+        guild_id=guild_id,
         channel_id=anchor.channel.id,
         status_message_id=status.id,
         status_channel_id=status.channel.id,
@@ -142,7 +153,7 @@ async def from_message(bot: VQGANBot, anchor: discord.Message | discord.PartialM
     ))
     try:
         job, _ = await bot.queue.submit(req, owner=str(owner), origin=origin.stored(),
-                                        priority=priority_for(bot.cfg, member))
+                                        priority=priority_for(bot.cfg, member, guild_id))
     except UserError as e:
         _submitted(release)
         if made:

@@ -17,7 +17,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from engine.errors import UserError, error_line
 
-MAX_WEIGHT = 1000.0  # the largest prompt weight or stop, and CLIP weight (prompts and the config share it)
+MAX_WEIGHT = 1000.0
+"""Largest absolute prompt weight (and stop), and CLIP weight: generous, and far from float32's overflow."""
 
 
 class Section(BaseModel):

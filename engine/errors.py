@@ -3,7 +3,8 @@
 A ``UserError`` carries one short line meant for a person (CLI: stderr and exit 2;
 bot: an ephemeral message). Anything else is a bug and keeps its traceback.
 ``validation_message`` and ``error_line`` are the one place pydantic's reports become such lines
-(requests, config files, the bot's inputs, messages between processes).
+(requests, config files, the bot's inputs, messages between processes); ``quoted`` is how a line
+repeats what the person typed.
 """
 
 from __future__ import annotations
@@ -48,6 +49,16 @@ def validation_message(err: ValidationError, *, ranges: Mapping[str, str] | None
         if isinstance(inner, UserError):
             return str(inner)
     return error_line(err.errors()[0], ranges=ranges)
+
+
+QUOTE_CHARS = 40
+"""How much of a person's input a message repeats."""
+
+
+def quoted(text: str, limit: int = QUOTE_CHARS) -> str:
+    """``text`` quoted for a one-line message: its first ``limit`` characters, then "…". A message
+    that repeats a huge input must stay short (the bot's answers have a length limit)."""
+    return repr(text if len(text) <= limit else text[:limit] + "…")
 
 
 def _number(v: Any) -> Any:

@@ -31,7 +31,7 @@ from bot.inputs import (
     check_attachment,
     check_pending,
     image_attachments,
-    is_moderator,
+    moderates,
 )
 from bot.timelapse import NO_FRAMES, frames_of, render
 from engine.errors import UserError
@@ -198,7 +198,7 @@ class Buttons(commands.Cog, name=COG):
         await interaction.response.defer()
         try:
             await self.bot.queue.cancel(job.id, by=str(interaction.user.id),
-                                        moderator=is_moderator(self.bot.cfg, interaction.user))
+                                        moderator=moderates(self.bot.cfg, interaction.user, interaction.guild_id, job))
         except (UserError, KeyError) as e:
             await replies.refuse(interaction, str(e) if isinstance(e, UserError) else pruned_text(self.bot, job.id))
 

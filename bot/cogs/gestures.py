@@ -36,7 +36,7 @@ from bot.inputs import (
     check_attachment,
     check_pending,
     image_attachments,
-    is_moderator,
+    moderates,
 )
 from engine.errors import UserError
 from engine.jobs.queue import Job
@@ -317,7 +317,7 @@ class Gestures(commands.Cog):
                                   note=note, source=source)
 
     async def _cancel(self, payload: discord.RawReactionActionEvent, job: Job) -> None:
-        moderator = is_moderator(self.bot.cfg, payload.member)
+        moderator = moderates(self.bot.cfg, payload.member, payload.guild_id, job)
         try:
             await self.bot.queue.cancel(job.id, by=str(payload.user_id), moderator=moderator)
         except (UserError, KeyError) as e:

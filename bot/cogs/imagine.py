@@ -15,7 +15,7 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot import replies, submit
+from bot import limits, replies, submit
 from bot.editing import piece_name, prepare, split_arrow
 from bot.inputs import (
     ASPECTS,
@@ -28,9 +28,10 @@ from bot.inputs import (
     parse_size,
 )
 from bot.origin import Origin
+from engine.config import ModelsConfig
 from engine.errors import UserError
 from engine.models.availability import unreachable_names
-from engine.spec.choices import clip_choices, vqgan_choices
+from engine.spec.choices import clip_choices, vqgan_choices, with_choices
 from engine.spec.request import MAX_SEED
 
 if TYPE_CHECKING:
@@ -122,11 +123,15 @@ class Imagine(commands.Cog):
 
     @imagine.autocomplete("model")
     async def _model_choices(self, interaction: discord.Interaction, current: str) -> list[app_commands.Choice[str]]:
-        return _matching(vqgan_choices(self.bot.cfg.models), current, *self._unreachable())
+        models = self.bot.cfg.models
+        offered = [c for c in vqgan_choices(models) if _resolves(models, vqgan=c)]
+        return _matching(offered, current, *self._unreachable())
 
     @imagine.autocomplete("clip")
     async def _clip_choices(self, interaction: discord.Interaction, current: str) -> list[app_commands.Choice[str]]:
-        return _matching(clip_choices(self.bot.cfg.models), current, *self._unreachable())
+        models = self.bot.cfg.models
+        offered = [c for c in clip_choices(models) if _resolves(models, clip=c)]
+        return _matching(offered, current, *self._unreachable())
 
     def _unreachable(self) -> tuple[set[str], str]:
         """Offered models no worker has or can download now (listed last and marked, so nobody waits for a
@@ -185,16 +190,39 @@ class Imagine(commands.Cog):
             await submit.from_interaction(self.bot, interaction, req, note=edit.note, release=release)
 
 
+def _resolves(models: ModelsConfig, *, vqgan: str | None = None, clip: str | None = None) -> bool:
+    """Whether a choice, sent back exactly as offered, is accepted (``build_request`` would take it)."""
+    try:
+        with_choices(models.spec(), models, vqgan=vqgan, clip=clip)
+    except (UserError, ValueError):
+        return False
+    return True
+
+
 def _matching(choices: list[str], current: str, unreachable: Collection[str] = (),
               why: str = "offline") -> list[app_commands.Choice[str]]:
     """The choices containing what the user typed so far (Discord shows at most 25); those with a
-    model nobody can get now (e.g. not downloaded on an offline machine) last, and marked."""
-    found = [c for c in choices if current.lower() in c.lower()]
+    model nobody can get now (e.g. not downloaded on an offline machine) last, and marked.
+
+    Only a choice whose value fits Discord's limit unchanged is offered: a value cut short would
+    name another model, which the command then refuses. Only the mark of a name is ever cut."""
+    found = [c for c in choices if current.lower() in c.lower() and len(c) <= limits.CHOICE]
     missing = {c for c in found if any(part in unreachable for part in c.split("+"))}
     found = [c for c in found if c not in missing] + [c for c in found if c in missing]
-    return [app_commands.Choice(name=(c + f" (not downloaded, {why})" if c in missing else c)[:100], value=c[:100])
-            for c in found[:25]]
+    return [app_commands.Choice(name=_marked(c, why) if c in missing else c, value=c) for c in found[:25]]
+
+
+def _marked(choice: str, why: str) -> str:
+    """``choice (not downloaded, why)`` in Discord's 100 characters: the choice itself is cut last."""
+    for mark in (f" (not downloaded, {why})", " (not downloaded)"):
+        if len(choice) + len(mark) <= limits.CHOICE:
+            return choice + mark
+    return limits.cut(choice, limits.CHOICE - len(" (not downloaded)")) + " (not downloaded)"
 
 
 async def setup(bot: VQGANBot) -> None:
+    long = [c for c in (*vqgan_choices(bot.cfg.models), *clip_choices(bot.cfg.models)) if len(c) > limits.CHOICE]
+    if long:
+        log.warning("[models] choices longer than Discord's %d characters are not offered by /imagine's "
+                    "autocomplete (they can still be typed in full): %s", limits.CHOICE, ", ".join(long))
     await bot.add_cog(Imagine(bot))

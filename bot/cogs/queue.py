@@ -1,4 +1,9 @@
-"""/queue, /cancel and /help: answers only the asker sees."""
+"""/queue, /cancel and /help: answers only the asker sees.
+
+A server sees only its own jobs: /queue (and the moderators' fleet view) lists the jobs asked in
+the server where it is typed (in a direct message: the asker's own), and a moderator's rights
+count only on the server the job was asked in. Anybody may always cancel their own jobs.
+"""
 
 from __future__ import annotations
 
@@ -9,11 +14,11 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot import replies
+from bot import limits, replies
 from bot.delivery import short_prompt
-from bot.inputs import PENDING_STATES, check_access_interaction, is_moderator
+from bot.inputs import PENDING_STATES, check_access_interaction, guild_of, is_moderator, moderates
 from engine.cli.fleet import describe_fleet
-from engine.errors import UserError
+from engine.errors import UserError, quoted
 
 if TYPE_CHECKING:
     from bot.app import VQGANBot
@@ -55,6 +60,12 @@ it forming) and **Details** (the full request, only for you). Anyone may press t
 {lim.max_prompt_chars} characters; you may have {bot.cfg.queue.per_owner_pending} jobs waiting at a time."""
 
 
+def _shown_here(job: Job, guild_id: int | None, me: str) -> bool:
+    """Whether /queue typed on server ``guild_id`` (None: a direct message) by ``me`` lists ``job``:
+    the server's jobs, or in a direct message the asker's own; one's own jobs count everywhere."""
+    return job.owner == me or (guild_id is not None and guild_of(job) == guild_id)
+
+
 def _line(job: Job, position: int | None) -> str:
     where = "🎨 now" if position == 0 else f"#{position}"
     return f"{where} · `{job.id}` **{short_prompt(job.request.prompt, 60)}** · <@{job.owner}>"
@@ -67,29 +78,30 @@ class QueueCommands(commands.Cog):
         self.bot = bot
 
     @app_commands.command(name="queue", description="Show what is being painted and what is waiting")
-    @app_commands.describe(show="all: the workers and everyone's jobs (moderators)")
+    @app_commands.describe(show="all: the workers and this server's jobs (moderators)")
     async def queue_cmd(self, interaction: discord.Interaction, show: Literal["all"] | None = None) -> None:
         q = self.bot.queue
+        me, here = str(interaction.user.id), interaction.guild_id
         try:
             check_access_interaction(self.bot.cfg, interaction)
-            if show == "all" and not is_moderator(self.bot.cfg, interaction.user):
+            if show == "all" and not is_moderator(self.bot.cfg, interaction.user, here):
                 raise UserError("only moderators can see the whole fleet")
         except UserError as e:
             await replies.refuse(interaction, str(e))
             return
+        pending = [j for j in q.pending() if _shown_here(j, here, me)]
         if show == "all":
-            text = describe_fleet(q.fleet(), [(j.owner, j.state) for j in q.pending()])
-            await interaction.response.send_message(f"**Fleet**\n```\n{text[:1800]}\n```", ephemeral=True,
-                                                    allowed_mentions=discord.AllowedMentions.none())
+            text = describe_fleet(q.fleet(), [(j.owner, j.state) for j in pending])
+            await interaction.response.send_message(f"**Fleet**\n```\n{limits.cut(text, 1800)}\n```",
+                                                    ephemeral=True, allowed_mentions=discord.AllowedMentions.none())
             return
-        pending = q.pending()
         lines = [_line(j, q.position(j.id)) for j in pending[:SHOWN]]
         if len(pending) > SHOWN:
             lines.append(f"… and {len(pending) - SHOWN} more")
-        mine = [j for j in q.jobs_of(str(interaction.user.id)) if j.state in PENDING_STATES]
+        mine = [j for j in q.jobs_of(me) if j.state in PENDING_STATES]
         text = "**Queue**\n" + ("\n".join(lines) if lines else "empty: nothing is being painted")
         text += "\n\n**Your jobs**\n" + ("\n".join(_line(j, q.position(j.id)) for j in mine) if mine else "none")
-        await interaction.response.send_message(text, ephemeral=True,
+        await interaction.response.send_message(limits.cut(text), ephemeral=True,
                                                 allowed_mentions=discord.AllowedMentions.none())
 
     @app_commands.command(name="cancel", description="Cancel your newest job, or the one with this id")
@@ -101,14 +113,16 @@ class QueueCommands(commands.Cog):
             check_access_interaction(self.bot.cfg, interaction)
             if job:
                 target = q.get(job.strip().strip("`"))
-                if target is None:
-                    raise UserError(f"there is no job `{job}`; /queue shows the ids")
+                # another server's job is not even named to a stranger: as if there were none
+                if target is None or not _shown_here(target, interaction.guild_id, me):
+                    raise UserError(f"there is no job {quoted(job)} here; /queue shows the ids")
             else:
                 mine = [j for j in q.jobs_of(me) if j.state in PENDING_STATES]
                 if not mine:
                     raise UserError("you have no job waiting or running")
                 target = mine[0]
-            await q.cancel(target.id, by=me, moderator=is_moderator(self.bot.cfg, interaction.user))
+            await q.cancel(target.id, by=me,
+                           moderator=moderates(self.bot.cfg, interaction.user, interaction.guild_id, target))
         except UserError as e:
             await replies.refuse(interaction, str(e))
             return
@@ -117,7 +131,12 @@ class QueueCommands(commands.Cog):
 
     @app_commands.command(name="help", description="How to paint and edit with this bot")
     async def help_cmd(self, interaction: discord.Interaction) -> None:
-        await interaction.response.send_message(help_text(self.bot), ephemeral=True)
+        """In as many messages as it takes: a server's custom emoji (``<a:name:id>``, up to 56
+        characters each) can push the text over one message's limit."""
+        first, *more = limits.split(help_text(self.bot))
+        await interaction.response.send_message(first, ephemeral=True)
+        for piece in more:
+            await interaction.followup.send(piece, ephemeral=True)
 
 
 async def setup(bot: VQGANBot) -> None:

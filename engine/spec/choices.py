@@ -7,7 +7,7 @@ configured local files, or an ensemble ``A/tag+B/tag``. No torch here: the bot c
 from __future__ import annotations
 
 from engine.config import ClipSpec, ModelsConfig, ModelSpec
-from engine.errors import UserError
+from engine.errors import UserError, quoted
 
 
 def vqgan_choices(cfg: ModelsConfig) -> list[str]:
@@ -27,7 +27,7 @@ def parse_clip_choice(choice: str, cfg: ModelsConfig) -> list[ClipSpec]:
     specs = []
     for part in (p.strip() for p in choice.split("+")):
         if not part:
-            raise UserError(f"CLIP choice {choice!r}: an empty model name")
+            raise UserError(f"CLIP choice {quoted(choice)}: an empty model name")
         if part in configured:
             specs.append(configured[part])
             continue
@@ -43,7 +43,7 @@ def with_choices(spec: ModelSpec, cfg: ModelsConfig, *, vqgan: str | None = None
     if vqgan is not None:
         offered = vqgan_choices(cfg)
         if vqgan not in offered:
-            raise UserError(f"unknown model {vqgan!r}; available: {', '.join(offered)}")
+            raise UserError(f"unknown model {quoted(vqgan)}; available: {', '.join(offered)}")
         if vqgan != cfg.vqgan or not (cfg.vqgan_config and cfg.vqgan_checkpoint):
             changes.update(vqgan=vqgan, vqgan_config=None, vqgan_checkpoint=None)
         else:
@@ -51,7 +51,7 @@ def with_choices(spec: ModelSpec, cfg: ModelsConfig, *, vqgan: str | None = None
     if clip is not None:
         offered = clip_choices(cfg)
         if clip not in offered:
-            raise UserError(f"unknown CLIP model {clip!r}; available: {', '.join(offered)}")
+            raise UserError(f"unknown CLIP model {quoted(clip)}; available: {', '.join(offered)}")
         changes.update(clip_spec(parse_clip_choice(clip, cfg), weights))
     return ModelSpec.model_validate({**spec.model_dump(), **changes})
 

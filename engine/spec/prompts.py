@@ -16,12 +16,16 @@ Spherical distances lie in [0, pi^2/2], so no sensible stop is anywhere near the
 from __future__ import annotations
 
 import math
+import unicodedata
 from dataclasses import dataclass
 
 from engine.config import MAX_WEIGHT
-from engine.errors import UserError
+from engine.errors import UserError, quoted
 
-"""Largest absolute prompt weight (and stop): generous, and far from float32's overflow."""
+# Characters that draw nothing although they are not format characters: Hangul fillers, the blank
+# Braille pattern, the combining grapheme joiner and variation selectors.
+_BLANK = frozenset("\u115f\u1160\u3164\uffa0\u2800\u034f\u180b\u180c\u180d\u180f"
+                   + "".join(map(chr, range(0xFE00, 0xFE10))))
 
 
 @dataclass(frozen=True)
@@ -47,15 +51,22 @@ def parse_one(spec: str) -> Prompt:
         nums.insert(0, v)
         parts.pop()
     text = ":".join(parts).strip()
-    if not text:
-        raise UserError(f"prompt part {spec!r} has no text")
+    if not visible(text):
+        raise UserError(f"prompt part {quoted(spec)} has no text")
     weight = nums[0] if nums else 1.0
     stop = nums[1] if len(nums) > 1 else -math.inf
     if not abs(weight) <= MAX_WEIGHT:
-        raise UserError(f"prompt weight in {spec.strip()!r} must be between {-MAX_WEIGHT:g} and {MAX_WEIGHT:g}")
+        raise UserError(f"prompt weight in {quoted(spec.strip())} must be between {-MAX_WEIGHT:g} and {MAX_WEIGHT:g}")
     if stop != -math.inf and not abs(stop) <= MAX_WEIGHT:  # -inf: never stop (the default)
-        raise UserError(f"prompt stop in {spec.strip()!r} must be between {-MAX_WEIGHT:g} and {MAX_WEIGHT:g}")
+        raise UserError(f"prompt stop in {quoted(spec.strip())} must be between {-MAX_WEIGHT:g} and {MAX_WEIGHT:g}")
     return Prompt(text, weight, stop)
+
+
+def visible(text: str) -> bool:
+    """Whether ``text`` shows anything: a character that is not whitespace, not a format or control
+    character (Unicode categories Cf and Cc: zero-width spaces and joiners, direction marks, ...) and
+    not one of the few blank letters. A prompt of zero-width spaces looks empty and is empty."""
+    return any(not (c.isspace() or unicodedata.category(c) in ("Cf", "Cc") or c in _BLANK) for c in text)
 
 
 def check_text(text: str, what: str = "the prompt") -> None:
@@ -70,10 +81,10 @@ def check_text(text: str, what: str = "the prompt") -> None:
 
 def parse_prompts(spec: str) -> list[Prompt]:
     """Split on ``|`` and parse each part; an empty prompt is a ``UserError``."""
-    if not spec or not spec.strip():
+    if not visible(spec):
         raise UserError("the prompt is empty: say what to paint, e.g. 'a forest rendered in low poly'")
     check_text(spec)
-    prompts = [parse_one(p) for p in spec.split("|") if p.strip()]
+    prompts = [parse_one(p) for p in spec.split("|") if visible(p)]
     if not prompts:
         raise UserError("the prompt is empty: say what to paint, e.g. 'a forest rendered in low poly'")
     if all(p.weight == 0 for p in prompts):
@@ -86,11 +97,11 @@ STORY_SEP = "^"
 
 def parse_story(text: str) -> list[str]:
     """The parts of a story prompt (split on ``^``), each checked as a prompt; one part = no story."""
-    if not text or not text.strip():
+    if not visible(text):
         raise UserError("the prompt is empty: say what to paint, e.g. 'a forest rendered in low poly'")
     parts = [p.strip() for p in text.split(STORY_SEP)]
     for i, part in enumerate(parts, 1):
-        if not part:
+        if not visible(part):
             raise UserError(f"story part {i} of {len(parts)} is empty: write a prompt between each '^'")
         parse_prompts(part)
     return parts

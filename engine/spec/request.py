@@ -34,7 +34,7 @@ from engine.config import (
     Weight,
 )
 from engine.errors import UserError
-from engine.spec.prompts import MAX_WEIGHT, check_text, parse_story
+from engine.spec.prompts import MAX_WEIGHT, check_text, parse_story, visible
 
 _G, _E = GenerationConfig(), EditingConfig()  # the defaults, from one place
 
@@ -120,7 +120,7 @@ class Request(BaseModel):
     @field_validator("region")
     @classmethod
     def _region_text(cls, v: str | None) -> str | None:
-        if v is not None and not v.strip():
+        if v is not None and not visible(v):
             raise UserError("the region phrase is empty: name what to change, e.g. 'jacket'")
         if v is not None:
             check_text(v, "the region phrase")

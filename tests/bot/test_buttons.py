@@ -164,7 +164,7 @@ async def test_two_cancels_at_once_end_in_one_cancelled(fake, tmp_path):
     runner = FakeRunner()
     hold = asyncio.Event()
     runner.gate = lambda req: hold.is_set()
-    async with run_bot(fake, make_config(tmp_path, fake, moderator_roles=["mods"]), runner) as bot:
+    async with run_bot(fake, make_config(tmp_path, fake, moderator_roles=["mods"], allowed_guilds=[fake.guild_id]), runner) as bot:
         cancels: list[Cancelled] = []
         bot.queue.subscribe(lambda ev: cancels.append(ev) if isinstance(ev, Cancelled) else None)
         alice, mod = fake.add_user("alice"), fake.add_user("mod", roles=["mods"])
@@ -220,7 +220,7 @@ async def test_a_press_on_a_pruned_job_says_so(fake, tmp_path):
 
 async def test_a_press_without_the_role_or_in_another_channel_is_refused_like_a_command(fake, tmp_path):
     alice, carol = fake.add_user("alice", roles=["artists"]), fake.add_user("carol")
-    async with run_bot(fake, make_config(tmp_path, fake, allowed_roles=["artists"]), FakeRunner()) as bot:
+    async with run_bot(fake, make_config(tmp_path, fake, allowed_roles=["artists"], allowed_guilds=[fake.guild_id]), FakeRunner()) as bot:
         job, result, _ = await a_result(fake, bot, alice)
         for action in ("rerun", "details"):
             inter = await press(fake, carol, result, action)

@@ -266,3 +266,27 @@ async def test_context_menu_modal_attachment_option_and_edit(fake_discord: FakeD
         assert msg.content == "replaced" and [a.filename for a in msg.attachments] == ["v2.png"]
         assert msg.attachments[0].data == png_bytes(2, 2)
         assert not fake_discord.unknown_routes
+
+
+async def test_two_guilds_each_with_its_own_owner_roles_members_and_emoji(fake_discord: FakeDiscord):  # noqa: F811
+    b = fake_discord.add_guild("Other Guild")  # before the bot connects: in READY
+    pat = fake_discord.add_user("pat", roles=["Patron"])
+    fake_discord.join(pat, b, roles=["Patron", "mods"])  # same names, other roles
+    wave = fake_discord.add_emoji("wave", animated=True, guild=b)
+    bot = SmokeBot()
+    async with fake_discord.running(bot):
+        ga, gb = bot.get_guild(fake_discord.guild_id), bot.get_guild(b.id)
+        assert ga is not None and gb is not None and gb.owner_id == b.owner_id != fake_discord.owner.id
+        in_a, in_b = await ga.fetch_member(pat.id), await gb.fetch_member(pat.id)
+        assert {r.name for r in in_a.roles[1:]} == {"Patron"} and {r.name for r in in_b.roles[1:]} == {"Patron", "mods"}
+        assert {r.id for r in in_a.roles[1:]}.isdisjoint(r.id for r in in_b.roles[1:])
+        assert [str(e) for e in gb.emojis] == [str(wave)] and str(wave).startswith("<a:wave:")
+        c = fake_discord.add_guild("Joined Later")
+        await fake_discord.wait_for(lambda: bot.get_guild(c.id))
+        b_general = fake_discord.channels_of(b)[0]
+        inter = await fake_discord.slash(fake_discord.users[b.owner_id], b_general, "paint", {"prompt": "x"})
+        [msg] = await inter.wait_followups(1)
+        assert msg.guild_id == b.id and inter.payload["guild_id"] == str(b.id)
+        assert inter.payload["member"]["permissions"] == str((1 << 53) - 1)  # B's owner, in B
+        with pytest.raises(ValueError, match="not a member"):
+            await fake_discord.slash(pat, fake_discord.channels_of(c)[0], "paint", {"prompt": "x"})

@@ -41,13 +41,13 @@ async def test_guild_not_allowed(fake, tmp_path):
 
 
 async def test_role_required(fake, tmp_path):
-    cfg = make_config(tmp_path, fake, allowed_roles=["artists"])
+    cfg = make_config(tmp_path, fake, allowed_roles=["artists"], allowed_guilds=[fake.guild_id])
     text = await _refusal(fake, cfg)
     assert "roles" in text
 
 
 async def test_role_allowed_passes(fake, tmp_path):
-    cfg = make_config(tmp_path, fake, allowed_roles=["artists"])
+    cfg = make_config(tmp_path, fake, allowed_roles=["artists"], allowed_guilds=[fake.guild_id])
     async with run_bot(fake, cfg, FakeRunner()):
         user = fake.add_user("dave", roles=["artists"])
         await fake.slash(user, fake.channel, "imagine", {"prompt": "a house", "steps": 2})
@@ -75,6 +75,23 @@ async def test_size_over_limit_and_malformed(fake, tmp_path):
     cfg = make_config(tmp_path, fake)
     assert "over the limit" in await _refusal(fake, cfg, options={"prompt": "x", "size": "4096x4096"})
     assert "512x384" in await _refusal(fake, cfg, options={"prompt": "x", "size": "big"})
+
+
+LONG = "9" * 3000  # Discord takes string options of up to 6,000 characters
+
+
+@pytest.mark.parametrize("name,options,attachments,expect", [
+    ("imagine", {"prompt": "x", "size": LONG}, None, "should look like 512x384"),
+    ("imagine", {"prompt": "x", "model": LONG}, None, "unknown model"),
+    ("imagine", {"prompt": "x", "clip": LONG}, None, "unknown CLIP model"),
+    ("cancel", {"job": LONG}, None, "there is no job"),
+    ("imagine", {"prompt": "x"}, {"image": (LONG + ".txt", b"hello", "text/plain")}, "text/plain"),
+])
+async def test_a_refusal_repeats_only_a_short_start_of_a_huge_input(fake, tmp_path, name, options, attachments,
+                                                                  expect):
+    text = await _refusal(fake, make_config(tmp_path, fake), name=name, options=options, attachments=attachments)
+    assert expect in text and text.count("\n") == 0
+    assert "9" * 40 + "…" in text and "9" * 41 not in text
 
 
 @pytest.mark.parametrize("filename,data,ctype,expect", [

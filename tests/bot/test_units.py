@@ -87,8 +87,8 @@ def test_access_rules():
         check_access(cfg, guild_id=2, channel_id=10, member=member)
     with pytest.raises(Refused, match="roles"):
         check_access(cfg, guild_id=1, channel_id=10, member=SimpleNamespace(roles=[], guild_permissions=None))
-    assert not is_moderator(cfg, member)
-    assert is_moderator(cfg, SimpleNamespace(roles=[SimpleNamespace(id=99, name="m")], guild_permissions=None))
+    assert not is_moderator(cfg, member, 1)
+    assert is_moderator(cfg, SimpleNamespace(roles=[SimpleNamespace(id=99, name="m")], guild_permissions=None), 1)
     dm_ok = BotConfig(discord=DiscordConfig(allow_dms=True))
     check_access(dm_ok, guild_id=None, channel_id=3)
 
@@ -217,3 +217,17 @@ def test_old_uploads_are_pruned(tmp_path):
     t = time.time() - (cfg.queue.keep_days + 1) * 86400
     os.utime(old, (t, t))
     assert prune_uploads(cfg) == 1 and not old.exists() and new.exists()
+
+
+def test_discord_text_limits_cut_and_split():
+    from bot import limits
+
+    assert limits.cut("short", 100) == "short"
+    assert limits.cut("x" * 150, 100) == "x" * 99 + "…"
+    text = "\n\n".join(f"**Part {i}**\n" + "word " * 120 for i in range(6))
+    pieces = limits.split(text, 2000)
+    assert len(pieces) > 1 and all(len(p) <= 2000 for p in pieces)
+    assert all(p.startswith("**Part") for p in pieces)  # broken between paragraphs
+    assert "".join(text.split()) == "".join("".join(pieces).split())  # nothing lost
+    assert limits.split("y" * 4500, 2000) == ["y" * 2000, "y" * 2000, "y" * 500]
+    assert limits.split("") == [""]

@@ -116,6 +116,9 @@ def _bad(tmp: Path) -> dict[str, Path]:
     [
         (["imagine", "", "-o", "{out}"], "prompt is empty"),
         (["imagine", "  |  ", "-o", "{out}"], "prompt is empty"),
+        (["imagine", "\u200b\u200b\u200b", "-o", "{out}"], "prompt is empty"),  # zero-width spaces show nothing
+        (["imagine", "\u2060 \ufeff|\u200d", "-o", "{out}"], "prompt is empty"),
+        (["edit", "{ok}", "a coat", "--region", "\u200b", "-o", "{out}"], "region phrase is empty"),
         (["imagine", "x", "-o", "{out}", "--steps", "0"], "steps: must be at least 1"),
         (["imagine", "x", "-o", "{out}", "--steps", "100000"], "steps must be between 1 and"),
         (["imagine", "x", "-o", "{out}", "--size", "5000", "5000"], "over the limit"),

@@ -101,7 +101,7 @@ class Faults(State):
         if ch.is_thread:
             d = {
                 "id": str(ch.id),
-                "guild_id": str(self.guild_id),
+                "guild_id": str(ch.guild_id),
                 "parent_id": str(ch.parent_id),
                 "type": ch.type,
             }
@@ -117,5 +117,5 @@ class Faults(State):
     async def delete_message(self, message: Message | int) -> None:
         m = self.messages[message if isinstance(message, int) else message.id]
         m.deleted = True
-        d = {"id": str(m.id), "channel_id": str(m.channel_id), "guild_id": str(self.guild_id)}
+        d = {"id": str(m.id), "channel_id": str(m.channel_id), "guild_id": str(m.guild_id)}
         await self._dispatch_if_ready("MESSAGE_DELETE", d, intent=I_MESSAGES)

@@ -142,7 +142,7 @@ class Gateway(State):
             ready = {
                 "v": 10,
                 "user": {**self.bot_user.payload(), "verified": True, "mfa_enabled": False, "flags": 0},
-                "guilds": [{"id": str(self.guild_id), "unavailable": True}],
+                "guilds": [{"id": str(g), "unavailable": True} for g in self.guilds],
                 "session_id": session.id,
                 "session_type": "normal",
                 "resume_gateway_url": self.gateway_url,
@@ -158,7 +158,8 @@ class Gateway(State):
             payload = {"op": 0, "t": "READY", "s": session.seq, "d": ready}
             session.buffer.append(payload)
             await conn.send(payload)
-            await self.dispatch("GUILD_CREATE", self.guild_payload())
+            for g in list(self.guilds.values()):
+                await self.dispatch("GUILD_CREATE", self.guild_payload(guild=g))
         elif op == 6:  # RESUME
             self.resumes.append(d)
             resumed = self._sessions.get(d.get("session_id"))
@@ -174,13 +175,14 @@ class Gateway(State):
             session.seq += 1
             await conn.send({"op": 0, "t": "RESUMED", "s": session.seq, "d": {"_trace": ["fake"]}})
         elif op == 8:  # REQUEST_GUILD_MEMBERS
-            members = [u.member_payload() for u in self.users.values()]
+            g = self.guilds.get(int(d.get("guild_id") or self.guild_id), self.guild)
+            members = [self.users[u].member_payload(guild=g) for u in g.members]
             uids = d.get("user_ids")
             if uids:
                 uids = {int(x) for x in (uids if isinstance(uids, list) else [uids])}
                 members = [m for m in members if int(m["user"]["id"]) in uids]
             chunk = {
-                "guild_id": str(self.guild_id),
+                "guild_id": str(g.id),
                 "members": members,
                 "chunk_index": 0,
                 "chunk_count": 1,

@@ -170,9 +170,12 @@ class Interactions(State):
             self.commands[scope] = [c for c in cmds if c["id"] != cid]
         return 204, None
 
-    def find_command(self, name: str, type: int = 1) -> tuple[dict[str, Any] | None, int | None]:
-        """(registered command, guild id or None for global) — guild commands win, like Discord."""
-        for scope in (self.guild_id, None):
+    def find_command(
+        self, name: str, type: int = 1, guild_id: int | None = None
+    ) -> tuple[dict[str, Any] | None, int | None]:
+        """(registered command, guild id or None for global) as seen in ``guild_id`` (default: the first
+        guild) — guild commands win, like Discord."""
+        for scope in (guild_id or self.guild_id, None):
             for c in self.commands.get(scope, []):
                 if c["name"] == name and c.get("type", 1) == type:
                     return c, scope
@@ -221,6 +224,8 @@ class Interactions(State):
                 await self._edit_message(target, data, rec.files)
                 resource = {"type": ctype, "message": self.message_payload(target)}
         else:  # 1 pong, 6 deferred update, 8 autocomplete, 9 modal
+            if ctype == 8:
+                self._validate_choices(data.get("choices") or [])
             inter.responses.append(Callback(ctype, data, rec.files, loop.time()))
             if ctype == 9:
                 inter.modal = data
@@ -239,6 +244,18 @@ class Interactions(State):
         if rec.query.get("with_response") in ("1", "true", "True"):
             return 200, resp
         return 204, None
+
+    @staticmethod
+    def _validate_choices(choices: list[dict[str, Any]]) -> None:
+        """Discord's limits on autocomplete choices: at most 25, names 1-100 characters, string values <= 100."""
+        bad = len(choices) > 25 or any(
+            not 1 <= len(str(c.get("name", ""))) <= 100
+            or (isinstance(c.get("value"), str) and len(c["value"]) > 100)
+            for c in choices
+        )
+        if bad:
+            raise ApiError(400, 50035, "Invalid Form Body", {"data": {"choices": {"_errors": [
+                {"code": "BASE_TYPE_BAD_LENGTH", "message": "Must be between 1 and 100 in length."}]}}})
 
     def _webhook_message(self, inter: Interaction, which: str) -> Message:
         m = inter.original if which == "@original" else self.messages.get(int(which))
@@ -298,8 +315,8 @@ class Interactions(State):
             "id": str(iid),
             "application_id": str(self.app_id),
             "type": itype,
-            "guild_id": str(self.guild_id),
-            "guild": {"id": str(self.guild_id), "locale": "en-US", "features": []},
+            "guild_id": str(ch.guild_id),
+            "guild": {"id": str(ch.guild_id), "locale": "en-US", "features": []},
             "channel_id": str(ch.id),
             "channel": ch.payload(),
             "member": self.member_payload(user, ch),
@@ -309,7 +326,7 @@ class Interactions(State):
             "locale": "en-US",
             "guild_locale": "en-US",
             "entitlements": [],
-            "authorizing_integration_owners": {"0": str(self.guild_id)},
+            "authorizing_integration_owners": {"0": str(ch.guild_id)},
             "context": 0,
             "attachment_size_limit": self.attachment_size_limit,
         }
@@ -328,6 +345,7 @@ class Interactions(State):
         message: Message | None = None,
     ) -> Interaction:
         ch = self._channel(channel)
+        self._check_member(user, ch)
         iid, token, payload = self._interaction_payload(itype, user, ch, data, message)
         inter = Interaction(iid, token, itype, payload, user, ch.id, asyncio.get_running_loop().time(), self)
         self.interactions.append(inter)
@@ -366,7 +384,7 @@ class Interactions(State):
         ``attachment_urls`` puts another URL in an attachment's payload (a forged or hostile one)."""
         ch = self._channel(channel)
         parts = name.split()
-        cmd, scope = self.find_command(parts[0], 1)
+        cmd, scope = self.find_command(parts[0], 1, ch.guild_id)
         schema = (cmd or {}).get("options", [])
         for p in parts[1:]:
             schema = next((o.get("options", []) for o in schema if o["name"] == p), [])
@@ -380,7 +398,7 @@ class Interactions(State):
                 value = str(v.id)
                 resolved.setdefault("users", {})[value] = v.payload()
                 resolved.setdefault("members", {})[value] = {
-                    **v.member_payload(False),
+                    **v.member_payload(False, self.guilds[ch.guild_id]),
                     "permissions": str(self.permissions_for(v, ch)),
                 }
             elif isinstance(v, Channel):
@@ -418,7 +436,7 @@ class Interactions(State):
     async def autocomplete(self, user: User, channel: Channel | int, name: str, focused: str,
                            typed: str = "", options: dict[str, Any] | None = None) -> list[dict[str, Any]]:
         """Type ``typed`` into option ``focused`` of command ``name``; returns the choices the bot offers."""
-        cmd, scope = self.find_command(name, 1)
+        cmd, scope = self.find_command(name, 1, self._channel(channel).guild_id)
         stypes = {o["name"]: o.get("type") for o in (cmd or {}).get("options", [])}
         opts = [{"name": k, "type": self._option_type(v, stypes.get(k)), "value": v} for k, v in (options or {}).items()]
         opts.append({"name": focused, "type": stypes.get(focused, 3), "value": typed, "focused": True})
@@ -435,7 +453,7 @@ class Interactions(State):
         self, user: User, channel: Channel | int, target_message: Message, name: str
     ) -> Interaction:
         """Dispatch a message context-menu command (data.type 3) on ``target_message``."""
-        cmd, scope = self.find_command(name, 3)
+        cmd, scope = self.find_command(name, 3, self._channel(channel).guild_id)
         data: dict[str, Any] = {
             "id": cmd["id"] if cmd else str(self.sf.next()),
             "name": name,

@@ -124,9 +124,10 @@ class User:
             "public_flags": 0,
         }
 
-    def member_payload(self, with_user: bool = True) -> dict[str, Any]:
+    def member_payload(self, with_user: bool = True, guild: Guild | None = None) -> dict[str, Any]:
+        """As a member of ``guild`` (its roles only); None = every role the user holds anywhere."""
         d: dict[str, Any] = {
-            "roles": [str(r) for r in self.roles],
+            "roles": [str(r) for r in self.roles if guild is None or r in guild.roles],
             "joined_at": iso(self.joined_at),
             "nick": None,
             "avatar": None,
@@ -140,6 +141,39 @@ class User:
         if with_user:
             d["user"] = self.payload()
         return d
+
+
+@dataclass(eq=False)
+class Emoji:
+    """A server's custom emoji; ``str()`` is how a message or a config names it: ``<a:name:id>``."""
+
+    id: int
+    name: str
+    animated: bool = False
+
+    def __str__(self) -> str:
+        return f"<{'a' if self.animated else ''}:{self.name}:{self.id}>"
+
+    def payload(self) -> dict[str, Any]:
+        return {"id": str(self.id), "name": self.name, "animated": self.animated, "roles": [],
+                "require_colons": True, "managed": False, "available": True}
+
+
+@dataclass(eq=False)
+class Guild:
+    """One server: its roles (``roles[id]`` is @everyone), members, owner and custom emoji.
+    Users are shared between guilds; a member's roles in a guild are those of its ``roles``."""
+
+    id: int
+    name: str
+    owner_id: int = 0
+    roles: dict[int, Role] = field(default_factory=dict)
+    members: set[int] = field(default_factory=set)  # user ids
+    emojis: list[Emoji] = field(default_factory=list)
+
+    @property
+    def everyone(self) -> Role:
+        return self.roles[self.id]
 
 
 @dataclass(eq=False)

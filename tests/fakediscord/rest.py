@@ -7,7 +7,18 @@ from __future__ import annotations
 
 from typing import Any
 
-from .models import ApiError, Channel, Message, Reply, Request, Route, UploadedFile, User, missing_permissions
+from .models import (
+    ApiError,
+    Channel,
+    Guild,
+    Message,
+    Reply,
+    Request,
+    Route,
+    UploadedFile,
+    User,
+    missing_permissions,
+)
 from .state import I_GUILDS, I_MESSAGES, I_REACTIONS, State
 
 
@@ -83,7 +94,7 @@ class Rest(State):
             "bot": self.bot_user.payload(),
             "redirect_uris": [],
             "interactions_endpoint_url": None,
-            "approximate_guild_count": 1,
+            "approximate_guild_count": len(self.guilds),
         }
 
     async def _r_empty_items(self, rec: Request, *a: str) -> Reply:
@@ -96,32 +107,32 @@ class Rest(State):
         return 204, None
 
     async def _r_guild(self, rec: Request, gid: str) -> Reply:
-        self._check_guild(gid)
-        return 200, self.guild_payload(full=False)
+        return 200, self.guild_payload(full=False, guild=self._check_guild(gid))
 
     async def _r_guild_channels(self, rec: Request, gid: str) -> Reply:
-        self._check_guild(gid)
-        return 200, [c.payload() for c in self.channels.values() if not c.is_thread and not c.deleted]
+        return 200, [c.payload() for c in self.channels_of(self._check_guild(gid)) if not c.deleted]
 
     async def _r_guild_roles(self, rec: Request, gid: str) -> Reply:
-        self._check_guild(gid)
-        return 200, [r.payload() for r in self.roles.values()]
+        return 200, [r.payload() for r in self._check_guild(gid).roles.values()]
 
     async def _r_guild_member(self, rec: Request, gid: str, uid: str) -> Reply:
-        self._check_guild(gid)
+        g = self._check_guild(gid)
         u = self.users.get(int(uid))
-        if u is None:
+        if u is None or u.id not in g.members:
             raise ApiError(404, 10007, "Unknown Member")
-        return 200, u.member_payload()
+        return 200, u.member_payload(guild=g)
 
     async def _r_active_threads(self, rec: Request, gid: str) -> Reply:
-        self._check_guild(gid)
-        ts = [c for c in self.channels.values() if c.is_thread and not c.deleted and not c.archived]
+        g = self._check_guild(gid)
+        ts = [c for c in self.channels.values()
+              if c.guild_id == g.id and c.is_thread and not c.deleted and not c.archived]
         return 200, {"threads": [t.payload() for t in ts], "members": []}
 
-    def _check_guild(self, gid: str) -> None:
-        if int(gid) != self.guild_id:
+    def _check_guild(self, gid: str) -> Guild:
+        g = self.guilds.get(int(gid))
+        if g is None:
             raise ApiError(404, 10004, "Unknown Guild")
+        return g
 
     # ------------------------------------------------------------------ channels & messages
     async def _r_get_channel(self, rec: Request, cid: str) -> Reply:
@@ -215,7 +226,7 @@ class Rest(State):
         name = (body.get("name") or "thread")[:100]
         th = Channel(
             tid,
-            self.guild_id,
+            parent.guild_id,
             name,
             ttype,
             parent_id=parent.id,
@@ -295,13 +306,13 @@ class Rest(State):
             "user_id": str(user.id),
             "channel_id": str(m.channel_id),
             "message_id": str(m.id),
-            "guild_id": str(self.guild_id),
+            "guild_id": str(m.guild_id),
             "emoji": self._emoji_payload(emoji),
             "burst": False,
             "type": 0,
         }
         if t == "MESSAGE_REACTION_ADD":
-            d["member"] = user.member_payload()
+            d["member"] = user.member_payload(guild=self.guilds.get(m.guild_id))
             d["message_author_id"] = str(m.author.id)
             d["burst_colors"] = []
         await self._dispatch_if_ready(t, d, I_REACTIONS)
@@ -318,6 +329,7 @@ class Rest(State):
     ) -> Message:
         """A user posts a message (stored, MESSAGE_CREATE dispatched). ``mentions`` adds to <@id> found in content."""
         ch = self._channel(channel)
+        self._check_member(user, ch)
         body: dict[str, Any] = {"content": content}
         if reply_to is not None:
             rid = reply_to if isinstance(reply_to, int) else reply_to.id
@@ -334,6 +346,7 @@ class Rest(State):
 
     async def react(self, user: User, message: Message, emoji: str) -> None:
         """``user`` adds ``emoji`` ("🎨", or "name:id" for custom) to ``message`` (MESSAGE_REACTION_ADD)."""
+        self._check_member(user, self._channel(message.channel_id))
         users = message.reactions.setdefault(emoji, [])
         if user.id not in users:
             users.append(user.id)

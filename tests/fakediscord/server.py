@@ -1,6 +1,6 @@
 """A small fake Discord (REST + gateway + CDN) that a real discord.py 2.x client can connect to.
 
-See README.md in this folder for the API. One guild, one bot, any number of users/channels/threads.
+See README.md in this folder for the API. Any number of guilds, one bot, users, channels and threads.
 This module composes the resources (gateway.py, rest.py, interactions.py, cdn.py, faults.py over the shared
 state.py) into one aiohttp server and routes each REST call to the resource that owns its path.
 """

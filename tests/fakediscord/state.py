@@ -17,7 +17,9 @@ from .models import (
     ApiError,
     Attachment,
     Channel,
+    Emoji,
     GatewayEvent,
+    Guild,
     Message,
     Role,
     Snowflakes,
@@ -99,7 +101,9 @@ def permission_bits(value: Any) -> int:
 
 
 class State(abc.ABC):
-    """One guild, its bot user, an ``owner`` and a text channel "general"; lookups and payloads over them."""
+    """A guild (``guild_id``), its bot user, an ``owner`` and a text channel "general"; lookups and payloads
+    over them. ``add_guild`` adds more servers the bot is in, each with its own owner, roles and channels;
+    every world-building call takes ``guild=`` (default: the first guild)."""
 
     # set by the faults resource, read by thread creation (REST)
     _denied_thread_channels: set[int]
@@ -112,24 +116,34 @@ class State(abc.ABC):
         self.port: int = 0
 
         self.app_id = self.sf.next()
-        self.guild_id = self.sf.next()
-        self.guild_name = guild_name
-        self.roles: dict[int, Role] = {
-            self.guild_id: Role(self.guild_id, "@everyone", EVERYONE_PERMISSIONS, 0)
-        }
         self.users: dict[int, User] = {}
         self.channels: dict[int, Channel] = {}
         self.messages: dict[int, Message] = {}
+        self.guilds: dict[int, Guild] = {}
         self._attachments: dict[int, Attachment] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
 
-        bot_role = Role(self.sf.next(), "VQGAN Bot", BOT_PERMISSIONS, position=2, managed=True)
-        self.roles[bot_role.id] = bot_role
-        self.bot_role = bot_role
-        self.bot_user = User(self.app_id, "vqgan-bot", bot=True, roles=[bot_role.id])
+        self.bot_user = User(self.app_id, "vqgan-bot", bot=True)
         self.users[self.bot_user.id] = self.bot_user
-        self.owner = self.add_user("owner")
+        self.guild = self._new_guild(guild_name)
+        self.guild_id = self.guild.id
+        self.guild_name = guild_name
+        self.roles = self.guild.roles  # the first guild's (the same dict)
+        self.bot_role = self.roles[self.bot_user.roles[0]]
+        self.owner = self.users[self.guild.owner_id]
         self.channel = self.add_channel("general")
+
+    def _new_guild(self, name: str) -> Guild:
+        """A guild with @everyone, the bot (role "VQGAN Bot") and a new user "owner" as its owner."""
+        g = Guild(self.sf.next(), name)
+        g.roles[g.id] = Role(g.id, "@everyone", EVERYONE_PERMISSIONS, 0)
+        bot_role = Role(self.sf.next(), "VQGAN Bot", BOT_PERMISSIONS, position=2, managed=True)
+        g.roles[bot_role.id] = bot_role
+        g.members.add(self.bot_user.id)
+        self.bot_user.roles.append(bot_role.id)
+        self.guilds[g.id] = g
+        g.owner_id = self.add_user("owner", guild=g).id
+        return g
 
     # ------------------------------------------------------------------ provided by the other resources
     @abc.abstractmethod
@@ -166,33 +180,77 @@ class State(abc.ABC):
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    def role(self, name: str, permissions: Any = 0) -> Role:
-        """Get the role called ``name``; create it (with ``permissions``) if missing."""
-        for r in self.roles.values():
+    def _guild(self, guild: Guild | int | None) -> Guild:
+        if guild is None:
+            return self.guild
+        return self.guilds[guild if isinstance(guild, int) else guild.id]
+
+    def add_guild(self, name: str) -> Guild:
+        """Another server the bot is in, with its own "owner" (``users[guild.owner_id]``) and channel
+        "general" (``channels_of(guild)[0]``); GUILD_CREATE is dispatched to a running bot."""
+        g = self._new_guild(name)
+        self.add_channel("general", guild=g)
+        self._spawn(self._dispatch_if_ready("GUILD_CREATE", self.guild_payload(guild=g), intent=I_GUILDS))
+        return g
+
+    def role(self, name: str, permissions: Any = 0, guild: Guild | int | None = None) -> Role:
+        """Get the role called ``name`` in ``guild``; create it (with ``permissions``) if missing."""
+        g = self._guild(guild)
+        for r in g.roles.values():
             if r.name == name:
                 return r
         r = Role(self.sf.next(), name, permission_bits(permissions), position=1)
-        self.roles[r.id] = r
+        g.roles[r.id] = r
         self._spawn(
-            self._dispatch_if_ready(
-                "GUILD_ROLE_CREATE", {"guild_id": str(self.guild_id), "role": r.payload()}
-            )
+            self._dispatch_if_ready("GUILD_ROLE_CREATE", {"guild_id": str(g.id), "role": r.payload()})
         )
         return r
 
-    def add_user(self, name: str, roles: Iterable[str | Role] = (), bot: bool = False) -> User:
-        role_ids = [r.id if isinstance(r, Role) else self.role(r).id for r in roles]
-        u = User(self.sf.next(), name, bot=bot, roles=role_ids)
+    def add_user(
+        self, name: str, roles: Iterable[str | Role] = (), bot: bool = False, guild: Guild | int | None = None
+    ) -> User:
+        """A new user, a member of ``guild`` with these roles (names are that guild's roles)."""
+        u = User(self.sf.next(), name, bot=bot)
         self.users[u.id] = u
-        d = {**u.member_payload(), "guild_id": str(self.guild_id)}
-        self._spawn(self._dispatch_if_ready("GUILD_MEMBER_ADD", d, intent=I_MEMBERS))
+        self.join(u, guild, roles)
         return u
 
-    def add_channel(self, name: str, topic: str | None = None) -> Channel:
-        ch = Channel(self.sf.next(), self.guild_id, name, 0, position=len(self.channels), topic=topic)
+    def join(self, user: User, guild: Guild | int | None = None, roles: Iterable[str | Role] = ()) -> None:
+        """``user`` becomes a member of ``guild`` (too), with these roles of it (GUILD_MEMBER_ADD)."""
+        g = self._guild(guild)
+        user.roles += [r.id if isinstance(r, Role) else self.role(r, guild=g).id for r in roles]
+        g.members.add(user.id)
+        d = {**user.member_payload(guild=g), "guild_id": str(g.id)}
+        self._spawn(self._dispatch_if_ready("GUILD_MEMBER_ADD", d, intent=I_MEMBERS))
+
+    def add_channel(self, name: str, topic: str | None = None, guild: Guild | int | None = None) -> Channel:
+        g = self._guild(guild)
+        ch = Channel(self.sf.next(), g.id, name, 0, position=len(self.channels_of(g)), topic=topic)
         self.channels[ch.id] = ch
         self._spawn(self._dispatch_if_ready("CHANNEL_CREATE", ch.payload(), intent=I_GUILDS))
         return ch
+
+    def add_emoji(self, name: str, animated: bool = False, guild: Guild | int | None = None) -> Emoji:
+        """A custom emoji of ``guild``; ``str(emoji)`` (``<a:name:id>``) is how configs and messages name it."""
+        g = self._guild(guild)
+        e = Emoji(self.sf.next(), name, animated)
+        g.emojis.append(e)
+        d = {"guild_id": str(g.id), "emojis": [x.payload() for x in g.emojis]}
+        self._spawn(self._dispatch_if_ready("GUILD_EMOJIS_UPDATE", d, intent=I_GUILDS))
+        return e
+
+    def channels_of(self, guild: Guild | int | None = None) -> list[Channel]:
+        """A guild's text channels (no threads), oldest first."""
+        gid = self._guild(guild).id
+        return [c for c in self.channels.values() if c.guild_id == gid and not c.is_thread]
+
+    def guild_of(self, channel: Channel | int) -> Guild:
+        return self.guilds[self._channel(channel).guild_id]
+
+    def _check_member(self, user: User, channel: Channel) -> None:
+        """A test mistake, not a Discord error: only members act in a guild's channels."""
+        if user.id not in self.guilds[channel.guild_id].members:
+            raise ValueError(f"{user.name} is not a member of guild {channel.guild_id}: join() them first")
 
     def get_channel(self, channel: Channel | int) -> Channel | None:
         return self.channels.get(channel if isinstance(channel, int) else channel.id)
@@ -217,17 +275,18 @@ class State(abc.ABC):
         ch = self._channel(channel)
         if ch.is_thread and ch.parent_id in self.channels:
             ch = self.channels[ch.parent_id]
-        if user.id == self.owner.id:
+        g = self.guilds[ch.guild_id]
+        if user.id == g.owner_id:
             return ALL_PERMISSIONS
-        perms = self.roles[self.guild_id].permissions
+        perms = g.everyone.permissions
         for rid in user.roles:
-            if rid in self.roles:
-                perms |= self.roles[rid].permissions
+            if rid in g.roles:
+                perms |= g.roles[rid].permissions
         if perms & ADMINISTRATOR:
             return ALL_PERMISSIONS
         ow = ch.overwrites
-        if self.guild_id in ow:
-            perms = (perms & ~ow[self.guild_id][2]) | ow[self.guild_id][1]
+        if g.id in ow:
+            perms = (perms & ~ow[g.id][2]) | ow[g.id][1]
         allow = deny = 0
         for rid in user.roles:
             if rid in ow:
@@ -293,28 +352,30 @@ class State(abc.ABC):
         return u.payload()
 
     def member_payload(self, u: User, channel: Channel | None = None) -> dict[str, Any]:
-        d = u.member_payload()
+        """``u`` as a member of the channel's guild (the first guild without a channel)."""
+        d = u.member_payload(guild=self.guilds[channel.guild_id] if channel is not None else self.guild)
         if channel is not None:
             d["permissions"] = str(self.permissions_for(u, channel))
         return d
 
-    def guild_payload(self, full: bool = True) -> dict[str, Any]:
+    def guild_payload(self, full: bool = True, guild: Guild | int | None = None) -> dict[str, Any]:
+        g = self._guild(guild)
         d: dict[str, Any] = {
-            "id": str(self.guild_id),
-            "name": self.guild_name,
+            "id": str(g.id),
+            "name": g.name,
             "icon": None,
             "splash": None,
             "discovery_splash": None,
             "banner": None,
             "description": None,
-            "owner_id": str(self.owner.id),
+            "owner_id": str(g.owner_id),
             "afk_channel_id": None,
             "afk_timeout": 300,
             "verification_level": 0,
             "default_message_notifications": 0,
             "explicit_content_filter": 0,
-            "roles": [r.payload() for r in self.roles.values()],
-            "emojis": [],
+            "roles": [r.payload() for r in g.roles.values()],
+            "emojis": [e.payload() for e in g.emojis],
             "stickers": [],
             "features": [],
             "mfa_level": 0,
@@ -335,13 +396,13 @@ class State(abc.ABC):
                 joined_at=iso(self.bot_user.joined_at),
                 large=False,
                 unavailable=False,
-                member_count=len(self.users),
-                members=[u.member_payload() for u in self.users.values()],
-                channels=[c.payload() for c in self.channels.values() if not c.is_thread and not c.deleted],
+                member_count=len(g.members),
+                members=[self.users[u].member_payload(guild=g) for u in g.members],
+                channels=[c.payload() for c in self.channels_of(g) if not c.deleted],
                 threads=[
                     c.payload(self.bot_user.id)
                     for c in self.channels.values()
-                    if c.is_thread and not c.deleted and not c.archived
+                    if c.guild_id == g.id and c.is_thread and not c.deleted and not c.archived
                 ],
                 presences=[],
                 voice_states=[],
@@ -372,7 +433,9 @@ class State(abc.ABC):
             "edited_timestamp": iso(m.edited_at) if m.edited_at else None,
             "tts": m.tts,
             "mention_everyone": False,
-            "mentions": [{**u.payload(), "member": u.member_payload(False)} for u in m.mentions],
+            "mentions": [
+                {**u.payload(), "member": u.member_payload(False, self.guilds.get(m.guild_id))} for u in m.mentions
+            ],
             "mention_roles": [],
             "attachments": [a.payload() for a in m.attachments] if readable else [],
             "embeds": list(m.embeds) if readable else [],
@@ -404,7 +467,7 @@ class State(abc.ABC):
                     "id": str(inter.id),
                     "type": inter.type,
                     "user": inter.user.payload(),
-                    "authorizing_integration_owners": {"0": str(self.guild_id)},
+                    "authorizing_integration_owners": {"0": str(m.guild_id)},
                 }
         if m.message_reference:
             d["message_reference"] = m.message_reference
@@ -418,7 +481,7 @@ class State(abc.ABC):
         if gateway:
             d["guild_id"] = str(m.guild_id)
             if not m.webhook_id:
-                d["member"] = m.author.member_payload(False)
+                d["member"] = m.author.member_payload(False, self.guilds.get(m.guild_id))
         return d
 
     @staticmethod
@@ -561,13 +624,13 @@ class State(abc.ABC):
                 "type": ref.get("type", 0),
                 "message_id": str(ref["message_id"]),
                 "channel_id": str(ref.get("channel_id") or ch.id),
-                "guild_id": str(self.guild_id),
+                "guild_id": str(ch.guild_id),
             }
         content = body.get("content") or ""
         m = Message(
             self.sf.next(),
             ch.id,
-            self.guild_id,
+            ch.guild_id,
             author,
             content=content,
             attachments=self._new_attachments(ch.id, body, files, []),

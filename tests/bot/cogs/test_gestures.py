@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 from tests.bot.conftest import (
     FakeRunner,
     job_of,
@@ -87,7 +89,7 @@ async def test_cancel_reaction_by_owner_and_not_by_a_stranger(fake, tmp_path):
 
 
 async def test_moderator_cancels_a_queued_job(fake, tmp_path):
-    cfg = make_config(tmp_path, fake, moderator_roles=["mods"])
+    cfg = make_config(tmp_path, fake, moderator_roles=[f"{fake.guild_id}/mods"])  # a role of this server
     runner = FakeRunner()
     hold = asyncio.Event()
     runner.gate = lambda req: hold.is_set()
@@ -174,8 +176,12 @@ async def test_a_reaction_on_a_result_that_is_not_recorded_yet_still_reruns_it(f
         assert "a red barn" in second.content and runner.calls[1].seed != 7
 
 
-async def test_role_priority_goes_first(fake, tmp_path):
-    cfg = make_config(tmp_path, fake, queue={"role_priority": {"Patron": 10}})
+@pytest.mark.parametrize("named", ["listed server", "server/name"])
+async def test_role_priority_goes_first(fake, tmp_path, named):
+    if named == "listed server":  # a bare name counts on the servers the config lists
+        cfg = make_config(tmp_path, fake, queue={"role_priority": {"Patron": 10}}, guilds=[fake.guild_id])
+    else:
+        cfg = make_config(tmp_path, fake, queue={"role_priority": {f"{fake.guild_id}/Patron": 10}})
     runner = FakeRunner(delay=0.01)
     hold = asyncio.Event()
     runner.gate = lambda req: hold.is_set()

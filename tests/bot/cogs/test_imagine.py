@@ -7,8 +7,10 @@ import json
 
 from PIL import Image
 
+from engine.spec.choices import clip_choices
 from tests.bot.conftest import (
     FakeRunner,
+    ephemeral_text,
     job_of,
     make_config,
     png,
@@ -107,3 +109,27 @@ async def test_imagine_refuses_a_model_the_server_does_not_offer_naming_the_choi
         text = await wait_ephemeral(fake, inter)
         assert text.count("\n") == 0 and "unknown CLIP model 'RN101/openai'" in text and "ViT-B-16/openai" in text
         assert bot.queue.pending() == []
+
+
+async def test_autocomplete_offers_only_choices_that_fit_discord_and_are_then_accepted(fake, tmp_path):
+    """An ensemble named in 105 characters cannot be offered as it is (Discord keeps 100): offering it
+    cut short would name another model, which /imagine then refuses. It is left out; all else works."""
+    cfg = make_config(tmp_path, fake, queue={"per_owner_pending": 10})
+    long = "+".join(["ViT-B-32/openai", "RN50/openai", "ViT-B-16/openai", "ViT-L-14-336/openai", "RN50x16/openai",
+                     "RN50x4/openai", "RN101/openai"])
+    assert len(long) == 105
+    models = {**cfg.models.model_dump(), "clip_choices": ["ViT-B-16/openai", long, "ViT-B-32/openai+RN50/openai"]}
+    cfg = cfg.model_validate({**cfg.model_dump(), "models": models})
+    runner = FakeRunner()
+    async with run_bot(fake, cfg, runner):
+        carol = fake.add_user("carol")
+        offered = await fake.autocomplete(carol, fake.channel, "imagine", "clip", "openai", {"prompt": "a cat"})
+        values = [c["value"] for c in offered]
+        assert "ViT-B-16/openai" in values and "ViT-B-32/openai+RN50/openai" in values
+        assert all(len(c["name"]) <= 100 and len(c["value"]) <= 100 for c in offered)
+        assert long not in values and all(v in clip_choices(cfg.models) for v in values)
+        for value in values:  # each one offered is taken as it is
+            inter = await fake.slash(carol, fake.channel, "imagine", {"prompt": "a cat", "steps": 2, "clip": value})
+            assert (await inter.wait_response()).type == 5, ephemeral_text(fake, inter)
+        await wait_results(fake, len(values))
+        assert ["+".join(c.choice() for c in r.models.clips()) for r in runner.calls] == values

@@ -41,7 +41,7 @@ async def test_moderators_see_the_whole_queue_with_queue_all(fake, tmp_path):
     runner = FakeRunner()
     hold = asyncio.Event()
     runner.gate = lambda req: hold.is_set()
-    async with run_bot(fake, make_config(tmp_path, fake, moderator_roles=["mods"]), runner) as bot:
+    async with run_bot(fake, make_config(tmp_path, fake, moderator_roles=["mods"], allowed_guilds=[fake.guild_id]), runner) as bot:
         alice, bob, mod = fake.add_user("alice"), fake.add_user("bob"), fake.add_user("mod", roles=["mods"])
         for who in (alice, bob, bob):
             i = await fake.slash(who, fake.channel, "imagine", {"prompt": "a fleet of ships", "steps": 2})
@@ -65,3 +65,22 @@ async def test_with_no_worker_reachable_imagine_still_queues_and_says_painting_i
         job = await submitted(fake, bot, i)
         assert job.state == "queued"
         await fake.wait_for(lambda: "painting is paused: no worker reachable" in (i.original.content or ""))
+
+
+async def test_help_fits_with_the_longest_custom_server_emoji(fake, tmp_path):
+    """A server's own emoji for rerun, vary and cancel (``<a:32 characters:19 digits>``, 56 characters
+    each) must not push /help over Discord's 2,000 characters: the person still gets all of it."""
+    emoji = {key: str(fake.add_emoji(f"{key}_{'x' * 32}"[:32], animated=True))
+             for key in ("rerun", "vary", "cancel")}
+    assert all(len(e) == 56 for e in emoji.values())
+    cfg = make_config(tmp_path, fake, **{f"{key}_emoji": e for key, e in emoji.items()})
+    async with run_bot(fake, cfg, FakeRunner()):
+        h = await fake.slash(fake.add_user("bob"), fake.channel, "help")
+        first = (await h.wait_response()).data["content"]
+        pieces = [first, *(m.content for m in await h.wait_followups(1))]
+        assert all(m.ephemeral for m in h.followups)
+        text = "\n".join(pieces)
+        assert all(len(p) <= 2000 for p in pieces) and len(text) > 2000
+        for words in ("**Painting with words**", "a:1|b:-0.5", "**Editing**", "**Buttons and reactions**",
+                      *emoji.values(), "/queue", "jobs waiting at a time"):
+            assert words in text

@@ -89,6 +89,23 @@ async def test_context_menu_opens_a_modal_then_edits(fake, tmp_path):
         assert (await job_of(fake, bot, result)).owner == str(bob.id)
 
 
+async def test_the_edit_form_refuses_words_that_show_nothing(fake, tmp_path):
+    """Zero-width spaces fill the form's required field but say nothing: refused like an empty prompt."""
+    runner = FakeRunner()
+    async with run_bot(fake, make_config(tmp_path, fake), runner) as bot:
+        alice = fake.add_user("alice")
+        upload = await fake.user_message(alice, fake.channel, "", attachments=[("a.png", png((64, 64)), "image/png")])
+        for words, expect in (("\u200b\u200b\u200b", "prompt is empty"),
+                              ("\u200b -> \u2060", "what to change -> what it becomes")):
+            inter = await fake.context_menu(alice, fake.channel, upload, "Edit with VQGAN")
+            await inter.wait_response()
+            field_id = inter.modal["components"][0]["components"][0]["custom_id"]
+            sent = await fake.modal_submit(alice, fake.channel, inter.modal["custom_id"], {field_id: words})
+            assert expect in await wait_ephemeral(fake, sent)
+        await asyncio.sleep(0.2)
+        assert bot.queue.pending() == [] and runner.calls == [] and not bot.queue.jobs_of(str(alice.id))
+
+
 async def test_context_menu_refusals(fake, tmp_path):
     other = fake.add_channel("art")
     async with run_bot(fake, make_config(tmp_path, fake, allowed_channels=[other.id]), FakeRunner()):
