@@ -23,8 +23,9 @@ from bot import replies, roles
 from bot.config import BotConfig
 from bot.delivery import Delivery
 from bot.endpoints import point_at
-from bot.inputs import Preparing, prune_uploads
 from bot.origin import INTERACTION_TOKEN, TOKEN_EXPIRES_S
+from bot.pending import Preparing
+from bot.uploads import prune_uploads
 from engine.jobs.queue import JobQueue
 
 log = logging.getLogger(__name__)

@@ -21,8 +21,9 @@ import discord
 from PIL import Image, ImageChops
 
 from bot.config import BotConfig
-from bot.inputs import ImageRef, download, fit_size, image_size, rerun_request, save_png
+from bot.inputs import fit_size, rerun_request
 from bot.origin import Origin
+from bot.uploads import ImageRef, download, image_size, save_png
 from engine.errors import UserError
 from engine.media.collage import assemble, build, left_to_right
 from engine.media.imageio import check_mask_shape, load_mask

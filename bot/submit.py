@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING
 
 import discord
 
+from bot.access import priority_for
 from bot.delivery import describe_request, thread_name
-from bot.inputs import priority_for
 from bot.origin import INTERACTION_TOKEN, TOKEN_EXPIRES_S, Origin
 from bot.replies import MENTIONS, QUIET, refuse
 from engine.errors import UserError

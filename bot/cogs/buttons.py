@@ -21,19 +21,14 @@ import discord
 from discord.ext import commands
 
 from bot import replies, submit
+from bot.access import check_access_interaction, moderates
 from bot.buttons import COG, Action, Debounce, JobButton
 from bot.cogs.gestures import EditForm
 from bot.delivery import describe_request, short_prompt
 from bot.editing import MAX_PIECES, again, piece_name
-from bot.inputs import (
-    ImageRef,
-    check_access_interaction,
-    check_attachment,
-    check_pending,
-    image_attachments,
-    moderates,
-)
+from bot.pending import check_pending
 from bot.timelapse import NO_FRAMES, frames_of, render
+from bot.uploads import ImageRef, check_attachment, image_attachments
 from engine.errors import UserError
 from engine.jobs.queue import Job
 

@@ -25,19 +25,12 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot import replies, submit
+from bot.access import check_access, check_access_interaction, check_access_message, moderates
 from bot.delivery import Sendable
 from bot.editing import MAX_PIECES, again, piece_name, prepare, split_arrow
-from bot.inputs import (
-    ImageRef,
-    build_request,
-    check_access,
-    check_access_interaction,
-    check_access_message,
-    check_attachment,
-    check_pending,
-    image_attachments,
-    moderates,
-)
+from bot.inputs import build_request
+from bot.pending import check_pending
+from bot.uploads import ImageRef, check_attachment, image_attachments
 from engine.errors import UserError
 from engine.jobs.queue import Job
 from engine.spec.request import Request

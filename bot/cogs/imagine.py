@@ -16,18 +16,12 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot import limits, replies, submit
+from bot.access import check_access_interaction
 from bot.editing import piece_name, prepare, split_arrow
-from bot.inputs import (
-    ASPECTS,
-    ImageRef,
-    build_request,
-    check_access_interaction,
-    check_attachment,
-    check_pending,
-    download,
-    parse_size,
-)
+from bot.inputs import ASPECTS, build_request, parse_size
 from bot.origin import Origin
+from bot.pending import check_pending
+from bot.uploads import ImageRef, check_attachment, download
 from engine.config import ModelsConfig
 from engine.errors import UserError
 from engine.models.availability import unreachable_names

@@ -15,10 +15,11 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot import limits, replies
+from bot.access import check_access_interaction, guild_of, is_moderator, moderates
 from bot.delivery import short_prompt
-from bot.inputs import PENDING_STATES, check_access_interaction, guild_of, is_moderator, moderates
 from engine.cli.fleet import describe_fleet
 from engine.errors import UserError, quoted
+from engine.jobs.store import TERMINAL
 
 if TYPE_CHECKING:
     from bot.app import VQGANBot
@@ -98,7 +99,7 @@ class QueueCommands(commands.Cog):
         lines = [_line(j, q.position(j.id)) for j in pending[:SHOWN]]
         if len(pending) > SHOWN:
             lines.append(f"… and {len(pending) - SHOWN} more")
-        mine = [j for j in q.jobs_of(me) if j.state in PENDING_STATES]
+        mine = [j for j in q.jobs_of(me) if j.state not in TERMINAL]
         text = "**Queue**\n" + ("\n".join(lines) if lines else "empty: nothing is being painted")
         text += "\n\n**Your jobs**\n" + ("\n".join(_line(j, q.position(j.id)) for j in mine) if mine else "none")
         await interaction.response.send_message(limits.cut(text), ephemeral=True,
@@ -117,7 +118,7 @@ class QueueCommands(commands.Cog):
                 if target is None or not _shown_here(target, interaction.guild_id, me):
                     raise UserError(f"there is no job {quoted(job)} here; /queue shows the ids")
             else:
-                mine = [j for j in q.jobs_of(me) if j.state in PENDING_STATES]
+                mine = [j for j in q.jobs_of(me) if j.state not in TERMINAL]
                 if not mine:
                     raise UserError("you have no job waiting or running")
                 target = mine[0]

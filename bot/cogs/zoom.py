@@ -16,8 +16,10 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot import replies, submit
+from bot.access import check_access_interaction
 from bot.config import BotConfig
-from bot.inputs import build_request, check_access_interaction, check_pending
+from bot.inputs import build_request
+from bot.pending import check_pending
 from engine.errors import UserError
 from engine.spec.request import MAX_SEED, Request
 

@@ -183,7 +183,7 @@ async def test_context_menu_takes_an_arrow_and_several_images(fake, tmp_path):
 
 
 def test_uploads_keep_their_transparency():
-    from bot.inputs import decode_image
+    from bot.uploads import decode_image
 
     pal = Image.new("P", (8, 8), 0)
     pal.putpalette([0, 0, 0, 255, 255, 255])

@@ -13,10 +13,12 @@ import pytest
 from PIL import Image, PngImagePlugin
 
 from bot.__main__ import main
+from bot.access import Refused, check_access, is_moderator
 from bot.config import BotConfig, DiscordConfig, load_bot_config
 from bot.endpoints import cdn_url, gateway_for, point_at
 from bot.images import fit_png
-from bot.inputs import Refused, build_request, check_access, decode_image, fit_size, is_moderator
+from bot.inputs import build_request, fit_size
+from bot.uploads import decode_image
 from engine.config import ConfigError
 from engine.errors import BadImage, UserError
 from tests.bot.conftest import FakeRunner, make_config, run_bot
@@ -206,7 +208,7 @@ def test_old_uploads_are_pruned(tmp_path):
     import os
     import time
 
-    from bot.inputs import prune_uploads
+    from bot.uploads import prune_uploads
 
     cfg = BotConfig(discord=DiscordConfig(data_dir=str(tmp_path)))
     up = tmp_path / "uploads"

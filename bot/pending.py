@@ -1,0 +1,64 @@
+"""How many jobs a person has waiting, counting requests still being prepared (downloads, collages).
+
+An early copy of the queue's own per-owner limit, so that most refusals come before anything is downloaded.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections import Counter
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING
+
+from bot.access import Refused
+from bot.config import BotConfig
+from engine.jobs.store import TERMINAL
+
+if TYPE_CHECKING:
+    from engine.jobs.queue import JobQueue
+
+
+
+class Preparing:
+    """Requests still being prepared (downloading, composing) per owner, before the queue knows them.
+
+    They count against the pending limit, so that one person cannot start many downloads at once.
+    ``check_pending`` then ``hold`` with no ``await`` between them: the event loop makes the pair atomic.
+    ``hold`` gives a ``release`` to call as soon as the queue holds the job (or refused it), so that
+    it is never counted twice.
+    """
+
+    def __init__(self) -> None:
+        self._count: Counter[str] = Counter()
+
+    def count(self, owner: str) -> int:
+        return self._count[owner]
+
+    @contextlib.contextmanager
+    def hold(self, owner: str) -> Iterator[Callable[[], None]]:
+        """Count one request of ``owner`` until ``release()`` or the end of the block."""
+        held = True
+
+        def release() -> None:
+            nonlocal held
+            if held:
+                held = False
+                self._count[owner] -= 1
+                if self._count[owner] <= 0:
+                    del self._count[owner]
+
+        self._count[owner] += 1
+        try:
+            yield release
+        finally:
+            release()
+
+
+def check_pending(cfg: BotConfig, queue: JobQueue, owner: str, preparing: Preparing | None = None) -> None:
+    """A fast, early copy of the queue's own per-owner limit (the queue has the last word), counting
+    requests still downloading too."""
+    mine = sum(1 for j in queue.jobs_of(owner) if j.state not in TERMINAL)
+    mine += preparing.count(owner) if preparing is not None else 0
+    limit = cfg.queue.per_owner_pending
+    if mine >= limit:
+        raise Refused(f"you already have {mine} jobs waiting (limit {limit}): wait for one or /cancel it")
