@@ -43,6 +43,7 @@ from engine.config import Config, QueueConfig
 from engine.errors import UserError
 from engine.models.availability import Availability
 from engine.request import Request
+from engine.store import job_path
 from engine.wire import (
     MAX_MESSAGE_BYTES,
     CancelMsg,
@@ -463,14 +464,24 @@ def input_files(request: Request) -> dict[str, bytes]:
 
 
 def _local_request(request: Request, files: dict[str, bytes], folder: Path) -> tuple[Request, dict[str, str]]:
-    """The request with its input images written under ``folder``; and local path -> original path."""
-    if not files:
+    """The request with its input images written under ``folder``; and local path -> original path.
+
+    Every image it names must have come with it: a worker never opens a file of its own disk that a
+    message names. One that did not is a ``UserError`` saying so, the same whether or not that path
+    exists here (nothing is looked up)."""
+    named = [("input image", request.init_image), ("mask", request.mask),
+             *(("image prompt", p.path) for p in request.image_prompts)]
+    for what, path in named:
+        if path and path not in files:
+            raise UserError(f"{what} {Path(path).name[:80]}: not sent with the job")
+    paths = list(dict.fromkeys(p for _, p in named if p))
+    if not paths:
         return request, {}
     folder.mkdir(parents=True, exist_ok=True)
     here: dict[str, str] = {}
-    for i, (path, data) in enumerate(files.items()):
-        local = folder / f"{i}{Path(path).suffix[:10]}"
-        local.write_bytes(data)
+    for i, path in enumerate(paths):  # named by number: no part of a wire value becomes a file name
+        local = folder / f"{i}.img"
+        local.write_bytes(files[path])
         here[path] = str(local)
     update: dict[str, Any] = {
         "image_prompts": tuple(p.model_copy(update={"path": here.get(p.path, p.path)}) for p in request.image_prompts),
@@ -575,7 +586,7 @@ class RedisSource:
             return
         msg: Any
         back = self.back.pop(job_id, {})
-        shutil.rmtree(self.files / job_id, ignore_errors=True)
+        shutil.rmtree(job_path(self.files, job_id), ignore_errors=True)
         if out.kind == "finished":
             png = await asyncio.to_thread(_png_paths_back, out.png, back) if back else out.png
             msg = FinishedMsg(worker=self.name, job_id=job_id, lease=lease, png=png, seconds=out.seconds,
@@ -652,9 +663,13 @@ class RedisSource:
                 with contextlib.suppress(RedisError, OSError):
                     await self.r.xack(self.stream, "worker", entry_id)
                     await self.r.xdel(self.stream, entry_id)
-                self._handle(decode(raw, f"worker {self.name}"))
+                try:
+                    await self._handle(decode(raw, f"worker {self.name}"))
+                except Exception as e:  # a bug: this message is lost, the worker serves on
+                    log.error("worker %s: dropped a message it could not handle: %s: %s", self.name,
+                              type(e).__name__, e)
 
-    def _handle(self, msg: Any) -> None:
+    async def _handle(self, msg: Any) -> None:
         if isinstance(msg, JobMsg):
             if msg.boot == self.boot and msg.job_id in self.leases:  # handed out again while still here:
                 self.leases[msg.job_id] = msg.lease  # the same work, reported under the new lease
@@ -663,11 +678,17 @@ class RedisSource:
                 log.info("worker %s: dropped job %s (not for this run of the worker)", self.name, msg.job_id)
                 return
             ctl = Control(msg.job_id, time.monotonic() + self.cfg.job_timeout_s)
+            folder = job_path(self.files, msg.job_id)
             try:
-                local, self.back[msg.job_id] = _local_request(msg.request, msg.files, self.files / msg.job_id)
-            except OSError as e:  # a full disk here: another worker may do better
-                log.error("worker %s: cannot keep the inputs of job %s: %s", self.name, msg.job_id, e)
-                local = msg.request
+                local, self.back[msg.job_id] = _local_request(msg.request, msg.files, folder)
+            except (UserError, OSError) as e:  # not sent, or a full disk here (another worker may do better)
+                shutil.rmtree(folder, ignore_errors=True)
+                full = isinstance(e, OSError)
+                reason = f"this worker cannot keep its input images: {e}" if full else str(e)
+                log.warning("worker %s: job %s failed: %s", self.name, msg.job_id, reason)
+                await self._post(FailedMsg(worker=self.name, job_id=msg.job_id, lease=msg.lease, reason=reason,
+                                           elsewhere=full))
+                return
             self.leases[msg.job_id] = msg.lease
             self.inbox.append((msg.model_copy(update={"request": local}), ctl))
             self.changed.set()

@@ -25,6 +25,7 @@ from engine.config import QueueConfig
 from engine.errors import ModelFileMissing, UserError
 from engine.frames import frame_name, write_atomic
 from engine.request import Request
+from engine.store import job_path
 
 log = logging.getLogger(__name__)
 
@@ -324,7 +325,7 @@ class Worker:
 
 def zoom_folder(cfg: QueueConfig, job_id: str) -> Path:
     """Where a zoom job's frames are made: its frames folder beside its result (as ``JobQueue.frames_dir``)."""
-    return Path(cfg.results_dir) / f"{job_id}.frames"
+    return job_path(cfg.results_dir, job_id, ".frames")
 
 
 def batch_key(request: Request) -> tuple:

@@ -3,6 +3,7 @@
 ``RedisServer(tmp)`` starts ``redis-server`` on 127.0.0.1 on a free port (AOF on, no RDB
 snapshots, its files in ``tmp``); ``kill()`` / ``start()`` stop and restart it (with its data unless
 ``wipe=True``). ``Workers`` starts ``python -m engine worker`` processes and kills any left at the end.
+``png_of`` makes a real PNG of any size.
 """
 
 from __future__ import annotations
@@ -168,3 +169,15 @@ def run_small_gpu_worker(config: str, url: str, name: str) -> None:
     from engine.redis_transport import run_worker
 
     asyncio.run(run_worker(load_config(config), url, name, "cpu", runner=OutOfMemoryRunner()))
+
+
+
+def png_of(width: int, height: int, color: tuple[int, int, int] = (0, 0, 0), mode: str = "RGB") -> bytes:
+    """A real PNG of that size (mode "1" keeps a huge one cheap to make)."""
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new(mode, (width, height), color if mode == "RGB" else 0).save(buf, format="PNG")
+    return buf.getvalue()
