@@ -15,6 +15,13 @@ Redis Streams with consumer groups carry the messages of ``engine.wire``:
 Every hand-out has a lease (``<job id>.<attempt>.<nonce>``); an outcome that quotes another lease
 (a worker that was given up on, a hand-out that was taken back) is dropped, so each result is
 recorded, and delivered, once. SQLite stays the coordinator's record of truth.
+
+A worker is trusted with no more than it needs: it gets at most the coordinator's ``queue.batch_size``
+jobs at a time (whatever capacity it claims), a job still held ``job_timeout_s`` + ``worker_timeout_s``
+after it was handed out (for a zoom: after its newest frame) is taken back and cancelled there, and
+every picture it sends must have a size the request can be painted at (read from the PNG header,
+before anything decodes it). A worker in turn opens only the files that came with its job, under
+a folder of its own named by the (validated) job id.
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import os
 import secrets
 import shutil
@@ -41,9 +49,10 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from engine.config import Config, QueueConfig
 from engine.errors import UserError
+from engine.imageio import png_size
 from engine.models.availability import Availability
 from engine.request import Request
-from engine.store import job_path
+from engine.store import TERMINAL, job_path
 from engine.wire import (
     MAX_MESSAGE_BYTES,
     CancelMsg,
@@ -57,7 +66,7 @@ from engine.wire import (
     decode,
     encode,
 )
-from engine.worker import Assignment, Control, Outcome, Worker, batch_key
+from engine.worker import Assignment, Control, Outcome, Worker, batch_key, painted_sizes
 
 if TYPE_CHECKING:
     from engine.queue import Job, JobQueue
@@ -72,6 +81,7 @@ EVENTS_MAXLEN = 10_000
 PROGRESS_MAXLEN = 1_000
 JOBS_MAXLEN = 1_000
 PAUSED = "painting is paused: no worker reachable"
+PNG_SLACK_BYTES = 1 << 20  # a PNG from a worker: at most 8 bytes a pixel, plus this (metadata, chunks)
 DOWN = (RedisConnectionError, RedisTimeoutError, ConnectionError, OSError)
 
 
@@ -144,6 +154,8 @@ class _Lease:
     boot: str | None
     sent_at: float
     missing_since: float | None = None
+    deadline: float = math.inf  # time.monotonic() after which the hand-out is taken back
+    frame: int = 0  # a zoom: its newest frame seen (each new one moves the deadline)
 
 
 class RedisLink:
@@ -154,6 +166,8 @@ class RedisLink:
         self.url = url
         self.r = connect(url)
         self.timeout = queue._cfg.worker_timeout_s
+        self.job_timeout = queue._cfg.job_timeout_s
+        self.room = queue._cfg.batch_size  # the most jobs one worker gets at a time
         self.workers: dict[str, _Seen] = {}
         self.leases: dict[str, _Lease] = {}  # job id -> its current hand-out
         self.refused: dict[str, dict[str, str]] = {}  # job id -> worker -> why it cannot run it
@@ -166,7 +180,7 @@ class RedisLink:
 
     def adopt(self, job: Job) -> None:
         """A job recorded as running when the coordinator started: a worker may still hold it."""
-        self.leases[job.id] = _Lease(None, None, None, time.monotonic())
+        self.leases[job.id] = _Lease(None, None, None, time.monotonic(), deadline=self._deadline())
 
     async def start(self) -> None:
         try:
@@ -269,14 +283,20 @@ class RedisLink:
                 await self.r.hdel(WORKERS, name)
                 await self.r.delete(jobs_stream(name))
 
+    def _deadline(self) -> float:
+        """When a hand-out made (or a zoom frame seen) now is taken back: the worker's own timeout
+        (``job_timeout_s``) has had ``worker_timeout_s`` more to report."""
+        return time.monotonic() + self.job_timeout + self.timeout
+
     async def _lost(self, name: str, why: str, counted: bool) -> None:
         self.workers.pop(name, None)
         for job_id, held in list(self.leases.items()):
             if held.worker == name:
                 await self._requeue(job_id, counted, f"worker {name}: {why}")
 
-    async def _requeue(self, job_id: str, counted: bool, why: str) -> None:
-        """Take a hand-out back; ``counted``: the worker may have died of it (poison jobs fail)."""
+    async def _requeue(self, job_id: str, counted: bool, why: str, fail: str | None = None) -> None:
+        """Take a hand-out back; ``counted``: the worker may have died of it (poison jobs fail, with
+        ``fail`` as the reason when given)."""
         from engine.queue import MAX_ATTEMPTS
 
         self.leases.pop(job_id, None)
@@ -284,7 +304,7 @@ class RedisLink:
         if job is None or job.state != "running":
             return
         if counted and job.attempts >= MAX_ATTEMPTS:
-            reason = f"it stopped {job.attempts} workers, so it will not be tried again"
+            reason = fail or f"it stopped {job.attempts} workers, so it will not be tried again"
             log.warning("fleet: job %s failed: %s (%s)", job_id, reason, why)
             await self.q._conclude(job_id, Outcome("failed", reason=reason))
             return
@@ -293,9 +313,23 @@ class RedisLink:
         await self.q._save(self.q._replace(job, state="queued", attempts=job.attempts - (0 if counted else 1)))
         self.q._wakeup.set()
 
+    async def _overdue(self, job_id: str, held: _Lease) -> None:
+        """A job its worker still holds past its deadline (a worker that hoards, or whose own timeout
+        failed): cancelled there, and queued for another worker, never that one again."""
+        reason = f"it took longer than {self.job_timeout:g} s and was stopped"
+        log.warning("fleet: job %s ran past job_timeout_s on worker %s; taken back", job_id, held.worker)
+        if held.worker is not None and held.lease is not None:
+            await self._send(held.worker, encode(CancelMsg(job_id=job_id, lease=held.lease)))
+            self._stale.add(held.lease)  # its heartbeat still naming it is no news
+            self.refused.setdefault(job_id, {})[held.worker] = reason
+        await self._requeue(job_id, True, f"worker {held.worker}: ran past job_timeout_s", fail=reason)
+
     async def _check_leases(self) -> None:
         now = time.monotonic()
         for job_id, held in list(self.leases.items()):
+            if held.worker is not None and now > held.deadline:
+                await self._overdue(job_id, held)
+                continue
             if held.worker is None:  # adopted, and no worker claimed it
                 if now - held.sent_at > self.timeout:
                     await self._requeue(job_id, False, "no worker holds it")
@@ -314,8 +348,10 @@ class RedisLink:
         live = set(self._live())
         for job_id, why in list(self.refused.items()):
             job = self.q._jobs.get(job_id)
-            if job is None or job.state != "queued":
+            if job is None or job.state in TERMINAL:
                 self.refused.pop(job_id, None)
+            elif job.state != "queued":
+                continue
             elif live and live <= set(why):  # no live worker can run it
                 self.refused.pop(job_id, None)
                 reason = next(iter(why.values()))
@@ -333,7 +369,7 @@ class RedisLink:
             seen = self.workers[name]
             while True:
                 mine = [j for j, h in self.leases.items() if h.worker == name]
-                if len(mine) >= seen.hb.capacity or any(j in self.q._solo for j in mine):
+                if len(mine) >= min(seen.hb.capacity, self.room) or any(j in self.q._solo for j in mine):
                     break
                 refused = {j for j, why in self.refused.items() if name in why}
                 if mine:
@@ -350,7 +386,7 @@ class RedisLink:
                     break
                 job, _ctl = begun
                 lease = f"{job.id}.{job.attempts}.{secrets.token_hex(3)}"
-                self.leases[job.id] = _Lease(lease, name, seen.hb.boot, time.monotonic())
+                self.leases[job.id] = _Lease(lease, name, seen.hb.boot, time.monotonic(), deadline=self._deadline())
                 files = await asyncio.to_thread(input_files, job.request)
                 msg = JobMsg(job_id=job.id, lease=lease, request=job.request, solo=job.id in self.q._solo,
                              boot=seen.hb.boot, files=files)
@@ -412,6 +448,12 @@ class RedisLink:
             return job is not None and lease.startswith(f"{job_id}.{job.attempts}.")
         return held.lease == lease
 
+    def _new_frame(self, job_id: str, k: int) -> None:
+        """A zoom's frame k arrived: ``job_timeout_s`` bounds each frame, so a new one moves the deadline."""
+        held = self.leases.get(job_id)
+        if held is not None and k > held.frame:
+            held.frame, held.deadline = k, self._deadline()
+
     async def _receive(self, raw: bytes | str | None) -> None:
         msg = decode(raw, "fleet events")
         if msg is None:
@@ -424,13 +466,25 @@ class RedisLink:
                 log.info("fleet: dropped a %s of job %s from %s: not its current hand-out",
                          msg.kind, msg.job_id, msg.worker)
             return
+        job = self.q._jobs.get(msg.job_id)
         try:
             if isinstance(msg, ProgressMsg):
+                if msg.note is None and job is not None and (wrong := wrong_picture(msg.png, job.request)):
+                    log.warning("fleet: dropped a progress image of job %s from %s: %s", msg.job_id, msg.worker, wrong)
+                    return
+                if job is not None and job.request.zoom is not None and msg.note is None:
+                    self._new_frame(msg.job_id, msg.step)
                 self.q._progress(msg.job_id, msg.step, msg.total, msg.loss, msg.png, msg.note)
             elif isinstance(msg, FinishedMsg):
                 self.leases.pop(msg.job_id, None)
-                await self.q._conclude(msg.job_id, Outcome("finished", png=msg.png, seconds=msg.seconds,
-                                                           metadata=msg.metadata, mask_png=msg.mask_png))
+                wrong = None if job is None else (wrong_picture(msg.png, job.request) or (
+                    None if msg.mask_png is None else wrong_picture(msg.mask_png, job.request, "mask")))
+                if wrong:
+                    log.warning("fleet: job %s failed: worker %s sent %s", msg.job_id, msg.worker, wrong)
+                    await self.q._conclude(msg.job_id, Outcome("failed", reason=f"the worker sent back {wrong}"))
+                else:
+                    await self.q._conclude(msg.job_id, Outcome("finished", png=msg.png, seconds=msg.seconds,
+                                                               metadata=msg.metadata, mask_png=msg.mask_png))
             elif isinstance(msg, FailedMsg) and msg.elsewhere:
                 log.warning("fleet: worker %s cannot run job %s: %s", msg.worker, msg.job_id, msg.reason)
                 self.refused.setdefault(msg.job_id, {})[msg.worker] = msg.reason
@@ -445,6 +499,20 @@ class RedisLink:
             await self.q._broken(msg.job_id, e)
         if not isinstance(msg, ProgressMsg):
             self.q._wakeup.set()  # a worker has room again: hand out the next job now
+
+
+def wrong_picture(png: bytes, request: Request, what: str = "picture") -> str | None:
+    """Why a picture from a worker is refused (None: it is fine): not a PNG, a size ``request`` is
+    never painted at, or more bytes than such a picture can take. Only the header is read."""
+    size = png_size(png)
+    if size is None:
+        return f"a {what} that is not a PNG"
+    w, h = size
+    if size not in painted_sizes(request):
+        return f"a {w}x{h} {what} for a {request.width}x{request.height} job"
+    if len(png) > 8 * w * h + h + PNG_SLACK_BYTES:
+        return f"a {w}x{h} {what} of {len(png):,} bytes, more than such a picture takes"
+    return None
 
 
 # -- a remote worker's end -------------------------------------------------------------------

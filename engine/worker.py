@@ -363,6 +363,19 @@ def _smaller(width: int, height: int) -> tuple[int, int] | None:
     return (w, h) if (w, h) != (width, height) else None
 
 
+CELL_SIZES = (1, 2, 4, 8, 16, 32, 64)  # a VQGAN's cell (downsampling factor) is one of these
+
+
+def painted_sizes(request: Request) -> frozenset[tuple[int, int]]:
+    """Every size a worker may paint ``request`` at (its pictures, progress images and zoom frames): the
+    request's size, or the smaller one an out-of-memory retry uses, rounded down to whole VQGAN cells. The
+    coordinator loads no model, so it allows each cell size a model may have."""
+    sizes = [(request.width, request.height)]
+    if smaller := _smaller(request.width, request.height):
+        sizes.append(smaller)
+    return frozenset((max(f, w // f * f), max(f, h // f * f)) for w, h in sizes for f in CELL_SIZES)
+
+
 def _is_oom(e: BaseException) -> bool:
     torch = sys.modules.get("torch")  # a runner that never imported torch cannot raise its OOM
     if torch is not None and isinstance(e, torch.cuda.OutOfMemoryError):

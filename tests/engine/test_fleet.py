@@ -597,6 +597,70 @@ async def test_a_worker_opens_only_the_images_that_came_with_the_job(fleet: Flee
     assert there.reason == nowhere.reason == "input image photo.png: not sent with the job", "and nothing tells which exists"
 
 
+async def test_a_worker_claiming_a_huge_capacity_gets_one_job_and_loses_it_after_the_job_timeout(
+        fleet: Fleet, coordinator):
+    from engine.wire import FinishedMsg as Done
+    from tests.fleet import FakeWorker, png_of
+
+    fleet.wait_for_workers("w1", "w2")
+    own = png_of(32, 32, (255, 0, 255))
+
+    def late(cancel, job):  # it answers anyway, after the job was taken back
+        return [Done(worker="hoarder", job_id=cancel.job_id, lease=cancel.lease, png=own, seconds=1.0,
+                     metadata={"request": job.request.to_metadata(), "note": None})]
+
+    with FakeWorker(fleet.redis.url, "hoarder", capacity=1_000_000, cancelled=late) as hoarder:
+        q, rec, cfg = await coordinator(job_timeout_s=1.0)  # the coordinator's limit; worker_timeout_s is 3 s
+        deadline = time.monotonic() + 10
+        while {"w1", "w2", "hoarder"} - {w["worker"] for w in q.fleet()}:
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.05)
+        ids = [(await q.submit(ask(cfg, f"a picture for {owner}"), owner=owner))[0].id
+               for owner in ("alice", "alice", "bob", "bob", "carol", "carol")]
+        await rec.until(ended(rec, ids), timeout=20)
+        assert Counter(e.job.id for e in rec.of(Finished)) == Counter(ids), "every job painted once, by the others"
+        assert not rec.of(Failed) and all(e.png != own for e in rec.of(Finished)), "its late answer is ignored"
+        assert hoarder.jobs and hoarder.most_held == 1, "no more than queue.batch_size (1) at a time"
+        for got, job in hoarder.jobs:  # each taken back, and cancelled there, once its time was up
+            [(at, _)] = [c for c in hoarder.cancels if c[1].lease == job.lease]
+            assert 1.0 <= at - got <= 1.0 + 3.0 + 1.5
+
+
+async def test_pictures_from_a_worker_whose_size_is_not_the_request_s_are_refused(fleet: Fleet, tmp_path: Path):
+    from engine.wire import FinishedMsg as Done
+    from engine.wire import ProgressMsg
+    from tests.fleet import FakeWorker, png_claiming, png_of
+
+    right, huge, bomb = png_of(64, 64, (90, 120, 200)), png_of(6000, 6000, mode="1"), png_claiming(60000, 60000)
+
+    def answer(job):
+        meta = {"request": job.request.to_metadata(), "note": None}
+        say = {"worker": "liar", "job_id": job.job_id, "lease": job.lease}
+        frames = [ProgressMsg(**say, step=k, total=3, loss=0.5, png=png) for k, png in enumerate((huge, bomb, right), 1)]
+        result = huge if job.request.prompt == "too big" else right
+        return [*frames, Done(**say, png=result, seconds=1.0, metadata=meta)]
+
+    own = RedisServer(tmp_path / "redis")  # the liar alone, so the jobs cannot land elsewhere
+    own.start()
+    q = None
+    try:
+        with FakeWorker(own.url, "liar", answer=answer):
+            cfg = fleet.cfg(tmp_path, redis_url=own.url)
+            q = JobQueue(cfg)
+            rec = Recorder(q)
+            await q.start()
+            big, _ = await q.submit(ask(cfg, "too big").with_changes(width=64, height=64), owner="alice")
+            fine, _ = await q.submit(ask(cfg, "just right").with_changes(width=64, height=64), owner="bob")
+            await rec.until(ended(rec, [big.id, fine.id]), timeout=20)
+            assert rec.of(Failed, big.id)[0].reason == "the worker sent back a 6000x6000 picture for a 64x64 job"
+            assert [e.png for e in rec.of(Progress)] == [right, right], "only the progress images of the right size"
+            assert rec.of(Finished, fine.id)[0].png == right
+    finally:
+        if q is not None:
+            await q.close()
+        own.kill()
+
+
 async def test_a_job_that_takes_down_three_workers_fails_with_a_message(fleet: Fleet, coordinator):
     fleet.workers.start("w3")
     fleet.wait_for_workers("w1", "w2", "w3")
