@@ -48,7 +48,7 @@ from engine.errors import UserError
 from engine.frames import FrameStore
 from engine.models.availability import Availability, unavailable
 from engine.request import Request
-from engine.store import TERMINAL, JobStore, StorageError, describe, private_dir
+from engine.store import TERMINAL, JobStore, StorageError, describe, job_path, private_dir
 from engine.worker import Assignment, Control, Outcome, Worker
 
 log = logging.getLogger(__name__)
@@ -540,7 +540,7 @@ class JobQueue:
 
     def _write_result(self, job_id: str, png: bytes) -> str:
         """On the worker thread: the result PNG, written whole or not at all; its path."""
-        path = self._results / f"{job_id}.png"
+        path = job_path(self._results, job_id, ".png")
         tmp = path.with_suffix(".tmp")
         try:
             private_dir(self._results)  # made again if someone removed it
