@@ -3,6 +3,8 @@
 ``RedisServer(tmp)`` starts ``redis-server`` on 127.0.0.1 on a free port (AOF on, no RDB
 snapshots, its files in ``tmp``); ``kill()`` / ``start()`` stop and restart it (with its data unless
 ``wipe=True``). ``Workers`` starts ``python -m engine worker`` processes and kills any left at the end.
+``FakeWorker`` plays a hostile or broken worker with redis-py alone; ``png_of`` / ``png_claiming`` make its
+pictures (a real one, and a header that claims any size).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -168,3 +171,108 @@ def run_small_gpu_worker(config: str, url: str, name: str) -> None:
     from engine.fleet.transport import run_worker
 
     asyncio.run(run_worker(load_config(config), url, name, "cpu", runner=OutOfMemoryRunner()))
+
+
+class FakeWorker:
+    """A "worker" written with redis-py alone, to play a hostile or broken one against a real coordinator.
+
+    A thread of its own announces ``capacity`` in a heartbeat every 0.3 s (the leases it holds) and reads
+    its job stream. Each job goes to ``answer(job)`` and each cancel to ``cancelled(cancel, job)``: the
+    wire messages they return are posted back (progress to the progress stream, outcomes to the events
+    stream); a job answered by an outcome is no longer held. By default it answers nothing: it hoards.
+    ``jobs`` and ``cancels`` are (time.monotonic(), message) as received; ``most_held`` the most it held at once.
+    """
+
+    def __init__(self, url: str, name: str, capacity: int = 1, answer: Any = None, cancelled: Any = None) -> None:
+        import secrets
+        import threading
+
+        import redis
+
+        self.r = redis.Redis.from_url(url)
+        self.name, self.capacity, self.boot = name, capacity, secrets.token_hex(4)
+        self.answer, self.cancelled = answer, cancelled
+        self.jobs: list[tuple[float, Any]] = []
+        self.cancels: list[tuple[float, Any]] = []
+        self.held: dict[str, str] = {}  # job id -> lease
+        self.most_held = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True, name=f"fake-worker-{name}")
+
+    def __enter__(self) -> FakeWorker:
+        self._beat(0)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(10)
+        self.r.hdel("vqgan-clip:workers", self.name)
+        self.r.delete(f"vqgan-clip:jobs:{self.name}")
+
+    def _beat(self, seq: int) -> None:
+        from engine.fleet.wire import Heartbeat, encode
+
+        hb = Heartbeat(worker=self.name, boot=self.boot, seq=seq, device="cpu", capacity=self.capacity,
+                       leases=list(self.held.values()), models=[], sent_at=time.time())
+        self.r.hset("vqgan-clip:workers", self.name, encode(hb))
+
+    def _post(self, msgs: list[Any]) -> None:
+        from engine.fleet.wire import ProgressMsg, encode
+
+        for msg in msgs:
+            self.r.xadd("vqgan-clip:progress" if isinstance(msg, ProgressMsg) else "vqgan-clip:events",
+                        {"m": encode(msg)})
+            if not isinstance(msg, ProgressMsg):
+                self.held.pop(msg.job_id, None)
+
+    def _run(self) -> None:
+        from engine.fleet.wire import CancelMsg, JobMsg, decode
+
+        last, seq, beat_at, by_id = "0-0", 0, 0.0, {}
+        while not self._stop.is_set():
+            if time.monotonic() - beat_at > 0.3:
+                seq += 1
+                self._beat(seq)
+                beat_at = time.monotonic()
+            resp = self.r.xread({f"vqgan-clip:jobs:{self.name}": last}, count=16, block=100) or []
+            for _stream, entries in resp:
+                for entry_id, fields in entries:
+                    last = entry_id
+                    msg = decode(fields.get(b"m"), f"fake worker {self.name}")
+                    if isinstance(msg, JobMsg):
+                        self.jobs.append((time.monotonic(), msg))
+                        by_id[msg.job_id] = msg
+                        self.held[msg.job_id] = msg.lease
+                        self.most_held = max(self.most_held, len(self.held))
+                        self._post(self.answer(msg) if self.answer else [])
+                    elif isinstance(msg, CancelMsg):
+                        self.cancels.append((time.monotonic(), msg))
+                        if self.held.get(msg.job_id) == msg.lease:
+                            self.held.pop(msg.job_id)
+                        if self.cancelled:
+                            self._post(self.cancelled(msg, by_id.get(msg.job_id)))
+
+
+def png_of(width: int, height: int, color: tuple[int, int, int] = (0, 0, 0), mode: str = "RGB") -> bytes:
+    """A real PNG of that size (mode "1" keeps a huge one cheap to make)."""
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new(mode, (width, height), color if mode == "RGB" else 0).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def png_claiming(width: int, height: int) -> bytes:
+    """A small file whose PNG header claims ``width`` x ``height`` (1-bit grey): a decompression bomb's
+    shape without its cost; only a reader that decodes it would find its data short."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(b"\x00" * 4096)) + chunk(b"IEND", b""))

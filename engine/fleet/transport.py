@@ -15,6 +15,13 @@ Redis Streams with consumer groups carry the messages of ``engine.fleet.wire``:
 Every hand-out has a lease (``<job id>.<attempt>.<nonce>``); an outcome that quotes another lease
 (a worker that was given up on, a hand-out that was taken back) is dropped, so each result is
 recorded, and delivered, once. SQLite stays the coordinator's record of truth.
+
+A worker is trusted with no more than it needs: it gets at most the coordinator's ``queue.batch_size``
+jobs at a time (whatever capacity it claims), a job still held ``job_timeout_s`` + ``worker_timeout_s``
+after it was handed out (for a zoom: after its newest frame) is taken back and cancelled there, and
+every picture it sends must have a size the request can be painted at (read from the PNG header,
+before anything decodes it). A worker in turn opens only the files that came with its job, under
+a folder of its own named by the (validated) job id.
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import os
 import secrets
 import shutil
@@ -54,9 +62,11 @@ from engine.fleet.wire import (
     decode,
     encode,
 )
+from engine.jobs.store import TERMINAL, job_path
+from engine.media.imageio import png_size
 from engine.models.availability import Availability
 from engine.spec.request import Request
-from engine.workers.loop import Assignment, Control, Outcome, Worker, batch_key
+from engine.workers.loop import Assignment, Control, Outcome, Worker, batch_key, painted_sizes
 
 if TYPE_CHECKING:
     from engine.jobs.queue import Job, JobQueue
@@ -71,6 +81,7 @@ EVENTS_MAXLEN = 10_000
 PROGRESS_MAXLEN = 1_000
 JOBS_MAXLEN = 1_000
 PAUSED = "painting is paused: no worker reachable"
+PNG_SLACK_BYTES = 1 << 20  # a PNG from a worker: at most 8 bytes a pixel, plus this (metadata, chunks)
 DOWN = (RedisConnectionError, RedisTimeoutError, ConnectionError, OSError)
 
 
@@ -143,6 +154,8 @@ class _Lease:
     boot: str | None
     sent_at: float
     missing_since: float | None = None
+    deadline: float = math.inf  # time.monotonic() after which the hand-out is taken back
+    frame: int = 0  # a zoom: its newest frame seen (each new one moves the deadline)
 
 
 class RedisLink:
@@ -153,6 +166,8 @@ class RedisLink:
         self.url = url
         self.r = connect(url)
         self.timeout = queue._cfg.worker_timeout_s
+        self.job_timeout = queue._cfg.job_timeout_s
+        self.room = queue._cfg.batch_size  # the most jobs one worker gets at a time
         self.workers: dict[str, _Seen] = {}
         self.leases: dict[str, _Lease] = {}  # job id -> its current hand-out
         self.refused: dict[str, dict[str, str]] = {}  # job id -> worker -> why it cannot run it
@@ -165,7 +180,7 @@ class RedisLink:
 
     def adopt(self, job: Job) -> None:
         """A job recorded as running when the coordinator started: a worker may still hold it."""
-        self.leases[job.id] = _Lease(None, None, None, time.monotonic())
+        self.leases[job.id] = _Lease(None, None, None, time.monotonic(), deadline=self._deadline())
 
     async def start(self) -> None:
         try:
@@ -268,14 +283,20 @@ class RedisLink:
                 await self.r.hdel(WORKERS, name)
                 await self.r.delete(jobs_stream(name))
 
+    def _deadline(self) -> float:
+        """When a hand-out made (or a zoom frame seen) now is taken back: the worker's own timeout
+        (``job_timeout_s``) has had ``worker_timeout_s`` more to report."""
+        return time.monotonic() + self.job_timeout + self.timeout
+
     async def _lost(self, name: str, why: str, counted: bool) -> None:
         self.workers.pop(name, None)
         for job_id, held in list(self.leases.items()):
             if held.worker == name:
                 await self._requeue(job_id, counted, f"worker {name}: {why}")
 
-    async def _requeue(self, job_id: str, counted: bool, why: str) -> None:
-        """Take a hand-out back; ``counted``: the worker may have died of it (poison jobs fail)."""
+    async def _requeue(self, job_id: str, counted: bool, why: str, fail: str | None = None) -> None:
+        """Take a hand-out back; ``counted``: the worker may have died of it (poison jobs fail, with
+        ``fail`` as the reason when given)."""
         from engine.jobs.queue import MAX_ATTEMPTS
 
         self.leases.pop(job_id, None)
@@ -283,7 +304,7 @@ class RedisLink:
         if job is None or job.state != "running":
             return
         if counted and job.attempts >= MAX_ATTEMPTS:
-            reason = f"it stopped {job.attempts} workers, so it will not be tried again"
+            reason = fail or f"it stopped {job.attempts} workers, so it will not be tried again"
             log.warning("fleet: job %s failed: %s (%s)", job_id, reason, why)
             await self.q._conclude(job_id, Outcome("failed", reason=reason))
             return
@@ -292,9 +313,23 @@ class RedisLink:
         await self.q._save(self.q._replace(job, state="queued", attempts=job.attempts - (0 if counted else 1)))
         self.q._wakeup.set()
 
+    async def _overdue(self, job_id: str, held: _Lease) -> None:
+        """A job its worker still holds past its deadline (a worker that hoards, or whose own timeout
+        failed): cancelled there, and queued for another worker, never that one again."""
+        reason = f"it took longer than {self.job_timeout:g} s and was stopped"
+        log.warning("fleet: job %s ran past job_timeout_s on worker %s; taken back", job_id, held.worker)
+        if held.worker is not None and held.lease is not None:
+            await self._send(held.worker, encode(CancelMsg(job_id=job_id, lease=held.lease)))
+            self._stale.add(held.lease)  # its heartbeat still naming it is no news
+            self.refused.setdefault(job_id, {})[held.worker] = reason
+        await self._requeue(job_id, True, f"worker {held.worker}: ran past job_timeout_s", fail=reason)
+
     async def _check_leases(self) -> None:
         now = time.monotonic()
         for job_id, held in list(self.leases.items()):
+            if held.worker is not None and now > held.deadline:
+                await self._overdue(job_id, held)
+                continue
             if held.worker is None:  # adopted, and no worker claimed it
                 if now - held.sent_at > self.timeout:
                     await self._requeue(job_id, False, "no worker holds it")
@@ -313,8 +348,10 @@ class RedisLink:
         live = set(self._live())
         for job_id, why in list(self.refused.items()):
             job = self.q._jobs.get(job_id)
-            if job is None or job.state != "queued":
+            if job is None or job.state in TERMINAL:
                 self.refused.pop(job_id, None)
+            elif job.state != "queued":
+                continue
             elif live and live <= set(why):  # no live worker can run it
                 self.refused.pop(job_id, None)
                 reason = next(iter(why.values()))
@@ -332,7 +369,7 @@ class RedisLink:
             seen = self.workers[name]
             while True:
                 mine = [j for j, h in self.leases.items() if h.worker == name]
-                if len(mine) >= seen.hb.capacity or any(j in self.q._solo for j in mine):
+                if len(mine) >= min(seen.hb.capacity, self.room) or any(j in self.q._solo for j in mine):
                     break
                 refused = {j for j, why in self.refused.items() if name in why}
                 if mine:
@@ -349,7 +386,7 @@ class RedisLink:
                     break
                 job, _ctl = begun
                 lease = f"{job.id}.{job.attempts}.{secrets.token_hex(3)}"
-                self.leases[job.id] = _Lease(lease, name, seen.hb.boot, time.monotonic())
+                self.leases[job.id] = _Lease(lease, name, seen.hb.boot, time.monotonic(), deadline=self._deadline())
                 files = await asyncio.to_thread(input_files, job.request)
                 msg = JobMsg(job_id=job.id, lease=lease, request=job.request, solo=job.id in self.q._solo,
                              boot=seen.hb.boot, files=files)
@@ -411,6 +448,12 @@ class RedisLink:
             return job is not None and lease.startswith(f"{job_id}.{job.attempts}.")
         return held.lease == lease
 
+    def _new_frame(self, job_id: str, k: int) -> None:
+        """A zoom's frame k arrived: ``job_timeout_s`` bounds each frame, so a new one moves the deadline."""
+        held = self.leases.get(job_id)
+        if held is not None and k > held.frame:
+            held.frame, held.deadline = k, self._deadline()
+
     async def _receive(self, raw: bytes | str | None) -> None:
         msg = decode(raw, "fleet events")
         if msg is None:
@@ -423,13 +466,25 @@ class RedisLink:
                 log.info("fleet: dropped a %s of job %s from %s: not its current hand-out",
                          msg.kind, msg.job_id, msg.worker)
             return
+        job = self.q._jobs.get(msg.job_id)
         try:
             if isinstance(msg, ProgressMsg):
+                if msg.note is None and job is not None and (wrong := wrong_picture(msg.png, job.request)):
+                    log.warning("fleet: dropped a progress image of job %s from %s: %s", msg.job_id, msg.worker, wrong)
+                    return
+                if job is not None and job.request.zoom is not None and msg.note is None:
+                    self._new_frame(msg.job_id, msg.step)
                 self.q._progress(msg.job_id, msg.step, msg.total, msg.loss, msg.png, msg.note)
             elif isinstance(msg, FinishedMsg):
                 self.leases.pop(msg.job_id, None)
-                await self.q._conclude(msg.job_id, Outcome("finished", png=msg.png, seconds=msg.seconds,
-                                                           metadata=msg.metadata, mask_png=msg.mask_png))
+                wrong = None if job is None else (wrong_picture(msg.png, job.request) or (
+                    None if msg.mask_png is None else wrong_picture(msg.mask_png, job.request, "mask")))
+                if wrong:
+                    log.warning("fleet: job %s failed: worker %s sent %s", msg.job_id, msg.worker, wrong)
+                    await self.q._conclude(msg.job_id, Outcome("failed", reason=f"the worker sent back {wrong}"))
+                else:
+                    await self.q._conclude(msg.job_id, Outcome("finished", png=msg.png, seconds=msg.seconds,
+                                                               metadata=msg.metadata, mask_png=msg.mask_png))
             elif isinstance(msg, FailedMsg) and msg.elsewhere:
                 log.warning("fleet: worker %s cannot run job %s: %s", msg.worker, msg.job_id, msg.reason)
                 self.refused.setdefault(msg.job_id, {})[msg.worker] = msg.reason
@@ -444,6 +499,20 @@ class RedisLink:
             await self.q._broken(msg.job_id, e)
         if not isinstance(msg, ProgressMsg):
             self.q._wakeup.set()  # a worker has room again: hand out the next job now
+
+
+def wrong_picture(png: bytes, request: Request, what: str = "picture") -> str | None:
+    """Why a picture from a worker is refused (None: it is fine): not a PNG, a size ``request`` is
+    never painted at, or more bytes than such a picture can take. Only the header is read."""
+    size = png_size(png)
+    if size is None:
+        return f"a {what} that is not a PNG"
+    w, h = size
+    if size not in painted_sizes(request):
+        return f"a {w}x{h} {what} for a {request.width}x{request.height} job"
+    if len(png) > 8 * w * h + h + PNG_SLACK_BYTES:
+        return f"a {w}x{h} {what} of {len(png):,} bytes, more than such a picture takes"
+    return None
 
 
 # -- a remote worker's end -------------------------------------------------------------------
@@ -463,14 +532,24 @@ def input_files(request: Request) -> dict[str, bytes]:
 
 
 def _local_request(request: Request, files: dict[str, bytes], folder: Path) -> tuple[Request, dict[str, str]]:
-    """The request with its input images written under ``folder``; and local path -> original path."""
-    if not files:
+    """The request with its input images written under ``folder``; and local path -> original path.
+
+    Every image it names must have come with it: a worker never opens a file of its own disk that a
+    message names. One that did not is a ``UserError`` saying so, the same whether or not that path
+    exists here (nothing is looked up)."""
+    named = [("input image", request.init_image), ("mask", request.mask),
+             *(("image prompt", p.path) for p in request.image_prompts)]
+    for what, path in named:
+        if path and path not in files:
+            raise UserError(f"{what} {Path(path).name[:80]}: not sent with the job")
+    paths = list(dict.fromkeys(p for _, p in named if p))
+    if not paths:
         return request, {}
     folder.mkdir(parents=True, exist_ok=True)
     here: dict[str, str] = {}
-    for i, (path, data) in enumerate(files.items()):
-        local = folder / f"{i}{Path(path).suffix[:10]}"
-        local.write_bytes(data)
+    for i, path in enumerate(paths):  # named by number: no part of a wire value becomes a file name
+        local = folder / f"{i}.img"
+        local.write_bytes(files[path])
         here[path] = str(local)
     update: dict[str, Any] = {
         "image_prompts": tuple(p.model_copy(update={"path": here.get(p.path, p.path)}) for p in request.image_prompts),
@@ -575,7 +654,7 @@ class RedisSource:
             return
         msg: Any
         back = self.back.pop(job_id, {})
-        shutil.rmtree(self.files / job_id, ignore_errors=True)
+        shutil.rmtree(job_path(self.files, job_id), ignore_errors=True)
         if out.kind == "finished":
             png = await asyncio.to_thread(_png_paths_back, out.png, back) if back else out.png
             msg = FinishedMsg(worker=self.name, job_id=job_id, lease=lease, png=png, seconds=out.seconds,
@@ -652,9 +731,13 @@ class RedisSource:
                 with contextlib.suppress(RedisError, OSError):
                     await self.r.xack(self.stream, "worker", entry_id)
                     await self.r.xdel(self.stream, entry_id)
-                self._handle(decode(raw, f"worker {self.name}"))
+                try:
+                    await self._handle(decode(raw, f"worker {self.name}"))
+                except Exception as e:  # a bug: this message is lost, the worker serves on
+                    log.error("worker %s: dropped a message it could not handle: %s: %s", self.name,
+                              type(e).__name__, e)
 
-    def _handle(self, msg: Any) -> None:
+    async def _handle(self, msg: Any) -> None:
         if isinstance(msg, JobMsg):
             if msg.boot == self.boot and msg.job_id in self.leases:  # handed out again while still here:
                 self.leases[msg.job_id] = msg.lease  # the same work, reported under the new lease
@@ -663,11 +746,17 @@ class RedisSource:
                 log.info("worker %s: dropped job %s (not for this run of the worker)", self.name, msg.job_id)
                 return
             ctl = Control(msg.job_id, time.monotonic() + self.cfg.job_timeout_s)
+            folder = job_path(self.files, msg.job_id)
             try:
-                local, self.back[msg.job_id] = _local_request(msg.request, msg.files, self.files / msg.job_id)
-            except OSError as e:  # a full disk here: another worker may do better
-                log.error("worker %s: cannot keep the inputs of job %s: %s", self.name, msg.job_id, e)
-                local = msg.request
+                local, self.back[msg.job_id] = _local_request(msg.request, msg.files, folder)
+            except (UserError, OSError) as e:  # not sent, or a full disk here (another worker may do better)
+                shutil.rmtree(folder, ignore_errors=True)
+                full = isinstance(e, OSError)
+                reason = f"this worker cannot keep its input images: {e}" if full else str(e)
+                log.warning("worker %s: job %s failed: %s", self.name, msg.job_id, reason)
+                await self._post(FailedMsg(worker=self.name, job_id=msg.job_id, lease=msg.lease, reason=reason,
+                                           elsewhere=full))
+                return
             self.leases[msg.job_id] = msg.lease
             self.inbox.append((msg.model_copy(update={"request": local}), ctl))
             self.changed.set()

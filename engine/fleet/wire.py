@@ -1,6 +1,8 @@
 """What crosses the Redis transport between the coordinator and its workers: typed, versioned messages.
 
 Every message is one JSON object with ``v`` (the wire version) and ``kind``; bytes travel as base64.
+Job ids and leases have the coordinator's own shape (``JobId``, ``Lease``): a message naming anything
+else (a path, ``../..``) does not validate, so no wire value can become a path on either side.
 ``decode`` validates what it receives and returns None for anything malformed, foreign, too large
 or of another version (logged once per message, never raised): a bad message is dropped, the
 process keeps serving. Job messages carry no Discord data: the origin stays with the coordinator.
@@ -11,7 +13,7 @@ from __future__ import annotations
 import logging
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, TypeAdapter, ValidationError
 
 from engine.errors import error_line
 from engine.models.availability import Availability
@@ -21,6 +23,10 @@ log = logging.getLogger(__name__)
 
 VERSION: Literal[1] = 1
 MAX_MESSAGE_BYTES = 8 * 1024 * 1024  # a picture or progress image larger than this is not sent
+
+# A job id as JobQueue.submit makes it (secrets.token_hex(6)); a lease is "<job id>.<attempt>.<nonce>".
+JobId = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{12}$")]
+Lease = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{12}\.[0-9]{1,9}\.[0-9a-f]{1,32}$")]
 
 
 class _Msg(BaseModel):
@@ -43,8 +49,8 @@ class JobMsg(_Msg):
     """Coordinator -> worker: paint this. ``lease`` names this hand-out; outcomes quote it."""
 
     kind: Literal["job"] = "job"
-    job_id: str
-    lease: str
+    job_id: JobId
+    lease: Lease
     request: Request
     solo: bool = False
     boot: str  # the worker run it is for (a restarted worker drops its previous run's jobs)
@@ -56,15 +62,15 @@ class CancelMsg(_Msg):
     """Coordinator -> worker: stop this job within a step; send nothing more for it."""
 
     kind: Literal["cancel"] = "cancel"
-    job_id: str
-    lease: str
+    job_id: JobId
+    lease: Lease
 
 
 class ProgressMsg(_Msg):
     kind: Literal["progress"] = "progress"
     worker: str
-    job_id: str
-    lease: str
+    job_id: JobId
+    lease: Lease
     step: int
     total: int
     loss: float
@@ -75,8 +81,8 @@ class ProgressMsg(_Msg):
 class FinishedMsg(_Msg):
     kind: Literal["finished"] = "finished"
     worker: str
-    job_id: str
-    lease: str
+    job_id: JobId
+    lease: Lease
     png: bytes
     seconds: float
     metadata: dict[str, Any]
@@ -88,8 +94,8 @@ class FailedMsg(_Msg):
 
     kind: Literal["failed"] = "failed"
     worker: str
-    job_id: str
-    lease: str
+    job_id: JobId
+    lease: Lease
     reason: str
     elsewhere: bool = False
 
@@ -100,8 +106,8 @@ class ReturnedMsg(_Msg):
 
     kind: Literal["returned"] = "returned"
     worker: str
-    job_id: str
-    lease: str
+    job_id: JobId
+    lease: Lease
     solo: bool = False
 
 
@@ -113,8 +119,8 @@ class Heartbeat(_Msg):
     boot: str  # changes when the worker process restarts under the same name
     seq: int
     device: str
-    capacity: int  # jobs it runs at a time (queue.batch_size)
-    leases: list[str]  # the jobs it holds (running or about to run)
+    capacity: int  # jobs it runs at a time (its queue.batch_size); the coordinator gives it at most its own
+    leases: list[Lease]  # the jobs it holds (running or about to run)
     models: list[str]
     sent_at: float  # time.time() on the worker: shown by ``fleet``, never compared across machines
     available: Availability | None = None  # its offered models' survey; None: not surveyed (yet)

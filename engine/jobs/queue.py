@@ -45,7 +45,7 @@ from pydantic import BaseModel, ConfigDict
 
 from engine.config import Config
 from engine.errors import UserError
-from engine.jobs.store import TERMINAL, JobStore, StorageError, describe, private_dir
+from engine.jobs.store import TERMINAL, JobStore, StorageError, describe, job_path, private_dir
 from engine.media.frames import FrameStore
 from engine.models.availability import Availability, unavailable
 from engine.spec.request import Request
@@ -540,7 +540,7 @@ class JobQueue:
 
     def _write_result(self, job_id: str, png: bytes) -> str:
         """On the worker thread: the result PNG, written whole or not at all; its path."""
-        path = self._results / f"{job_id}.png"
+        path = job_path(self._results, job_id, ".png")
         tmp = path.with_suffix(".tmp")
         try:
             private_dir(self._results)  # made again if someone removed it

@@ -18,6 +18,7 @@ import shutil
 from pathlib import Path
 
 from engine.errors import UserError
+from engine.jobs.store import job_path
 from engine.media.timelapse import frame_files, thin
 
 log = logging.getLogger(__name__)
@@ -60,7 +61,7 @@ class FrameStore:
         return self.max_frames > 0
 
     def folder(self, job_id: str) -> Path:
-        return self.results / f"{job_id}.frames"
+        return job_path(self.results, job_id, ".frames")
 
     def restart(self, job_id: str) -> None:
         """A job (re)starts from step 0: frames of an earlier attempt go."""

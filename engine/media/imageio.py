@@ -163,6 +163,18 @@ def png_bytes(img: Image.Image, metadata: dict[str, Any] | None = None) -> bytes
     return buf.getvalue()
 
 
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def png_size(data: bytes) -> tuple[int, int] | None:
+    """The (width, height) a PNG's header (its first chunk, IHDR) declares, read without decoding or even
+    parsing the rest: a 60000x60000 picture costs nothing to refuse. None when the bytes are not a PNG."""
+    if len(data) < 24 or not data.startswith(PNG_SIGNATURE) or data[12:16] != b"IHDR":
+        return None
+    width, height = struct.unpack(">II", data[16:24])
+    return (width, height) if width > 0 and height > 0 else None
+
+
 def read_metadata(source: str | Path | bytes, *, what: str = "image") -> dict[str, Any] | None:
     """The JSON object this engine wrote into a PNG, or None when there is none.
 

@@ -23,6 +23,7 @@ from typing import Any, Literal, Protocol
 from engine import errors
 from engine.config import QueueConfig
 from engine.errors import ModelFileMissing, UserError
+from engine.jobs.store import job_path
 from engine.media.frames import frame_name, write_atomic
 from engine.spec.request import Request
 
@@ -324,7 +325,7 @@ class Worker:
 
 def zoom_folder(cfg: QueueConfig, job_id: str) -> Path:
     """Where a zoom job's frames are made: its frames folder beside its result (as ``JobQueue.frames_dir``)."""
-    return Path(cfg.results_dir) / f"{job_id}.frames"
+    return job_path(cfg.results_dir, job_id, ".frames")
 
 
 def batch_key(request: Request) -> tuple:
@@ -360,6 +361,19 @@ def _smaller(width: int, height: int) -> tuple[int, int] | None:
     """About 0.7x each side, a multiple of 16, at least 64; None if that is no smaller."""
     w, h = (min(v, max(64, int(v * 0.7) // 16 * 16)) for v in (width, height))
     return (w, h) if (w, h) != (width, height) else None
+
+
+CELL_SIZES = (1, 2, 4, 8, 16, 32, 64)  # a VQGAN's cell (downsampling factor) is one of these
+
+
+def painted_sizes(request: Request) -> frozenset[tuple[int, int]]:
+    """Every size a worker may paint ``request`` at (its pictures, progress images and zoom frames): the
+    request's size, or the smaller one an out-of-memory retry uses, rounded down to whole VQGAN cells. The
+    coordinator loads no model, so it allows each cell size a model may have."""
+    sizes = [(request.width, request.height)]
+    if smaller := _smaller(request.width, request.height):
+        sizes.append(smaller)
+    return frozenset((max(f, w // f * f), max(f, h // f * f)) for w, h in sizes for f in CELL_SIZES)
 
 
 def _is_oom(e: BaseException) -> bool:

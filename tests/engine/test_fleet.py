@@ -8,6 +8,7 @@ a test that kills one starts its replacement. Each test has its own job store.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import json
 import logging
@@ -28,6 +29,7 @@ import pytest
 import redis
 
 from engine.config import Config, load_config
+from engine.fleet.wire import FailedMsg, FinishedMsg
 from engine.jobs.queue import (
     Cancelled,
     Failed,
@@ -519,6 +521,155 @@ async def test_a_worker_back_from_a_long_silence_drops_the_job_another_took_over
     assert rec.of(Finished, again.id)
 
 
+# -- issue #19: what a message may make the other side do -------------------------------------------
+
+
+def send_as_coordinator(fleet: Fleet, worker: str, job: dict[str, Any]) -> None:
+    """A job message written straight to ``worker``'s stream with redis-py, for the worker's current run:
+    what anyone who can write to Redis can send."""
+    from engine.fleet.wire import Heartbeat, decode
+
+    hb = decode(fleet.client().hget("vqgan-clip:workers", worker))
+    assert isinstance(hb, Heartbeat)
+    fleet.client().xadd(f"vqgan-clip:jobs:{worker}", {"m": json.dumps({**job, "boot": hb.boot}).encode()})
+
+
+def job_message(request: Request, job_id: str | None = None, **fields: Any) -> dict[str, Any]:
+    """A well-formed job message as JSON, under a fresh job id unless told (the coordinator's shape)."""
+    import secrets
+
+    from engine.fleet.wire import JobMsg, encode
+
+    good = secrets.token_hex(6)
+    msg = json.loads(encode(JobMsg(job_id=good, lease=f"{good}.1.aa", request=request, boot="-", **fields)))
+    if job_id is not None:
+        msg.update(job_id=job_id, lease=f"{job_id}.1.aa")
+    return msg
+
+
+async def outcome_of(fleet: Fleet, job_id: str, timeout: float = 30) -> Any:
+    """The finished or failed message a worker posts for ``job_id`` (no coordinator reads it here)."""
+    from engine.fleet.wire import FailedMsg, FinishedMsg, decode
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for entry_id, fields in fleet.client().xrange("vqgan-clip:events"):
+            msg = decode(fields.get(b"m"))
+            if isinstance(msg, FinishedMsg | FailedMsg) and msg.job_id == job_id:
+                fleet.client().xdel("vqgan-clip:events", entry_id)
+                return msg
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"no outcome for job {job_id}: " + fleet.workers.log("w1")[-2000:])
+
+
+async def test_a_job_id_that_is_a_path_is_refused_and_the_worker_touches_no_folder_of_its_own(
+        fleet: Fleet, tmp_path: Path):
+    from engine.spec.request import ZoomSpec
+    from tests.fleet import png_of
+
+    fleet.wait_for_workers("w1")
+    cfg = load_config(fleet.config)
+    victims = {k: tmp_path / f"precious-{k}" for k in ("absolute", "relative", "zoom")}
+    for folder in [*victims.values(), tmp_path / "precious-zoom.frames"]:
+        folder.mkdir()
+        (folder / "7.png").write_bytes(b"someone's work")
+    edit = ask(cfg, "in autumn", steps=2).with_changes(init_image="photo.png")
+    upload = {"photo.png": base64.b64encode(png_of(32, 32, (200, 40, 40))).decode()}
+    zoom = ask(cfg, "a city", steps=2).with_changes(zoom=ZoomSpec(frames=1, steps_per_frame=2))
+    up = "../" * 8 + os.path.relpath(victims["relative"], "/")  # from the worker's temp folder up to the victim
+    for job_id, req in ((str(victims["absolute"]), edit), (up, edit), (str(victims["zoom"]), zoom)):
+        send_as_coordinator(fleet, "w1", {**job_message(req, job_id), "files": upload})
+    after = job_message(ask(cfg, "the next one", steps=2))
+    send_as_coordinator(fleet, "w1", after)
+
+    assert isinstance(await outcome_of(fleet, after["job_id"]), FinishedMsg), "the jobs after them are painted"
+    for folder in [*victims.values(), tmp_path / "precious-zoom.frames"]:
+        assert folder.is_dir() and [p.name for p in folder.iterdir()] == ["7.png"], f"{folder} was written to or removed"
+    log = fleet.workers.log("w1")
+    assert log.count("dropped a malformed message: job.job_id") == 3 and "Traceback" not in log
+
+
+async def test_a_worker_opens_only_the_images_that_came_with_the_job(fleet: Fleet, tmp_path: Path):
+    from tests.fleet import png_of
+
+    fleet.wait_for_workers("w1")
+    cfg = load_config(fleet.config)
+    (tmp_path / "secret").mkdir()
+    (tmp_path / "secret" / "photo.png").write_bytes(png_of(32, 32, (10, 200, 10)))  # on the worker's disk
+    ids = []
+    for where in ("secret", "nowhere"):  # a file that is there, and one that is not: no bytes sent for either
+        msg = job_message(ask(cfg, "in autumn", steps=2).with_changes(init_image=str(tmp_path / where / "photo.png")))
+        send_as_coordinator(fleet, "w1", msg)
+        ids.append(msg["job_id"])
+    there, nowhere = [await outcome_of(fleet, i) for i in ids]
+    assert isinstance(there, FailedMsg) and isinstance(nowhere, FailedMsg), "nothing is painted from the worker's disk"
+    assert there.reason == nowhere.reason == "input image photo.png: not sent with the job", "and nothing tells which exists"
+
+
+async def test_a_worker_claiming_a_huge_capacity_gets_one_job_and_loses_it_after_the_job_timeout(
+        fleet: Fleet, coordinator):
+    from engine.fleet.wire import FinishedMsg as Done
+    from tests.fleet import FakeWorker, png_of
+
+    fleet.wait_for_workers("w1", "w2")
+    own = png_of(32, 32, (255, 0, 255))
+
+    def late(cancel, job):  # it answers anyway, after the job was taken back
+        return [Done(worker="hoarder", job_id=cancel.job_id, lease=cancel.lease, png=own, seconds=1.0,
+                     metadata={"request": job.request.to_metadata(), "note": None})]
+
+    with FakeWorker(fleet.redis.url, "hoarder", capacity=1_000_000, cancelled=late) as hoarder:
+        q, rec, cfg = await coordinator(job_timeout_s=1.0)  # the coordinator's limit; worker_timeout_s is 3 s
+        deadline = time.monotonic() + 10
+        while {"w1", "w2", "hoarder"} - {w["worker"] for w in q.fleet()}:
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.05)
+        ids = [(await q.submit(ask(cfg, f"a picture for {owner}"), owner=owner))[0].id
+               for owner in ("alice", "alice", "bob", "bob", "carol", "carol")]
+        await rec.until(ended(rec, ids), timeout=20)
+        assert Counter(e.job.id for e in rec.of(Finished)) == Counter(ids), "every job painted once, by the others"
+        assert not rec.of(Failed) and all(e.png != own for e in rec.of(Finished)), "its late answer is ignored"
+        assert hoarder.jobs and hoarder.most_held == 1, "no more than queue.batch_size (1) at a time"
+        for got, job in hoarder.jobs:  # each cancelled there and taken back after job_timeout_s + worker_timeout_s
+            [(at, _)] = [c for c in hoarder.cancels if c[1].lease == job.lease]
+            assert 1.0 + 3.0 - 0.5 <= at - got <= 1.0 + 3.0 + 2.5
+
+
+async def test_pictures_from_a_worker_whose_size_is_not_the_request_s_are_refused(fleet: Fleet, tmp_path: Path):
+    from engine.fleet.wire import FinishedMsg as Done
+    from engine.fleet.wire import ProgressMsg
+    from tests.fleet import FakeWorker, png_claiming, png_of
+
+    right, huge, bomb = png_of(64, 64, (90, 120, 200)), png_of(6000, 6000, mode="1"), png_claiming(60000, 60000)
+
+    def answer(job):
+        meta = {"request": job.request.to_metadata(), "note": None}
+        say = {"worker": "liar", "job_id": job.job_id, "lease": job.lease}
+        frames = [ProgressMsg(**say, step=k, total=3, loss=0.5, png=png) for k, png in enumerate((huge, bomb, right), 1)]
+        result = huge if job.request.prompt == "too big" else right
+        return [*frames, Done(**say, png=result, seconds=1.0, metadata=meta)]
+
+    own = RedisServer(tmp_path / "redis")  # the liar alone, so the jobs cannot land elsewhere
+    own.start()
+    q = None
+    try:
+        with FakeWorker(own.url, "liar", answer=answer):
+            cfg = fleet.cfg(tmp_path, redis_url=own.url)
+            q = JobQueue(cfg)
+            rec = Recorder(q)
+            await q.start()
+            big, _ = await q.submit(ask(cfg, "too big").with_changes(width=64, height=64), owner="alice")
+            fine, _ = await q.submit(ask(cfg, "just right").with_changes(width=64, height=64), owner="bob")
+            await rec.until(ended(rec, [big.id, fine.id]), timeout=20)
+            assert rec.of(Failed, big.id)[0].reason == "the worker sent back a 6000x6000 picture for a 64x64 job"
+            assert [e.png for e in rec.of(Progress)] == [right, right], "only the progress images of the right size"
+            assert rec.of(Finished, fine.id)[0].png == right
+    finally:
+        if q is not None:
+            await q.close()
+        own.kill()
+
+
 async def test_a_job_that_takes_down_three_workers_fails_with_a_message(fleet: Fleet, coordinator):
     fleet.workers.start("w3")
     fleet.wait_for_workers("w1", "w2", "w3")
@@ -589,3 +740,4 @@ async def test_over_tls_a_model_no_offline_worker_has_is_refused_before_queueing
         job, _ = await q.submit(ask(cfg, "a cat behind glass"), owner="carol")  # the models it has still paint
         await rec.until(ended(rec, [job.id]), timeout=60)
         assert rec.of(Finished, job.id) and q.fleet()[0]["worker"] == "offline-1"
+
