@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import os
 import time
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -24,6 +22,7 @@ from bot.config import BotConfig
 from bot.endpoints import cdn_url, may_download
 from engine.errors import BadImage, UserError, quoted
 from engine.media import imageio
+from engine.media.files import write_atomic
 
 if TYPE_CHECKING:
     pass
@@ -142,16 +141,11 @@ def save_png(img: Image.Image, dest: Path) -> None:
     content, so several people sending the same picture write the same ``dest`` at once: each writes
     its own temporary file, and a ``dest`` already in place is as good as our own."""
     dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(f"{dest.stem}.{uuid.uuid4().hex}.tmp")
     try:
-        img.save(tmp, format="PNG")
-        try:
-            os.replace(tmp, dest)
-        except OSError:
-            if not dest.is_file():  # e.g. Windows refuses to replace a file being read
-                raise
-    finally:
-        tmp.unlink(missing_ok=True)
+        write_atomic(dest, lambda tmp: img.save(tmp, format="PNG"))
+    except OSError:
+        if not dest.is_file():  # e.g. Windows refuses to replace a file being read
+            raise
 
 
 def image_size(path: Path) -> tuple[int, int]:

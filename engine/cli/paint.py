@@ -189,7 +189,7 @@ def _parent_request(args: argparse.Namespace, cfg: Config, *, required: bool) ->
 def run(args: argparse.Namespace, cfg: Config) -> int:
     from tqdm import tqdm
 
-    from engine.media.frames import FrameStore
+    from engine.media.frames import FrameStore, frame_name
     from engine.media.imageio import png_bytes
     from engine.method.generate import generate
     from engine.models.loader import ModelCache
@@ -211,7 +211,7 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
             bar.update(p.step - bar.n)
             bar.set_postfix(loss=f"{p.loss:.4f}")
             if args.save_every and args.progress_dir and p.step % args.save_every == 0:
-                p.image.save(args.progress_dir / f"{p.step:05d}.png")
+                p.image.save(args.progress_dir / frame_name(p.step))
             if frames is not None and frames.wants("run", p.step, p.total):
                 frames.add("run", p.step, p.total, png_bytes(p.image))
 

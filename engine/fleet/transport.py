@@ -62,7 +62,8 @@ from engine.fleet.wire import (
     decode,
     encode,
 )
-from engine.jobs.store import TERMINAL, job_path
+from engine.jobs.store import TERMINAL
+from engine.media.files import job_path
 from engine.media.imageio import png_size
 from engine.models.availability import Availability
 from engine.spec.request import Request

@@ -45,7 +45,8 @@ from pydantic import BaseModel, ConfigDict
 
 from engine.config import Config
 from engine.errors import UserError
-from engine.jobs.store import TERMINAL, JobStore, StorageError, describe, job_path, private_dir
+from engine.jobs.store import TERMINAL, JobStore, StorageError, describe
+from engine.media.files import job_path, private_dir, write_atomic
 from engine.media.frames import FrameStore
 from engine.models.availability import Availability, unavailable
 from engine.spec.request import Request
@@ -541,14 +542,10 @@ class JobQueue:
     def _write_result(self, job_id: str, png: bytes) -> str:
         """On the worker thread: the result PNG, written whole or not at all; its path."""
         path = job_path(self._results, job_id, ".png")
-        tmp = path.with_suffix(".tmp")
         try:
             private_dir(self._results)  # made again if someone removed it
-            tmp.write_bytes(png)
-            os.replace(tmp, path)
+            write_atomic(path, png)
         except OSError as e:
-            with contextlib.suppress(OSError):
-                tmp.unlink()
             line = describe(e, self._results, "the results folder")
             log.error("job %s: %s", job_id, line)
             raise StorageError(f"could not save the picture: {line}") from e

@@ -20,13 +20,13 @@ from __future__ import annotations
 import errno
 import json
 import os
-import re
 import sqlite3
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from engine.errors import UserError
+from engine.media.files import private_dir
 
 COLUMNS = (
     "id", "owner", "state", "priority", "request", "origin", "created_at", "started_at",
@@ -100,26 +100,6 @@ def describe(e: BaseException, path: str | Path, what: str = "the job store") ->
         reason = e.strerror if isinstance(e, OSError) and e.strerror else text
         return f"cannot write {what} {path} ({reason}); make that folder writable by this user or choose another path"
     return f"{what} {path} failed ({type(e).__name__}: {text}); check the disk and its permissions"
-
-
-def private_dir(folder: Path) -> None:
-    """Create ``folder`` (and missing parents) readable by this user only; an existing one is left alone."""
-    missing = [p for p in (folder, *folder.parents) if not p.exists()]
-    for p in reversed(missing):
-        p.mkdir(mode=0o700)
-        os.chmod(p, 0o700)  # whatever the umask
-
-
-_PLAIN_ID = re.compile(r"[0-9A-Za-z_-]{1,64}")
-
-
-def job_path(folder: str | Path, job_id: str, suffix: str = "") -> Path:
-    """``folder/<job id><suffix>``: the one way a job id becomes a file name (results, frames, a worker's
-    inputs). An id that is not a plain name (``/``, ``..``, a NUL byte: a hostile message) is a ``ValueError``,
-    so no id can lead outside ``folder``, whatever its caller checked before."""
-    if not isinstance(job_id, str) or not _PLAIN_ID.fullmatch(job_id):
-        raise ValueError(f"not a job id: {job_id!r:.80}")
-    return Path(folder) / f"{job_id}{suffix}"
 
 
 class JobStore:

@@ -2,7 +2,7 @@
 
 The coordinator (``engine.jobs.queue``) writes them from the ``Progress`` events it receives, so they are
 kept for both backends (local and Redis workers), and writes the result PNG itself as the last frame.
-A job's frames live in ``<results_dir>/<job id>.frames/`` as ``<step>.png`` (zero-padded, so name order
+A job's frames live in ``<results_dir>/<job id>.frames/`` as ``frame_name(step)`` (zero-padded, so name order
 is step order) and are bounded by ``max_frames``: a frame is kept only when it falls into a new one of
 ``max_frames`` equal slices of the run, so whatever the run's length the kept frames are spread evenly,
 the first and the last always among them. Everything here is blocking file work: call it off the event
@@ -11,23 +11,22 @@ loop, from one thread (the queue's database thread), so a job's writes stay in o
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import os
 import shutil
 from pathlib import Path
 
 from engine.errors import UserError
-from engine.jobs.store import job_path
+from engine.media.files import job_path, write_atomic
 from engine.media.timelapse import frame_files, thin
 
 log = logging.getLogger(__name__)
 
 
-# -- a zoom video's frames: 00001.png, 00002.png, ... (its worker, its CLI run and the coordinator alike) --
+# -- the one frame-naming rule: 00001.png, 00002.png, ... (progress frames by step, zoom frames by number;
+# the worker, the CLI and the coordinator alike). Readers sort numbers as numbers (``frame_files``).
 
 def frame_name(k: int) -> str:
-    """Frame k's file name (1-based): ``00001.png``."""
+    """Frame (or step) k's file name (1-based): ``00001.png``."""
     return f"{k:05d}.png"
 
 
@@ -37,14 +36,6 @@ def existing_frames(frames_dir: Path) -> int:
     while (frames_dir / frame_name(k + 1)).is_file():
         k += 1
     return k
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """A frame is there whole or not at all (a kill mid-write leaves no broken PNG to resume from)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
 
 
 class FrameStore:
@@ -126,13 +117,9 @@ class FrameStore:
     def _write(self, job_id: str, step: int, png: bytes, name: str | None = None) -> None:
         """Whole or not at all; a frame that cannot be written is logged, never fails the job."""
         folder = self.folder(job_id)
-        path = folder / (name or f"{step:06d}.png")
-        tmp = path.with_suffix(".tmp")
+        path = folder / (name or frame_name(step))
         try:
             folder.mkdir(mode=0o700, parents=True, exist_ok=True)
-            tmp.write_bytes(png)
-            os.replace(tmp, path)
+            write_atomic(path, png)
         except OSError as e:
-            with contextlib.suppress(OSError):
-                tmp.unlink()
             log.warning("job %s: could not keep a timelapse frame in %s: %s", job_id, folder, e.strerror or e)

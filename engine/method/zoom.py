@@ -20,7 +20,8 @@ import torch.nn.functional as F
 from PIL import Image
 
 from engine import __version__
-from engine.media.frames import existing_frames, frame_name, write_atomic
+from engine.media.files import write_atomic
+from engine.media.frames import existing_frames, frame_name
 from engine.media.imageio import load_rgb, png_bytes
 from engine.method.generate import generate, to_image, to_tensor, to_uint8
 from engine.models.loader import Models

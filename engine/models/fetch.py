@@ -34,6 +34,7 @@ from pydantic import BaseModel, ValidationError
 from tqdm import tqdm
 
 from engine.errors import ModelFileMissing
+from engine.media.files import write_atomic
 
 try:
     import fcntl
@@ -115,10 +116,8 @@ def _discard_part(dest: Path) -> None:
     _source_file(dest).unlink(missing_ok=True)
 
 
-def _write_atomically(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="ascii" if path.suffix == ".sha256" else "utf-8")
-    os.replace(tmp, path)
+def _write_text(path: Path, text: str) -> None:
+    write_atomic(path, text, encoding="ascii" if path.suffix == ".sha256" else "utf-8")
 
 
 @contextlib.contextmanager
@@ -285,7 +284,7 @@ def _transfer(
             raise _Failed(f"the server offers {total} bytes, more than this file can be ({max_size})")
         if mode == "wb":  # a new .part: say where it comes from before its first byte
             _discard_part(dest)
-            _write_atomically(
+            _write_text(
                 _source_file(dest),
                 PartSource(url=url, etag=etag, last_modified=last_modified, total=total).model_dump_json(),
             )
@@ -395,7 +394,7 @@ def fetch(
                 problem, digest = _verify(part, size, sha256, check)
                 if problem is None:
                     if sha256 is None:
-                        _write_atomically(_sidecar(dest), f"{digest}  {dest.name}\n")
+                        _write_text(_sidecar(dest), f"{digest}  {dest.name}\n")
                         print(
                             f"warning: {label}: no published checksum; recorded {digest} in {_sidecar(dest)}",
                             file=sys.stderr,

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import gc
-import io
 import logging
 import sys
 import time
@@ -23,8 +22,9 @@ from typing import Any, Literal, Protocol
 from engine import errors
 from engine.config import QueueConfig
 from engine.errors import ModelFileMissing, UserError
-from engine.jobs.store import job_path
-from engine.media.frames import frame_name, write_atomic
+from engine.media.files import job_path, write_atomic
+from engine.media.frames import frame_name
+from engine.media.imageio import png_bytes
 from engine.spec.request import Request
 
 log = logging.getLogger(__name__)
@@ -319,7 +319,7 @@ class Worker:
     def _on_progress(self, job_id: str, p: Any) -> None:
         if not self.source.wants_progress():
             return
-        png = _png(p.image)  # encoded here, off the event loop
+        png = png_bytes(p.image)  # encoded here, off the event loop
         self.source.progress(job_id, int(p.step), int(p.total), float(p.loss), png)
 
 
@@ -348,13 +348,7 @@ def _finish(run: Any) -> Outcome:
 
 def _mask_png(result: Any) -> bytes | None:
     mask = getattr(result, "mask", None)
-    return None if mask is None else _png(mask)
-
-
-def _png(image: Any) -> bytes:
-    buf = io.BytesIO()
-    image.save(buf, format="PNG")
-    return buf.getvalue()
+    return None if mask is None else png_bytes(mask)
 
 
 def _smaller(width: int, height: int) -> tuple[int, int] | None:

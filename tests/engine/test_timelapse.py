@@ -22,6 +22,7 @@ from PIL import Image
 from engine.cli import main
 from engine.config import Config, QueueConfig, TimelapseConfig
 from engine.jobs.queue import JobQueue
+from engine.media.frames import frame_name
 from engine.media.timelapse import frame_files, make_timelapse
 from engine.spec.request import Request
 from tests.fakes import FakeProgress, FakeResult
@@ -306,7 +307,7 @@ async def test_a_run_that_begins_again_smaller_keeps_only_the_new_runs_frames(tm
         job, _ = await q.submit(Request(prompt="too big", steps=6, width=32, height=32, seed=1), "dave")
         await finished(q, job.id)
         files = frame_files(q.frames_dir(job.id))
-        assert [f.name for f in files] == [f"{s:06d}.png" for s in range(1, 7)]
+        assert [f.name for f in files] == [frame_name(s) for s in range(1, 7)]
         assert {Image.open(f).size for f in files} == {(16, 16)}
     finally:
         await q.close()

@@ -57,7 +57,7 @@ def test_a_job_id_that_is_not_the_coordinator_s_is_refused(job_id, caplog):
 
 def test_no_job_id_becomes_a_path_outside_its_folder(tmp_path):
     # Defence in depth: whatever a caller checked, the one path builder takes plain names only.
-    from engine.jobs.store import job_path
+    from engine.media.files import job_path
     from engine.media.frames import FrameStore
 
     assert job_path(tmp_path, "0123456789ab", ".png") == tmp_path / "0123456789ab.png"
