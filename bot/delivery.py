@@ -22,13 +22,13 @@ from typing import Any
 
 import discord
 
-from bot.buttons import result_view, status_view
 from bot.config import BotConfig
 from bot.editing import is_collage
 from bot.images import fit_png
 from bot.origin import Origin, token_usable
 from bot.replies import MENTIONS, QUIET
 from bot.timelapse import render
+from bot.views import result_view, status_view
 from engine.errors import UserError
 from engine.jobs.queue import Cancelled as JobCancelled
 from engine.jobs.queue import Failed, Finished, Job, JobQueue, Loading, Progress, Queued, Started

@@ -21,7 +21,7 @@ import discord
 from PIL import Image, ImageChops
 
 from bot.config import BotConfig
-from bot.inputs import fit_size, rerun_request
+from bot.inputs import fit_request_size, rerun_request
 from bot.origin import Origin
 from bot.uploads import ImageRef, download, image_size, save_png
 from engine.errors import UserError
@@ -102,7 +102,7 @@ def _single(cfg: BotConfig, path: Path, mask: Path | None) -> EditInput:
     img = _open(path)
     if mask is not None:
         check_mask_shape(image_size(mask), img.size)
-    size = fit_size(*img.size, cfg)
+    size = fit_request_size(*img.size, cfg)
     # at the working size, so that the seam is `editing.seam` pixels of the picture the engine paints
     made = assemble([], cfg.editing.seam, base=img.resize(size, Image.Resampling.LANCZOS))
     if made is None:
@@ -119,7 +119,7 @@ def _collage(cfg: BotConfig, paths: list[Path], left_out: int) -> EditInput:
     imgs = [_open(p) for p in paths]
     h0 = min(im.height for im in imgs)
     natural = (sum(max(1, round(im.width * h0 / im.height)) for im in imgs), h0)
-    w, h = fit_size(*natural, cfg)
+    w, h = fit_request_size(*natural, cfg)
     canvas, mask = build(left_to_right(imgs, height=h), seam=cfg.editing.seam)
     init, mask_out = _save_pair(cfg, canvas, mask)
     note = f"made a collage of {len(imgs)} images"

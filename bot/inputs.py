@@ -36,11 +36,11 @@ SIZE_RE = re.compile(r"^\s*(\d{2,5})\s*[x×*]\s*(\d{2,5})\s*$", re.I)
 
 
 
-def fit_size(w: int, h: int, cfg: BotConfig) -> tuple[int, int]:
+def fit_request_size(w: int, h: int, cfg: BotConfig) -> tuple[int, int]:
     """The aspect of ``w x h`` at the configured default pixel count, inside the limits, in 16s."""
     g, lim = cfg.generation, cfg.limits
     return imageio.fit_size(w, h, lim.max_width, lim.max_height, lim.max_pixels,
-                            target_pixels=min(g.width * g.height, lim.max_pixels))
+                           target_pixels=min(g.width * g.height, lim.max_pixels))
 
 
 def parse_size(cfg: BotConfig, size: str | None, aspect: str | None) -> tuple[int | None, int | None]:
@@ -53,7 +53,7 @@ def parse_size(cfg: BotConfig, size: str | None, aspect: str | None) -> tuple[in
     if aspect:
         if aspect not in ASPECTS:
             raise Refused(f"aspect should be one of {', '.join(ASPECTS)}")
-        return fit_size(*ASPECTS[aspect], cfg)
+        return fit_request_size(*ASPECTS[aspect], cfg)
     return None, None
 
 

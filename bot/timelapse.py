@@ -22,7 +22,7 @@ TIMELAPSE_FPS = 12
 
 
 @dataclass(frozen=True)
-class Clip:
+class Video:
     """An encoded timelapse, ready to upload."""
 
     data: bytes
@@ -52,16 +52,16 @@ def frames_of(queue: JobQueue, job_id: str) -> list[Path]:
         return []
 
 
-def _encode(frames: list[Path], job_id: str, max_bytes: int, fps: int, name: str, hold: bool) -> Clip:
+def _encode(frames: list[Path], job_id: str, max_bytes: int, fps: int, name: str, hold: bool) -> Video:
     from engine.media.timelapse import HOLD_S, make_timelapse
 
     with tempfile.TemporaryDirectory(prefix="vqgan-timelapse-") as tmp:
         out = Path(tmp) / f"{name}-{job_id}.mp4"
         made = make_timelapse(frames, out, fps=fps, max_bytes=max_bytes, hold_s=HOLD_S if hold else 0.0)
-        return Clip(Path(made.path).read_bytes(), out.name, made.frames, made.note)
+        return Video(Path(made.path).read_bytes(), out.name, made.frames, made.note)
 
 
-async def render(queue: JobQueue, job_id: str, max_bytes: int) -> Clip:
+async def render(queue: JobQueue, job_id: str, max_bytes: int) -> Video:
     """Encode the job's frames (in a thread); ``UserError`` (one line) when there is nothing to show.
     A timelapse plays at ``TIMELAPSE_FPS`` and holds its result at the end (``HOLD_S``); a zoom video's folder holds
     every frame of it, played at the zoom's own fps with nothing held (every frame is the video)."""

@@ -32,7 +32,7 @@ ENGINE_LAYERS: list[tuple[str, ...]] = [
 BOT_LAYERS: list[tuple[str, ...]] = [
     ("bot.config", "bot.limits", "bot.texts"),
     ("bot.origin", "bot.access", "bot.cdn", "bot.images", "bot.uploads"),
-    ("bot.inputs", "bot.timelapse", "bot.health", "bot.endpoints", "bot.replies", "bot.buttons"),
+    ("bot.inputs", "bot.timelapse", "bot.health", "bot.endpoints", "bot.replies", "bot.views"),
     ("bot.submit", "bot.delivery", "bot.editing"),
     ("bot.app",),
     ("bot.cogs",),

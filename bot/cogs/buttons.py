@@ -1,4 +1,4 @@
-"""What the buttons under results and status messages do (drawn by ``bot.buttons``).
+"""What the buttons under results and status messages do (drawn by ``bot.views``).
 
 A press names its job in its ``custom_id``; the job comes from the job store, so buttons on
 messages posted before a restart work the same. Anyone may press Rerun, Vary, Edit, Timelapse and
@@ -22,13 +22,13 @@ from discord.ext import commands
 
 from bot import replies, submit
 from bot.access import check_access_interaction, moderates
-from bot.buttons import COG, Action, Debounce, JobButton
 from bot.cogs.gestures import EditForm
 from bot.delivery import describe_request, short_prompt
 from bot.editing import MAX_PIECES, again, piece_name
 from bot.pending import check_pending
 from bot.timelapse import NO_FRAMES, frames_of, render
 from bot.uploads import ImageRef, check_attachment, image_attachments
+from bot.views import COG, Action, Debounce, JobButton
 from engine.errors import UserError
 from engine.jobs.queue import Job
 

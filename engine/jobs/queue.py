@@ -45,7 +45,7 @@ from pydantic import BaseModel, ConfigDict
 
 from engine.config import Config
 from engine.errors import UserError
-from engine.jobs.store import TERMINAL, JobStore, StorageError, describe
+from engine.jobs.store import TERMINAL, JobStore, StorageError, storage_problem
 from engine.media.files import job_path, private_dir, write_atomic
 from engine.media.frames import FrameStore
 from engine.models.availability import Availability, unavailable
@@ -546,7 +546,7 @@ class JobQueue:
             private_dir(self._results)  # made again if someone removed it
             write_atomic(path, png)
         except OSError as e:
-            line = describe(e, self._results, "the results folder")
+            line = storage_problem(e, self._results, "the results folder")
             log.error("job %s: %s", job_id, line)
             raise StorageError(f"could not save the picture: {line}") from e
         return str(path)
@@ -559,7 +559,7 @@ class JobQueue:
             probe.write_bytes(b"")
             probe.unlink()
         except OSError as e:
-            raise StorageError(describe(e, self._results, "the results folder")) from e
+            raise StorageError(storage_problem(e, self._results, "the results folder")) from e
 
     async def _conclude(self, job_id: str, out: Outcome) -> None:
         """Record a job's outcome (its picture written first) and tell the listeners."""

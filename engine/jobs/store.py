@@ -84,7 +84,7 @@ class StorageError(UserError):
     """The job store or results folder cannot be used: one line naming the path and the fix."""
 
 
-def describe(e: BaseException, path: str | Path, what: str = "the job store") -> str:
+def storage_problem(e: BaseException, path: str | Path, what: str = "the job store") -> str:
     """One line for a storage failure: which file, what went wrong, what to do."""
     code = getattr(e, "sqlite_errorname", "") or ""
     err = getattr(e, "errno", None)
@@ -112,7 +112,7 @@ class JobStore:
         except StorageError:
             raise
         except (sqlite3.Error, OSError) as e:
-            raise StorageError(describe(e, self.path)) from e
+            raise StorageError(storage_problem(e, self.path)) from e
 
     @staticmethod
     def _open(p: Path) -> sqlite3.Connection:
@@ -153,7 +153,7 @@ class JobStore:
         try:
             return self._db.execute(sql, args)
         except sqlite3.Error as e:
-            raise StorageError(describe(e, self.path)) from e
+            raise StorageError(storage_problem(e, self.path)) from e
 
     def save(self, row: dict[str, Any]) -> None:
         """Insert or update a job (an update keeps its rowid, hence its place in ``load``)."""

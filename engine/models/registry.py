@@ -5,7 +5,7 @@ A preset's architecture is data in the package, ``engine/models/model_configs/<p
 ``<cache_dir>/<preset>/last.ckpt``. URLs are the public mirrors the well-known VQGAN+CLIP
 notebooks use, best first. None of the original publishers (Heidelberg's heibox, EleutherAI, the
 community mirrors) publish sizes or checksums for these files, so ``sha256``/``size`` are
-``None``: a download is installed only once it is whole and ``check_checkpoint`` finds in it a
+``None``: a download is installed only once it is whole and ``checkpoint_problem`` finds in it a
 zip/pickle checkpoint whose ``state_dict`` holds every weight, with its shape, of the model the
 shipped config describes; ``fetch`` records its sha256.
 """
@@ -34,7 +34,7 @@ __all__ = [
     "ensure_preset",
     "fetch_checkpoint",
     "model_of",
-    "check_checkpoint",
+    "checkpoint_problem",
     "ClipWeights",
     "clip_weights",
     "hub_offline",
@@ -174,7 +174,7 @@ def model_of(config: Path) -> VQGAN:
         return vqgan_from_config(read_config(config))
 
 
-def check_checkpoint(path: Path, config: Path) -> str | None:
+def checkpoint_problem(path: Path, config: Path) -> str | None:
     """``fetch`` check for a preset's checkpoint: None if it loads (safely) and its ``state_dict``
     has every weight of the model ``config`` describes, in the shape the config gives it."""
     import torch
@@ -215,7 +215,7 @@ def fetch_checkpoint(name: str, cache_dir: str | os.PathLike[str], progress: boo
     if force or not ckpt.exists():
         remote = preset.checkpoint
         fetch(remote.urls, ckpt, remote.sha256, remote.size, progress, label=remote.label,
-              check=lambda p: check_checkpoint(p, config), force=force, max_size=remote.max_size)
+              check=lambda p: checkpoint_problem(p, config), force=force, max_size=remote.max_size)
     return ckpt
 
 

@@ -279,7 +279,7 @@ async def test_imagine_with_timelapse_posts_it_with_the_result(fake, tmp_path):
 def test_a_deliberate_press_after_the_debounce_acts_again():
     """The debounce is short and per person, job and button: another person, or the same one a moment
     later, is answered normally."""
-    from bot.buttons import Debounce
+    from bot.views import Debounce
 
     d = Debounce(window=0.05)
     assert d.first(1, "j", "rerun") and not d.first(1, "j", "rerun")

@@ -17,7 +17,7 @@ from bot.access import Refused, check_access, is_moderator
 from bot.config import BotConfig, DiscordConfig, load_bot_config
 from bot.endpoints import cdn_url, gateway_for, point_at
 from bot.images import fit_png
-from bot.inputs import build_request, fit_size
+from bot.inputs import build_request, fit_request_size
 from bot.uploads import decode_image
 from engine.config import ConfigError
 from engine.errors import BadImage, UserError
@@ -97,7 +97,7 @@ def test_access_rules():
 
 def test_fit_size_keeps_aspect_within_limits():
     cfg = BotConfig()
-    w, h = fit_size(1920, 1080, cfg)
+    w, h = fit_request_size(1920, 1080, cfg)
     assert w % 16 == 0 and h % 16 == 0 and abs(w / h - 16 / 9) < 0.15
     assert w * h <= cfg.limits.max_pixels
 
