@@ -2,11 +2,13 @@
 
 ``RedisServer(tmp)`` starts ``redis-server`` on 127.0.0.1 on a free port (AOF on, no RDB
 snapshots, its files in ``tmp``); ``kill()`` / ``start()`` stop and restart it (with its data unless
-``wipe=True``). ``Workers`` starts ``python -m engine worker`` processes and kills any left at the end.
+``wipe=True``). ``Workers`` starts ``python -m engine worker`` processes and kills any left at the end;
+``HandWorker`` is a worker of another version (or a broken one) answering jobs with what a test gives.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import shutil
@@ -168,3 +170,53 @@ def run_small_gpu_worker(config: str, url: str, name: str) -> None:
     from engine.redis_transport import run_worker
 
     asyncio.run(run_worker(load_config(config), url, name, "cpu", runner=OutOfMemoryRunner()))
+
+
+class HandWorker:
+    """A worker of another version, or a broken one: it speaks the wire protocol by hand (no torch, no
+    ``engine.worker``). It heartbeats as ``name``, takes each job handed to it and answers with a
+    finished message whose picture and metadata ``answer(job message)`` gives (``png``, ``metadata``).
+    ``async with HandWorker(url, answer):`` runs it in a task of the test's loop."""
+
+    def __init__(self, url: str, answer, name: str = "hand") -> None:
+        self.url, self.answer, self.name = url, answer, name
+        self.answered: list[str] = []  # job ids
+        self._task = None
+
+    async def __aenter__(self) -> HandWorker:
+        self._task = asyncio.create_task(self._run(), name=f"hand-worker-{self.name}")
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+
+    async def _run(self) -> None:
+        import secrets
+
+        import redis.asyncio as aioredis
+
+        from engine.redis_transport import EVENTS, WORKERS, jobs_stream
+        from engine.wire import FinishedMsg, Heartbeat, JobMsg, decode, encode
+
+        r = aioredis.Redis.from_url(self.url)
+        boot, seq, last = secrets.token_hex(4), 0, "0"
+        try:
+            while True:
+                seq += 1
+                hb = Heartbeat(worker=self.name, boot=boot, seq=seq, device="cpu", capacity=1, leases=[],
+                               models=[], sent_at=time.time())
+                await r.hset(WORKERS, self.name, encode(hb))
+                for _stream, entries in await r.xread({jobs_stream(self.name): last}, count=10, block=200) or []:
+                    for entry_id, fields in entries:
+                        last = entry_id
+                        msg = decode(fields.get(b"m"))
+                        if not isinstance(msg, JobMsg):
+                            continue
+                        done = FinishedMsg(worker=self.name, job_id=msg.job_id, lease=msg.lease, seconds=1.0,
+                                           **self.answer(msg))
+                        await r.xadd(EVENTS, {"m": encode(done)})
+                        self.answered.append(msg.job_id)
+        finally:
+            await r.aclose()

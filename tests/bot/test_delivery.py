@@ -3,7 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import io
+import sqlite3
+import time
 
+import pytest
+from PIL import Image, PngImagePlugin
+
+from engine.imageio import META_KEY
 from tests.bot.conftest import (
     FakeRunner,
     make_config,
@@ -15,6 +22,7 @@ from tests.bot.conftest import (
     wait_ephemeral,
     wait_results,
 )
+from tests.fleet import HandWorker, RedisServer, needs_redis
 
 
 async def _held_job(fake, tmp_path, **discord_section):
@@ -172,3 +180,73 @@ async def test_one_threads_failing_edits_do_not_hold_another_jobs_messages(fake,
             assert posts[-1].id == result.id
         await fake.wait_for(lambda: "✅ done" in fake.message(inter_a.original.id).content)
         assert bot.queue.get(job_b.id).origin["result_message_id"] == result_b.id
+
+
+# ------------------------------------------------------------------ results a worker sends back (#19)
+
+
+def _png_saying(text: str | None, size: tuple[int, int] = (32, 32)) -> bytes:
+    """A PNG whose ``vqgan-clip`` metadata is ``text`` as it is (None: the engine's own, valid)."""
+    buf = io.BytesIO()
+    info = PngImagePlugin.PngInfo()
+    if text is not None:
+        info.add_text(META_KEY, text)
+    Image.new("RGB", size, (10, 120, 200)).save(buf, format="PNG", pnginfo=info)
+    return buf.getvalue()
+
+
+@pytest.fixture
+def redis_url(tmp_path):
+    server = RedisServer(tmp_path / "redis")
+    server.start()
+    try:
+        yield server.url
+    finally:
+        server.kill()
+
+
+def _status(fake, bot, job):
+    """The job's status message now (the queue's record says which one it is)."""
+    return fake.message(bot.queue.get(job.id).origin["status_message_id"])
+
+
+@needs_redis
+async def test_a_workers_malformed_result_fails_its_job_with_a_line_and_the_bot_starts_again(fake, tmp_path,
+                                                                                             redis_url):
+    cfg = make_config(tmp_path, fake, queue={"backend": "redis", "redis_url": redis_url})
+    broken = {"png": _png_saying("{this is not json"), "metadata": {"request": 5}}
+    async with HandWorker(redis_url, lambda job: broken) as worker:
+        async with run_bot(fake, cfg) as bot:
+            inter, job = await _start(fake, bot)
+            status = await fake.wait_for(lambda: "⚠️ failed" in _status(fake, bot, job).content and
+                                         _status(fake, bot, job), timeout=10)
+            assert ("⚠️ failed: the worker's result was malformed: metadata.request is not a JSON object"
+                    in status.content)
+            assert status.components == [], "the Cancel button went with the job"
+            assert bot.queue.get(job.id).state == "failed" and worker.answered == [job.id]
+            assert results(fake) == []
+        async with run_bot(fake, cfg) as bot:  # every later start used to stop at this job's picture
+            assert bot.queue.get(job.id).state == "failed"
+
+
+async def test_a_stored_result_that_cannot_be_read_again_fails_alone_and_the_bot_starts(fake, tmp_path):
+    """A result finished but not shown by an older version, its PNG's metadata not JSON: the next start
+    fails that job with a line on its status message, and the others are painted as usual."""
+    cfg, runner, hold = await _held_job(fake, tmp_path)
+    async with run_bot(fake, cfg, runner) as bot:
+        inter, job = await _start(fake, bot, "an old result")
+    picture = tmp_path / "results" / f"{job.id}.png"
+    picture.write_bytes(_png_saying("{this is not json"))
+    with sqlite3.connect(tmp_path / "jobs.sqlite3") as db:
+        db.execute("UPDATE jobs SET state='finished', delivered=0, result_path=?, seconds=2.0, finished_at=? "
+                   "WHERE id=?", (str(picture), time.time(), job.id))
+    async with run_bot(fake, cfg, FakeRunner()) as bot:
+        status = await fake.wait_for(lambda: "⚠️ failed" in fake.message(inter.original.id).content
+                                     and fake.message(inter.original.id))
+        assert ("⚠️ failed: the worker's result was malformed: the picture: its vqgan-clip metadata is not "
+                "valid JSON") in status.content
+        assert bot.queue.get(job.id).state == "failed"
+        bob = fake.add_user("bob")
+        await fake.slash(bob, fake.channel, "imagine", {"prompt": "a new one", "steps": 2})
+        [result] = await wait_results(fake)
+        assert f"<@{bob.id}>" in result.content
