@@ -57,6 +57,7 @@ class VQGANBot(commands.Bot):
             help_command=None,
             allowed_mentions=replies.MENTIONS,
             proxy=cfg.discord.http_proxy or None,
+            max_ratelimit_timeout=cfg.discord.max_ratelimit_timeout_s,  # longer limits fail fast (bot.delivery)
             **options,
         )
         self.cfg = cfg

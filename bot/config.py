@@ -58,6 +58,12 @@ class DiscordConfig(Section):
     vary_emoji: str = "🎲"
     # Minimum seconds between two progress updates of one job (Discord rate limits).
     progress_interval_s: float = Field(5.0, ge=0)
+    # Longest wait for one progress or status edit, rate limits included: a progress edit is then
+    # skipped (the next one comes), and a job's final status is posted as a new message.
+    edit_wait_s: float = Field(5.0, gt=0)
+    # A rate limit longer than this is not waited out by discord.py (its max_ratelimit_timeout, 30 at
+    # least): the call fails at once; a result then waits it out itself, an edit is skipped.
+    max_ratelimit_timeout_s: float = Field(30.0, ge=30)
     # Post a progress image every N steps; 0 = use generation.progress_every.
     progress_every: int = Field(0, ge=0)
     # Largest file the bot uploads; bigger PNGs are re-encoded/downscaled. Discord's default is 10 MiB.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import json
 import sqlite3
 import time
 
@@ -250,3 +251,71 @@ async def test_a_stored_result_that_cannot_be_read_again_fails_alone_and_the_bot
         await fake.slash(bob, fake.channel, "imagine", {"prompt": "a new one", "steps": 2})
         [result] = await wait_results(fake)
         assert f"<@{bob.id}>" in result.content
+
+
+@needs_redis
+async def test_a_long_note_from_the_worker_is_cut_and_the_result_posted(fake, tmp_path, redis_url):
+    cfg = make_config(tmp_path, fake, queue={"backend": "redis", "redis_url": redis_url})
+
+    def answer(job):
+        meta = {"request": job.request.to_metadata(), "note": "made smaller " + "and smaller " * 210}
+        return {"png": _png_saying(json.dumps(meta)), "metadata": meta}
+
+    async with HandWorker(redis_url, answer), run_bot(fake, cfg) as bot:
+        inter, job = await _start(fake, bot)
+        [result] = await wait_results(fake, timeout=10)
+        assert len(result.content) <= 2000 and "⚠️ made smaller and smaller" in result.content
+        assert "…" in result.content and "react 🔁" in result.content  # the note's tail goes, the rest stays
+        await fake.wait_for(lambda: "✅ done" in fake.message(inter.original.id).content)
+        assert bot.queue.get(job.id).delivered
+        assert not [r for r in fake.requests if r.status == 400]
+
+
+async def test_a_result_discord_refuses_everywhere_is_posted_at_the_next_start(fake, tmp_path):
+    """Nothing was posted, so the job is not marked delivered: the person is told, and it comes later."""
+    cfg, runner, hold = await _held_job(fake, tmp_path)
+    async with run_bot(fake, cfg, runner) as bot:
+        inter, job = await _start(fake, bot)
+        fake.fail_next("POST", r"/channels/\d+/messages$|/webhooks/\d+/[^/]+$", status=400, code=50035, count=1000)
+        hold.set()
+        await fake.wait_for(lambda: "posting the image failed" in fake.message(inter.original.id).content, 10)
+        assert bot.queue.get(job.id).state == "finished" and not bot.queue.get(job.id).delivered
+    fake.clear_faults()
+    async with run_bot(fake, cfg, FakeRunner()) as bot:
+        [result] = await wait_results(fake)
+        assert result.channel_id == fake.thread_for(inter.original).id
+        await fake.wait_for(lambda: "✅ done" in _status(fake, bot, job).content)
+        await fake.wait_for(lambda: bot.queue.get(job.id).delivered)
+
+
+# ------------------------------------------------------------------ a status message Discord will not edit (#19)
+
+
+async def test_a_status_message_past_its_edit_limit_is_posted_anew(fake, tmp_path):
+    """30046: too many edits of a message older than an hour. The status goes on in a new message."""
+    cfg, runner, hold = await _held_job(fake, tmp_path)
+    async with run_bot(fake, cfg, runner) as bot:
+        inter, job = await _start(fake, bot)
+        old = inter.original
+        fake.fail_next("PATCH", rf"/messages/{old.id}$", status=429, code=30046, retry_after=0.05, count=1000)
+        hold.set()
+        [result] = await wait_results(fake)
+        status = await fake.wait_for(lambda: "✅ done" in _status(fake, bot, job).content and _status(fake, bot, job))
+        assert status.id != old.id and status.channel_id == fake.channel.id
+        assert result.id in {int(u.rsplit("/", 1)[1]) for u in status.content.split() if "/channels/" in u}
+        assert status.components == [], "no Cancel button once the job is done"
+        assert fake.bot_user.id not in old.reactions.get("❌", []), "the old message's ❌ is taken back"
+        await fake.wait_for(lambda: fake.bot_user.id not in status.reactions.get("❌", []))  # and the new one's
+
+
+async def test_a_long_rate_limit_on_the_status_message_does_not_hold_the_result(fake, tmp_path):
+    cfg, runner, hold = await _held_job(fake, tmp_path, edit_wait_s=1.0)
+    async with run_bot(fake, cfg, runner) as bot:
+        inter, job = await _start(fake, bot)
+        fake.fail_next("PATCH", rf"/messages/{inter.original.id}$", status=429, retry_after=15, count=1000)
+        started = time.monotonic()
+        hold.set()
+        [result] = await wait_results(fake, timeout=6)
+        assert time.monotonic() - started < 6
+        status = await fake.wait_for(lambda: "✅ done" in _status(fake, bot, job).content and _status(fake, bot, job))
+        assert status.components == []

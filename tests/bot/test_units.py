@@ -217,3 +217,13 @@ def test_old_uploads_are_pruned(tmp_path):
     t = time.time() - (cfg.queue.keep_days + 1) * 86400
     os.utime(old, (t, t))
     assert prune_uploads(cfg) == 1 and not old.exists() and new.exists()
+
+
+def test_fit_cuts_a_text_to_discords_limit_counting_as_discord_may():
+    from bot.limits import CONTENT, fit, length
+
+    assert fit("a windmill", 10) == "a windmill" and fit("a windmill", 9) == "a windmi…"
+    assert fit("a windmill at dusk", 12) == "a windmill…"  # no space left before the mark
+    long = fit("🎨" * 1500, CONTENT)  # each one is two UTF-16 units: never cut in half
+    assert length(long) <= CONTENT and long.endswith("…") and set(long[:-1]) == {"🎨"}
+    assert fit("abc", 0) == "" and fit("abc", 1) == "…"
