@@ -70,7 +70,8 @@ class DiscordConfig(Section):
     filesize_limit: int = Field(10 * 1024 * 1024, ge=64 * 1024)
     # Where the bot keeps downloaded attachments, the command-sync hash and the heartbeat file.
     data_dir: str = "data/discord"
-    # Seconds between heartbeat-file touches (the Docker healthcheck reads its age).
+    # Seconds between heartbeat-file touches while the gateway session is up; ``python -m bot.health``
+    # (the Docker healthcheck) says unhealthy once the file is 3 x this old.
     heartbeat_s: float = Field(30.0, gt=0)
     # Image types accepted as attachments.
     image_types: list[str] = Field(
