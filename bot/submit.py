@@ -16,6 +16,7 @@ import discord
 
 from bot.delivery import describe_request, thread_name
 from bot.inputs import priority_for
+from bot.limits import CONTENT, fit
 from bot.origin import INTERACTION_TOKEN, Origin
 from bot.replies import MENTIONS, QUIET, refuse
 from engine.errors import UserError
@@ -30,7 +31,7 @@ TOKEN_EXPIRES_S = 15 * 60  # an interaction token is valid 15 minutes; the queue
 
 
 def _pending_text(req: Request, note: str | None = None) -> str:
-    return f"{describe_request(req)}\n⏳ submitting…" + (f"\n-# {note}" if note else "")
+    return fit(f"{describe_request(req)}\n⏳ submitting…" + (f"\n-# {note}" if note else ""), CONTENT)
 
 
 async def open_thread(bot: VQGANBot, message: discord.Message, name: str) -> tuple[int | None, bool]:
