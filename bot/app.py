@@ -11,6 +11,7 @@ import asyncio
 import hashlib
 import json
 import logging
+import math
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -57,6 +58,7 @@ class VQGANBot(commands.Bot):
             help_command=None,
             allowed_mentions=replies.MENTIONS,
             proxy=cfg.discord.http_proxy or None,
+            max_ratelimit_timeout=cfg.discord.max_ratelimit_timeout_s,  # longer limits fail fast (bot.delivery)
             **options,
         )
         self.cfg = cfg
@@ -125,12 +127,21 @@ class VQGANBot(commands.Bot):
     async def on_ready(self) -> None:
         log.info("logged in as %s (%s) in %d guilds", self.user, getattr(self.user, "id", "?"), len(self.guilds))
 
+    def connected(self) -> bool:
+        """Whether the gateway session is up now. ``is_ready`` stays true through a disconnection
+        (discord.py keeps reconnecting), so the websocket itself is asked: open, and its latency
+        measured (finite)."""
+        ws = self.ws
+        return (self.is_ready() and not self.is_closed() and ws is not None and ws.open
+                and math.isfinite(self.latency))
+
     async def _beat(self) -> None:
-        """Touch the heartbeat file while connected; the container healthcheck reads its age."""
+        """Touch the heartbeat file while the gateway session is up (not while discord.py tries to
+        reconnect); the container healthcheck reads its age."""
         path = self.cfg.discord.heartbeat_path
         await self.wait_until_ready()
         while True:
-            if self.is_ready() and not self.is_closed():
+            if self.connected():
                 try:
                     path.write_text(f"{time.time():.0f}\n")
                 except OSError as e:

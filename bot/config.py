@@ -59,13 +59,20 @@ class DiscordConfig(Section):
     vary_emoji: str = "🎲"
     # Minimum seconds between two progress updates of one job (Discord rate limits).
     progress_interval_s: float = Field(5.0, ge=0)
+    # Longest wait for one progress or status edit, rate limits included: a progress edit is then
+    # skipped (the next one comes), and a job's final status is posted as a new message.
+    edit_wait_s: float = Field(5.0, gt=0)
+    # A rate limit longer than this is not waited out by discord.py (its max_ratelimit_timeout, 30 at
+    # least): the call fails at once; a result then waits it out itself, an edit is skipped.
+    max_ratelimit_timeout_s: float = Field(30.0, ge=30)
     # Post a progress image every N steps; 0 = use generation.progress_every.
     progress_every: int = Field(0, ge=0)
     # Largest file the bot uploads; bigger PNGs are re-encoded/downscaled. Discord's default is 10 MiB.
     filesize_limit: int = Field(10 * 1024 * 1024, ge=64 * 1024)
     # Where the bot keeps downloaded attachments, the command-sync hash and the heartbeat file.
     data_dir: str = "data/discord"
-    # Seconds between heartbeat-file touches (the Docker healthcheck reads its age).
+    # Seconds between heartbeat-file touches while the gateway session is up; ``python -m bot.health``
+    # (the Docker healthcheck) says unhealthy once the file is 3 x this old.
     heartbeat_s: float = Field(30.0, gt=0)
     # Image types accepted as attachments.
     image_types: list[str] = Field(

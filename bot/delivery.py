@@ -25,6 +25,7 @@ import discord
 from bot.config import BotConfig
 from bot.editing import is_collage
 from bot.images import fit_png
+from bot.limits import CONTENT, THREAD_NAME, fit
 from bot.origin import Origin, token_usable
 from bot.replies import MENTIONS, QUIET
 from bot.timelapse import render
@@ -38,6 +39,14 @@ log = logging.getLogger(__name__)
 
 POSITIONS_REFRESHED = 5  # waiting jobs whose status message is updated when the queue moves
 CLOSE_FLUSH_S = 5.0  # at close, how long lanes get to deliver their last events
+NOTE_CHARS = 300  # a result's note (from the worker) is cut to this, leaving room for the rest of the message
+# Discord's codes for "this message cannot be edited (any more)": too many edits of a message older than an
+# hour, another's message, a system message, an archived thread's. The status is then posted anew.
+CANNOT_EDIT = frozenset({30046, 50005, 50021, 50083})
+RESULT_RATE_WAIT_S = 600.0  # a result waits out a rate limit discord.py would not (max_ratelimit_timeout) up to this
+# What a Discord call can end in besides success: an error answer, a rate limit longer than discord.py's
+# max_ratelimit_timeout, or our own bound on waiting (``edit_wait_s``).
+CallFailed = (discord.HTTPException, discord.RateLimited, TimeoutError)
 # What a status or result can be posted in or edited in: channels that hold messages.
 Sendable = (discord.TextChannel | discord.Thread | discord.VoiceChannel | discord.StageChannel | discord.DMChannel
             | discord.PartialMessageable)
@@ -49,7 +58,7 @@ def short_prompt(prompt: str, n: int = 180) -> str:
 
 
 def thread_name(prompt: str) -> str:
-    name = " ".join(prompt.split())[:100].strip()
+    name = fit(" ".join(prompt.split()), THREAD_NAME, "").strip()
     return name or "vqgan"
 
 
@@ -244,12 +253,15 @@ class Delivery:
         msg_id, chan_id = origin.progress_message_id, origin.progress_channel_id
         if msg_id and chan_id:
             try:
-                await self._channel(chan_id).get_partial_message(msg_id).edit(
-                    content=content, attachments=[file()])
+                await self._bounded(self._channel(chan_id).get_partial_message(msg_id).edit(
+                    content=content, attachments=[file()]))
+                return
+            except (discord.RateLimited, TimeoutError) as e:
+                log.info("job %s: progress not shown (%s); the next one tries again", job.id, _why(e))
                 return
             except discord.HTTPException as e:
                 log.info("progress message of job %s not editable (%s); posting a new one", job.id, e)
-        msg = await self._post(job, content=content, file_factory=file, use_webhook=False)
+        msg = await self._post(job, content=content, file_factory=file, use_webhook=False, patient=False)
         if msg is not None:
             await self._annotate(job, progress_message_id=msg.id, progress_channel_id=msg.channel.id)
 
@@ -257,15 +269,17 @@ class Delivery:
         job = ev.job
         png = await asyncio.to_thread(fit_png, ev.png, self.cfg.discord.filesize_limit)
         r = job.request
-        ran = (ev.metadata or {}).get("request") or {}
+        ran = (ev.metadata or {}).get("request")
+        ran = ran if isinstance(ran, dict) else {}  # checked by the queue (engine.jobs.results); never trusted here
         w, h = ran.get("width", r.width), ran.get("height", r.height)
         note = (ev.metadata or {}).get("note")
+        note = fit(" ".join(note.split()), NOTE_CHARS) if isinstance(note, str) else None
         secs = ev.seconds if ev.seconds is not None else (job.seconds or 0.0)
         d = self.cfg.discord
         where = f" · in *{short_prompt(r.region, 80)}*" if r.region else ""
         made = f"{r.zoom.frames} frames x {r.zoom.steps_per_frame} steps" if r.zoom else f"{r.steps} steps"
-        content = (f"<@{job.owner}> **{short_prompt(r.prompt, 1500)}**{where}\n"
-                   f"seed `{r.seed}` · {made} · {w}x{h} · {secs:.1f} s"
+        facts = f"seed `{r.seed}` · {made} · {w}x{h} · {secs:.1f} s"
+        content = (f"<@{job.owner}> **{short_prompt(r.prompt, 1500)}**{where}\n{facts}"
                    + (f"\n⚠️ {note}" if note else "")
                    + f"\n-# react {d.rerun_emoji} to paint it again with a new seed, {d.vary_emoji} for a variation")
 
@@ -273,11 +287,21 @@ class Delivery:
             return discord.File(io.BytesIO(png), filename=f"vqgan-{r.seed}.png")
 
         await self._post_mask(job, ev.mask_png)  # before the result, so that the result is the newest image
-        msg = await self._post(job, content=content, file_factory=file, view=result_view(job.id))
+        msg, errors = await self._post_anywhere(job, content=content, file_factory=file, view=result_view(job.id))
+        if msg is None and any(_refused(e) for e in errors):  # Discord refused what was sent: once more, plainly
+            log.warning("job %s: Discord refused its result message; posting it with a plain line", job.id)
+            msg, errors = await self._post_anywhere(job, content=f"<@{job.owner}> {facts}", file_factory=file,
+                                                    view=result_view(job.id))
+        if msg is None and errors and not all(isinstance(e, discord.Forbidden | discord.NotFound) for e in errors):
+            log.error("job %s finished but posting its result failed (%s); it is sent again at the next start",
+                      job.id, "; ".join(_why(e) for e in errors))
+            await self._edit_status(job, "⚠️ done, but posting the image failed; I will try again when I restart",
+                                    live=False)
+            return  # not delivered: the next start sends it again
         if msg is None:
             log.error("job %s finished but its result could not be posted anywhere", job.id)
             await self._edit_status(job, "⚠️ done, but I could not post the image here", live=False)
-            await self._delivered(job)  # nowhere to post it: do not retry at every start
+            await self._delivered(job)  # nowhere the bot may post it: do not retry at every start
             return
         await self._annotate(job, result_message_id=msg.id, result_channel_id=msg.channel.id)
         await self._delivered(job)
@@ -366,27 +390,47 @@ class Delivery:
             return None
         return discord.Webhook.partial(app_id, token, client=self.bot)
 
+    async def _bounded(self, call: Awaitable[Any]) -> Any:
+        """A call that may be given up on (a progress or status edit): it waits ``edit_wait_s`` at most,
+        rate limits included, so that the job's later messages (its result) are not held behind it."""
+        return await asyncio.wait_for(call, self.cfg.discord.edit_wait_s)
+
     async def _post(self, job: Job, *, content: str, file_factory: Callable[[], discord.File] | None = None,
                     use_webhook: bool = True, channel_fallback: bool = True,
-                    view: discord.ui.View | None = None) -> discord.Message | None:
+                    view: discord.ui.View | None = None, patient: bool = True) -> discord.Message | None:
         """Send to the job's thread, else its channel, else the interaction webhook; None if all fail."""
+        msg, _ = await self._post_anywhere(job, content=content, file_factory=file_factory, use_webhook=use_webhook,
+                                           channel_fallback=channel_fallback, view=view, patient=patient)
+        return msg
+
+    async def _post_anywhere(self, job: Job, *, content: str, file_factory: Callable[[], discord.File] | None = None,
+                             use_webhook: bool = True, channel_fallback: bool = True,
+                             view: discord.ui.View | None = None, patient: bool = True,
+                             ) -> tuple[discord.Message | None, list[Exception]]:
+        """``_post``, and why each place failed. ``patient``: a rate limit longer than discord.py waits
+        out (``max_ratelimit_timeout``) is waited out here, up to ``RESULT_RATE_WAIT_S``; otherwise the
+        post waits ``edit_wait_s`` at most and gives up (a progress image: the next one comes)."""
         origin = self._origin(job)
+        content = fit(content, CONTENT)
         targets = [origin.thread_id]
         if channel_fallback:
             targets.append(origin.channel_id)
         tried: set[int] = set()
+        errors: list[Exception] = []
         for target in targets:
             if not target or target in tried:
                 continue
             tried.add(target)
             kwargs: dict[str, Any] = {"content": content, "allowed_mentions": MENTIONS}
-            if file_factory:
-                kwargs["file"] = file_factory()
             if view is not None:
                 kwargs["view"] = view
             try:
-                return await self._channel(target).send(**kwargs)
+                return await self._send(self._channel(target).send, kwargs, file_factory, patient), errors
+            except (discord.RateLimited, TimeoutError) as e:
+                log.warning("job %s: not posted in %s (%s)", job.id, target, _why(e))
+                return None, [*errors, e]  # a rate limit: the next place would not be quicker
             except discord.HTTPException as e:
+                errors.append(e)
                 log.warning("job %s: cannot post in %s (%s %s); trying the next place",
                             job.id, target, e.status, e.text)
                 if target == origin.thread_id and isinstance(e, discord.NotFound | discord.Forbidden):
@@ -394,15 +438,32 @@ class Delivery:
         hook = self._webhook(origin) if use_webhook else None
         if hook is not None:
             kwargs = {"content": content, "allowed_mentions": MENTIONS, "wait": True}
-            if file_factory:
-                kwargs["file"] = file_factory()
             if view is not None:
                 kwargs["view"] = view
             try:
-                return await hook.send(**kwargs)
+                return await self._send(hook.send, kwargs, file_factory, patient), errors
+            except (discord.RateLimited, TimeoutError) as e:
+                errors.append(e)
+                log.warning("job %s: interaction followup not sent (%s)", job.id, _why(e))
             except discord.HTTPException as e:
+                errors.append(e)
                 log.warning("job %s: interaction followup failed too (%s)", job.id, e.status)
-        return None
+        return None, errors
+
+    async def _send(self, send: Callable[..., Awaitable[Any]], kwargs: dict[str, Any],
+                    file_factory: Callable[[], discord.File] | None, patient: bool) -> Any:
+        """One send (a fresh file each try); see ``_post_anywhere`` for ``patient``."""
+        def once() -> Awaitable[Any]:
+            return send(**kwargs, **({"file": file_factory()} if file_factory else {}))
+
+        if not patient:
+            return await self._bounded(once())
+        try:
+            return await once()
+        except discord.RateLimited as e:
+            log.warning("rate limited for %.0f s; waiting before posting again", e.retry_after)
+            await asyncio.sleep(min(e.retry_after, RESULT_RATE_WAIT_S))
+            return await once()
 
     async def _retract_cancel(self, job: Job) -> None:
         """Take the bot's cancel reaction off a finished job's status message (best effort)."""
@@ -419,27 +480,86 @@ class Delivery:
     async def _edit_status(self, job: Job, line: str, *, live: bool = True) -> None:
         """Edit the job's status message; fall back to the interaction webhook; else give up quietly.
         ``live``: the job still waits or runs, so the message carries its Cancel button; once it has
-        ended the button goes and the line says how it ended."""
+        ended the button goes and the line says how it ended.
+
+        An edit waits ``edit_wait_s`` at most. A message Discord will not let the bot edit (any more:
+        ``CANNOT_EDIT``, e.g. 30046 for a message older than an hour edited too often), and the final
+        line of a job whatever stopped it, get a new status message instead, used from then on."""
         origin = self._origin(job)
         msg_id, chan_id = origin.status_message_id, origin.status_channel_id or origin.channel_id
         if not msg_id:
             return
-        content = status_text(job, line, origin.note)
+        content = fit(status_text(job, line, origin.note), CONTENT)
         view = status_view(job.id) if live else None
+        stuck = False  # this message cannot be edited now: post the status anew
         if chan_id:
             try:
-                await self._channel(chan_id).get_partial_message(msg_id).edit(
-                    content=content, allowed_mentions=QUIET, view=view)
+                await self._bounded(self._channel(chan_id).get_partial_message(msg_id).edit(
+                    content=content, allowed_mentions=QUIET, view=view))
                 return
             except discord.NotFound:
                 log.info("job %s: its status message is gone; not editing it again", job.id)
                 await self._annotate(job, status_message_id=None)
                 return
-            except discord.HTTPException as e:
-                log.info("job %s: status message not editable in channel (%s)", job.id, e.status)
+            except CallFailed as e:
+                stuck = _cannot_edit(e)
+                log.info("job %s: status message not editable in channel (%s)", job.id, _why(e))
         hook = self._webhook(origin)
-        if hook is not None:
+        if hook is not None and not stuck:
             try:
-                await hook.edit_message(msg_id, content=content, allowed_mentions=QUIET, view=view)
-            except discord.HTTPException as e:
-                log.info("job %s: status message not editable by webhook (%s)", job.id, e.status)
+                await self._bounded(hook.edit_message(msg_id, content=content, allowed_mentions=QUIET, view=view))
+                return
+            except CallFailed as e:
+                stuck = _cannot_edit(e)
+                log.info("job %s: status message not editable by webhook (%s)", job.id, _why(e))
+        if (stuck or not live) and chan_id:
+            await self._repost_status(job, chan_id, msg_id, content, view)
+
+    async def _repost_status(self, job: Job, chan_id: int, old_id: int, content: str,
+                             view: discord.ui.View | None) -> None:
+        """A new status message (replying to the old one), recorded as the job's status message so
+        that later edits and a restart use it; the old one loses its Cancel button where Discord
+        allows it. A live job's new message gets the ❌ reaction, which moves with it."""
+        channel = self._channel(chan_id)
+        old = channel.get_partial_message(old_id)
+        kwargs: dict[str, Any] = {"view": view} if view is not None else {}
+        try:
+            new = await channel.send(content, allowed_mentions=QUIET, mention_author=False,
+                                     reference=old.to_reference(fail_if_not_exists=False), **kwargs)
+        except discord.HTTPException as e:
+            log.warning("job %s: cannot post a new status message in %s (%s %s)", job.id, chan_id, e.status, e.text)
+            return
+        log.info("job %s: its status continues in message %s", job.id, new.id)
+        await self._annotate(job, status_message_id=new.id, status_channel_id=new.channel.id)
+        emoji, me = self.cfg.discord.cancel_emoji, self.bot.user
+        moved = fit(status_text(job, f"➡️ continued in {new.jump_url}"), CONTENT)
+        tidy: list[Awaitable[Any]] = [old.edit(content=moved, allowed_mentions=QUIET, view=None)]
+        if me is not None:
+            tidy.append(old.remove_reaction(emoji, me))
+        if view is not None:
+            tidy.append(new.add_reaction(emoji))
+        for call in tidy:  # best effort, each on its own
+            try:
+                await self._bounded(call)
+            except CallFailed as e:
+                log.info("job %s: tidying its old status message: %s", job.id, _why(e))
+
+
+def _cannot_edit(e: BaseException) -> bool:
+    """Whether Discord says this message cannot be edited (now), as opposed to a passing failure."""
+    return isinstance(e, discord.HTTPException) and e.code in CANNOT_EDIT
+
+
+def _refused(e: BaseException) -> bool:
+    """Discord refused what was sent (400: e.g. a text over its limits), so the same again would fail."""
+    return isinstance(e, discord.HTTPException) and e.status == 400
+
+
+def _why(e: BaseException) -> str:
+    if isinstance(e, discord.RateLimited):
+        return f"rate limited for {e.retry_after:.0f} s"
+    if isinstance(e, TimeoutError):
+        return "no answer within edit_wait_s (rate limited?)"
+    if isinstance(e, discord.HTTPException):
+        return f"{e.status} {e.code or ''} {e.text}".strip()
+    return str(e) or type(e).__name__

@@ -1,8 +1,9 @@
 """``python -m bot.health [--config config.toml]``: exit 0 while the bot is connected.
 
 The bot touches ``<data_dir>/heartbeat`` every ``heartbeat_s`` seconds while its gateway session
-is ready; the container healthcheck runs this to see how old that file is. Reading the path
-from the config keeps the check right wherever ``data_dir`` points.
+is up (not while discord.py tries to reconnect); the container healthcheck runs this to see how old
+that file is: over ``3 x heartbeat_s`` (90 s by default) is unhealthy. Reading the path and the
+period from the config keeps the check right wherever ``data_dir`` points.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ import sys
 import time
 
 from bot.config import load_bot_config
+
+HEARTBEATS = 3  # touches the file may miss before the bot counts as unhealthy
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -25,7 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as e:  # no config, no file yet: unhealthy, say why
         print(f"unhealthy: {e}", file=sys.stderr)
         return 1
-    limit = max(90.0, 3 * cfg.discord.heartbeat_s)
+    limit = HEARTBEATS * cfg.discord.heartbeat_s
     if age > limit:
         print(f"unhealthy: heartbeat is {age:.0f} s old (limit {limit:.0f} s)", file=sys.stderr)
         return 1

@@ -22,7 +22,7 @@ QUIET = discord.AllowedMentions.none()  # status lines and refusals name people 
 async def refuse(interaction: discord.Interaction, text: str) -> None:
     """One short line only the asker sees, whatever state the interaction is in: not answered yet,
     answered, or publicly deferred (a public "thinking" message cannot turn private: it is removed)."""
-    line = limits.cut(f"⚠️ {text}")
+    line = limits.fit(f"⚠️ {text}")
     try:
         if interaction.response.type == discord.InteractionResponseType.deferred_channel_message:
             try:
@@ -39,7 +39,7 @@ async def refuse(interaction: discord.Interaction, text: str) -> None:
 
 async def notice(message: discord.Message | discord.PartialMessage, text: str, delete_after: float) -> None:
     """Gestures cannot answer privately: a short reply that deletes itself (``delete_after`` 0 = keeps)."""
-    line = limits.cut(f"⚠️ {text}")
+    line = limits.fit(f"⚠️ {text}")
     try:
         if delete_after:
             await message.reply(line, mention_author=False, delete_after=delete_after,

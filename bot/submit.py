@@ -16,6 +16,7 @@ import discord
 
 from bot.access import priority_for
 from bot.delivery import describe_request, thread_name
+from bot.limits import CONTENT, fit
 from bot.origin import INTERACTION_TOKEN, TOKEN_EXPIRES_S, Origin
 from bot.replies import MENTIONS, QUIET, refuse
 from engine.errors import UserError
@@ -29,7 +30,7 @@ log = logging.getLogger(__name__)
 
 
 def _pending_text(req: Request, note: str | None = None) -> str:
-    return f"{describe_request(req)}\n⏳ submitting…" + (f"\n-# {note}" if note else "")
+    return fit(f"{describe_request(req)}\n⏳ submitting…" + (f"\n-# {note}" if note else ""), CONTENT)
 
 
 async def open_thread(bot: VQGANBot, message: discord.Message, name: str) -> tuple[int | None, bool]:

@@ -9,6 +9,7 @@ pictures (a real one, and a header that claims any size).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import shutil
@@ -165,7 +166,6 @@ class OutOfMemoryRunner:
 
 def run_small_gpu_worker(config: str, url: str, name: str) -> None:
     """The entry point of ``multiprocessing`` worker with ``OutOfMemoryRunner``."""
-    import asyncio
 
     from engine.config import load_config
     from engine.fleet.transport import run_worker

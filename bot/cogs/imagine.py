@@ -211,7 +211,7 @@ def _marked(choice: str, why: str) -> str:
     for mark in (f" (not downloaded, {why})", " (not downloaded)"):
         if len(choice) + len(mark) <= limits.CHOICE:
             return choice + mark
-    return limits.cut(choice, limits.CHOICE - len(" (not downloaded)")) + " (not downloaded)"
+    return limits.fit(choice, limits.CHOICE - len(" (not downloaded)")) + " (not downloaded)"
 
 
 async def setup(bot: VQGANBot) -> None:

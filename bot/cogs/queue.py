@@ -93,7 +93,7 @@ class QueueCommands(commands.Cog):
         pending = [j for j in q.pending() if _shown_here(j, here, me)]
         if show == "all":
             text = describe_fleet(q.fleet(), [(j.owner, j.state) for j in pending])
-            await interaction.response.send_message(f"**Fleet**\n```\n{limits.cut(text, 1800)}\n```",
+            await interaction.response.send_message(f"**Fleet**\n```\n{limits.fit(text, 1800)}\n```",
                                                     ephemeral=True, allowed_mentions=discord.AllowedMentions.none())
             return
         lines = [_line(j, q.position(j.id)) for j in pending[:SHOWN]]
@@ -102,7 +102,7 @@ class QueueCommands(commands.Cog):
         mine = [j for j in q.jobs_of(me) if j.state not in TERMINAL]
         text = "**Queue**\n" + ("\n".join(lines) if lines else "empty: nothing is being painted")
         text += "\n\n**Your jobs**\n" + ("\n".join(_line(j, q.position(j.id)) for j in mine) if mine else "none")
-        await interaction.response.send_message(limits.cut(text), ephemeral=True,
+        await interaction.response.send_message(limits.fit(text), ephemeral=True,
                                                 allowed_mentions=discord.AllowedMentions.none())
 
     @app_commands.command(name="cancel", description="Cancel your newest job, or the one with this id")

@@ -13,6 +13,8 @@ The front end submits ``Request``s and listens to job events; the engine never r
   another is admitted to a batch is never started);
 * a stored job this version cannot read fails alone ("saved by an older version; please ask
   again"); storage failures are ``StorageError``s, one line naming the path and what to do;
+* a worker's result that cannot be shown (``engine.jobs.results``: metadata of the wrong types, a PNG
+  whose metadata is not JSON) fails its job alone, when it arrives or when a start reads it again;
 * ``submit(..., forget_after={key: seconds})`` drops short-lived secrets from the stored origin;
 * this is the coordinator: it decides whose turn it is and records; the jobs run in
   ``engine.workers.loop`` (``backend = "local"``: in this process; ``"redis"``: in ``python -m engine worker``
@@ -45,6 +47,7 @@ from pydantic import BaseModel, ConfigDict
 
 from engine.config import Config
 from engine.errors import UserError
+from engine.jobs.results import MalformedResult, check_metadata, check_result, png_metadata
 from engine.jobs.store import TERMINAL, JobStore, StorageError, storage_problem
 from engine.media.files import job_path, private_dir, write_atomic
 from engine.media.frames import FrameStore
@@ -129,7 +132,7 @@ class Loading:
 @dataclass(frozen=True, slots=True)
 class Finished:
     """``metadata``: ``request`` (the request actually run, JSON) and ``note`` (str or None,
-    e.g. that it was made smaller after running out of GPU memory)."""
+    e.g. that it was made smaller after running out of GPU memory), checked by ``engine.jobs.results``."""
 
     job: Job
     png: bytes
@@ -236,10 +239,31 @@ class JobQueue:
         for pos, job in enumerate(self._service_order(), 1):
             self._emit(Queued(job, pos))
         for job in [j for j in self._jobs.values() if j.state == "finished" and not j.delivered]:
-            if (again := await self._in_db(_reread, job)) is not None:  # died before it was shown
-                self._emit(again)
+            await self._resend(job)  # died before it was shown
         self._worker = asyncio.create_task(self._serve(), name="jobqueue-worker")
         self.availability()  # the local worker surveys its models in the background from now
+
+    async def _resend(self, job: Job) -> None:
+        """At start: a finished job's result again, read from its PNG; a result that cannot be read
+        fails that job alone with a line (it never stops the start, nor the others' results)."""
+        try:
+            again = await self._in_db(_reread, job)
+        except Exception as e:
+            if isinstance(e, MalformedResult):
+                reason = str(e)
+            elif isinstance(e, OSError):
+                reason = f"its picture cannot be read again: {storage_problem(e, job.result_path or '?', 'the result')}"
+            else:
+                log.exception("job %s: reading its result again failed", job.id)
+                reason = "the job queue failed; see the log"
+            log.warning("job %s: %s", job.id, reason)
+            try:
+                self._emit(Failed(await self._end(job, "failed", error=reason), reason))
+            except Exception as e2:
+                await self._broken(job.id, e2)
+            return
+        if again is not None:
+            self._emit(again)
 
     async def close(self) -> None:
         """Stop the running job within a step and keep it queued for the next ``start``."""
@@ -567,11 +591,13 @@ class JobQueue:
         job = self._jobs.get(job_id)
         if job is None or job.state != "running":  # cancelled meanwhile: its Cancelled event has gone out
             return
-        path = None
+        path, metadata = None, out.metadata
         if out.kind == "finished":
-            try:
+            try:  # a result the front end could not show (or a restart not read) fails here, alone
+                metadata = await self._in_db(check_result, out.png, out.metadata)
                 path = await self._in_db(self._write_result, job_id, out.png)
-            except StorageError as e:
+            except (StorageError, MalformedResult) as e:
+                log.warning("job %s: %s", job_id, e)
                 out = Outcome("failed", reason=str(e))
             job = self._jobs[job_id]
             if job.state != "running":  # cancelled while the picture was written
@@ -582,7 +608,7 @@ class JobQueue:
             if job.request.zoom is None:  # a zoom's frames are its video, the last one its result already
                 self._in_db_later(self._frames.final, job_id, job.request.steps, out.png)  # the result, last
             job = await self._end(job, "finished", result_path=path, seconds=out.seconds)
-            self._emit(Finished(job, out.png, out.metadata, out.seconds, out.mask_png))
+            self._emit(Finished(job, out.png, metadata, out.seconds, out.mask_png))
         elif out.kind == "failed":
             job = await self._end(job, "failed", error=out.reason)
             self._emit(Failed(job, out.reason))
@@ -810,13 +836,13 @@ class _Listener:
 
 
 def _reread(job: Job) -> Finished | None:
-    """A finished job's event again, from its PNG on disk (None when the file is gone)."""
-    from engine.media.imageio import read_metadata
-
+    """A finished job's event again, from its PNG on disk (None when the file is gone);
+    ``MalformedResult`` when that PNG's metadata cannot be read (e.g. stored by an older version)."""
     path = Path(job.result_path or "")
     if not job.result_path or not path.is_file():
         return None
     png = path.read_bytes()
-    meta = read_metadata(png) or {}
-    return Finished(job, png, {"request": meta.get("request", job.request.to_metadata()), "note": None},
-                    float(job.seconds or 0.0))
+    meta = png_metadata(png) or {}
+    ran = meta.get("request", job.request.to_metadata())
+    metadata = check_metadata({"request": ran, "note": None}, "the picture's metadata")
+    return Finished(job, png, metadata, float(job.seconds or 0.0))

@@ -3,7 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import io
+import json
+import sqlite3
+import time
 
+import pytest
+from PIL import Image, PngImagePlugin
+
+from engine.media.imageio import META_KEY
 from tests.bot.conftest import (
     FakeRunner,
     make_config,
@@ -15,6 +23,7 @@ from tests.bot.conftest import (
     wait_ephemeral,
     wait_results,
 )
+from tests.fleet import FakeWorker, RedisServer, needs_redis
 
 
 async def _held_job(fake, tmp_path, **discord_section):
@@ -172,3 +181,149 @@ async def test_one_threads_failing_edits_do_not_hold_another_jobs_messages(fake,
             assert posts[-1].id == result.id
         await fake.wait_for(lambda: "✅ done" in fake.message(inter_a.original.id).content)
         assert bot.queue.get(job_b.id).origin["result_message_id"] == result_b.id
+
+
+# ------------------------------------------------------------------ results a worker sends back (#19)
+
+
+def _finished_with(answer):
+    """A ``FakeWorker`` answer: each job finished at once with the picture and metadata ``answer(job)`` gives."""
+    from engine.fleet.wire import FinishedMsg
+
+    return lambda job: [FinishedMsg(worker="hand", job_id=job.job_id, lease=job.lease, seconds=1.0, **answer(job))]
+
+
+def _png_saying(text: str | None, size: tuple[int, int] = (64, 64)) -> bytes:
+    """A PNG (of the tests' request size) whose ``vqgan-clip`` metadata is ``text`` as it is (None: the engine's own, valid)."""
+    buf = io.BytesIO()
+    info = PngImagePlugin.PngInfo()
+    if text is not None:
+        info.add_text(META_KEY, text)
+    Image.new("RGB", size, (10, 120, 200)).save(buf, format="PNG", pnginfo=info)
+    return buf.getvalue()
+
+
+@pytest.fixture
+def redis_url(tmp_path):
+    server = RedisServer(tmp_path / "redis")
+    server.start()
+    try:
+        yield server.url
+    finally:
+        server.kill()
+
+
+def _status(fake, bot, job):
+    """The job's status message now (the queue's record says which one it is)."""
+    return fake.message(bot.queue.get(job.id).origin["status_message_id"])
+
+
+@needs_redis
+async def test_a_workers_malformed_result_fails_its_job_with_a_line_and_the_bot_starts_again(fake, tmp_path,
+                                                                                             redis_url):
+    cfg = make_config(tmp_path, fake, queue={"backend": "redis", "redis_url": redis_url})
+    broken = {"png": _png_saying("{this is not json"), "metadata": {"request": 5}}
+    with FakeWorker(redis_url, "hand", answer=_finished_with(lambda job: broken)) as worker:
+        async with run_bot(fake, cfg) as bot:
+            inter, job = await _start(fake, bot)
+            status = await fake.wait_for(lambda: "⚠️ failed" in _status(fake, bot, job).content and
+                                         _status(fake, bot, job), timeout=10)
+            assert ("⚠️ failed: the worker's result was malformed: metadata.request is not a JSON object"
+                    in status.content)
+            assert status.components == [], "the Cancel button went with the job"
+            assert bot.queue.get(job.id).state == "failed" and [j.job_id for _, j in worker.jobs] == [job.id]
+            assert results(fake) == []
+        async with run_bot(fake, cfg) as bot:  # every later start used to stop at this job's picture
+            assert bot.queue.get(job.id).state == "failed"
+
+
+async def test_a_stored_result_that_cannot_be_read_again_fails_alone_and_the_bot_starts(fake, tmp_path):
+    """A result finished but not shown by an older version, its PNG's metadata not JSON: the next start
+    fails that job with a line on its status message, and the others are painted as usual."""
+    cfg, runner, hold = await _held_job(fake, tmp_path)
+    async with run_bot(fake, cfg, runner) as bot:
+        inter, job = await _start(fake, bot, "an old result")
+    picture = tmp_path / "results" / f"{job.id}.png"
+    picture.write_bytes(_png_saying("{this is not json"))
+    with sqlite3.connect(tmp_path / "jobs.sqlite3") as db:
+        db.execute("UPDATE jobs SET state='finished', delivered=0, result_path=?, seconds=2.0, finished_at=? "
+                   "WHERE id=?", (str(picture), time.time(), job.id))
+    async with run_bot(fake, cfg, FakeRunner()) as bot:
+        status = await fake.wait_for(lambda: "⚠️ failed" in fake.message(inter.original.id).content
+                                     and fake.message(inter.original.id))
+        assert ("⚠️ failed: the worker's result was malformed: the picture: its vqgan-clip metadata is not "
+                "valid JSON") in status.content
+        assert bot.queue.get(job.id).state == "failed"
+        bob = fake.add_user("bob")
+        await fake.slash(bob, fake.channel, "imagine", {"prompt": "a new one", "steps": 2})
+        [result] = await wait_results(fake)
+        assert f"<@{bob.id}>" in result.content
+
+
+@needs_redis
+async def test_a_long_note_from_the_worker_is_cut_and_the_result_posted(fake, tmp_path, redis_url):
+    cfg = make_config(tmp_path, fake, queue={"backend": "redis", "redis_url": redis_url})
+
+    def answer(job):
+        meta = {"request": job.request.to_metadata(), "note": "made smaller " + "and smaller " * 210}
+        return {"png": _png_saying(json.dumps(meta)), "metadata": meta}
+
+    with FakeWorker(redis_url, "hand", answer=_finished_with(answer)):
+        async with run_bot(fake, cfg) as bot:
+            inter, job = await _start(fake, bot)
+            [result] = await wait_results(fake, timeout=10)
+            assert len(result.content) <= 2000 and "⚠️ made smaller and smaller" in result.content
+            assert "…" in result.content and "react 🔁" in result.content  # the note's tail goes, the rest stays
+            await fake.wait_for(lambda: "✅ done" in fake.message(inter.original.id).content)
+            assert bot.queue.get(job.id).delivered
+            assert not [r for r in fake.requests if r.status == 400]
+
+
+async def test_a_result_discord_refuses_everywhere_is_posted_at_the_next_start(fake, tmp_path):
+    """Nothing was posted, so the job is not marked delivered: the person is told, and it comes later."""
+    cfg, runner, hold = await _held_job(fake, tmp_path)
+    async with run_bot(fake, cfg, runner) as bot:
+        inter, job = await _start(fake, bot)
+        fake.fail_next("POST", r"/channels/\d+/messages$|/webhooks/\d+/[^/]+$", status=400, code=50035, count=1000)
+        hold.set()
+        await fake.wait_for(lambda: "posting the image failed" in fake.message(inter.original.id).content, 10)
+        assert bot.queue.get(job.id).state == "finished" and not bot.queue.get(job.id).delivered
+    fake.clear_faults()
+    async with run_bot(fake, cfg, FakeRunner()) as bot:
+        [result] = await wait_results(fake)
+        assert result.channel_id == fake.thread_for(inter.original).id
+        await fake.wait_for(lambda: "✅ done" in _status(fake, bot, job).content)
+        await fake.wait_for(lambda: bot.queue.get(job.id).delivered)
+
+
+# ------------------------------------------------------------------ a status message Discord will not edit (#19)
+
+
+async def test_a_status_message_past_its_edit_limit_is_posted_anew(fake, tmp_path):
+    """30046: too many edits of a message older than an hour. The status goes on in a new message."""
+    cfg, runner, hold = await _held_job(fake, tmp_path)
+    async with run_bot(fake, cfg, runner) as bot:
+        inter, job = await _start(fake, bot)
+        old = inter.original
+        fake.fail_next("PATCH", rf"/messages/{old.id}$", status=429, code=30046, retry_after=0.05, count=1000)
+        hold.set()
+        [result] = await wait_results(fake)
+        status = await fake.wait_for(lambda: "✅ done" in _status(fake, bot, job).content and _status(fake, bot, job))
+        assert status.id != old.id and status.channel_id == fake.channel.id
+        assert result.id in {int(u.rsplit("/", 1)[1]) for u in status.content.split() if "/channels/" in u}
+        assert status.components == [], "no Cancel button once the job is done"
+        assert fake.bot_user.id not in old.reactions.get("❌", []), "the old message's ❌ is taken back"
+        await fake.wait_for(lambda: fake.bot_user.id not in status.reactions.get("❌", []))  # and the new one's
+
+
+async def test_a_long_rate_limit_on_the_status_message_does_not_hold_the_result(fake, tmp_path):
+    cfg, runner, hold = await _held_job(fake, tmp_path, edit_wait_s=1.0)
+    async with run_bot(fake, cfg, runner) as bot:
+        inter, job = await _start(fake, bot)
+        fake.fail_next("PATCH", rf"/messages/{inter.original.id}$", status=429, retry_after=15, count=1000)
+        started = time.monotonic()
+        hold.set()
+        [result] = await wait_results(fake, timeout=6)
+        assert time.monotonic() - started < 6
+        status = await fake.wait_for(lambda: "✅ done" in _status(fake, bot, job).content and _status(fake, bot, job))
+        assert status.components == []

@@ -74,3 +74,22 @@ def test_no_network_is_one_line_after_a_few_quick_tries_then_exit_1(tmp_path):
     assert errors == [f"error: cannot reach Discord at {api_base} (connection refused) after 3 tries; "
                       "check the network or DISCORD_API_BASE"]
     assert proc.stderr.count("trying again in") == 2  # 3 tries in all, with a growing pause between them
+
+
+async def test_the_healthcheck_says_unhealthy_while_discord_s_gateway_is_down(fake, tmp_path):
+    data = tmp_path / "discord"
+    cfg_path = tmp_path / "config.toml"  # what the container healthcheck reads
+    cfg_path.write_text(f'[discord]\ndata_dir = "{data}"\nheartbeat_s = 0.2\n')
+    cfg = make_config(tmp_path, fake, data_dir=str(data), heartbeat_s=0.2)
+
+    def healthy() -> bool:
+        return health_main(["--config", str(cfg_path)]) == 0
+
+    async with run_bot(fake, cfg, FakeRunner()):
+        await fake.wait_for(healthy)
+        await fake.gateway_down()  # discord.py keeps trying to reconnect; REST still answers
+        await fake.wait_for(lambda: not healthy(), timeout=3)  # 3 x heartbeat_s
+        await asyncio.sleep(1.0)
+        assert not healthy(), "no heartbeat while the gateway is down"
+        fake.gateway_up()
+        await fake.wait_for(healthy, timeout=30)  # reconnected: healthy again

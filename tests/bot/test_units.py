@@ -221,11 +221,11 @@ def test_old_uploads_are_pruned(tmp_path):
     assert prune_uploads(cfg) == 1 and not old.exists() and new.exists()
 
 
-def test_discord_text_limits_cut_and_split():
+def test_discord_text_limits_fit_and_split():
     from bot import limits
 
-    assert limits.cut("short", 100) == "short"
-    assert limits.cut("x" * 150, 100) == "x" * 99 + "…"
+    assert limits.fit("short", 100) == "short"
+    assert limits.fit("x" * 150, 100) == "x" * 99 + "…"
     text = "\n\n".join(f"**Part {i}**\n" + "word " * 120 for i in range(6))
     pieces = limits.split(text, 2000)
     assert len(pieces) > 1 and all(len(p) <= 2000 for p in pieces)
@@ -233,3 +233,13 @@ def test_discord_text_limits_cut_and_split():
     assert "".join(text.split()) == "".join("".join(pieces).split())  # nothing lost
     assert limits.split("y" * 4500, 2000) == ["y" * 2000, "y" * 2000, "y" * 500]
     assert limits.split("") == [""]
+
+
+def test_fit_cuts_a_text_to_discords_limit_counting_as_discord_may():
+    from bot.limits import CONTENT, fit, length
+
+    assert fit("a windmill", 10) == "a windmill" and fit("a windmill", 9) == "a windmi…"
+    assert fit("a windmill at dusk", 12) == "a windmill…"  # no space left before the mark
+    long = fit("🎨" * 1500, CONTENT)  # each one is two UTF-16 units: never cut in half
+    assert length(long) <= CONTENT and long.endswith("…") and set(long[:-1]) == {"🎨"}
+    assert fit("abc", 0) == "" and fit("abc", 1) == "…"

@@ -1,5 +1,6 @@
-"""Faults the tests inject: REST errors (429 with rate-limit headers, 5xx, any status), expired interaction
-tokens, refused threads, and deletions/archiving done "by a moderator" behind the bot's back."""
+"""Faults the tests inject: REST errors (429 with rate-limit headers, 5xx, any status, Discord's error codes such
+as 30046), expired interaction tokens, refused threads, and deletions/archiving done "by a moderator" behind the
+bot's back. (Taking the gateway down is in gateway.py.)"""
 
 from __future__ import annotations
 
@@ -11,6 +12,13 @@ from typing import Any
 
 from .models import Channel, Message
 from .state import I_GUILDS, I_MESSAGES, State
+
+# Discord's words for the error codes tests inject (``fail_next(..., code=...)``).
+MESSAGES = {
+    30046: "Maximum number of edits to messages older than 1 hour reached. Try again later.",
+    50005: "Cannot edit a message authored by another user",
+    50035: "Invalid Form Body",
+}
 
 
 @dataclass
@@ -43,10 +51,16 @@ class Faults(State):
         code: int | None = None,
     ) -> None:
         """Answer the next ``count`` REST calls matching (method or '*', re.search on the path without
-        /api/v10) with ``status``. 429s carry retry_after + X-RateLimit-*/Retry-After/Via headers."""
+        /api/v10) with ``status``. 429s carry retry_after + X-RateLimit-*/Retry-After/Via headers.
+        ``code``: Discord's error code in the body, e.g. ``status=429, code=30046`` (too many edits of a
+        message older than an hour: discord.py retries it as a rate limit, then raises it)."""
         self._faults.append(
             _Fault(method.upper(), re.compile(path_regex), status, retry_after, count, body, code)
         )
+
+    def clear_faults(self) -> None:
+        """Drop every pending ``fail_next`` fault: Discord answers normally again."""
+        self._faults.clear()
 
     def _fault_for(self, method: str, path: str) -> _Fault | None:
         for f in self._faults:
@@ -58,9 +72,10 @@ class Faults(State):
     def _fault_response(self, f: _Fault) -> tuple[int, Any, dict[str, str]]:
         if f.status == 429:
             body = f.body or {
-                "message": "You are being rate limited.",
+                "message": MESSAGES.get(f.code or 0, "You are being rate limited."),
                 "retry_after": f.retry_after,
                 "global": False,
+                **({"code": f.code} if f.code is not None else {}),
             }
             headers = {
                 "Via": "1.1 google",
@@ -79,7 +94,7 @@ class Faults(State):
             404: "404: Not Found",
         }.get(f.status, f"{f.status}: Server Error")
         body = f.body or {
-            "message": default,
+            "message": MESSAGES.get(f.code or 0, default),
             "code": f.code if f.code is not None else (50013 if f.status == 403 else 0),
         }
         return f.status, body, {}

@@ -60,6 +60,7 @@ class Gateway(State):
         self._sessions: dict[str, _Session] = {}
         self._conn: _Conn | None = None  # the connection events go to (the latest IDENTIFY/RESUME)
         self._conns: set[_Conn] = set()
+        self.gateway_is_down = False  # ``gateway_down()``: sockets closed, new ones refused (REST still answers)
         super().__init__(**kwargs)
 
     def _gateway_routes(self) -> list[Route]:
@@ -104,6 +105,8 @@ class Gateway(State):
     async def _gateway(self, request: web.Request) -> web.StreamResponse:
         if request.headers.get("Upgrade", "").lower() != "websocket":
             return json_response(200, {"url": self.gateway_url})
+        if self.gateway_is_down:
+            return json_response(503, {"message": "503: Service Unavailable", "code": 0})
         ws = web.WebSocketResponse(max_msg_size=0, autoping=True)
         await ws.prepare(request)
         self.gateway_queries.append(dict(request.query))
@@ -214,6 +217,16 @@ class Gateway(State):
         """Close the bot's gateway socket with ``code`` (4000: discord.py reconnects and RESUMEs)."""
         if self._conn:
             await self._conn.ws.close(code=code)
+
+    async def gateway_down(self) -> None:
+        """Discord's gateway goes away: the bot's socket is closed (1001) and every new connect is refused
+        (503) until ``gateway_up``; discord.py keeps trying to reconnect. REST keeps answering."""
+        self.gateway_is_down = True
+        for conn in list(self._conns):
+            await conn.ws.close(code=1001)
+
+    def gateway_up(self) -> None:
+        self.gateway_is_down = False
 
     # ------------------------------------------------------------------ REST: GET /gateway
     async def _r_gateway(self, rec: Request) -> Reply:

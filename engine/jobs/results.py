@@ -1,0 +1,84 @@
+"""A finished job's result as the coordinator accepts it: checked once, where it enters.
+
+A worker (in this process, or over Redis and perhaps of another version) hands back a PNG and its
+metadata: ``request`` (the request actually run, a JSON object), ``note`` (a line for the person, or
+None) and, for a zoom, ``frames``. The front end reads the metadata to show the result, and a restart
+reads the PNG's own ``vqgan-clip`` metadata to send an undelivered result again. So a result that does
+not hold up (metadata of the wrong types, a PNG whose metadata is not a JSON object) fails its job with
+one line here, "the worker's result was malformed: ...", instead of breaking its delivery and, after
+it, every later start.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from engine.errors import BadImage, UserError, error_line
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+MALFORMED = "the worker's result was malformed"
+_WORDS = {"model_type": "is not a JSON object", "dict_type": "is not a JSON object", "missing": "is missing",
+          "string_type": "is not text", "int_type": "is not a whole number", "int_parsing": "is not a whole number",
+          "int_from_float": "is not a whole number"}
+
+
+class MalformedResult(UserError):
+    """A worker's result that cannot be shown: one line, starting with ``MALFORMED``."""
+
+
+class RanRequest(BaseModel):
+    """The request actually run, as far as a front end reads it; any other key is kept as it is."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    prompt: str | None = None
+    seed: int | None = None
+    steps: int | None = Field(None, ge=0)
+    width: int | None = Field(None, ge=1)
+    height: int | None = Field(None, ge=1)
+
+
+class ResultMeta(BaseModel):
+    """A finished job's metadata (``Finished.metadata``, ``FinishedMsg.metadata``)."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    request: RanRequest
+    note: str | None = None
+    frames: int | None = Field(None, ge=0)
+
+
+def check_metadata(metadata: object, where: str = "metadata") -> dict[str, Any]:
+    """``metadata`` validated, as the plain dict a front end reads; ``MalformedResult`` if it is not."""
+    try:
+        meta = ResultMeta.model_validate(metadata)
+    except ValidationError as e:
+        err = e.errors()[0]
+        field = ".".join([where, *(str(p) for p in err["loc"])])
+        msg = _WORDS.get(err["type"]) or error_line({**err, "loc": ()})
+        raise MalformedResult(f"{MALFORMED}: {field} {msg}") from None
+    return meta.model_dump(exclude_unset=True)
+
+
+def check_result(png: bytes, metadata: object) -> dict[str, Any]:
+    """A worker's picture and metadata, checked: the metadata validated (returned as a dict), the
+    picture a PNG whose own metadata, when it has any, can be read again at a restart."""
+    meta = check_metadata(metadata)
+    if not png.startswith(PNG_SIGNATURE):
+        raise MalformedResult(f"{MALFORMED}: the picture is not a PNG")
+    embedded = png_metadata(png)
+    if embedded is not None and "request" in embedded:
+        check_metadata({"request": embedded["request"]}, "the picture's metadata")
+    return meta
+
+
+def png_metadata(png: bytes) -> dict[str, Any] | None:
+    """The picture's own metadata (None when it has none); ``MalformedResult`` when it cannot be read."""
+    from engine.media.imageio import read_metadata  # Pillow and numpy, only when a result is checked
+
+    try:
+        return read_metadata(png, what="the picture")
+    except BadImage as e:
+        raise MalformedResult(f"{MALFORMED}: {e}") from None
