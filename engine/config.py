@@ -15,7 +15,7 @@ from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from engine.errors import UserError, error_line
+from engine.errors import ConfigError, UserError, error_line
 
 MAX_WEIGHT = 1000.0
 """Largest absolute prompt weight (and stop), and CLIP weight: generous, and far from float32's overflow."""
@@ -199,10 +199,6 @@ class Config(Section):
 
 
 FRONT_END_TABLES = ("discord",)  # tables of config.toml that a front end validates (bot.config), not the engine
-
-
-class ConfigError(UserError):
-    """The config file is missing, not TOML, or fails validation."""
 
 
 M = TypeVar("M", bound=BaseModel)

@@ -82,5 +82,34 @@ class UnsafeCheckpoint(UserError):
     """A checkpoint whose pickle would run code and holds no loadable tensors."""
 
 
+class ConfigError(UserError):
+    """The config file is missing, not TOML, or fails validation."""
+
+
+class CorruptCheckpoint(UserError):
+    """The file is not a readable checkpoint (truncated download, wrong format, impossible sizes)."""
+
+
+class StorageError(UserError):
+    """The job store or results folder cannot be used: one line naming the path and the fix."""
+
+
+class QueueFull(UserError):
+    """The owner or the whole queue is at its pending limit."""
+
+
+class ModelsUnavailable(UserError):
+    """No worker can use the request's models: they are not downloaded and cannot be now (offline)."""
+
+
+class NotAllowed(UserError):
+    """Someone other than the owner or a moderator tried to act on a job."""
+
+
+class MalformedResult(UserError):
+    """A worker's result that cannot be shown: one line, starting with "the worker's result was malformed"."""
+
+
 class Cancelled(Exception):
-    """Raised inside a generation when its ``should_stop`` callback says so."""
+    """Raised inside a generation when its ``should_stop`` callback says so (not a user error: the
+    person asked for it). The queue's event for a cancelled job is ``engine.jobs.events.JobCancelled``."""

@@ -46,9 +46,9 @@ from typing import Any, Literal, get_args
 from pydantic import BaseModel, ConfigDict
 
 from engine.config import Config
-from engine.errors import UserError
-from engine.jobs.results import MalformedResult, check_metadata, check_result, png_metadata
-from engine.jobs.store import TERMINAL, JobStore, StorageError, storage_problem
+from engine.errors import MalformedResult, StorageError, UserError
+from engine.jobs.results import check_metadata, check_result, png_metadata
+from engine.jobs.store import TERMINAL, JobStore, storage_problem
 from engine.media.files import job_path, private_dir, write_atomic
 from engine.media.frames import FrameStore
 from engine.models.availability import Availability, unavailable

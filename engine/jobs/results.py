@@ -15,17 +15,13 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from engine.errors import BadImage, UserError, error_line
+from engine.errors import BadImage, MalformedResult, error_line
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 MALFORMED = "the worker's result was malformed"
 _WORDS = {"model_type": "is not a JSON object", "dict_type": "is not a JSON object", "missing": "is missing",
           "string_type": "is not text", "int_type": "is not a whole number", "int_parsing": "is not a whole number",
           "int_from_float": "is not a whole number"}
-
-
-class MalformedResult(UserError):
-    """A worker's result that cannot be shown: one line, starting with ``MALFORMED``."""
 
 
 class RanRequest(BaseModel):

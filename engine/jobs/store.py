@@ -25,7 +25,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from engine.errors import UserError
+from engine.errors import StorageError
 from engine.media.files import private_dir
 
 COLUMNS = (
@@ -78,10 +78,6 @@ def _v1(db: sqlite3.Connection) -> None:
 # without a version number (so an unversioned file with a ``jobs`` table is version 0 -> 1: a no-op).
 MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_v1, _v2]
 SCHEMA_VERSION = len(MIGRATIONS)
-
-
-class StorageError(UserError):
-    """The job store or results folder cannot be used: one line naming the path and the fix."""
 
 
 def storage_problem(e: BaseException, path: str | Path, what: str = "the job store") -> str:

@@ -39,10 +39,10 @@ from typing import IO, Any, cast
 
 import torch
 
-from engine.errors import ModelFileMissing, UnsafeCheckpoint, UserError
+from engine.errors import CorruptCheckpoint, ModelFileMissing, UnsafeCheckpoint, UserError
 from engine.models.unpickler import Placeholder, SafeUnpickler
 
-__all__ = ["load_checkpoint", "check_checkpoint", "CorruptCheckpoint"]
+__all__ = ["load_checkpoint", "check_checkpoint"]
 
 log = logging.getLogger(__name__)
 
@@ -50,10 +50,6 @@ _ZIP_MAGIC = b"PK\x03\x04"  # torch.serialization._is_zipfile: these first bytes
 _LEGACY_MAGIC = 0x1950A86A20F9469CFC6C  # torch.serialization.MAGIC_NUMBER
 _LEGACY_PROTOCOL = 1001  # torch.serialization.PROTOCOL_VERSION
 _REDOWNLOAD = "delete it and download it again"
-
-
-class CorruptCheckpoint(UserError):
-    """The file is not a readable checkpoint (truncated download, wrong format, impossible sizes)."""
 
 
 # --- reading the two torch.save formats ------------------------------------------------------------

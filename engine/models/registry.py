@@ -179,7 +179,8 @@ def checkpoint_problem(path: Path, config: Path) -> str | None:
     has every weight of the model ``config`` describes, in the shape the config gives it."""
     import torch
 
-    from engine.models.checkpoint import CorruptCheckpoint, load_checkpoint
+    from engine.errors import CorruptCheckpoint
+    from engine.models.checkpoint import load_checkpoint
 
     try:
         expected = {k: tuple(v.shape) for k, v in model_of(config).state_dict().items()}

@@ -19,8 +19,7 @@ from bot.endpoints import cdn_url, gateway_for, point_at
 from bot.images import fit_png
 from bot.inputs import build_request, fit_request_size
 from bot.uploads import decode_image
-from engine.config import ConfigError
-from engine.errors import BadImage, UserError
+from engine.errors import BadImage, ConfigError, UserError
 from tests.bot.conftest import FakeRunner, make_config, run_bot
 
 

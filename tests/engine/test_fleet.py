@@ -29,17 +29,9 @@ import pytest
 import redis
 
 from engine.config import Config, load_config
+from engine.errors import ModelsUnavailable
 from engine.fleet.wire import FailedMsg, FinishedMsg
-from engine.jobs.queue import (
-    Cancelled,
-    Failed,
-    Finished,
-    JobQueue,
-    Loading,
-    ModelsUnavailable,
-    Progress,
-    Started,
-)
+from engine.jobs.queue import Cancelled, Failed, Finished, JobQueue, Loading, Progress, Started
 from engine.spec.request import Request
 from tests.fleet import ROOT, RedisServer, Workers, free_port, needs_redis
 from tests.tinymodels import write_tiny_config

@@ -8,8 +8,8 @@ import pytest
 import torch
 import yaml
 
-from engine.config import ConfigError, load_config
-from engine.errors import UserError
+from engine.config import load_config
+from engine.errors import ConfigError, UserError
 from engine.method.cutouts import make_augment, make_cutouts, random_boxes
 from engine.method.losses import Targets, prompt_loss, z_l2
 from engine.method.masks import feather, latent_mask

@@ -23,20 +23,8 @@ from PIL import Image
 
 from engine import errors
 from engine.config import Config, QueueConfig, load_config
-from engine.errors import UserError
-from engine.jobs.queue import (
-    Cancelled,
-    Event,
-    Failed,
-    Finished,
-    JobQueue,
-    Loading,
-    NotAllowed,
-    Progress,
-    Queued,
-    QueueFull,
-    Started,
-)
+from engine.errors import NotAllowed, QueueFull, UserError
+from engine.jobs.queue import Cancelled, Event, Failed, Finished, JobQueue, Loading, Progress, Queued, Started
 from engine.spec.request import Request
 from tests.fakes import FakeProgress, FakeResult
 

@@ -18,9 +18,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from engine.errors import ModelFileMissing, UnsafeCheckpoint, UserError
+from engine.errors import CorruptCheckpoint, ModelFileMissing, UnsafeCheckpoint, UserError
 from engine.models import unpickler
-from engine.models.checkpoint import CorruptCheckpoint, check_checkpoint, load_checkpoint
+from engine.models.checkpoint import check_checkpoint, load_checkpoint
 from engine.models.unpickler import Placeholder
 
 FORMATS = [pytest.param(True, id="zip"), pytest.param(False, id="legacy")]
