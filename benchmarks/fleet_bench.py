@@ -29,7 +29,8 @@ sys.path.insert(0, str(ROOT))
 from PIL import Image  # noqa: E402
 
 from engine.config import Config, load_config  # noqa: E402
-from engine.jobs.queue import Finished, JobQueue, Progress  # noqa: E402
+from engine.jobs.events import Finished, JobProgress  # noqa: E402
+from engine.queue import JobQueue  # noqa: E402
 from engine.spec.request import Request  # noqa: E402
 from tests.fleet import RedisServer, Workers  # noqa: E402
 from tests.tinymodels import write_tiny_config  # noqa: E402
@@ -70,7 +71,7 @@ async def _latency(cfg: Config, runner: Any, jobs: int) -> float:
     q = JobQueue(cfg, runner)
     done: asyncio.Queue[Any] = asyncio.Queue()
     q.subscribe(lambda e: done.put_nowait(e) if isinstance(e, Finished) else None)
-    q.subscribe(lambda e: None if isinstance(e, Progress) else None)
+    q.subscribe(lambda e: None if isinstance(e, JobProgress) else None)
     await q.start()
     try:
         if cfg.queue.backend == "redis":  # wait for the worker

@@ -38,7 +38,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 async def run(cfg: BotConfig, token: str) -> None:
     """Build the bot's dependencies here (the job queue and its engine runner), then run it."""
     from bot.app import VQGANBot
-    from engine.jobs.queue import JobQueue
+    from engine.queue import JobQueue
 
     bot = VQGANBot(cfg, JobQueue(cfg))
     loop = asyncio.get_running_loop()

@@ -15,7 +15,7 @@ from bot.origin import Origin
 from engine.errors import UserError
 
 if TYPE_CHECKING:
-    from engine.jobs.queue import Job
+    from engine.jobs.job import Job
 
 
 

@@ -31,8 +31,9 @@ from bot.replies import MENTIONS, QUIET
 from bot.timelapse import render
 from bot.views import result_view, status_view
 from engine.errors import UserError
-from engine.jobs.queue import Cancelled as JobCancelled
-from engine.jobs.queue import Failed, Finished, Job, JobQueue, Loading, Progress, Queued, Started
+from engine.jobs.events import Failed, Finished, JobCancelled, JobProgress, Loading, Queued, Started
+from engine.jobs.job import Job
+from engine.queue import JobQueue
 from engine.spec.request import Request
 
 log = logging.getLogger(__name__)
@@ -105,7 +106,7 @@ class Moved:
     position: int
 
 
-Event = Queued | Started | Loading | Progress | Finished | Failed | JobCancelled | Moved
+Event = Queued | Started | Loading | JobProgress | Finished | Failed | JobCancelled | Moved
 
 
 class Lanes:
@@ -119,8 +120,8 @@ class Lanes:
 
     def put(self, key: str, event: Event) -> None:
         items = self._items.setdefault(key, deque())
-        if isinstance(event, Progress):
-            for stale in [e for e in items if isinstance(e, Progress)]:
+        if isinstance(event, JobProgress):
+            for stale in [e for e in items if isinstance(e, JobProgress)]:
                 items.remove(stale)
         items.append(event)
         if key not in self._tasks:
@@ -166,7 +167,7 @@ class Delivery:
 
     async def __call__(self, event: object) -> None:
         """Queue listener: file the event into its job's lane."""
-        if isinstance(event, Queued | Started | Loading | Progress | Finished | Failed | JobCancelled | Moved):
+        if isinstance(event, Queued | Started | Loading | JobProgress | Finished | Failed | JobCancelled | Moved):
             self._lanes.put(event.job.id, event)
 
     async def close(self, timeout: float = CLOSE_FLUSH_S) -> None:
@@ -193,7 +194,7 @@ class Delivery:
             case Loading():
                 self._noted.add(event.job.id)
                 await self._edit_status(event.job, f"⏳ {event.note}…")
-            case Progress():
+            case JobProgress():
                 await self._on_progress(event)
             case Finished():
                 await self._on_finished(event)
@@ -230,7 +231,7 @@ class Delivery:
         if self._shown_position.get(ev.job.id) == ev.position:  # not started or moved again meanwhile
             await self._edit_status(ev.job, position_line(ev.position))
 
-    async def _on_progress(self, ev: Progress) -> None:
+    async def _on_progress(self, ev: JobProgress) -> None:
         job = ev.job
         if job.id in self._noted:  # its models loaded: painting now
             self._noted.discard(job.id)

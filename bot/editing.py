@@ -31,7 +31,7 @@ from engine.spec.prompts import visible
 from engine.spec.request import Request, check_limits, variation_of
 
 if TYPE_CHECKING:
-    from engine.jobs.queue import Job
+    from engine.jobs.job import Job
 
 ARROW = re.compile(r"\s*(?:->|→)\s*")
 REGION_HOWTO = ("write it as `what to change -> what it becomes`, e.g. `jacket -> a fur coat` "

@@ -15,7 +15,7 @@ from bot.config import BotConfig
 from engine.jobs.store import TERMINAL
 
 if TYPE_CHECKING:
-    from engine.jobs.queue import JobQueue
+    from engine.queue import JobQueue
 
 
 

@@ -20,7 +20,7 @@ from bot.limits import CONTENT, fit
 from bot.origin import INTERACTION_TOKEN, TOKEN_EXPIRES_S, Origin
 from bot.replies import MENTIONS, QUIET, refuse
 from engine.errors import UserError
-from engine.jobs.queue import Job
+from engine.jobs.job import Job
 from engine.spec.request import Request
 
 if TYPE_CHECKING:

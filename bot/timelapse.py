@@ -15,7 +15,7 @@ from pathlib import Path
 import discord
 
 from engine.errors import UserError
-from engine.jobs.queue import JobQueue
+from engine.queue import JobQueue
 
 NO_FRAMES = "no frames kept for this job"
 TIMELAPSE_FPS = 12

@@ -2,7 +2,7 @@
 
 The engine knows nothing of Discord. Public entry points:
 ``engine.config.load_config``, ``engine.spec.request.Request``, ``engine.method.generate.generate``,
-``engine.models.loader.ModelCache`` and ``engine.jobs.queue.JobQueue``.
+``engine.models.loader.ModelCache`` and ``engine.queue.JobQueue``.
 """
 
 __version__ = "0.1.0"

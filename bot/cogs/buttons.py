@@ -30,7 +30,7 @@ from bot.timelapse import NO_FRAMES, frames_of, render
 from bot.uploads import ImageRef, check_attachment, image_attachments
 from bot.views import COG, Action, Debounce, JobButton
 from engine.errors import UserError
-from engine.jobs.queue import Job
+from engine.jobs.job import Job
 
 if TYPE_CHECKING:
     from bot.app import VQGANBot

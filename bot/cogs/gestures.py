@@ -32,7 +32,7 @@ from bot.inputs import build_request
 from bot.pending import check_pending
 from bot.uploads import ImageRef, check_attachment, image_attachments
 from engine.errors import UserError
-from engine.jobs.queue import Job
+from engine.jobs.job import Job
 from engine.spec.request import Request
 
 if TYPE_CHECKING:

@@ -23,7 +23,7 @@ from engine.jobs.store import TERMINAL
 
 if TYPE_CHECKING:
     from bot.app import VQGANBot
-    from engine.jobs.queue import Job
+    from engine.jobs.job import Job
 
 log = logging.getLogger(__name__)
 SHOWN = 10

@@ -40,7 +40,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -62,15 +62,13 @@ from engine.fleet.wire import (
     decode,
     encode,
 )
-from engine.jobs.store import TERMINAL
+from engine.jobs.job import MAX_ATTEMPTS, TERMINAL, Job
+from engine.jobs.port import Control, Outcome, Port
 from engine.media.files import job_path
 from engine.media.imageio import png_size
 from engine.models.availability import Availability
 from engine.spec.request import Request
-from engine.workers.loop import Assignment, Control, Outcome, Worker, batch_key, painted_sizes
-
-if TYPE_CHECKING:
-    from engine.jobs.queue import Job, JobQueue
+from engine.workers.loop import Assignment, Worker, batch_key, painted_sizes
 
 log = logging.getLogger(__name__)
 
@@ -162,13 +160,13 @@ class _Lease:
 class RedisLink:
     """The coordinator's end: hands jobs to workers with room, records what they send back."""
 
-    def __init__(self, queue: JobQueue, url: str) -> None:
-        self.q = queue
+    def __init__(self, cfg: QueueConfig, url: str) -> None:
+        self.q: Port  # the coordinator, from ``serve``
         self.url = url
         self.r = connect(url)
-        self.timeout = queue._cfg.worker_timeout_s
-        self.job_timeout = queue._cfg.job_timeout_s
-        self.room = queue._cfg.batch_size  # the most jobs one worker gets at a time
+        self.timeout = cfg.worker_timeout_s
+        self.job_timeout = cfg.job_timeout_s
+        self.room = cfg.batch_size  # the most jobs one worker gets at a time
         self.workers: dict[str, _Seen] = {}
         self.leases: dict[str, _Lease] = {}  # job id -> its current hand-out
         self.refused: dict[str, dict[str, str]] = {}  # job id -> worker -> why it cannot run it
@@ -177,11 +175,21 @@ class RedisLink:
         self._said_down = False
         self._stale: set[str] = set()  # leases a worker was told to drop
 
-    # lifecycle (called by JobQueue)
+    # the Transport (what the coordinator asks)
 
-    def adopt(self, job: Job) -> None:
+    def adopt(self, job: Job) -> bool:
         """A job recorded as running when the coordinator started: a worker may still hold it."""
         self.leases[job.id] = _Lease(None, None, None, time.monotonic(), deadline=self._deadline())
+        return True
+
+    async def serve(self, port: Port) -> None:
+        """Hand jobs to workers and record what they send back until the coordinator closes."""
+        self.q = port
+        await self.start()
+        try:
+            await asyncio.gather(*self._tasks)
+        finally:
+            await self.close()
 
     async def start(self) -> None:
         try:
@@ -222,9 +230,8 @@ class RedisLink:
     # the loops
 
     async def _dispatch(self) -> None:
-        while not self.q._closing:
+        while not self.q.closing:
             try:
-                await self.q._maybe_prune()
                 await self._poll_workers()
                 await self._check_leases()
                 await self._hand_out()
@@ -235,9 +242,7 @@ class RedisLink:
                 self._down(e)
             except Exception:
                 log.exception("fleet: dispatching failed")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.q._wakeup.wait(), 0.2)
-            self.q._wakeup.clear()
+            await self.q.changed(0.2)
 
     def _down(self, e: BaseException) -> None:
         if not self._said_down:
@@ -298,21 +303,17 @@ class RedisLink:
     async def _requeue(self, job_id: str, counted: bool, why: str, fail: str | None = None) -> None:
         """Take a hand-out back; ``counted``: the worker may have died of it (poison jobs fail, with
         ``fail`` as the reason when given)."""
-        from engine.jobs.queue import MAX_ATTEMPTS
-
         self.leases.pop(job_id, None)
-        job = self.q._jobs.get(job_id)
+        job = self.q.job(job_id)
         if job is None or job.state != "running":
             return
         if counted and job.attempts >= MAX_ATTEMPTS:
             reason = fail or f"it stopped {job.attempts} workers, so it will not be tried again"
             log.warning("fleet: job %s failed: %s (%s)", job_id, reason, why)
-            await self.q._conclude(job_id, Outcome("failed", reason=reason))
+            await self.q.conclude(job_id, Outcome("failed", reason=reason))
             return
         log.info("fleet: job %s queued again (%s)", job_id, why)
-        self.q._running.pop(job_id, None)
-        await self.q._save(self.q._replace(job, state="queued", attempts=job.attempts - (0 if counted else 1)))
-        self.q._wakeup.set()
+        await self.q.requeue(job_id, counted=counted)
 
     async def _overdue(self, job_id: str, held: _Lease) -> None:
         """A job its worker still holds past its deadline (a worker that hoards, or whose own timeout
@@ -348,18 +349,14 @@ class RedisLink:
                 held.missing_since = None
         live = set(self._live())
         for job_id, why in list(self.refused.items()):
-            job = self.q._jobs.get(job_id)
+            job = self.q.job(job_id)
             if job is None or job.state in TERMINAL:
                 self.refused.pop(job_id, None)
             elif job.state != "queued":
                 continue
             elif live and live <= set(why):  # no live worker can run it
                 self.refused.pop(job_id, None)
-                reason = next(iter(why.values()))
-                job = await self.q._end(job, "failed", error=reason)
-                from engine.jobs.queue import Failed
-
-                self.q._emit(Failed(job, reason))
+                await self.q.fail(job_id, next(iter(why.values())))
 
     def _live(self) -> list[str]:
         now = time.monotonic()
@@ -370,28 +367,30 @@ class RedisLink:
             seen = self.workers[name]
             while True:
                 mine = [j for j, h in self.leases.items() if h.worker == name]
-                if len(mine) >= min(seen.hb.capacity, self.room) or any(j in self.q._solo for j in mine):
+                if len(mine) >= min(seen.hb.capacity, self.room) or any(self.q.runs_alone(j) for j in mine):
                     break
                 refused = {j for j, why in self.refused.items() if name in why}
                 if mine:
-                    key = batch_key(self.q._jobs[mine[0]].request)
+                    first = self.q.job(mine[0])
+                    assert first is not None, "a job handed out is on record"
+                    key = batch_key(first.request)
 
                     def match(job: Job, key: tuple = key, refused: set[str] = refused) -> bool:
                         return job.id not in refused and batch_key(job.request) == key
-                    begun = await self.q._next(match, False, skip_solo=True)
+                    begun = await self.q.next_job(match, False, skip_solo=True)
                 else:
                     def not_refused(job: Job, refused: set[str] = refused) -> bool:
                         return job.id not in refused
-                    begun = await self.q._next(not_refused, False, skip_solo=False)
+                    begun = await self.q.next_job(not_refused, False, skip_solo=False)
                 if begun is None:
                     break
                 job, _ctl = begun
                 lease = f"{job.id}.{job.attempts}.{secrets.token_hex(3)}"
                 self.leases[job.id] = _Lease(lease, name, seen.hb.boot, time.monotonic(), deadline=self._deadline())
                 files = await asyncio.to_thread(input_files, job.request)
-                msg = JobMsg(job_id=job.id, lease=lease, request=job.request, solo=job.id in self.q._solo,
+                msg = JobMsg(job_id=job.id, lease=lease, request=job.request, solo=self.q.runs_alone(job.id),
                              boot=seen.hb.boot, files=files)
-                if job.request.zoom is not None and (last := await self.q._in_db(self.q._frames.zoom_last, job.id)):
+                if job.request.zoom is not None and (last := await self.q.zoom_last(job.id)):
                     # A zoom another worker began: go on after its newest frame here (the file thread
                     # has written what arrived before); too large to send with it, it starts over.
                     resumed = msg.model_copy(update={"zoom_from": ZoomFrame(frame=last[0], png=last[1])})
@@ -400,7 +399,7 @@ class RedisLink:
                 if len(data := encode(msg)) > MAX_MESSAGE_BYTES:
                     self.leases.pop(job.id, None)
                     size = sum(len(b) for b in files.values()) / 2**20
-                    await self.q._conclude(job.id, Outcome("failed", reason=(
+                    await self.q.conclude(job.id, Outcome("failed", reason=(
                         f"its images are too large to send to a worker ({size:.1f} MB; at most "
                         f"{MAX_MESSAGE_BYTES * 3 // 4 // 2**20} MB in all)")))
                     continue
@@ -415,11 +414,11 @@ class RedisLink:
 
     async def _events(self) -> None:
         backlog = True  # first what a previous coordinator read and did not acknowledge
-        while not self.q._closing:
+        while not self.q.closing:
             try:
                 await ensure_group(self.r, EVENTS, "coordinator")
                 await ensure_group(self.r, PROGRESS, "coordinator")
-                while not self.q._closing:
+                while not self.q.closing:
                     pos = "0" if backlog else ">"
                     # Progress first: a backlog's last images are shown before its results.
                     resp = await self.r.xreadgroup("coordinator", "coordinator", {PROGRESS: pos, EVENTS: pos},
@@ -445,7 +444,7 @@ class RedisLink:
         if held is None:
             return False
         if held.lease is None:  # adopted: any lease of the attempt it was recorded at
-            job = self.q._jobs.get(job_id)
+            job = self.q.job(job_id)
             return job is not None and lease.startswith(f"{job_id}.{job.attempts}.")
         return held.lease == lease
 
@@ -467,7 +466,7 @@ class RedisLink:
                 log.info("fleet: dropped a %s of job %s from %s: not its current hand-out",
                          msg.kind, msg.job_id, msg.worker)
             return
-        job = self.q._jobs.get(msg.job_id)
+        job = self.q.job(msg.job_id)
         try:
             if isinstance(msg, ProgressMsg):
                 if msg.note is None and job is not None and (wrong := wrong_picture(msg.png, job.request)):
@@ -475,16 +474,16 @@ class RedisLink:
                     return
                 if job is not None and job.request.zoom is not None and msg.note is None:
                     self._new_frame(msg.job_id, msg.step)
-                self.q._progress(msg.job_id, msg.step, msg.total, msg.loss, msg.png, msg.note)
+                self.q.progress(msg.job_id, msg.step, msg.total, msg.loss, msg.png, msg.note)
             elif isinstance(msg, FinishedMsg):
                 self.leases.pop(msg.job_id, None)
                 wrong = None if job is None else (wrong_picture(msg.png, job.request) or (
                     None if msg.mask_png is None else wrong_picture(msg.mask_png, job.request, "mask")))
                 if wrong:
                     log.warning("fleet: job %s failed: worker %s sent %s", msg.job_id, msg.worker, wrong)
-                    await self.q._conclude(msg.job_id, Outcome("failed", reason=f"the worker sent back {wrong}"))
+                    await self.q.conclude(msg.job_id, Outcome("failed", reason=f"the worker sent back {wrong}"))
                 else:
-                    await self.q._conclude(msg.job_id, Outcome("finished", png=msg.png, seconds=msg.seconds,
+                    await self.q.conclude(msg.job_id, Outcome("finished", png=msg.png, seconds=msg.seconds,
                                                                metadata=msg.metadata, mask_png=msg.mask_png))
             elif isinstance(msg, FailedMsg) and msg.elsewhere:
                 log.warning("fleet: worker %s cannot run job %s: %s", msg.worker, msg.job_id, msg.reason)
@@ -492,14 +491,14 @@ class RedisLink:
                 await self._requeue(msg.job_id, False, f"worker {msg.worker} cannot run it")
             elif isinstance(msg, FailedMsg):
                 self.leases.pop(msg.job_id, None)
-                await self.q._conclude(msg.job_id, Outcome("failed", reason=msg.reason))
+                await self.q.conclude(msg.job_id, Outcome("failed", reason=msg.reason))
             else:
                 self.leases.pop(msg.job_id, None)
-                await self.q._conclude(msg.job_id, Outcome("stopped", solo=msg.solo))
+                await self.q.conclude(msg.job_id, Outcome("stopped", solo=msg.solo))
         except Exception as e:
-            await self.q._broken(msg.job_id, e)
+            await self.q.broken(msg.job_id, e)
         if not isinstance(msg, ProgressMsg):
-            self.q._wakeup.set()  # a worker has room again: hand out the next job now
+            self.q.wake()  # a worker has room again: hand out the next job now
 
 
 def wrong_picture(png: bytes, request: Request, what: str = "picture") -> str | None:

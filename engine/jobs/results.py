@@ -11,11 +11,14 @@ it, every later start.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from engine.errors import BadImage, MalformedResult, error_line
+from engine.jobs.events import Finished
+from engine.jobs.job import Job
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 MALFORMED = "the worker's result was malformed"
@@ -78,3 +81,16 @@ def png_metadata(png: bytes) -> dict[str, Any] | None:
         return read_metadata(png, what="the picture")
     except BadImage as e:
         raise MalformedResult(f"{MALFORMED}: {e}") from None
+
+
+def finished_again(job: Job) -> Finished | None:
+    """A finished job's event again, from its PNG on disk (None when the file is gone);
+    ``MalformedResult`` when that PNG's metadata cannot be read (e.g. stored by an older version)."""
+    path = Path(job.result_path or "")
+    if not job.result_path or not path.is_file():
+        return None
+    png = path.read_bytes()
+    meta = png_metadata(png) or {}
+    ran = meta.get("request", job.request.to_metadata())
+    metadata = check_metadata({"request": ran, "note": None}, "the picture's metadata")
+    return Finished(job, png, metadata, float(job.seconds or 0.0))

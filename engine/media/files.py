@@ -21,7 +21,9 @@ _PLAIN_ID = re.compile(r"[0-9A-Za-z_-]{1,64}")
 def write_atomic(path: Path, data: bytes | str | Callable[[Path], None], *, encoding: str = "utf-8") -> None:
     """Write ``data`` (bytes, text, or a function that writes the file it is given) to ``path`` whole or
     not at all: into a temporary file of its own beside it (so concurrent writers never share one), then
-    renamed over ``path``. On failure the temporary file is removed and the error raised."""
+    renamed over ``path`` (its folder made if missing). On failure the temporary file is removed and the
+    error raised."""
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.tmp")
     try:
         if isinstance(data, bytes):

@@ -1,6 +1,6 @@
 """Each job's progress frames on disk, beside its result, for timelapses.
 
-The coordinator (``engine.jobs.queue``) writes them from the ``Progress`` events it receives, so they are
+The coordinator (``engine.jobs.coordinator``) writes them from the ``JobProgress`` events it receives, so they are
 kept for both backends (local and Redis workers), and writes the result PNG itself as the last frame.
 A job's frames live in ``<results_dir>/<job id>.frames/`` as ``frame_name(step)`` (zero-padded, so name order
 is step order) and are bounded by ``max_frames``: a frame is kept only when it falls into a new one of

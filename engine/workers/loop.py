@@ -15,37 +15,20 @@ import sys
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, Protocol
 
 from engine import errors
 from engine.config import QueueConfig
 from engine.errors import ModelFileMissing, UserError
+from engine.jobs.port import Control, Outcome
 from engine.media.files import job_path, write_atomic
 from engine.media.frames import frame_name
 from engine.media.imageio import png_bytes
 from engine.spec.request import Request
 
 log = logging.getLogger(__name__)
-
-
-class Control:
-    """What the loop tells the worker thread about a running job (plain attributes: the GIL
-    makes a single assignment safe to read from the other thread)."""
-
-    def __init__(self, job_id: str, deadline: float) -> None:
-        self.job_id = job_id
-        self.deadline = deadline
-        self.reason: str | None = None  # "cancel" | "close" | "timeout"
-
-    def stop(self, reason: str) -> None:
-        self.reason = self.reason or reason
-
-    def should_stop(self) -> bool:
-        if self.reason is None and time.monotonic() > self.deadline:
-            self.reason = "timeout"
-        return self.reason is not None
 
 
 @dataclass
@@ -57,18 +40,6 @@ class Assignment:
     ctl: Control
     solo: bool = False  # ran out of memory in a batch before: run it alone
     zoom_from: tuple[int, bytes] | None = None  # a zoom begun elsewhere: go on after this frame (number, PNG)
-
-
-@dataclass
-class Outcome:
-    kind: Literal["finished", "failed", "stopped"]
-    reason: str = ""
-    png: bytes = b""
-    seconds: float = 0.0
-    metadata: dict[str, Any] = field(default_factory=dict)
-    mask_png: bytes | None = None
-    solo: bool = False  # "stopped" because the batch ran out of memory: run it again alone
-    elsewhere: bool = False  # "failed" because this worker cannot run it (a model it lacks)
 
 
 class Source(Protocol):

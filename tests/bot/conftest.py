@@ -20,7 +20,7 @@ from bot.app import VQGANBot
 from bot.config import BotConfig
 from engine.config import Config
 from engine.errors import Cancelled
-from engine.jobs.queue import JobQueue
+from engine.queue import JobQueue
 from engine.spec.request import Request
 from tests.fakediscord import FakeDiscord, Message
 from tests.fakes import FakeProgress, FakeResult

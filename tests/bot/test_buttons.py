@@ -10,7 +10,7 @@ import time
 import av
 from PIL import Image
 
-from engine.jobs.queue import Cancelled
+from engine.jobs.events import JobCancelled
 from engine.media.timelapse import frame_files
 from tests.bot.conftest import (
     FakeRunner,
@@ -165,8 +165,8 @@ async def test_two_cancels_at_once_end_in_one_cancelled(fake, tmp_path):
     hold = asyncio.Event()
     runner.gate = lambda req: hold.is_set()
     async with run_bot(fake, make_config(tmp_path, fake, moderator_roles=["mods"], allowed_guilds=[fake.guild_id]), runner) as bot:
-        cancels: list[Cancelled] = []
-        bot.queue.subscribe(lambda ev: cancels.append(ev) if isinstance(ev, Cancelled) else None)
+        cancels: list[JobCancelled] = []
+        bot.queue.subscribe(lambda ev: cancels.append(ev) if isinstance(ev, JobCancelled) else None)
         alice, mod = fake.add_user("alice"), fake.add_user("mod", roles=["mods"])
         inter = await fake.slash(alice, fake.channel, "imagine", {"prompt": "wanted by nobody", "steps": 2})
         job = await submitted(fake, bot, inter)

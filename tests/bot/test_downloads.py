@@ -12,7 +12,7 @@ import yarl
 from PIL import Image
 
 from bot.app import VQGANBot
-from engine.jobs.queue import JobQueue
+from engine.queue import JobQueue
 from tests.bot.conftest import (
     FakeRunner,
     ephemeral_text,

@@ -43,7 +43,7 @@ async def test_the_interaction_token_is_stored_for_its_15_minutes_only(fake, tmp
 
 
 async def test_tokens_an_older_version_stored_are_dropped_at_start(fake, tmp_path):
-    from engine.jobs.queue import JobQueue
+    from engine.queue import JobQueue
     from engine.spec.request import Request
 
     cfg = make_config(tmp_path, fake)

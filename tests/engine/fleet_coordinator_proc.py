@@ -16,7 +16,8 @@ import sys
 from typing import Any
 
 from engine.config import load_config
-from engine.jobs.queue import Event, Finished, JobQueue, Progress
+from engine.jobs.events import Event, Finished, JobProgress
+from engine.queue import JobQueue
 from engine.spec.request import Request
 
 
@@ -32,7 +33,7 @@ async def main() -> None:
 
     async def on_event(ev: Event) -> None:
         line: dict[str, Any] = {"event": type(ev).__name__, "job": ev.job.id}
-        if isinstance(ev, Progress):
+        if isinstance(ev, JobProgress):
             line["step"] = ev.step
         sys.stdout.write(json.dumps(line) + "\n")
         sys.stdout.flush()

@@ -19,7 +19,8 @@ from collections.abc import Callable
 from typing import Any
 
 from engine.config import load_config
-from engine.jobs.queue import Event, Failed, Finished, JobQueue, Progress, Queued
+from engine.jobs.events import Event, Failed, Finished, JobProgress, Queued
+from engine.queue import JobQueue
 from engine.spec.request import Request
 from engine.workers.runner import EngineRunner
 
@@ -43,7 +44,7 @@ def describe(ev: Event) -> dict[str, Any]:
                             "attempts": ev.job.attempts}
     if isinstance(ev, Queued):
         line["position"] = ev.position
-    elif isinstance(ev, Progress):
+    elif isinstance(ev, JobProgress):
         line.update(step=ev.step, total=ev.total, png=len(ev.png))
     elif isinstance(ev, Finished):
         line.update(png=len(ev.png), seconds=ev.seconds, result_path=ev.job.result_path)

@@ -31,7 +31,8 @@ import redis
 from engine.config import Config, load_config
 from engine.errors import ModelsUnavailable
 from engine.fleet.wire import FailedMsg, FinishedMsg
-from engine.jobs.queue import Cancelled, Failed, Finished, JobQueue, Loading, Progress, Started
+from engine.jobs.events import Failed, Finished, JobCancelled, JobProgress, Loading, Started
+from engine.queue import JobQueue
 from engine.spec.request import Request
 from tests.fleet import ROOT, RedisServer, Workers, free_port, needs_redis
 from tests.tinymodels import write_tiny_config
@@ -102,7 +103,7 @@ class Recorder:
         while not cond():
             if time.monotonic() > deadline:
                 kinds = [(type(e).__name__, e.job.id, e.job.owner) for e in self.events
-                         if not isinstance(e, Progress)]
+                         if not isinstance(e, JobProgress)]
                 raise AssertionError(f"timed out; events: {kinds}")
             await asyncio.sleep(0.05)
 
@@ -129,7 +130,7 @@ def ask(cfg: Config, prompt: str, steps: int = 4) -> Request:
 
 
 def ended(rec: Recorder, ids: list[str]):
-    return lambda: all(rec.of(Finished, i) or rec.of(Failed, i) or rec.of(Cancelled, i) for i in ids)
+    return lambda: all(rec.of(Finished, i) or rec.of(Failed, i) or rec.of(JobCancelled, i) for i in ids)
 
 
 async def test_six_jobs_of_three_people_over_two_workers_finish_once_in_fair_turns(fleet: Fleet, coordinator):
@@ -155,6 +156,7 @@ async def test_six_jobs_of_three_people_over_two_workers_finish_once_in_fair_tur
 
 
 async def test_a_remote_workers_job_keeps_its_timelapse_frames_ending_on_its_result(fleet: Fleet, coordinator):
+    from engine.media.frames import frame_name
     from engine.media.timelapse import frame_files  # issue #13
 
     q, rec, cfg = await coordinator()
@@ -166,7 +168,7 @@ async def test_a_remote_workers_job_keeps_its_timelapse_frames_ending_on_its_res
         assert time.monotonic() < deadline, folder and [f.name for f in frame_files(folder)]
         await asyncio.sleep(0.05)
     files = frame_files(folder)
-    assert [f.name for f in files] == ["000001.png", "000002.png", "000004.png"]  # progress_every = 2
+    assert [f.name for f in files] == [frame_name(s) for s in (1, 2, 4)]  # progress_every = 2
     assert files[-1].read_bytes() == Path(q.get(job.id).result_path).read_bytes()
 
 
@@ -196,7 +198,7 @@ async def wait_holder(fleet: Fleet, job_id: str, timeout: float = 10) -> str:
 async def test_a_worker_killed_mid_job_loses_it_to_another_within_the_timeout(fleet: Fleet, coordinator):
     q, rec, cfg = await coordinator()
     job, _ = await q.submit(ask(cfg, "a lighthouse", steps=60), owner="alice")
-    await rec.until(lambda: rec.of(Progress, job.id))
+    await rec.until(lambda: rec.of(JobProgress, job.id))
     victim = await wait_holder(fleet, job.id)
     with fleet.workers.back_after(victim):  # for the next tests (it comes up while they run)
         fleet.workers.kill(victim)  # SIGKILL
@@ -211,11 +213,11 @@ async def test_a_worker_killed_mid_job_loses_it_to_another_within_the_timeout(fl
 async def test_cancelling_a_job_on_a_remote_worker_stops_it_and_nothing_follows_the_cancel(fleet: Fleet, coordinator):
     q, rec, cfg = await coordinator()
     job, _ = await q.submit(ask(cfg, "a very long painting", steps=400), owner="alice")
-    await rec.until(lambda: len(rec.of(Progress, job.id)) >= 2)
+    await rec.until(lambda: len(rec.of(JobProgress, job.id)) >= 2)
     worker = await wait_holder(fleet, job.id)
     await q.cancel(job.id, by="alice")
-    await rec.until(lambda: rec.of(Cancelled, job.id))
-    n = rec.events.index(rec.of(Cancelled, job.id)[0]) + 1
+    await rec.until(lambda: rec.of(JobCancelled, job.id))
+    n = rec.events.index(rec.of(JobCancelled, job.id)[0]) + 1
     deadline = time.monotonic() + 5
     while holder(fleet, job.id) is not None:  # the worker lets go of it (a step is ~30 ms here)
         assert time.monotonic() < deadline, f"{worker} kept running the cancelled job"
@@ -286,7 +288,7 @@ async def test_a_worker_stopped_with_sigterm_hands_its_job_back_at_once(fleet: F
     fleet.wait_for_workers("w1", "w2")
     q, rec, cfg = await coordinator()
     job, _ = await q.submit(ask(cfg, "a slow sunset", steps=120), owner="alice")
-    await rec.until(lambda: rec.of(Progress, job.id))
+    await rec.until(lambda: rec.of(JobProgress, job.id))
     name = await wait_holder(fleet, job.id)
     with fleet.workers.back_after(name):
         stopped_at = time.monotonic()
@@ -310,7 +312,7 @@ async def test_a_zoom_taken_over_by_another_worker_goes_on_from_the_coordinator_
                                zoom=ZoomSpec(frames=6, steps_per_frame=8, zoom=1.1, rotate=3, fps=6))
     whole, _ = await q.submit(zoom, owner="bob")  # uninterrupted, on one worker, for comparison
     job, _ = await q.submit(zoom, owner="alice")  # on the other one
-    await rec.until(lambda: any(p.step >= 3 for p in rec.of(Progress, job.id)), timeout=60)
+    await rec.until(lambda: any(p.step >= 3 for p in rec.of(JobProgress, job.id)), timeout=60)
     first = await wait_holder(fleet, job.id)
     with fleet.workers.back_after(first):
         fleet.workers.kill(first, signal.SIGTERM)  # stops within a step and hands the job back
@@ -318,8 +320,8 @@ async def test_a_zoom_taken_over_by_another_worker_goes_on_from_the_coordinator_
         taken_at = rec.events.index(rec.of(Started, job.id)[1])
         await rec.until(ended(rec, [whole.id, job.id]), timeout=60)
         assert len(rec.of(Finished, job.id)) == 1 and not rec.of(Failed)
-        later = [e.step for e in rec.events[taken_at:] if isinstance(e, Progress) and e.job.id == job.id]
-        made_first = max(e.step for e in rec.events[:taken_at] if isinstance(e, Progress) and e.job.id == job.id)
+        later = [e.step for e in rec.events[taken_at:] if isinstance(e, JobProgress) and e.job.id == job.id]
+        made_first = max(e.step for e in rec.events[:taken_at] if isinstance(e, JobProgress) and e.job.id == job.id)
         assert 3 <= made_first < 6 and later == list(range(made_first + 1, 7)), "the second worker goes on after them"
         for k in range(1, 7):  # the video's frames are those of the uninterrupted run, pixel for pixel
             name = f"{k:05d}.png"
@@ -372,7 +374,7 @@ async def test_a_coordinator_killed_while_workers_paint_loses_nothing_and_delive
         fleet: Fleet, tmp_path: Path):
     first = run_coordinator(fleet, tmp_path, "--submit", "2", "--steps", "60")
     try:
-        before = read_until(first, lambda ls: sum(e["event"] == "Progress" for e in ls) >= 2)
+        before = read_until(first, lambda ls: sum(e["event"] == "JobProgress" for e in ls) >= 2)
     finally:
         first.kill()  # SIGKILL, while both jobs are painting
         first.wait()
@@ -387,8 +389,8 @@ async def test_a_coordinator_killed_while_workers_paint_loses_nothing_and_delive
         again.kill()
     finished = Counter(e["job"] for e in before + after if e["event"] == "Finished")
     assert finished == Counter({i: 1 for i in ids}), "each result delivered once"
-    shown = max(e.get("step", 0) for e in before if e["event"] == "Progress")
-    assert any(e["event"] == "Progress" and e["step"] > shown for e in after), "progress sent meanwhile is shown"
+    shown = max(e.get("step", 0) for e in before if e["event"] == "JobProgress")
+    assert any(e["event"] == "JobProgress" and e["step"] > shown for e in after), "progress sent meanwhile is shown"
     third = run_coordinator(fleet, tmp_path)
     assert [e for e in read_until(third, lambda ls: False) if e["event"] == "Finished"] == []
     third.wait(timeout=10)
@@ -399,7 +401,7 @@ async def test_redis_killed_and_restarted_loses_no_job_and_asking_still_works(fl
     q, rec, cfg = await coordinator()
     fleet.wait_for_workers("w1", "w2")
     running, _ = await q.submit(ask(cfg, "painting through a storm", steps=90), owner="alice")
-    await rec.until(lambda: rec.of(Progress, running.id))
+    await rec.until(lambda: rec.of(JobProgress, running.id))
     fleet.redis.kill()
     deadline = time.monotonic() + 5
     while q.paused() is None:
@@ -495,7 +497,7 @@ async def test_a_worker_back_from_a_long_silence_drops_the_job_another_took_over
     fleet.wait_for_workers("w1", "w2")
     q, rec, cfg = await coordinator()
     job, _ = await q.submit(ask(cfg, "a frozen lake", steps=400), owner="alice")  # ~12 s of painting
-    await rec.until(lambda: rec.of(Progress, job.id))
+    await rec.until(lambda: rec.of(JobProgress, job.id))
     name = await wait_holder(fleet, job.id)
     pid = fleet.workers.procs[name].pid
     os.kill(pid, signal.SIGSTOP)  # silent, not dead
@@ -654,7 +656,7 @@ async def test_pictures_from_a_worker_whose_size_is_not_the_request_s_are_refuse
             fine, _ = await q.submit(ask(cfg, "just right").with_changes(width=64, height=64), owner="bob")
             await rec.until(ended(rec, [big.id, fine.id]), timeout=20)
             assert rec.of(Failed, big.id)[0].reason == "the worker sent back a 6000x6000 picture for a 64x64 job"
-            assert [e.png for e in rec.of(Progress)] == [right, right], "only the progress images of the right size"
+            assert [e.png for e in rec.of(JobProgress)] == [right, right], "only the progress images of the right size"
             assert rec.of(Finished, fine.id)[0].png == right
     finally:
         if q is not None:

@@ -19,6 +19,7 @@ from PIL import Image, PngImagePlugin
 
 from engine.cli import main
 from engine.config import load_config
+from engine.jobs.events import JobProgress
 from engine.media.imageio import load_rgb, open_image, read_metadata
 
 
@@ -297,7 +298,8 @@ async def test_a_job_that_breaks_down_in_a_batch_fails_alone_and_early(tmp_path)
     that job fails at once with a message, the other finishes its picture."""
     import asyncio
 
-    from engine.jobs.queue import Failed, Finished, JobQueue, Progress
+    from engine.jobs.events import Failed, Finished
+    from engine.queue import JobQueue
     from engine.spec.request import Request
     from engine.workers.runner import EngineRunner
     from tests.tinymodels import write_tiny_config
@@ -326,4 +328,4 @@ async def test_a_job_that_breaks_down_in_a_batch_fails_alone_and_early(tmp_path)
     assert [e.job.id for e in failed] == [doomed.id]
     assert "broke down at step 1" in failed[0].reason
     assert [e.job.id for e in events if isinstance(e, Finished)] == [fine.id]
-    assert not [e for e in events if isinstance(e, Progress) and e.job.id == doomed.id], "no black progress"
+    assert not [e for e in events if isinstance(e, JobProgress) and e.job.id == doomed.id], "no black progress"

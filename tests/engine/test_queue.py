@@ -24,7 +24,8 @@ from PIL import Image
 from engine import errors
 from engine.config import Config, QueueConfig, load_config
 from engine.errors import NotAllowed, QueueFull, UserError
-from engine.jobs.queue import Cancelled, Event, Failed, Finished, JobQueue, Loading, Progress, Queued, Started
+from engine.jobs.events import Event, Failed, Finished, JobCancelled, JobProgress, Loading, Queued, Started
+from engine.queue import JobQueue
 from engine.spec.request import Request
 from tests.fakes import FakeProgress, FakeResult
 
@@ -41,7 +42,7 @@ class FakeRunner:
         self.step_s = step_s
         self.gate = threading.Event()
         self.started: list[str] = []
-        self.stopped: dict[str, float] = {}  # prompt -> monotonic time it raised Cancelled
+        self.stopped: dict[str, float] = {}  # prompt -> monotonic time it raised JobCancelled
 
     def __call__(self, req: Request, on_progress: Callable[[Any], None], should_stop: Callable[[], bool]):
         self.started.append(req.prompt)
@@ -135,7 +136,7 @@ async def test_job_life_events_result_and_record(open_queue, tmp_path):
     assert job.id in db_rows(tmp_path)  # on disk when submit returns
     fin = await rec.wait(Finished, job.id)
     assert rec.of(job.id)[:2] == ["Queued", "Started"] and rec.of(job.id)[-1] == "Finished"
-    assert rec.of(job.id).count("Progress") == 5
+    assert rec.of(job.id).count("JobProgress") == 5
     assert fin.png.startswith(b"\x89PNG") and fin.metadata["request"]["prompt"] == "a red apple"
     assert fin.metadata["note"] is None
     assert Path(fin.job.result_path).read_bytes() == fin.png
@@ -220,7 +221,7 @@ async def test_per_owner_and_total_limits(open_queue):
     await q.submit(req("gate"), "xavier")
     await q.submit(req(), "alice")
     await q.submit(req(), "xavier")
-    with pytest.raises(QueueFull, match=r"^You already have 2 jobs waiting; wait for one .* /cancel\.$"):
+    with pytest.raises(QueueFull, match=r"^You already have 2 jobs waiting \(limit 2\); wait for one .* /cancel\.$"):
         await q.submit(req(), "xavier")
     with pytest.raises(QueueFull, match=r"^The queue is full \(3 jobs\); try again in a few minutes\.$"):
         await q.submit(req(), "bob")
@@ -241,7 +242,7 @@ async def test_cancel_queued_only_by_owner_or_moderator(open_queue, tmp_path):
         await q.cancel(a1.id, by="bob")
     done = await q.cancel(a1.id, by="alice")
     assert done.state == "cancelled"
-    ev = await rec.wait(Cancelled, a1.id)
+    ev = await rec.wait(JobCancelled, a1.id)
     assert ev.by == "alice"
     assert (await q.cancel(a2.id, by="mod", moderator=True)).state == "cancelled"
     with pytest.raises(UserError, match="already cancelled"):
@@ -252,7 +253,7 @@ async def test_cancel_queued_only_by_owner_or_moderator(open_queue, tmp_path):
     await rec.wait(Finished, gate.id)
     await asyncio.sleep(0.05)
     assert runner.started == ["gate"]
-    assert rec.of(a1.id) == ["Queued", "Cancelled"]
+    assert rec.of(a1.id) == ["Queued", "JobCancelled"]
     assert db_rows(tmp_path)[a1.id]["state"] == "cancelled"
 
 
@@ -261,7 +262,7 @@ async def test_cancel_running_stops_within_a_step(open_queue, tmp_path):
     q, rec = await open_queue(runner)
     long, _ = await q.submit(req("long", steps=1000), "alice")
     nxt, _ = await q.submit(req("next"), "bob")
-    await rec.wait(Progress, long.id)
+    await rec.wait(JobProgress, long.id)
     with pytest.raises(NotAllowed):
         await q.cancel(long.id, by="bob")
     t0 = time.monotonic()
@@ -269,7 +270,7 @@ async def test_cancel_running_stops_within_a_step(open_queue, tmp_path):
     await rec.wait(Finished, nxt.id)
     assert runner.stopped["long"] - t0 < 0.1  # one step is 20 ms
     kinds = rec.of(long.id)
-    assert kinds[-1] == "Cancelled" and "Finished" not in kinds
+    assert kinds[-1] == "JobCancelled" and "Finished" not in kinds
     assert db_rows(tmp_path)[long.id]["state"] == "cancelled"
     assert not list((tmp_path / "results").glob(f"{long.id}*"))
 
@@ -389,8 +390,8 @@ async def test_slow_or_broken_listener_stalls_nobody(open_queue):
         await asyncio.sleep(0.02)
     kinds = [type(e).__name__ for e in slow_seen]
     assert kinds[:2] == ["Queued", "Started"] and kinds[-1] == "Finished"
-    assert kinds.count("Progress") < rec.of(job.id).count("Progress") == 40  # coalesced, newest kept
-    last = [e for e in slow_seen if isinstance(e, Progress)][-1]
+    assert kinds.count("JobProgress") < rec.of(job.id).count("JobProgress") == 40  # coalesced, newest kept
+    last = [e for e in slow_seen if isinstance(e, JobProgress)][-1]
     assert last.step == 40
     unsubscribe = q.subscribe(rec2 := Recorder())
     unsubscribe()
@@ -410,7 +411,7 @@ async def test_close_keeps_running_job_queued_and_restart_finishes_it(tmp_path):
     await q.start()
     long, _ = await q.submit(req("long", steps=200), "alice")
     later, _ = await q.submit(req("later"), "bob")
-    await rec.wait(Progress, long.id)
+    await rec.wait(JobProgress, long.id)
     t0 = time.monotonic()
     await q.close()
     assert time.monotonic() - t0 < 0.5
@@ -502,7 +503,7 @@ async def test_event_loop_stays_responsive_during_a_generation(tiny_config_path,
         running = False
         await beat
         await q.close()
-    assert fin.png.startswith(b"\x89PNG") and rec.of(job.id).count("Progress") == 1 + 15  # step 1, then every 2
+    assert fin.png.startswith(b"\x89PNG") and rec.of(job.id).count("JobProgress") == 1 + 15  # step 1, then every 2
     lags.sort()
     print(f"\nevent-loop lag over {len(lags)} beats, {fin.seconds:.2f} s generation: "
           f"max {lags[-1] * 1000:.1f} ms, p99 {lags[int(len(lags) * 0.99)] * 1000:.1f} ms")
@@ -531,7 +532,7 @@ async def test_sigkill_mid_job_then_restart_finishes_it(tiny_config_path, tmp_pa
         return seen
 
     proc = await spawn("--submit", "a red apple", "--steps", "12")
-    first = await lines(proc, until="Progress")
+    first = await lines(proc, until="JobProgress")
     job_id = first[-1]["job"]
     proc.send_signal(signal.SIGKILL)
     assert await proc.wait() == -signal.SIGKILL
@@ -548,7 +549,7 @@ async def test_sigkill_mid_job_then_restart_finishes_it(tiny_config_path, tmp_pa
     fin = second[-1]
     assert fin["job"] == job_id and fin["state"] == "finished" and fin["png"] > 0
     assert Path(fin["result_path"]).stat().st_size == fin["png"]
-    assert [ln["step"] for ln in second if ln["event"] == "Progress"][0] == 1  # from step 0 again
+    assert [ln["step"] for ln in second if ln["event"] == "JobProgress"][0] == 1  # from step 0 again
 
 
 async def test_status_says_when_a_job_waits_for_its_models_to_load(tiny_config_path, tmp_path):
@@ -566,7 +567,7 @@ async def test_status_says_when_a_job_waits_for_its_models_to_load(tiny_config_p
     finally:
         await q.close()
     kinds = rec.of(first.id)
-    assert kinds.index("Loading") < kinds.index("Progress"), kinds
+    assert kinds.index("Loading") < kinds.index("JobProgress"), kinds
     loading = next(e for e in rec.events if isinstance(e, Loading))
     assert loading.note.startswith("loading ") and "VQGAN" in loading.note and "CLIP" in loading.note
     assert "Loading" not in rec.of(again.id), "the models stay loaded for the next job"

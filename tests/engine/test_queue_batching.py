@@ -9,8 +9,9 @@ import numpy as np
 from PIL import Image
 
 from engine.config import load_config
-from engine.jobs.queue import Finished, JobQueue, Started
+from engine.jobs.events import Finished, JobCancelled, Started
 from engine.method.generate import generate
+from engine.queue import JobQueue
 from engine.spec.request import Request
 from engine.workers.runner import EngineRunner
 from tests.tinymodels import write_tiny_config
@@ -75,7 +76,6 @@ async def test_jobs_of_another_size_wait_for_the_batch(tmp_path):
 
 
 async def test_cancelling_one_job_of_a_batch_leaves_the_others_running(tmp_path):
-    from engine.jobs.queue import Cancelled
 
     q, events, runner = await _started_queue(tmp_path, batch_size=2)
     cfg = runner.cfg
@@ -85,7 +85,7 @@ async def test_cancelling_one_job_of_a_batch_leaves_the_others_running(tmp_path)
     await q.cancel(a.id, by="ana")
     await _until(lambda: _count(events, Finished))
     await q.close()
-    assert [e.job.id for e in events if isinstance(e, Cancelled)] == [a.id]
+    assert [e.job.id for e in events if isinstance(e, JobCancelled)] == [a.id]
     assert [e.job.id for e in events if isinstance(e, Finished)] == [b.id]
     assert q.get(a.id) is None or q.get(a.id).state == "cancelled"
 

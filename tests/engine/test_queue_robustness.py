@@ -22,8 +22,9 @@ from PIL import Image
 
 from engine.config import Config, QueueConfig
 from engine.errors import UserError
-from engine.jobs.queue import Failed, Finished, JobQueue, Queued
+from engine.jobs.events import Failed, Finished, Queued
 from engine.jobs.store import SCHEMA_VERSION
+from engine.queue import JobQueue
 from tests.engine.test_queue import FakeRunner, Recorder, db_rows, make_cfg, req
 from tests.fakes import FakeProgress, FakeResult
 
@@ -110,7 +111,7 @@ async def test_a_job_cancelled_while_another_joins_the_batch_never_starts(tmp_pa
         queued_all.set()
         await rec.wait(Finished, ids["B"])
         await idle(q)
-        assert rec.of(ids["C"]) == ["Queued", "Cancelled"]
+        assert rec.of(ids["C"]) == ["Queued", "JobCancelled"]
         assert q.get(ids["C"]).state == "cancelled" and db_rows(tmp_path)[ids["C"]]["state"] == "cancelled"
         assert runner.started == ["A", "B"]
     finally:

@@ -21,9 +21,9 @@ from PIL import Image
 
 from engine.cli import main
 from engine.config import Config, QueueConfig, TimelapseConfig
-from engine.jobs.queue import JobQueue
 from engine.media.frames import frame_name
 from engine.media.timelapse import frame_files, make_timelapse
+from engine.queue import JobQueue
 from engine.spec.request import Request
 from tests.fakes import FakeProgress, FakeResult
 
@@ -250,7 +250,7 @@ async def test_a_job_keeps_its_frames_thinned_evenly_ending_on_its_result(tmp_pa
         folder = q.frames_dir(job.id)
         assert folder is not None
         files = frame_files(folder)
-        assert [f.name for f in files] == ["000001.png", "000004.png", "000007.png", "000010.png"]
+        assert [f.name for f in files] == [frame_name(s) for s in (1, 4, 7, 10)]
         assert files[0].read_bytes() and rgb(files[0])[0, 0, 0] == 10  # the first progress frame
         assert files[-1].read_bytes() == Path(q.get(job.id).result_path).read_bytes()  # the result itself
         made = make_timelapse(files, tmp_path / "t.webp")

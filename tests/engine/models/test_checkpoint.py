@@ -542,7 +542,8 @@ async def test_broken_checkpoint_fails_the_bot_job_with_that_line(tiny_config_pa
     import asyncio
 
     from engine.config import load_config
-    from engine.jobs.queue import Failed, JobQueue
+    from engine.jobs.events import Failed
+    from engine.queue import JobQueue
     from engine.spec.request import Request
 
     bad = _broken_files(tmp_path)["text persistent id"]
