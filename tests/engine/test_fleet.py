@@ -433,7 +433,7 @@ async def test_a_worker_without_the_model_hands_the_job_on_and_keeps_serving(fle
         update={"vqgan_config": "nowhere/vqgan.yaml"})})
     lost, _ = await q.submit(nowhere, owner="alice")
     await rec.until(ended(rec, [lost.id]), timeout=30)
-    assert "not found" in rec.of(Failed, lost.id)[0].reason
+    assert rec.of(Failed, lost.id)[0].reason == "model file 'vqgan.yaml' is not one this worker serves"
     fine, _ = await q.submit(ask(cfg, "blind still serves"), owner="bob")
     await rec.until(ended(rec, [fine.id]))
     assert rec.of(Finished, fine.id)
@@ -595,6 +595,28 @@ async def test_a_worker_opens_only_the_images_that_came_with_the_job(fleet: Flee
     there, nowhere = [await outcome_of(fleet, i) for i in ids]
     assert isinstance(there, FailedMsg) and isinstance(nowhere, FailedMsg), "nothing is painted from the worker's disk"
     assert there.reason == nowhere.reason == "input image photo.png: not sent with the job", "and nothing tells which exists"
+
+
+async def test_a_worker_loads_only_presets_and_the_models_of_its_own_config(fleet: Fleet, tmp_path: Path):
+    from tests.tinymodels import write_tiny_vqgan
+
+    fleet.wait_for_workers("w1")
+    cfg = load_config(fleet.config)
+    _, other = write_tiny_vqgan(tmp_path / "not-served", seed=3)  # a real checkpoint on its disk, not its own
+    ids = []
+    for where in (other, tmp_path / "nowhere" / other.name):  # a file that is there, and one that is not
+        req = ask(cfg, "a lighthouse", steps=2)
+        msg = job_message(req.with_changes(models={**req.models.model_dump(), "vqgan_checkpoint": str(where)}))
+        send_as_coordinator(fleet, "w1", msg)
+        ids.append(msg["job_id"])
+    mine = job_message(ask(cfg, "a lighthouse", steps=2))  # the files of its config.toml
+    send_as_coordinator(fleet, "w1", mine)
+    there, nowhere = [await outcome_of(fleet, i) for i in ids]
+    assert isinstance(there, FailedMsg) and isinstance(nowhere, FailedMsg), "nothing is loaded from another file"
+    assert there.reason == nowhere.reason == "model file 'tiny_vqgan.ckpt' is not one this worker serves", \
+        "and nothing tells which exists"
+    assert there.elsewhere and nowhere.elsewhere, "another worker may serve it"
+    assert isinstance(await outcome_of(fleet, mine["job_id"]), FinishedMsg), "its own models still paint"
 
 
 async def test_a_worker_claiming_a_huge_capacity_gets_one_job_and_loses_it_after_the_job_timeout(
