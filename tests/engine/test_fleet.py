@@ -271,13 +271,16 @@ def test_a_worker_with_a_wrong_password_or_no_redis_says_one_line_and_exits_2(
 
 def test_fleet_shows_the_workers_and_the_queue_per_owner(fleet: Fleet, capsys: pytest.CaptureFixture[str]):
     from engine.__main__ import main
+    from tests.fleet import FakeWorker
 
     fleet.wait_for_workers("w1", "w2")
-    assert main(["fleet", "--config", str(fleet.config)]) == 0
+    with FakeWorker(fleet.redis.url, "greedy", capacity=1_000_000):  # it would get queue.batch_size (1) jobs
+        assert main(["fleet", "--config", str(fleet.config)]) == 0
     out = capsys.readouterr().out
-    assert "workers: 2" in out or "workers: 3" in out
+    assert "workers: 3" in out or "workers: 4" in out
     for name in ("w1", "w2"):
         assert f"  {name}  cpu  jobs " in out
+    assert "  greedy  cpu  jobs 0/1  models: none loaded" in out, "the room the coordinator gives it, not its claim"
     assert "tiny_vqgan" in out and "last heartbeat" in out and "queue: 0 waiting, 0 running" in out
 
 
@@ -749,7 +752,7 @@ async def test_over_tls_a_model_no_offline_worker_has_is_refused_before_queueing
         assert q.pending() == []
         from engine.fleet_cli import describe_fleet  # what `fleet` and a moderator's /queue show:all say
 
-        assert "    offline; not downloaded: wikiart_16384" in describe_fleet(q.fleet(), [])
+        assert "    offline; not downloaded: wikiart_16384" in describe_fleet(q.fleet(), [], batch_size=1)
         job, _ = await q.submit(ask(cfg, "a cat behind glass"), owner="carol")  # the models it has still paint
         await rec.until(ended(rec, [job.id]), timeout=60)
         assert rec.of(Finished, job.id) and q.fleet()[0]["worker"] == "offline-1"
