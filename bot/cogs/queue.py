@@ -92,7 +92,8 @@ class QueueCommands(commands.Cog):
             return
         pending = [j for j in q.pending() if _shown_here(j, here, me)]
         if show == "all":
-            text = describe_fleet(q.fleet(), [(j.owner, j.state) for j in pending])
+            text = describe_fleet(q.fleet(), [(j.owner, j.state) for j in pending],
+                                  batch_size=self.bot.cfg.queue.batch_size)
             await interaction.response.send_message(f"**Fleet**\n```\n{limits.fit(text, 1800)}\n```",
                                                     ephemeral=True, allowed_mentions=discord.AllowedMentions.none())
             return

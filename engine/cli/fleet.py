@@ -36,7 +36,8 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
 
         logging.getLogger().setLevel(logging.INFO)
         return asyncio.run(run_worker(cfg, url, args.name, args.device))
-    print(describe_fleet(asyncio.run(read_workers(url)), read_queue(cfg.queue.db_path)))
+    print(describe_fleet(asyncio.run(read_workers(url)), read_queue(cfg.queue.db_path),
+                         batch_size=cfg.queue.batch_size))
     return 0
 
 
@@ -69,8 +70,10 @@ def read_queue(db_path: str) -> list[tuple[str, str]]:
         raise UserError(f"{db_path}: cannot read the job store: {e}") from None
 
 
-def describe_fleet(workers: list[dict] | None, jobs: list[tuple[str, str]], now: float | None = None) -> str:
-    """The text of ``fleet`` and of the moderators' ``/queue all``."""
+def describe_fleet(workers: list[dict] | None, jobs: list[tuple[str, str]], *, batch_size: int,
+                   now: float | None = None) -> str:
+    """The text of ``fleet`` and of the moderators' ``/queue all``. A worker's room is what the
+    coordinator gives it: the capacity its heartbeat claims, at most ``batch_size`` (``queue.batch_size``)."""
     now = time.time() if now is None else now
     if workers is None:
         lines = ["workers: 1, in this process (queue.backend = \"local\")"]
@@ -79,7 +82,7 @@ def describe_fleet(workers: list[dict] | None, jobs: list[tuple[str, str]], now:
         lines = [f"workers: {len(workers)}" + ("" if workers else " (painting is paused: no worker reachable)")]
     for w in workers:
         models = ", ".join(w["models"]) or "none loaded"
-        lines.append(f"  {w['worker']}  {w['device']}  jobs {len(w['leases'])}/{w['capacity']}  "
+        lines.append(f"  {w['worker']}  {w['device']}  jobs {len(w['leases'])}/{min(w['capacity'], batch_size)}  "
                      f"models: {models}  last heartbeat {max(0.0, now - w['sent_at']):.1f} s ago")
         survey = w.get("available") or {}
         if gone := [m["name"] for m in survey.get("models", ()) if m["state"] == "unreachable"]:

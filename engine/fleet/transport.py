@@ -21,7 +21,8 @@ jobs at a time (whatever capacity it claims), a job still held ``job_timeout_s``
 after it was handed out (for a zoom: after its newest frame) is taken back and cancelled there, and
 every picture it sends must have a size the request can be painted at (read from the PNG header,
 before anything decodes it). A worker in turn opens only the files that came with its job, under
-a folder of its own named by the (validated) job id.
+a folder of its own named by the (validated) job id, and loads only presets and the models of its own
+``[models]`` (``unserved``).
 """
 
 from __future__ import annotations
@@ -47,8 +48,8 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from engine.config import Config, QueueConfig
-from engine.errors import UserError
+from engine.config import Config, ModelsConfig, QueueConfig
+from engine.errors import UserError, quoted
 from engine.fleet.wire import (
     MAX_MESSAGE_BYTES,
     CancelMsg,
@@ -67,6 +68,7 @@ from engine.jobs.port import Control, Outcome, Port
 from engine.media.files import job_path
 from engine.media.imageio import png_size
 from engine.models.availability import Availability
+from engine.models.trust import untrusted_model
 from engine.spec.request import Request
 from engine.workers.loop import Assignment, Worker, batch_key, painted_sizes
 
@@ -531,6 +533,19 @@ def input_files(request: Request) -> dict[str, bytes]:
     return files
 
 
+def unserved(request: Request, models: ModelsConfig) -> str | None:
+    """Why this worker will not load ``request``'s models (None: it will). It loads presets and the
+    models of its own ``[models]`` only (``engine.models.trust.untrusted_model``, the rule PNG metadata
+    follows), never a file of its disk that a message names; the line is the same whether or not
+    that file is there. Another worker may serve it (``FailedMsg.elsewhere``)."""
+    bad = untrusted_model(request.models, models)
+    if bad is None:
+        return None
+    key, name = bad
+    what = {"vqgan": "VQGAN", "clip": "CLIP model"}.get(key, "model file")
+    return f"{what} {quoted(name if key in ('vqgan', 'clip') else Path(name).name)} is not one this worker serves"
+
+
 def _local_request(request: Request, files: dict[str, bytes], folder: Path) -> tuple[Request, dict[str, str]]:
     """The request with its input images written under ``folder``; and local path -> original path.
 
@@ -588,8 +603,10 @@ def _png_paths_back(png: bytes, back: dict[str, str]) -> bytes:
 class RedisSource:
     """A worker process's transport: jobs from its stream, outcomes and heartbeats back."""
 
-    def __init__(self, r: aioredis.Redis, cfg: QueueConfig, name: str, device: str, runner: Any) -> None:
+    def __init__(self, r: aioredis.Redis, cfg: QueueConfig, name: str, device: str, runner: Any,
+                 models: ModelsConfig) -> None:
         self.r, self.cfg, self.name, self.device, self.runner = r, cfg, name, device, runner
+        self.models = models  # the only models it loads, with the presets
         self.boot = secrets.token_hex(4)
         self.stream = jobs_stream(name)
         self.inbox: list[tuple[JobMsg, Control]] = []
@@ -745,6 +762,11 @@ class RedisSource:
             if msg.boot != self.boot or self.closing:
                 log.info("worker %s: dropped job %s (not for this run of the worker)", self.name, msg.job_id)
                 return
+            if (why := await asyncio.to_thread(unserved, msg.request, self.models)) is not None:
+                log.warning("worker %s: job %s refused: %s", self.name, msg.job_id, why)
+                await self._post(FailedMsg(worker=self.name, job_id=msg.job_id, lease=msg.lease, reason=why,
+                                           elsewhere=True))
+                return
             ctl = Control(msg.job_id, time.monotonic() + self.cfg.job_timeout_s)
             folder = job_path(self.files, msg.job_id)
             try:
@@ -813,7 +835,7 @@ async def run_worker(cfg: Config, url: str, name: str | None, device: str | None
         from engine.workers.runner import EngineRunner  # torch, only now
 
         runner = EngineRunner(cfg, device=device)
-    source = RedisSource(r, cfg.queue, name, dev, runner)
+    source = RedisSource(r, cfg.queue, name, dev, runner, cfg.models)
     await source.start()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -14,9 +14,10 @@ from pydantic import ValidationError
 from engine.config import ModelsConfig, ModelSpec
 from engine.errors import UserError
 from engine.models.registry import PRESETS
+from engine.spec.choices import clip_choices, parse_clip_choice, vqgan_choices
 from engine.spec.request import resolved_path, validation_message
 
-__all__ = ["trusted_models"]
+__all__ = ["trusted_models", "untrusted_model"]
 
 
 VQGAN_KEYS = ("vqgan", "vqgan_config", "vqgan_checkpoint")
@@ -30,7 +31,7 @@ def trusted_models(data: Any, cfg: ModelsConfig, *, source: str, replaced: Colle
     configured here; anything else (``hf-hub:someone/clip``, a local checkpoint) would make us fetch
     or unpickle what the file's author chose, so it is refused. ``replaced`` holds the groups
     ("vqgan", "clip") the command line sets itself: those are taken from the config instead, and
-    the caller puts its own choice on top.
+    the caller puts its own choice on top. The rule is ``untrusted_model``'s.
     """
     if data is None:
         data = {}
@@ -48,37 +49,62 @@ def trusted_models(data: Any, cfg: ModelsConfig, *, source: str, replaced: Colle
     except ValidationError as e:
         raise UserError(f"{source}: models in its metadata: {validation_message(e)}") from None
 
-    def same_file(a: str | None, b: str | None) -> bool:
-        if a == b:
-            return True
-        if a is None or b is None:
-            return False
-        resolved = resolved_path(a)
-        return resolved is not None and resolved == resolved_path(b)
-
+    bad = untrusted_model(spec, cfg)
+    if bad is None:
+        return spec.model_dump(mode="json")
+    key, name = bad
     hint = "give --{} to choose one yourself"
-    files = [("vqgan_config", spec.vqgan_config, configured["vqgan_config"]),
-             ("vqgan_checkpoint", spec.vqgan_checkpoint, configured["vqgan_checkpoint"])]
-    ours = cfg.spec().clips()  # a configured ensemble's local files are trusted too
-    files += [(key, getattr(c, key), configured[key]) for c in spec.clips() for key in ("clip_config", "clip_checkpoint")]
-    for key, value, allowed in files:
-        if value is not None and not same_file(value, allowed) and not any(
-                same_file(value, getattr(o, key)) for o in ours if key.startswith("clip")):
-            option = "vqgan-config/--vqgan-checkpoint" if key.startswith("vqgan") else "clip-config/--clip-checkpoint"
-            raise UserError(f"{source}: its metadata names the model file {value!r}, which is not the configured "
-                            f"one; {hint.format(option)}")
-    if spec.vqgan not in PRESETS and spec.vqgan != configured["vqgan"]:
-        raise UserError(f"{source}: its metadata names the VQGAN {spec.vqgan!r}, which is neither a preset nor "
+    if key == "vqgan":
+        raise UserError(f"{source}: its metadata names the VQGAN {name!r}, which is neither a preset nor "
                         f"configured; {hint.format('vqgan')}")
+    if key == "clip":
+        raise UserError(f"{source}: its metadata names the CLIP model {name!r}, which is neither a preset nor "
+                        f"configured; {hint.format('clip-model and --clip-pretrained')}")
+    option = "vqgan-config/--vqgan-checkpoint" if key.startswith("vqgan") else "clip-config/--clip-checkpoint"
+    raise UserError(f"{source}: its metadata names the model file {name!r}, which is not the configured "
+                    f"one; {hint.format(option)}")
+
+
+def untrusted_model(spec: ModelSpec, cfg: ModelsConfig) -> tuple[str, str] | None:
+    """The first model ``spec`` names that we would not load for someone else, as (key, name), or None.
+
+    Trusted are the presets (VQGAN presets, open_clip's built-in pretrained pairs) and what ``cfg``
+    configures: its files (an ensemble's too), its VQGAN and CLIP choices. Anything else
+    (``hf-hub:someone/clip``, a local checkpoint) would make us fetch or unpickle what the sender
+    chose. ``key`` is a file's field (``vqgan_checkpoint``, ``clip_config``, ...) with its path as
+    ``name``, or ``"vqgan"`` / ``"clip"`` with the model's name (``NAME/TAG`` for CLIP). The one rule
+    for PNG metadata (``trusted_models``) and for the jobs a Redis worker is sent.
+    """
+    ours = cfg.spec().clips()  # a configured ensemble's local files are trusted too
+    for key in ("vqgan_config", "vqgan_checkpoint"):
+        value = getattr(spec, key)
+        if value is not None and not _same_file(value, getattr(cfg, key)):
+            return key, value
+    for c in spec.clips():
+        for key in ("clip_config", "clip_checkpoint"):
+            value = getattr(c, key)
+            if value is not None and not any(_same_file(value, getattr(o, key)) for o in ours):
+                return key, value
+    if spec.vqgan not in PRESETS and spec.vqgan not in vqgan_choices(cfg):
+        return "vqgan", spec.vqgan
+    offered = {(o.clip_model, o.clip_pretrained) for choice in clip_choices(cfg)
+               for o in parse_clip_choice(choice, cfg)}
     for c in spec.clips():
         if c.clip_config and c.clip_checkpoint:
             continue  # the configured files, checked above
         clip = (c.clip_model, c.clip_pretrained)
-        if clip != (configured["clip_model"], configured["clip_pretrained"]) and clip not in _clip_presets():
-            raise UserError(f"{source}: its metadata names the CLIP model {c.clip_model!r} / "
-                            f"{c.clip_pretrained!r}, which is neither a preset nor configured; "
-                            f"{hint.format('clip-model and --clip-pretrained')}")
-    return spec.model_dump(mode="json")
+        if clip not in offered and clip not in _clip_presets():
+            return "clip", c.choice()
+    return None
+
+
+def _same_file(a: str, b: str | None) -> bool:
+    if a == b:
+        return True
+    if b is None:
+        return False
+    resolved = resolved_path(a)
+    return resolved is not None and resolved == resolved_path(b)
 
 
 def _clip_presets() -> set[tuple[str, str | None]]:

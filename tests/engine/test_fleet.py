@@ -274,13 +274,16 @@ def test_a_worker_with_a_wrong_password_or_no_redis_says_one_line_and_exits_2(
 
 def test_fleet_shows_the_workers_and_the_queue_per_owner(fleet: Fleet, capsys: pytest.CaptureFixture[str]):
     from engine.cli import main
+    from tests.fleet import FakeWorker
 
     fleet.wait_for_workers("w1", "w2")
-    assert main(["fleet", "--config", str(fleet.config)]) == 0
+    with FakeWorker(fleet.redis.url, "greedy", capacity=1_000_000):  # it would get queue.batch_size (1) jobs
+        assert main(["fleet", "--config", str(fleet.config)]) == 0
     out = capsys.readouterr().out
-    assert "workers: 2" in out or "workers: 3" in out
+    assert "workers: 3" in out or "workers: 4" in out
     for name in ("w1", "w2"):
         assert f"  {name}  cpu  jobs " in out
+    assert "  greedy  cpu  jobs 0/1  models: none loaded" in out, "the room the coordinator gives it, not its claim"
     assert "tiny_vqgan" in out and "last heartbeat" in out and "queue: 0 waiting, 0 running" in out
 
 
@@ -436,7 +439,7 @@ async def test_a_worker_without_the_model_hands_the_job_on_and_keeps_serving(fle
         update={"vqgan_config": "nowhere/vqgan.yaml"})})
     lost, _ = await q.submit(nowhere, owner="alice")
     await rec.until(ended(rec, [lost.id]), timeout=30)
-    assert "not found" in rec.of(Failed, lost.id)[0].reason
+    assert rec.of(Failed, lost.id)[0].reason == "model file 'vqgan.yaml' is not one this worker serves"
     fine, _ = await q.submit(ask(cfg, "blind still serves"), owner="bob")
     await rec.until(ended(rec, [fine.id]))
     assert rec.of(Finished, fine.id)
@@ -600,6 +603,28 @@ async def test_a_worker_opens_only_the_images_that_came_with_the_job(fleet: Flee
     assert there.reason == nowhere.reason == "input image photo.png: not sent with the job", "and nothing tells which exists"
 
 
+async def test_a_worker_loads_only_presets_and_the_models_of_its_own_config(fleet: Fleet, tmp_path: Path):
+    from tests.tinymodels import write_tiny_vqgan
+
+    fleet.wait_for_workers("w1")
+    cfg = load_config(fleet.config)
+    _, other = write_tiny_vqgan(tmp_path / "not-served", seed=3)  # a real checkpoint on its disk, not its own
+    ids = []
+    for where in (other, tmp_path / "nowhere" / other.name):  # a file that is there, and one that is not
+        req = ask(cfg, "a lighthouse", steps=2)
+        msg = job_message(req.with_changes(models={**req.models.model_dump(), "vqgan_checkpoint": str(where)}))
+        send_as_coordinator(fleet, "w1", msg)
+        ids.append(msg["job_id"])
+    mine = job_message(ask(cfg, "a lighthouse", steps=2))  # the files of its config.toml
+    send_as_coordinator(fleet, "w1", mine)
+    there, nowhere = [await outcome_of(fleet, i) for i in ids]
+    assert isinstance(there, FailedMsg) and isinstance(nowhere, FailedMsg), "nothing is loaded from another file"
+    assert there.reason == nowhere.reason == "model file 'tiny_vqgan.ckpt' is not one this worker serves", \
+        "and nothing tells which exists"
+    assert there.elsewhere and nowhere.elsewhere, "another worker may serve it"
+    assert isinstance(await outcome_of(fleet, mine["job_id"]), FinishedMsg), "its own models still paint"
+
+
 async def test_a_worker_claiming_a_huge_capacity_gets_one_job_and_loses_it_after_the_job_timeout(
         fleet: Fleet, coordinator):
     from engine.fleet.wire import FinishedMsg as Done
@@ -730,7 +755,7 @@ async def test_over_tls_a_model_no_offline_worker_has_is_refused_before_queueing
         assert q.pending() == []
         from engine.cli.fleet import describe_fleet  # what `fleet` and a moderator's /queue show:all say
 
-        assert "    offline; not downloaded: wikiart_16384" in describe_fleet(q.fleet(), [])
+        assert "    offline; not downloaded: wikiart_16384" in describe_fleet(q.fleet(), [], batch_size=1)
         job, _ = await q.submit(ask(cfg, "a cat behind glass"), owner="carol")  # the models it has still paint
         await rec.until(ended(rec, [job.id]), timeout=60)
         assert rec.of(Finished, job.id) and q.fleet()[0]["worker"] == "offline-1"
