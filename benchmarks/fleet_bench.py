@@ -90,7 +90,7 @@ async def _latency(cfg: Config, runner: Any, jobs: int) -> float:
 
 
 def _instant_worker(config: str, url: str, events: int) -> None:
-    from engine.fleet.transport import run_worker
+    from engine.fleet.process import run_worker
 
     os.environ["OMP_NUM_THREADS"] = "1"
     asyncio.run(run_worker(load_config(config), url, f"instant{events}", "cpu", runner=InstantRunner(events)))

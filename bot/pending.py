@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 from bot.access import Refused
 from bot.config import BotConfig
-from engine.jobs.store import TERMINAL
+from engine.jobs.job import TERMINAL
 
 if TYPE_CHECKING:
     from engine.queue import JobQueue

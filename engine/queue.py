@@ -23,7 +23,7 @@ class JobQueue(Coordinator):
     def __init__(self, cfg: Config, runner: Runner | None = None) -> None:
         transport: Transport
         if cfg.queue.backend == "redis":
-            from engine.fleet.transport import RedisLink
+            from engine.fleet.link import RedisLink
 
             transport = RedisLink(cfg.queue, redis_url(cfg.queue))
         else:

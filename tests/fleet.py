@@ -168,7 +168,7 @@ def run_small_gpu_worker(config: str, url: str, name: str) -> None:
     """The entry point of ``multiprocessing`` worker with ``OutOfMemoryRunner``."""
 
     from engine.config import load_config
-    from engine.fleet.transport import run_worker
+    from engine.fleet.process import run_worker
 
     asyncio.run(run_worker(load_config(config), url, name, "cpu", runner=OutOfMemoryRunner()))
 

@@ -17,9 +17,9 @@ from discord.ext import commands
 from bot import limits, replies
 from bot.access import check_access_interaction, guild_of, is_moderator, moderates
 from bot.delivery import short_prompt
-from engine.cli.fleet import describe_fleet
 from engine.errors import UserError, quoted
-from engine.jobs.store import TERMINAL
+from engine.fleet.status import describe_fleet
+from engine.jobs.job import TERMINAL
 
 if TYPE_CHECKING:
     from bot.app import VQGANBot

@@ -51,8 +51,7 @@ from engine.jobs.job import MAX_ATTEMPTS, PENDING, STALE, TERMINAL, Job, State, 
 from engine.jobs.order import service_order
 from engine.jobs.port import Control, Outcome, Transport
 from engine.jobs.records import Records
-from engine.jobs.results import check_result, finished_again
-from engine.jobs.store import storage_problem
+from engine.jobs.results import check_result, read_again
 from engine.models.availability import Availability, unavailable
 from engine.spec.request import Request
 
@@ -121,37 +120,23 @@ class Coordinator:
         self.availability()  # the local worker surveys its models in the background from now
 
     async def _serve(self) -> None:
-        housekeeping = asyncio.create_task(self._housekeeping(), name="jobqueue-prune")
+        housekeeping = asyncio.create_task(self._records.keep_pruning(), name="jobqueue-prune")
         try:
             await self._transport.serve(self)
         finally:
             housekeeping.cancel()
 
-    async def _housekeeping(self) -> None:
-        while not self._closing:
-            await self._records.maybe_prune()
-            await asyncio.sleep(60)
-
     async def _resend(self, job: Job) -> None:
         """At start: a finished job's result again, read from its PNG; a result that cannot be read
         fails that job alone with a line (it never stops the start, nor the others' results)."""
-        try:
-            again = await self._records.in_db(finished_again, job)
-        except Exception as e:
-            if isinstance(e, MalformedResult):
-                reason = str(e)
-            elif isinstance(e, OSError):
-                reason = f"its picture cannot be read again: {storage_problem(e, job.result_path or '?', 'the result')}"
-            else:
-                log.exception("job %s: reading its result again failed", job.id)
-                reason = "the job queue failed; see the log"
-            log.warning("job %s: %s", job.id, reason)
+        again = await self._records.in_db(read_again, job)
+        if isinstance(again, str):
+            log.warning("job %s: %s", job.id, again)
             try:
-                self._emit(Failed(await self._end(job, "failed", error=reason), reason))
-            except Exception as e2:
-                await self.broken(job.id, e2)
-            return
-        if again is not None:
+                self._emit(Failed(await self._end(job, "failed", error=again), again))
+            except Exception as e:
+                await self.broken(job.id, e)
+        elif again is not None:
             self._emit(again)
 
     async def close(self) -> None:
@@ -232,15 +217,7 @@ class Coordinator:
         passed. Returns how many jobs it applied to."""
         if not self._records.is_open:
             raise RuntimeError("the job queue is not running (call start() first)")
-        ids = [j.id for j in self._jobs.values() if key in j.origin and key not in j.forget_at]
-        for job_id in ids:
-            job = self._jobs[job_id]
-            self._records.replace(job, forget_at={**job.forget_at, key: job.created_at + after_s})
-        for job_id in ids:
-            if (kept := self._jobs.get(job_id)) is not None:  # it may have been pruned meanwhile
-                await self._records.update(kept.id, forget_at=kept.forget_at)
-        await self._records.forget_due()
-        return len(ids)
+        return await self._records.expire_key(key, after_s)
 
     async def cancel(self, job_id: str, by: str, moderator: bool = False) -> Job:
         """Cancel a queued job, or stop a running one within a step. KeyError if unknown."""
@@ -277,13 +254,7 @@ class Coordinator:
     def frames_dir(self, job_id: str) -> Path | None:
         """The folder of a job's progress frames (PNGs named by step, in step order; the last one is
         its result), for timelapses; None for an unknown or pruned job, or one that kept no frames."""
-        if job_id not in self._jobs:
-            return None
-        folder = self._records.frames.folder(job_id)
-        try:
-            return folder if any(p.suffix == ".png" for p in folder.iterdir()) else None
-        except OSError:
-            return None
+        return self._records.frames_dir(job_id)
 
     def pending(self) -> list[Job]:
         """The running job first, then the queued ones in the order they will run."""
@@ -302,13 +273,11 @@ class Coordinator:
         return 0 if job.state == "running" else self._place(job_id)
 
     def fleet(self) -> list[dict[str, Any]] | None:
-        """The live workers' latest heartbeats (name, device, capacity, leases, models, sent_at);
-        None with the local backend (the one worker is this process)."""
+        """The live workers' latest heartbeats; None with the local backend (the one worker is this process)."""
         return self._transport.fleet()
 
     def availability(self) -> list[Availability | None]:
-        """What the workers say of the models they offer: on disk, downloadable, or not (offline).
-        Empty when nothing is known (no survey yet, or no live worker)."""
+        """What the workers say of the models they offer (empty when nothing is known yet)."""
         return self._transport.availability()
 
     def paused(self) -> str | None:
@@ -476,11 +445,7 @@ class Coordinator:
             if note is not None:  # a word on the job's status (loading models), no picture
                 self._emit(Loading(job, note))
                 return
-            frames = self._records.frames
-            if job.request.zoom is None:
-                self._records.later(frames.add, job_id, step, total, png)
-            else:  # every frame of a zoom is its video (a local worker has written it already)
-                self._records.later(frames.zoom_frame, job_id, step, png)
+            self._records.keep_frame(job, step, total, png)
             self._emit(JobProgress(job, step, total, loss, png))
 
     # -- state and events ----------------------------------------------------------------------

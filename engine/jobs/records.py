@@ -189,12 +189,32 @@ class Records:
             raise StorageError(f"could not save the picture: {line}") from e
         return str(path)
 
-    async def maybe_prune(self) -> None:
-        if time.monotonic() - self._pruned_at > PRUNE_EVERY_S:
-            try:
-                await self.prune()
-            except Exception:
-                log.exception("job queue: pruning old jobs failed")
+    async def keep_pruning(self) -> None:
+        """Prune old jobs every ``PRUNE_EVERY_S`` while open (a task of the coordinator's)."""
+        while not self._closing:
+            if time.monotonic() - self._pruned_at > PRUNE_EVERY_S:
+                try:
+                    await self.prune()
+                except Exception:
+                    log.exception("job queue: pruning old jobs failed")
+            await asyncio.sleep(60)
+
+    def keep_frame(self, job: Job, step: int, total: int, png: bytes) -> None:
+        """A running job's progress picture as a timelapse frame (later, on the database thread)."""
+        if job.request.zoom is None:
+            self.later(self.frames.add, job.id, step, total, png)
+        else:  # every frame of a zoom is its video (a local worker has written it already)
+            self.later(self.frames.zoom_frame, job.id, step, png)
+
+    def frames_dir(self, job_id: str) -> Path | None:
+        """A job's frames folder, when it holds a frame (None for an unknown or pruned job)."""
+        if job_id not in self.jobs:
+            return None
+        folder = self.frames.folder(job_id)
+        try:
+            return folder if any(p.suffix == ".png" for p in folder.iterdir()) else None
+        except OSError:
+            return None
 
     async def prune(self) -> None:
         assert self._store is not None
@@ -207,6 +227,19 @@ class Records:
             await self.in_db(self.frames.remove, row["id"])
 
     # -- origin keys that expire (short-lived secrets) ----------------------------------------
+
+    async def expire_key(self, key: str, after_s: float) -> int:
+        """Each job whose origin holds ``key`` (and no deadline for it) loses it ``after_s`` seconds after
+        its submission, at once if that has passed; how many jobs that was."""
+        ids = [j.id for j in self.jobs.values() if key in j.origin and key not in j.forget_at]
+        for job_id in ids:
+            job = self.jobs[job_id]
+            self.replace(job, forget_at={**job.forget_at, key: job.created_at + after_s})
+        for job_id in ids:
+            if (kept := self.jobs.get(job_id)) is not None:  # it may have been pruned meanwhile
+                await self.update(kept.id, forget_at=kept.forget_at)
+        await self.forget_due()
+        return len(ids)
 
     def schedule_forget(self, at_least: float = 0.0) -> None:
         """Wake ``forget_due`` at the earliest deadline of any job's ``forget_at``."""

@@ -11,6 +11,7 @@ it, every later start.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from engine.errors import BadImage, MalformedResult, error_line
 from engine.jobs.events import Finished
 from engine.jobs.job import Job
+from engine.jobs.store import storage_problem
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 MALFORMED = "the worker's result was malformed"
@@ -94,3 +96,16 @@ def finished_again(job: Job) -> Finished | None:
     ran = meta.get("request", job.request.to_metadata())
     metadata = check_metadata({"request": ran, "note": None}, "the picture's metadata")
     return Finished(job, png, metadata, float(job.seconds or 0.0))
+
+
+def read_again(job: Job) -> Finished | str | None:
+    """``finished_again``, with what went wrong as the one line the job then fails with."""
+    try:
+        return finished_again(job)
+    except MalformedResult as e:
+        return str(e)
+    except OSError as e:
+        return f"its picture cannot be read again: {storage_problem(e, job.result_path or '?', 'the result')}"
+    except Exception:
+        logging.getLogger(__name__).exception("job %s: reading its result again failed", job.id)
+        return "the job queue failed; see the log"

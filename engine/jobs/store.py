@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.errors import StorageError
+from engine.jobs.job import PENDING, TERMINAL
 from engine.media.files import private_dir
 
 COLUMNS = (
@@ -33,7 +34,6 @@ COLUMNS = (
     "finished_at", "error", "result_path", "seconds", "attempts", "delivered", "served", "forget_at",
 )
 _JSON = ("request", "origin", "forget_at")
-TERMINAL = ("finished", "failed", "cancelled")
 
 _V1 = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -177,7 +177,7 @@ class JobStore:
         marks = ", ".join("?" * len(TERMINAL))
         rows = self._run(
             f"DELETE FROM jobs WHERE state IN ({marks}) AND finished_at < ? RETURNING {', '.join(COLUMNS)}",
-            (*TERMINAL, before),
+            (*sorted(TERMINAL), before),
         ).fetchall()
         return [self._decode(r) for r in rows]
 
@@ -199,3 +199,21 @@ class JobStore:
                 except (TypeError, ValueError):
                     pass  # kept as text: the queue fails this job as unreadable
         return out
+
+
+def read_pending(db_path: str | Path) -> list[tuple[str, str]]:
+    """(owner, state) of every waiting or running job, read-only from a coordinator's store (another
+    process may be using it): what ``python -m engine fleet`` counts."""
+    if not Path(db_path).is_file():
+        return []
+    states = sorted(PENDING)
+    try:
+        db = sqlite3.connect(f"file:{Path(db_path).resolve()}?mode=ro", uri=True)
+        try:
+            marks = ", ".join("?" * len(states))
+            rows = db.execute(f"SELECT owner, state FROM jobs WHERE state IN ({marks})", states).fetchall()
+            return [(str(o), str(s)) for o, s in rows]
+        finally:
+            db.close()
+    except sqlite3.Error as e:
+        raise StorageError(f"{db_path}: cannot read the job store: {e}") from None

@@ -753,7 +753,7 @@ async def test_over_tls_a_model_no_offline_worker_has_is_refused_before_queueing
             await q.submit(wikiart, owner="carol")
         assert "wikiart_16384 is not downloaded on any worker, and the workers are offline" in str(refused.value)
         assert q.pending() == []
-        from engine.cli.fleet import describe_fleet  # what `fleet` and a moderator's /queue show:all say
+        from engine.fleet.status import describe_fleet  # what `fleet` and a moderator's /queue show:all say
 
         assert "    offline; not downloaded: wikiart_16384" in describe_fleet(q.fleet(), [], batch_size=1)
         job, _ = await q.submit(ask(cfg, "a cat behind glass"), owner="carol")  # the models it has still paint
