@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 import aiohttp
 import discord
 
-from engine.errors import UserError
+from engine import UserError
 
 if TYPE_CHECKING:
     from bot.config import BotConfig
@@ -38,7 +38,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 async def run(cfg: BotConfig, token: str) -> None:
     """Build the bot's dependencies here (the job queue and its engine runner), then run it."""
     from bot.app import VQGANBot
-    from engine.queue import JobQueue
+    from engine import JobQueue
 
     bot = VQGANBot(cfg, JobQueue(cfg))
     loop = asyncio.get_running_loop()

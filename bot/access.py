@@ -12,10 +12,10 @@ import discord
 from bot import roles
 from bot.config import BotConfig
 from bot.origin import Origin
-from engine.errors import UserError
+from engine import UserError
 
 if TYPE_CHECKING:
-    from engine.jobs.job import Job
+    from engine import Job
 
 
 

@@ -27,7 +27,7 @@ from bot.endpoints import point_at
 from bot.origin import INTERACTION_TOKEN, TOKEN_EXPIRES_S
 from bot.pending import Preparing
 from bot.uploads import prune_uploads
-from engine.queue import JobQueue
+from engine import JobQueue
 
 log = logging.getLogger(__name__)
 

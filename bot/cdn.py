@@ -15,7 +15,7 @@ import yarl
 
 from bot.config import DiscordConfig
 from bot.endpoints import may_download
-from engine.errors import BadImage, UserError
+from engine import BadImage, UserError
 
 MAX_REDIRECTS = 3
 TIMEOUT = aiohttp.ClientTimeout(total=120, sock_connect=15, sock_read=30)

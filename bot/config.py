@@ -13,8 +13,7 @@ from pathlib import Path
 
 from pydantic import Field, field_validator
 
-from engine.config import Config, Section, read_toml, validate
-from engine.errors import ConfigError
+from engine import Config, ConfigError, Section, read_toml, validate
 
 DEFAULT_API_BASE = "https://discord.com"
 HEARTBEAT_FILE = "heartbeat"  # under data_dir: touched while connected, read by ``python -m bot.health``

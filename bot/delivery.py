@@ -15,7 +15,6 @@ import asyncio
 import io
 import logging
 import time
-from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -25,16 +24,26 @@ import discord
 from bot.config import BotConfig
 from bot.editing import is_collage
 from bot.images import fit_png
-from bot.limits import CONTENT, THREAD_NAME, fit
+from bot.limits import CONTENT, fit
 from bot.origin import Origin, token_usable
 from bot.replies import MENTIONS, QUIET
+from bot.texts import position_line, short_prompt, status_text
 from bot.timelapse import render
 from bot.views import result_view, status_view
-from engine.errors import UserError
-from engine.jobs.events import Failed, Finished, JobCancelled, JobProgress, Loading, Queued, Started
-from engine.jobs.job import Job
-from engine.queue import JobQueue
-from engine.spec.request import Request
+from engine import (
+    Failed,
+    Finished,
+    Job,
+    JobCancelled,
+    JobProgress,
+    JobQueue,
+    Loading,
+    Mailbox,
+    Queued,
+    Request,
+    Started,
+    UserError,
+)
 
 log = logging.getLogger(__name__)
 
@@ -53,30 +62,6 @@ Sendable = (discord.TextChannel | discord.Thread | discord.VoiceChannel | discor
             | discord.PartialMessageable)
 
 
-def short_prompt(prompt: str, n: int = 180) -> str:
-    p = discord.utils.escape_mentions(discord.utils.escape_markdown(prompt.replace("\n", " ")))
-    return p if len(p) <= n else p[: n - 1] + "…"
-
-
-def thread_name(prompt: str) -> str:
-    name = fit(" ".join(prompt.split()), THREAD_NAME, "").strip()
-    return name or "vqgan"
-
-
-def describe(job: Job) -> str:
-    return describe_request(job.request)
-
-
-def describe_request(r: Request) -> str:
-    if r.zoom is not None:
-        z = r.zoom
-        return (f"🎞️ zoom **{short_prompt(r.prompt)}** · seed `{r.seed}` · {z.frames} frames x "
-                f"{z.steps_per_frame} steps · {r.width}x{r.height}")
-    kind = {"edit": "✏️ edit", "vary": "🎲 variation"}.get(r.kind, "🎨")
-    where = f"*{short_prompt(r.region, 80)}* → " if r.region else ""
-    return f"{kind} {where}**{short_prompt(r.prompt)}** · seed `{r.seed}` · {r.steps} steps · {r.width}x{r.height}"
-
-
 def mask_caption(r: Request) -> str | None:
     """What the mask of a finished edit shows, or None when it is not worth a message (the person's own)."""
     if r.region:
@@ -84,18 +69,6 @@ def mask_caption(r: Request) -> str | None:
     if is_collage(r):
         return "🧩 the holes and seams that were repainted (white)"
     return None
-
-
-def status_text(job: Job, line: str, note: str | None = None) -> str:
-    extra = f"\n-# {note}" if note else ""
-    return f"{describe(job)}\n{line}{extra}\n-# job `{job.id}` · by <@{job.owner}>"
-
-
-def position_line(position: int | None) -> str:
-    """Queue positions count from 1 = next to run."""
-    if not position or position <= 1:
-        return "⏳ next in line"
-    return f"⏳ queued: #{position} in line"
 
 
 @dataclass(frozen=True)
@@ -110,40 +83,29 @@ Event = Queued | Started | Loading | JobProgress | Finished | Failed | JobCancel
 
 
 class Lanes:
-    """One mailbox per job, each drained in order by its own task: one job's trouble never delays
-    another's. A lagging lane keeps only the newest progress, as the queue does for a listener."""
+    """One ``Mailbox`` per job (the engine's: in order, newest progress only when lagging), each drained by
+    a task of its own: one job's trouble never delays another's."""
 
     def __init__(self, handle: Callable[[Event], Awaitable[None]]) -> None:
         self._handle = handle
-        self._items: dict[str, deque[Event]] = {}
-        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._boxes: dict[str, Mailbox] = {}
 
     def put(self, key: str, event: Event) -> None:
-        items = self._items.setdefault(key, deque())
-        if isinstance(event, JobProgress):
-            for stale in [e for e in items if isinstance(e, JobProgress)]:
-                items.remove(stale)
-        items.append(event)
-        if key not in self._tasks:
-            self._tasks[key] = asyncio.get_running_loop().create_task(self._drain(key), name=f"delivery-{key}")
-
-    async def _drain(self, key: str) -> None:
-        items = self._items[key]
-        try:
-            while items:
-                await self._handle(items.popleft())
-        finally:
-            self._items.pop(key, None)
-            self._tasks.pop(key, None)
+        box = self._boxes.get(key)
+        if box is None or not box.busy:
+            box = self._boxes[key] = Mailbox(self._handle, name=f"delivery-{key}")
+        box.put(event)
+        for done in [k for k, b in self._boxes.items() if not b.busy and k != key]:
+            del self._boxes[done]
 
     async def close(self, timeout: float) -> None:
         """Let the lanes finish for up to ``timeout`` seconds, then stop the rest."""
-        tasks = list(self._tasks.values())
+        tasks = [b.task for b in self._boxes.values() if b.busy and b.task is not None]
         if not tasks:
             return
         _, late = await asyncio.wait(tasks, timeout=timeout)
-        for t in late:
-            t.cancel()
+        for task in late:
+            task.cancel()
         if late:
             log.warning("%d jobs' last messages were not delivered before closing", len(late))
             await asyncio.wait(late, timeout=1.0)

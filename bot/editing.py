@@ -24,14 +24,21 @@ from bot.config import BotConfig
 from bot.inputs import fit_request_size, rerun_request
 from bot.origin import Origin
 from bot.uploads import ImageRef, download, image_size, save_png
-from engine.errors import UserError
-from engine.media.collage import assemble, build, left_to_right
-from engine.media.imageio import check_mask_shape, load_mask
-from engine.spec.prompts import visible
-from engine.spec.request import Request, check_limits, variation_of
+from engine import (
+    Request,
+    UserError,
+    assemble,
+    build,
+    check_limits,
+    check_mask_shape,
+    left_to_right,
+    load_mask,
+    variation_of,
+    visible,
+)
 
 if TYPE_CHECKING:
-    from engine.jobs.job import Job
+    from engine import Job
 
 ARROW = re.compile(r"\s*(?:->|→)\s*")
 REGION_HOWTO = ("write it as `what to change -> what it becomes`, e.g. `jacket -> a fur coat` "

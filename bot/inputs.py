@@ -12,10 +12,15 @@ from typing import TYPE_CHECKING, Any
 
 from bot.access import Refused
 from bot.config import BotConfig
-from engine.errors import quoted
-from engine.media import imageio
-from engine.spec.choices import check_offered, with_choices
-from engine.spec.request import Request, check_limits, check_prompt_length
+from engine import (
+    Request,
+    check_limits,
+    check_offered,
+    check_prompt_length,
+    fit_size,
+    quoted,
+    with_choices,
+)
 
 if TYPE_CHECKING:
     pass
@@ -39,7 +44,7 @@ SIZE_RE = re.compile(r"^\s*(\d{2,5})\s*[x×*]\s*(\d{2,5})\s*$", re.I)
 def fit_request_size(w: int, h: int, cfg: BotConfig) -> tuple[int, int]:
     """The aspect of ``w x h`` at the configured default pixel count, inside the limits, in 16s."""
     g, lim = cfg.generation, cfg.limits
-    return imageio.fit_size(w, h, lim.max_width, lim.max_height, lim.max_pixels,
+    return fit_size(w, h, lim.max_width, lim.max_height, lim.max_pixels,
                            target_pixels=min(g.width * g.height, lim.max_pixels))
 
 

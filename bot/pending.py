@@ -12,10 +12,10 @@ from typing import TYPE_CHECKING
 
 from bot.access import Refused
 from bot.config import BotConfig
-from engine.jobs.job import TERMINAL
+from engine import TERMINAL
 
 if TYPE_CHECKING:
-    from engine.queue import JobQueue
+    from engine import JobQueue
 
 
 

@@ -15,13 +15,11 @@ from typing import TYPE_CHECKING
 import discord
 
 from bot.access import priority_for
-from bot.delivery import describe_request, thread_name
 from bot.limits import CONTENT, fit
 from bot.origin import INTERACTION_TOKEN, TOKEN_EXPIRES_S, Origin
 from bot.replies import MENTIONS, QUIET, refuse
-from engine.errors import UserError
-from engine.jobs.job import Job
-from engine.spec.request import Request
+from bot.texts import describe_request, thread_name
+from engine import Job, Request, UserError
 
 if TYPE_CHECKING:
     from bot.app import VQGANBot

@@ -14,8 +14,7 @@ from pathlib import Path
 
 import discord
 
-from engine.errors import UserError
-from engine.queue import JobQueue
+from engine import JobQueue, UserError
 
 NO_FRAMES = "no frames kept for this job"
 TIMELAPSE_FPS = 12
@@ -41,7 +40,7 @@ class Video:
 
 def frames_of(queue: JobQueue, job_id: str) -> list[Path]:
     """The job's stored frames in step order; [] when it has none (never kept, or pruned)."""
-    from engine.media.timelapse import frame_files
+    from engine import frame_files
 
     folder = queue.frames_dir(job_id)
     if folder is None:
@@ -53,7 +52,7 @@ def frames_of(queue: JobQueue, job_id: str) -> list[Path]:
 
 
 def _encode(frames: list[Path], job_id: str, max_bytes: int, fps: int, name: str, hold: bool) -> Video:
-    from engine.media.timelapse import HOLD_S, make_timelapse
+    from engine import HOLD_S, make_timelapse
 
     with tempfile.TemporaryDirectory(prefix="vqgan-timelapse-") as tmp:
         out = Path(tmp) / f"{name}-{job_id}.mp4"

@@ -20,16 +20,14 @@ from PIL import Image
 from bot.cdn import get_attachment
 from bot.config import BotConfig
 from bot.endpoints import cdn_url, may_download
-from engine.errors import BadImage, UserError, quoted
-from engine.media import imageio
-from engine.media.files import write_atomic
+from engine import IMAGE_FORMATS, BadImage, UserError, fit_size, open_image, quoted, write_atomic
 
 if TYPE_CHECKING:
     pass
 
 
 
-IMAGE_EXTENSIONS = tuple(sorted(ext for ext, fmt in Image.registered_extensions().items() if fmt in imageio.FORMATS))
+IMAGE_EXTENSIONS = tuple(sorted(ext for ext, fmt in Image.registered_extensions().items() if fmt in IMAGE_FORMATS))
 
 
 @dataclass(frozen=True)
@@ -83,7 +81,7 @@ def _mib(n: int) -> str:
 def input_box(cfg: BotConfig, width: int, height: int) -> tuple[int, int]:
     """Twice the largest size a job may paint a ``width x height`` picture at: more is never used."""
     lim = cfg.limits
-    w, h = imageio.fit_size(width, height, lim.max_width, lim.max_height, lim.max_pixels,
+    w, h = fit_size(width, height, lim.max_width, lim.max_height, lim.max_pixels,
                             target_pixels=lim.max_pixels)
     return 2 * w, 2 * h
 
@@ -92,7 +90,7 @@ def decode_image(cfg: BotConfig, data: bytes, what: str = "image") -> Image.Imag
     """Decode with the engine's guards (bytes, header pixels before decoding, truncation), shrunk
     while decoding to ``input_box``, keeping transparency."""
     lim = cfg.limits
-    img = imageio.open_image(data, what=f"the {what}", max_bytes=lim.max_input_bytes,
+    img = open_image(data, what=f"the {what}", max_bytes=lim.max_input_bytes,
                              max_pixels=lim.max_input_pixels, within=lambda w, h: input_box(cfg, w, h))
     if img.mode not in ("RGB", "L", "RGBA"):
         # keep transparency (palette or grey+alpha): transparent areas are holes to fill, not white

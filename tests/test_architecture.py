@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 # Low to high. A module may import its own package and anything on a lower line.
 ENGINE_LAYERS: list[tuple[str, ...]] = [
-    ("engine.errors",),
+    ("engine.errors", "engine.version"),
     ("engine.config",),
     ("engine.spec",),
     ("engine.media",),
@@ -30,11 +30,14 @@ ENGINE_LAYERS: list[tuple[str, ...]] = [
     ("engine", "engine.__main__"),  # the package's face: the public API, and `python -m engine`
 ]
 BOT_LAYERS: list[tuple[str, ...]] = [
-    ("bot.config", "bot.limits", "bot.texts"),
-    ("bot.origin", "bot.access", "bot.cdn", "bot.images", "bot.uploads"),
-    ("bot.inputs", "bot.timelapse", "bot.health", "bot.endpoints", "bot.replies", "bot.views"),
-    ("bot.submit", "bot.delivery", "bot.editing"),
+    ("bot.config", "bot.limits", "bot.origin", "bot.images", "bot.timelapse", "bot.views"),
+    ("bot.endpoints", "bot.roles", "bot.replies", "bot.health", "bot.texts"),
+    ("bot.cdn", "bot.access"),
+    ("bot.uploads", "bot.inputs", "bot.pending"),
+    ("bot.editing",),
+    ("bot.delivery",),
     ("bot.app",),
+    ("bot.submit",),  # what commands and gestures share: post the status, submit, answer
     ("bot.cogs",),
     ("bot", "bot.__main__"),
 ]
@@ -229,3 +232,24 @@ def test_rooms_stay_small() -> None:
             if isinstance(node, ast.ClassDef) and node.end_lineno - node.lineno + 1 > MAX_CLASS_LINES:
                 big.append(f"{name}.{node.name}: {node.end_lineno - node.lineno + 1} lines")
     assert big == []
+
+
+def test_the_package_face_lists_each_public_name_once_and_each_resolves() -> None:
+    """``from engine import X`` (the names embedders use) matches what type checkers see, and costs no torch."""
+    import subprocess
+    import sys
+
+    tree = ast.parse((ROOT / "engine" / "__init__.py").read_text())
+    typed: dict[str, tuple[str, str]] = {}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.If) and isinstance(node.test, ast.Name) and node.test.id == "TYPE_CHECKING":
+            for imp in node.body:
+                assert isinstance(imp, ast.ImportFrom) and imp.module
+                typed.update({a.asname or a.name: (imp.module, a.name) for a in imp.names})
+    import engine
+
+    assert typed == engine.PUBLIC
+    code = ("import sys, engine\nassert 'torch' not in sys.modules\n"
+            "missing = [n for n in engine.PUBLIC if getattr(engine, n, None) is None]\nprint(missing)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
+    assert out.stdout.strip() == "[]"

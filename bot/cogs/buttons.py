@@ -23,14 +23,13 @@ from discord.ext import commands
 from bot import replies, submit
 from bot.access import check_access_interaction, moderates
 from bot.cogs.gestures import EditForm
-from bot.delivery import describe_request, short_prompt
 from bot.editing import MAX_PIECES, again, piece_name
 from bot.pending import check_pending
+from bot.texts import describe_request, short_prompt
 from bot.timelapse import NO_FRAMES, frames_of, render
 from bot.uploads import ImageRef, check_attachment, image_attachments
 from bot.views import COG, Action, Debounce, JobButton
-from engine.errors import UserError
-from engine.jobs.job import Job
+from engine import Job, UserError
 
 if TYPE_CHECKING:
     from bot.app import VQGANBot

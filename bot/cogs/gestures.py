@@ -31,9 +31,7 @@ from bot.editing import MAX_PIECES, again, piece_name, prepare, split_arrow
 from bot.inputs import build_request
 from bot.pending import check_pending
 from bot.uploads import ImageRef, check_attachment, image_attachments
-from engine.errors import UserError
-from engine.jobs.job import Job
-from engine.spec.request import Request
+from engine import Job, Request, UserError
 
 if TYPE_CHECKING:
     from bot.app import VQGANBot

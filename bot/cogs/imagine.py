@@ -22,11 +22,15 @@ from bot.inputs import ASPECTS, build_request, parse_size
 from bot.origin import Origin
 from bot.pending import check_pending
 from bot.uploads import ImageRef, check_attachment, download
-from engine.config import ModelsConfig
-from engine.errors import UserError
-from engine.models.availability import unreachable_names
-from engine.spec.choices import clip_choices, vqgan_choices, with_choices
-from engine.spec.request import MAX_SEED
+from engine import (
+    MAX_SEED,
+    ModelsConfig,
+    UserError,
+    clip_choices,
+    unreachable_names,
+    vqgan_choices,
+    with_choices,
+)
 
 if TYPE_CHECKING:
     from bot.app import VQGANBot

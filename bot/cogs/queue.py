@@ -16,14 +16,12 @@ from discord.ext import commands
 
 from bot import limits, replies
 from bot.access import check_access_interaction, guild_of, is_moderator, moderates
-from bot.delivery import short_prompt
-from engine.errors import UserError, quoted
-from engine.fleet.status import describe_fleet
-from engine.jobs.job import TERMINAL
+from bot.texts import short_prompt
+from engine import TERMINAL, UserError, describe_fleet, quoted
 
 if TYPE_CHECKING:
     from bot.app import VQGANBot
-    from engine.jobs.job import Job
+    from engine import Job
 
 log = logging.getLogger(__name__)
 SHOWN = 10

@@ -20,8 +20,7 @@ from bot.access import check_access_interaction
 from bot.config import BotConfig
 from bot.inputs import build_request
 from bot.pending import check_pending
-from engine.errors import UserError
-from engine.spec.request import MAX_SEED, Request
+from engine import MAX_SEED, Request, UserError
 
 if TYPE_CHECKING:
     from bot.app import VQGANBot

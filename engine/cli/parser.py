@@ -10,8 +10,8 @@ import argparse
 from types import ModuleType
 from typing import NoReturn
 
-from engine import __version__
 from engine.cli import bench, fleet, models, paint, timelapse, zoom
+from engine.version import __version__
 
 # The order of ``--help``; a module may register several subcommands (paint: imagine, edit, vary, rerun).
 MODULES: tuple[ModuleType, ...] = (paint, models, bench, fleet, timelapse, zoom)

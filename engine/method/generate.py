@@ -28,7 +28,6 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from engine import __version__
 from engine.errors import Cancelled, UserError
 from engine.media.imageio import check_mask_shape, load_mask, load_rgb, png_bytes
 from engine.method.cutouts import make_augment, make_cutouts
@@ -40,6 +39,7 @@ from engine.models.clip import Clip
 from engine.models.loader import Models
 from engine.spec.prompts import parse_prompts, parse_story, part_at
 from engine.spec.request import Request
+from engine.version import __version__
 
 NAN_CHECK_EVERY = 10  # steps between checks for a NaN loss on a GPU (each check waits for the GPU)
 

@@ -19,7 +19,6 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from engine import __version__
 from engine.media.files import write_atomic
 from engine.media.frames import existing_frames, frame_name
 from engine.media.imageio import load_rgb, png_bytes
@@ -27,6 +26,7 @@ from engine.method.generate import generate, to_image, to_tensor, to_uint8
 from engine.models.loader import Models
 from engine.spec.prompts import parse_story, part_at
 from engine.spec.request import MAX_SEED, Request, ZoomSpec
+from engine.version import __version__
 
 
 def frame_seed(seed: int, k: int) -> int:

@@ -1,0 +1,44 @@
+"""What the bot says about a job: its heading, status lines, thread name, captions.
+
+Delivery, the buttons and the queue commands all word a job the same way, from here. Texts that repeat a
+person's words are escaped (no mentions, no markdown) and cut to fit.
+"""
+
+from __future__ import annotations
+
+import discord
+
+from bot.limits import THREAD_NAME, fit
+from engine import Job, Request
+
+
+def short_prompt(prompt: str, n: int = 180) -> str:
+    p = discord.utils.escape_mentions(discord.utils.escape_markdown(prompt.replace("\n", " ")))
+    return p if len(p) <= n else p[: n - 1] + "…"
+
+
+def thread_name(prompt: str) -> str:
+    name = fit(" ".join(prompt.split()), THREAD_NAME, "").strip()
+    return name or "vqgan"
+
+
+def describe_request(r: Request) -> str:
+    if r.zoom is not None:
+        z = r.zoom
+        return (f"🎞️ zoom **{short_prompt(r.prompt)}** · seed `{r.seed}` · {z.frames} frames x "
+                f"{z.steps_per_frame} steps · {r.width}x{r.height}")
+    kind = {"edit": "✏️ edit", "vary": "🎲 variation"}.get(r.kind, "🎨")
+    where = f"*{short_prompt(r.region, 80)}* → " if r.region else ""
+    return f"{kind} {where}**{short_prompt(r.prompt)}** · seed `{r.seed}` · {r.steps} steps · {r.width}x{r.height}"
+
+
+def status_text(job: Job, line: str, note: str | None = None) -> str:
+    extra = f"\n-# {note}" if note else ""
+    return f"{describe_request(job.request)}\n{line}{extra}\n-# job `{job.id}` · by <@{job.owner}>"
+
+
+def position_line(position: int | None) -> str:
+    """Queue positions count from 1 = next to run."""
+    if not position or position <= 1:
+        return "⏳ next in line"
+    return f"⏳ queued: #{position} in line"
