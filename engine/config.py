@@ -170,6 +170,7 @@ class LimitsConfig(Section):
 
 class QueueConfig(Section):
     batch_size: int = Field(4, ge=1)
+    batch_fused: bool = False  # one decoder/CLIP call per batch step: faster on a GPU, not bit-reproducible
     db_path: str = "data/jobs.sqlite3"
     results_dir: str = "data/results"
     per_owner_pending: int = Field(3, ge=1)

@@ -130,7 +130,8 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
         print(f"  ours with {f['clip_models'][0]} alone {solo * 1000:9.1f} ms/step: each extra CLIP model adds "
               f"{extra * 1000:.1f} ms/step ({extra / solo:+.0%})")
     for b, jph in jobs.items():
-        print(f"  {b} job(s) at once: {jph:8.1f} jobs/hour ({cfg.generation.steps} steps each)"
+        print(f"  {b} job(s) at once: {jph:8.1f} jobs/hour ({cfg.generation.steps} steps each"
+              + (", one call for the batch: queue.batch_fused)" if f["batch_fused"] and b != "1" else ")")
               + (f", {jph / jobs['1']:.2f}x one at a time" if "1" in jobs and b != "1" else ""))
     sys.stdout.flush()
     return 0

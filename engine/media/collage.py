@@ -56,13 +56,14 @@ def build(pieces: list[Piece], size: tuple[int, int] | None = None, seam: int = 
         layer.paste(rgba.getchannel("A"), (x, y))
         owner[np.asarray(layer) > 127] = i
     hole = np.asarray(canvas.getchannel("A")) < 128
-    edges = np.zeros_like(hole)
-    edges[:, 1:] |= owner[:, 1:] != owner[:, :-1]
-    edges[1:, :] |= owner[1:, :] != owner[:-1, :]
-    mask = Image.fromarray(((hole | edges) * 255).astype(np.uint8))
+    band = np.zeros_like(hole)
     if seam > 0:
-        mask = mask.filter(ImageFilter.MaxFilter(2 * seam + 1))
-    mask = Image.fromarray(np.where(hole, 255, np.asarray(mask)).astype(np.uint8))
+        # Every pixel within ``seam`` pixels (a square window) of a pixel of another piece or of a hole:
+        # exactly ``seam`` pixels each side of every join, corners included.
+        window = Image.fromarray(owner)  # int32: mode "I"
+        band = (np.asarray(window.filter(ImageFilter.MaxFilter(2 * seam + 1)))
+                != np.asarray(window.filter(ImageFilter.MinFilter(2 * seam + 1))))
+    mask = Image.fromarray(((hole | band) * 255).astype(np.uint8))
     # Holes start from the mean colour of what is there, not black, so the fill is not pulled dark.
     rgb = np.asarray(canvas.convert("RGB")).astype(np.float32)
     fill = rgb[~hole].mean(0) if (~hole).any() else np.full(3, 127.0)

@@ -3,7 +3,10 @@
 No torch here (the bot imports this module). MP4 is H.264 in yuv420p at even sizes through PyAV
 (its wheels carry FFmpeg), which Discord plays inline; WebP and GIF go through Pillow. The frames are
 used in the order given, and the last one is shown as it is (the result itself, unless the size had
-to shrink). When ``max_bytes`` is given and the first encoding is larger, the encoder tries again with
+to shrink). MP4 and GIF frames are decoded one at a time and streamed to the encoder, so a long run
+costs no more memory than a short one (beyond the file itself); Pillow's WebP writer takes every frame
+at once, so a WebP holds at most ``MAX_WEBP_FRAMES`` and ``WEBP_HELD_BYTES`` of pixels (thinned evenly,
+with a note). When ``max_bytes`` is given and the first encoding is larger, the encoder tries again with
 a higher CRF / lower quality, fewer frames (thinned evenly, first and last kept) and a smaller size,
 in that order of preference, and ``Timelapse.note`` says what it had to give up.
 """
@@ -33,6 +36,8 @@ _GIF_COLOURS = (256, 192, 128, 96, 64, 32, 16)
 _SOFT_LEVEL = 2  # quality steps tried before dropping frames: a little blur beats a jumpy timelapse
 _MIN_SIDE = 16  # pixels: never shrink the short side below this
 _MAX_TRIES = 40
+MAX_WEBP_FRAMES = 10_000  # libwebp's animation encoder slows down past this: 10,000 frames 8 s, 100,000 > 18 min
+WEBP_HELD_BYTES = 512 * 2**20  # a WebP's decoded frames (RGB) held at once: 240 zoom frames of 640x640 fit
 
 
 @dataclass(frozen=True)
@@ -102,13 +107,19 @@ def _fit(paths: list[Path], size: tuple[int, int], fmt: str, fps: int, max_bytes
          hold_s: float = 0.0) -> tuple[bytes, int, tuple[int, int], list[str]]:
     """Encode, then give up quality, frames and size (in that order) until it fits ``max_bytes``."""
     level, count, scale = 0, len(paths), 1.0
+    held = _most_held(fmt, size)
+    if count > held:  # a format whose encoder holds every frame: thinned to what it may hold
+        count = max(MIN_FRAMES, held)
     levels = len(_MP4_CRF)
     floor_scale = min(1.0, _MIN_SIDE / max(1, min(size)))
     for _ in range(_MAX_TRIES):
         shape = _shape(size, scale, even=fmt == ".mp4")
         data = _encode(thin(paths, count), shape, fmt, fps, level, hold_s)
         if max_bytes is None or len(data) <= max_bytes:
-            return data, count, shape, _notes(len(paths), count, size, shape, level, fmt, max_bytes)
+            notes = _notes(len(paths), count, size, shape, level, fmt, max_bytes)
+            if held < len(paths) and not notes:
+                notes = [f"{count} of {len(paths)} frames: a WebP holds at most {held} at {size[0]}x{size[1]}"]
+            return data, count, shape, notes
         ratio = max_bytes / len(data)
         if level < _SOFT_LEVEL:
             level += 1
@@ -126,6 +137,13 @@ def _fit(paths: list[Path], size: tuple[int, int], fmt: str, fps: int, max_bytes
             break
     limit = max_bytes if max_bytes is not None else 0
     raise UserError(f"a timelapse cannot be made as small as {_mib(limit)}")
+
+
+def _most_held(fmt: str, size: tuple[int, int]) -> int:
+    """How many frames an encoding may use: unbounded where frames are streamed (MP4, GIF)."""
+    if fmt != ".webp":
+        return 2**62
+    return min(MAX_WEBP_FRAMES, WEBP_HELD_BYTES // (3 * size[0] * size[1]))
 
 
 def _notes(total: int, count: int, size: tuple[int, int], shape: tuple[int, int], level: int, fmt: str,
@@ -172,21 +190,53 @@ def _encode(paths: Sequence[Path], shape: tuple[int, int], fmt: str, fps: int, l
             hold_s: float = 0.0) -> bytes:
     if fmt == ".mp4":
         return _mp4(paths, shape, fps, _MP4_CRF[level], max(1, round(hold_s * fps)))
-    frames = list(_frames(paths, shape))
-    buf = io.BytesIO()
     step = max(1, round(1000 / fps))
-    ms = [step] * (len(frames) - 1) + [max(step, round(hold_s * 1000))]  # the last one held
-    if fmt == ".webp":
-        q = _WEBP_QUALITY[level]
-        # Lossless: ``quality`` is the effort there, and a low one is ~100x faster for a few % more bytes.
-        frames[0].save(buf, format="WEBP", save_all=True, append_images=frames[1:], duration=ms, loop=0,
-                       lossless=q >= 100, quality=20 if q >= 100 else q, method=0 if q >= 100 else 2)
-    else:
-        colours = _GIF_COLOURS[level]
-        pal = [f.quantize(colours, method=Image.Quantize.FASTOCTREE, dither=Image.Dither.NONE) for f in frames]
-        pal[0].save(buf, format="GIF", save_all=True, append_images=pal[1:], duration=ms, loop=0,
-                    optimize=False, disposal=1)
+    ms = [step] * (len(paths) - 1) + [max(step, round(hold_s * 1000))]  # the last one held
+    if fmt == ".gif":
+        return _gif(paths, shape, ms, _GIF_COLOURS[level])
+    frames = list(_frames(paths, shape))  # Pillow's WebP writer takes them all (``_most_held`` bounds them)
+    buf = io.BytesIO()
+    q = _WEBP_QUALITY[level]
+    # Lossless: ``quality`` is the effort there, and a low one is ~100x faster for a few % more bytes.
+    frames[0].save(buf, format="WEBP", save_all=True, append_images=frames[1:], duration=ms, loop=0,
+                   lossless=q >= 100, quality=20 if q >= 100 else q, method=0 if q >= 100 else 2)
     return buf.getvalue()
+
+
+def _gif(paths: Sequence[Path], shape: tuple[int, int], ms: Sequence[int], colours: int) -> bytes:
+    """An endlessly looping GIF, written a frame at a time with Pillow's GIF writer (``getheader`` and
+    ``getdata``), so that only the frame at hand and the one before it are held (Pillow's
+    ``save_all`` keeps every frame until the end). Each frame has its own palette (Pillow's fast
+    octree, no dithering); a frame equal to the one before only lengthens it."""
+    from PIL import GifImagePlugin
+
+    buf = io.BytesIO()
+    pending: tuple[Image.Image, int] | None = None  # the frame before, not yet written, and its duration
+
+    def write(frame: Image.Image, duration: int) -> None:
+        if not buf.tell():
+            header, _ = GifImagePlugin.getheader(frame, info={"loop": 0})
+            buf.write(b"".join(header))
+        buf.write(b"".join(GifImagePlugin.getdata(frame, duration=duration, disposal=1,
+                                                  include_color_table=True)))
+
+    for img, duration in zip(_frames(paths, shape), ms, strict=True):
+        frame = img.quantize(colours, method=Image.Quantize.FASTOCTREE, dither=Image.Dither.NONE)
+        del img
+        if pending is not None and _same(pending[0], frame):
+            pending = (pending[0], pending[1] + duration)
+            continue
+        if pending is not None:
+            write(*pending)
+        pending = (frame, duration)
+    if pending is not None:
+        write(*pending)
+    buf.write(b";")  # the trailer
+    return buf.getvalue()
+
+
+def _same(a: Image.Image, b: Image.Image) -> bool:
+    return a.size == b.size and a.getpalette() == b.getpalette() and a.tobytes() == b.tobytes()
 
 
 def _mp4(paths: Sequence[Path], shape: tuple[int, int], fps: int, crf: int, last: int = 1) -> bytes:

@@ -4,7 +4,8 @@ The reference is the loop as the public notebooks write it: a Python loop of per
 and resizes, augmentations applied one cutout at a time, the text embedded again every step,
 fp32, and the loss read back every step. It lives here only, to keep the engine honest.
 Both loops use the same models, size, cutouts and prompt, in the same process. Then several
-jobs are stepped together (``step_together``) to give jobs per hour at 1, 2 and 4 at once.
+jobs are stepped together (``step_together``, fused or not as ``queue.batch_fused`` says) to give jobs
+per hour at 1, 2 and 4 at once.
 With an ensemble (several CLIP models, named as for ``imagine``) both loops guide with every model,
 and ours is also timed with the first CLIP alone, in turns with the others: the difference is the
 cost of the extra models (each adds its forward and backward pass).
@@ -183,7 +184,8 @@ def measure(cfg: Config, models: Models, spec: ModelSpec, label: str, *, size: t
         else:
             say(f"{b} jobs stepped together")
             runs = [start(fast_models, req.with_changes(seed=i)) for i in range(b)]
-            per_step = _time(functools.partial(step_together, runs), n, 1, repeats, device)
+            per_step = _time(functools.partial(step_together, runs, fused=cfg.queue.batch_fused), n, 1, repeats,
+                             device)
         jobs[b] = 3600 / (cfg.generation.steps * per_step / b)
 
     names = [c.clip_config if c.clip_config and c.clip_checkpoint else c.choice() for c in spec.clips()]
@@ -193,7 +195,8 @@ def measure(cfg: Config, models: Models, spec: ModelSpec, label: str, *, size: t
         "models": label, "clip_models": names, "clip_weights": [w for _, w in clips],
         "ours_s_per_step": ours, "reference_s_per_step": ref, "speedup": ref / ours,
         "ours_peak_mib": ours_peak, "reference_peak_mib": ref_peak,
-        "jobs_per_hour": {str(k): v for k, v in jobs.items()}, "steps_per_job": cfg.generation.steps,
+        "jobs_per_hour": {str(k): v for k, v in jobs.items()}, "batch_fused": cfg.queue.batch_fused,
+        "steps_per_job": cfg.generation.steps,
         "timed_steps": n, "repeats": repeats,
     }
     if solo:

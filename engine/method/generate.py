@@ -9,9 +9,10 @@ is composited so that pixels outside the feathered mask are exactly the input's.
 
 ``prepare`` turns a request into tensors (reads the input, mask and image prompts, finds the region,
 embeds the prompts); a ``Run`` holds one job's state (z, Adam, targets, its own RNG) and touches no file.
-``step_together(runs)`` advances several runs of the same models by one step with one decoder call
-and one CLIP call; each run draws its random cutouts from its own RNG, so a job gives the same image
-alone or in a batch. ``generate`` is the one-job loop.
+``step_together(runs)`` advances several runs of the same models by one step, each with the calls
+(and shapes) of a solo run and its random cutouts from its own RNG, so a job gives the same picture,
+bit for bit, alone or in a batch (``fused=True``: one decoder and one CLIP call for all, faster on a
+GPU, not bit-reproducible). ``generate`` is the one-job loop.
 """
 
 from __future__ import annotations
@@ -376,27 +377,44 @@ class Run:
         return Result(to_image(final), self.req, time.perf_counter() - self.t0, self.losses, mask)
 
 
-def step_together(runs: list[Run]) -> None:
-    """One optimisation step for each run: one decoder call and one CLIP call for all of them.
+def step_together(runs: list[Run], *, fused: bool = False) -> None:
+    """One optimisation step for each run of a batch (they share the loaded models and this loop).
 
-    Runs must share models and working size. A run whose ``should_stop`` fires raises
-    ``Cancelled`` before anything is computed; the caller drops it and steps the rest.
+    By default each run's forward and backward pass has exactly the shapes of a solo run, so a job's
+    arithmetic, and its picture, is bit for bit the same alone or in any batch (one batched call
+    rounds differently: other GEMM/conv blocking, and the optimisation amplifies a last-bit
+    difference within a few steps). ``fused`` (``queue.batch_fused``) takes one decoder call and one
+    CLIP call for all runs instead: faster where per-call overhead dominates (small pictures on a
+    GPU), but not reproducible against a solo rerun. Runs must share models and working size. A run
+    whose ``should_stop`` fires raises ``Cancelled`` before anything is computed; the caller drops it
+    and steps the rest.
     """
     for run in runs:
         run.check_stop()
+    if not fused or len(runs) == 1:
+        for run in runs:
+            _step_alone(run)
+        return
     models = runs[0].models
-    z = torch.cat([r.z for r in runs]) if len(runs) > 1 else runs[0].z
-    images = synth(models, z)
+    images = synth(models, torch.cat([r.z for r in runs]))
     cuts = [r.cutouts(images[i : i + 1]) for i, r in enumerate(runs)]  # [run][model]
     per_model = []  # [model][run]: one CLIP call per model for all runs
     for m, (clip, _) in enumerate(models.clips()):
         mine = [c[m] for c in cuts]
-        per_model.append(embed(models, torch.cat(mine) if len(mine) > 1 else mine[0], clip)
-                         .split([len(c) for c in mine]))
+        per_model.append(embed(models, torch.cat(mine), clip).split([len(c) for c in mine]))
     losses = [r.loss([e[i] for e in per_model]) for i, r in enumerate(runs)]
     torch.stack(losses).sum().backward()  # each loss depends on its own z only
     for i, (run, loss) in enumerate(zip(runs, losses, strict=True)):
         run.update(loss, images[i : i + 1])
+
+
+def _step_alone(run: Run) -> None:
+    """One step of one run with its own decoder and CLIP calls: the shapes of a solo job."""
+    image = synth(run.models, run.z)
+    cuts = run.cutouts(image)
+    loss = run.loss([embed(run.models, c, clip) for c, (clip, _) in zip(cuts, run.models.clips(), strict=True)])
+    loss.backward()
+    run.update(loss, image)
 
 
 def start(models: Models, req: Request, *, on_progress: Callable[[Progress], None] | None = None,

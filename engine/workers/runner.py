@@ -75,4 +75,4 @@ class EngineRunner:
                      progress_every=self.progress_every)
 
     def step(self, runs: list[Run]) -> None:
-        step_together(runs)
+        step_together(runs, fused=self.cfg.queue.batch_fused)

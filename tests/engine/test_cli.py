@@ -38,6 +38,7 @@ def test_imagine_writes_png_of_requested_size_with_request_metadata(tiny_config_
     assert req["models"]["clip_config"].endswith("tiny_clip.json")
 
 
+@pytest.mark.pixels
 def test_same_seed_same_pixels_other_seed_other_pixels(tiny_config_path, tmp_path):
     a, b, c = (tmp_path / n for n in ("a.png", "b.png", "c.png"))
     for out, seed in ((a, "1"), (b, "1"), (c, "2")):
@@ -46,6 +47,7 @@ def test_same_seed_same_pixels_other_seed_other_pixels(tiny_config_path, tmp_pat
     assert not np.array_equal(pixels(a), pixels(c))
 
 
+@pytest.mark.pixels
 def test_rerun_from_png_metadata_gives_the_same_image(tiny_config_path, tmp_path):
     first, again = tmp_path / "first.png", tmp_path / "again.png"
     assert run(tiny_config_path, "imagine", "a lighthouse", "-o", str(first), "--seed", "3") == 0
@@ -68,6 +70,7 @@ def test_image_prompt_is_used(tiny_config_path, tmp_path):
     assert read_metadata(out)["request"]["image_prompts"] == [{"path": str(ref), "weight": 0.5}]
 
 
+@pytest.mark.pixels
 def test_edit_with_mask_keeps_pixels_outside_it(tiny_config_path, tmp_path):
     src = tmp_path / "photo.png"
     rng = np.random.default_rng(0)

@@ -36,6 +36,7 @@ def pixels(path: Path) -> np.ndarray:
     return np.asarray(Image.open(path).convert("RGB"))
 
 
+@pytest.mark.pixels
 def test_an_ensemble_of_two_clips_paints_names_both_and_reruns(two_clips, tmp_path):
     cfg, flags = two_clips
     out, again = tmp_path / "duo.png", tmp_path / "again.png"
@@ -52,6 +53,7 @@ def test_an_ensemble_of_two_clips_paints_names_both_and_reruns(two_clips, tmp_pa
     assert read_metadata(again)["request"]["models"] == models
 
 
+@pytest.mark.pixels
 def test_an_ensemble_configured_in_config_toml_reruns_from_metadata_alone(tmp_path):
     b = write_tiny_clip_48(tmp_path / "models")
     cfg = write_tiny_config(tmp_path)
@@ -64,6 +66,7 @@ def test_an_ensemble_configured_in_config_toml_reruns_from_metadata_alone(tmp_pa
     assert np.array_equal(pixels(out), pixels(again))
 
 
+@pytest.mark.pixels
 def test_ensemble_loss_is_the_weighted_sum_of_each_models_loss_on_the_same_cutouts(two_clips):
     cfg_path, _ = two_clips
     cfg = load_config(cfg_path)
@@ -163,6 +166,7 @@ def _sized(scorer, size: int):
     return score
 
 
+@pytest.mark.pixels
 def test_an_ensemble_finds_the_region_with_every_clip_by_its_weight():
     from engine.method.region import Judge, ensemble_map, region_mask, score_map
 
@@ -188,6 +192,7 @@ def test_an_ensemble_finds_the_region_with_every_clip_by_its_weight():
     assert torch.allclose(together, 0.75 * alone[0] + 0.25 * alone[1], atol=1e-6)
 
 
+@pytest.mark.pixels
 def test_an_edit_by_words_asks_every_clip_of_the_ensemble_and_one_clip_finds_what_it_found_before(two_clips, tmp_path):
     from engine.method.generate import to_tensor
     from engine.method.region import Judge, clip_scorer, region_mask

@@ -34,6 +34,7 @@ def inside(z: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor) -> torch.Tensor:
     return (z >= lo) & (z <= hi)
 
 
+@pytest.mark.pixels
 def test_z_stays_within_the_codebooks_range_at_every_step(tiny_cfg, models):
     # A bold learning rate pushes z hard; the codebook's per-channel range still bounds it.
     req = Request.from_config(tiny_cfg, prompt="a storm over the sea", seed=1, steps=8, lr=1.0)
@@ -48,6 +49,7 @@ def test_z_stays_within_the_codebooks_range_at_every_step(tiny_cfg, models):
     assert moved_to_edge, "the optimiser did push against the range (the clamp was exercised)"
 
 
+@pytest.mark.pixels
 def test_masked_edit_clamps_only_the_masked_cells_the_rest_stay_frozen(tiny_cfg, tmp_path):
     # A narrow codebook, so that the encoded photo lies partly beyond its range.
     vq_yaml, vq_ckpt = write_tiny_vqgan(tmp_path / "narrow", codebook_std=0.2)
@@ -74,6 +76,7 @@ def test_masked_edit_clamps_only_the_masked_cells_the_rest_stay_frozen(tiny_cfg,
     assert not torch.equal(z[cells], run.z0[cells])
 
 
+@pytest.mark.pixels
 def test_editing_a_gumbel_vqgan_starts_from_the_models_own_codes(tmp_path):
     vq = load_vqgan(*write_tiny_gumbel_vqgan(tmp_path))
     assert vq.gumbel
@@ -85,6 +88,7 @@ def test_editing_a_gumbel_vqgan_starts_from_the_models_own_codes(tmp_path):
     assert torch.equal(snapped, vq.codebook[own].movedim(-1, 1)), "the edit starts from the model's own codes"
 
 
+@pytest.mark.pixels
 def test_a_full_size_cutout_reproduces_the_image_and_a_half_size_one_averages_pixel_pairs():
     ramp = torch.arange(32, dtype=torch.float32).expand(1, 3, 32, 32).contiguous()  # 0, 1, ..., 31 per row
     full = make_cutouts(ramp, 1, 32)
@@ -125,6 +129,7 @@ def test_a_size_rounded_down_is_the_size_recorded(tiny_config_path, tmp_path, ca
     assert np.array_equal(pixels(out), pixels(again))
 
 
+@pytest.mark.pixels
 def test_the_last_progress_image_is_the_result(tiny_config_path, tmp_path):
     out, prog = tmp_path / "o.png", tmp_path / "progress"
     assert cli(tiny_config_path, "imagine", "stars", "-o", str(out), "--steps", "4",
@@ -132,6 +137,7 @@ def test_the_last_progress_image_is_the_result(tiny_config_path, tmp_path):
     assert np.array_equal(pixels(prog / "00004.png"), pixels(out))
 
 
+@pytest.mark.pixels
 def test_the_last_progress_frame_of_a_masked_edit_is_the_result(tiny_cfg, models, tmp_path):
     photo, mask = tmp_path / "photo.png", tmp_path / "mask.png"
     Image.fromarray(np.random.default_rng(1).integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(photo)
@@ -156,6 +162,7 @@ def test_bench_says_what_it_is_doing_on_stderr_and_keeps_stdout_for_figures(tiny
     assert "speedup" in out and "bench:" not in out
 
 
+@pytest.mark.pixels
 def test_the_l2_term_pulls_z_towards_zero(tiny_cfg, models):
     # On the tiny models its gradient is about as large as CLIP's, so it shows; at the real shapes it is
     # 24-86x smaller at the default weight (README, "How the engine works").
@@ -168,6 +175,7 @@ def test_the_l2_term_pulls_z_towards_zero(tiny_cfg, models):
     assert rms_after(1.0) < rms_after(0.1) < rms_after(0.0)
 
 
+@pytest.mark.pixels
 def test_a_prepared_edit_needs_its_files_no_more_and_paints_what_generate_paints(tiny_cfg, models, tmp_path):
     # prepare() reads the files and embeds the prompts; a Run only steps tensors (k-diffusion style).
     photo, mask = tmp_path / "photo.png", tmp_path / "mask.png"

@@ -114,6 +114,7 @@ def test_the_largest_seed_paints_and_is_recorded(tiny_config_path, tmp_path):
 # ------------------------------------------------------------------ 10. images and text
 
 
+@pytest.mark.pixels
 def test_a_16_bit_grey_png_keeps_its_tones():
     ramp = np.linspace(0, 65535, 64 * 64).reshape(64, 64).astype(np.uint16)  # black to white
     buf = io.BytesIO()
@@ -237,6 +238,7 @@ def test_a_model_chosen_on_the_command_line_wins_over_the_metadata(tiny_config_p
     assert read_metadata(out)["request"]["models"]["clip_config"] == m.clip_config
 
 
+@pytest.mark.pixels
 def test_rerun_opens_only_images_beside_the_png(tiny_config_path, tmp_path, capsys):
     private = tmp_path / "private"
     private.mkdir()

@@ -56,6 +56,7 @@ def test_shipped_config_toml_documents_every_setting_at_its_default():
     assert load_bot_config("config.toml") == BotConfig()
 
 
+@pytest.mark.pixels
 def test_spherical_distance_is_zero_for_same_and_grows_with_angle():
     x = torch.tensor([[1.0, 0.0]])
     assert spherical_dist(x, x).item() == pytest.approx(0, abs=1e-6)
@@ -63,6 +64,7 @@ def test_spherical_distance_is_zero_for_same_and_grows_with_angle():
     assert spherical_dist(x, torch.tensor([[0.0, 3.0]])).item() == pytest.approx(2 * (math.pi / 4) ** 2, rel=1e-5)
 
 
+@pytest.mark.pixels
 def test_negative_weight_pushes_away_and_stop_ends_the_pull():
     img = torch.tensor([[1.0, 0.2]], requires_grad=True)
     target = torch.nn.functional.normalize(torch.tensor([[1.0, 0.0]]), dim=-1)
@@ -76,12 +78,14 @@ def test_negative_weight_pushes_away_and_stop_ends_the_pull():
     assert img.grad.abs().sum() == 0, "below the stop distance the prompt no longer pulls"
 
 
+@pytest.mark.pixels
 def test_z_l2_decays_over_the_run():
     z = torch.ones(1, 2, 2, 2)
     assert z_l2(z, 0.1, 0.005, 0).item() == pytest.approx(0.1)
     assert z_l2(z, 0.1, 0.005, 400).item() == pytest.approx(0.1 * 0.995**400)
 
 
+@pytest.mark.pixels
 def test_straight_through_quantizer_snaps_forward_and_passes_gradient():
     book = torch.tensor([[0.0, 0.0], [1.0, 1.0]])
     z = torch.tensor([[[[0.2]], [[0.1]]], [[[0.9]], [[0.7]]]]).reshape(2, 2, 1, 1).requires_grad_()
@@ -91,6 +95,7 @@ def test_straight_through_quantizer_snaps_forward_and_passes_gradient():
     assert torch.equal(z.grad, torch.ones_like(z))
 
 
+@pytest.mark.pixels
 def test_clamp_with_grad_lets_clamped_pixels_come_back():
     x = torch.tensor([1.5, -0.5, 0.5], requires_grad=True)
     y = clamp_with_grad(x, 0, 1)
@@ -99,6 +104,7 @@ def test_clamp_with_grad_lets_clamped_pixels_come_back():
     assert x.grad.tolist() == [1.0, 0.0, 1.0]  # 1.5 may move down, -0.5 may not move further down
 
 
+@pytest.mark.pixels
 def test_cutouts_are_batched_sized_and_augmented():
     torch.manual_seed(0)
     boxes = random_boxes(64, 40, 60, cut_size=16, cut_pow=1.0)
@@ -114,6 +120,7 @@ def test_cutouts_are_batched_sized_and_augmented():
     assert img.grad.abs().sum() > 0
 
 
+@pytest.mark.pixels
 def test_masks_cover_touched_cells_and_feather_ends_exactly():
     m = torch.zeros(1, 1, 32, 32)
     m[..., 0:5, 0:5] = 1
@@ -145,6 +152,7 @@ def test_vqgan_checkpoint_that_does_not_match_is_a_clear_error(tmp_path, tiny_cf
         load_vqgan(tiny_cfg.models.vqgan_config, tmp_path / "bad.ckpt")
 
 
+@pytest.mark.pixels
 def test_clip_from_config_json_and_pt_state_dict(tmp_path):
     json_path, st_path = write_tiny_clip(tmp_path)
     from safetensors.torch import load_file

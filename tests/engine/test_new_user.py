@@ -154,6 +154,7 @@ def test_bad_output_or_mask_is_refused_before_the_models(tmp_path, offline, caps
 
 # -- 8: rerun in another folder --------------------------------------------------------------------
 
+@pytest.mark.pixels
 def test_rerun_finds_inputs_from_another_folder_and_names_the_path_when_gone(
         tiny_config_path, tmp_path, monkeypatch, capsys):
     made, elsewhere = tmp_path / "made-here", tmp_path / "elsewhere"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 from PIL import Image
 
@@ -21,6 +22,7 @@ def redness(crops: torch.Tensor) -> torch.Tensor:
     return crops[:, 0].mean((1, 2)) - crops[:, 1:].mean((1, 2, 3))
 
 
+@pytest.mark.pixels
 def test_region_mask_is_where_the_crops_score_higher():
     img = torch.zeros(1, 3, 64, 96)
     img[:, 2] = 0.8  # blue everywhere
@@ -39,6 +41,7 @@ def _photo(path, w=64, h=64, seed=0):
     return path
 
 
+@pytest.mark.pixels
 def test_edit_region_from_a_phrase_end_to_end(tiny_config_path, tmp_path):
     src, out, mask = _photo(tmp_path / "me.png"), tmp_path / "fur.png", tmp_path / "mask.png"
     assert main(["edit", str(src), "fur", "--region", "jacket", "--save-mask", str(mask), "-o", str(out),
@@ -73,13 +76,14 @@ def test_keep_structure_pulls_the_result_towards_the_original(tiny_cfg, tmp_path
     assert distance(20.0) < 0.75 * distance(0.0)
 
 
+@pytest.mark.pixels
 def test_collage_with_a_hole_changes_the_hole_and_keeps_the_rest(tiny_config_path, tmp_path):
     left = Image.new("RGB", (32, 64), (200, 40, 40))
     right = Image.new("RGB", (32, 64), (40, 40, 200))
     canvas, mask = build([(left, (0, 0)), (right, (64, 0))], size=(96, 64), seam=4)
     m = np.asarray(mask) > 127
     assert m[:, 32:64].all(), "the uncovered middle is repainted"
-    assert m[:, 28:36].all() and not m[:, :27].any() and not m[:, 69:].any(), "the seams too, the rest not"
+    assert m[:, 28:68].all() and not m[:, :28].any() and not m[:, 68:].any(), "4 pixels each side too, the rest not"
     base = tmp_path / "holes.png"
     rgba = Image.new("RGBA", (96, 64), (0, 0, 0, 0))
     rgba.paste(left, (0, 0))
@@ -93,8 +97,31 @@ def test_collage_with_a_hole_changes_the_hole_and_keeps_the_rest(tiny_config_pat
     assert (np.abs(got[:, 40:56] - want[:, 40:56]).sum(-1) > 0).mean() > 0.5, "the hole was painted"
     feather = 4
     assert np.array_equal(got[:, : 28 - feather], want[:, : 28 - feather])
-    assert np.array_equal(got[:, 68 + feather + 1 :], want[:, 68 + feather + 1 :])  # seam ends at 68
+    assert np.array_equal(got[:, 68 + feather :], want[:, 68 + feather :])  # the seam ends at 67
     assert (tmp_path / "whole-collage-mask.png").exists()
+
+
+@pytest.mark.pixels
+def test_a_transparent_hole_changes_no_pixel_beyond_hole_seam_and_feather(tiny_config_path, tmp_path):
+    """The issue's case: a 64x64 picture with a transparent 32x32 hole at 16..47, seam 8 and feather 4
+    (the defaults): rows and columns 4..59 may change, and every pixel beyond them is the input's."""
+    rng = np.random.default_rng(3)
+    rgba = np.concatenate([rng.integers(0, 256, (64, 64, 3), dtype=np.uint8), np.full((64, 64, 1), 255, np.uint8)], -1)
+    rgba[16:48, 16:48, 3] = 0
+    src, out = tmp_path / "holed.png", tmp_path / "filled.png"
+    Image.fromarray(rgba, "RGBA").save(src)
+    assert main(["edit", str(src), "a window onto the sea", "-o", str(out), "--size", "64", "64", "--steps", "2",
+                 "--config", str(tiny_config_path)]) == 0
+    seam, feather = 8, 4
+    repainted = np.zeros((64, 64), bool)
+    repainted[16 - seam : 48 + seam, 16 - seam : 48 + seam] = True
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "filled-collage-mask.png")) > 127, repainted), \
+        "the hole and 8 pixels around it, no more"
+    may_change = np.zeros((64, 64), bool)
+    may_change[16 - seam - feather : 48 + seam + feather, 16 - seam - feather : 48 + seam + feather] = True
+    got, want = np.asarray(Image.open(out).convert("RGB")), rgba[..., :3]
+    assert np.array_equal(got[~may_change], want[~may_change]), "bit for bit the input beyond the feathered edge"
+    assert (got[16:48, 16:48] != want[16:48, 16:48]).any(-1).mean() > 0.5, "the hole was painted"
 
 
 def test_paste_builds_a_collage_and_left_to_right_lays_out_pieces(tiny_config_path, tmp_path):
@@ -144,6 +171,7 @@ def test_one_assembly_for_pasted_pieces_and_transparent_holes():
     holed = Image.new("RGBA", (32, 32), (10, 200, 10, 255))
     holed.paste((0, 0, 0, 0), (0, 0, 8, 32))
     canvas, mask = assemble([], seam=0, base=holed)
-    assert np.asarray(mask)[:, :8].min() == 255 and np.asarray(mask)[:, 9:].max() == 0  # and the edge
+    assert np.asarray(mask)[:, :8].min() == 255 and np.asarray(mask)[:, 8:].max() == 0  # seam 0: the hole alone
     canvas, mask = assemble(left_to_right([opaque, opaque]), seam=1)
-    assert canvas.size == (64, 32) and np.asarray(mask)[:, 31:34].min() == 255, "the seam between them is repainted"
+    assert canvas.size == (64, 32) and np.asarray(mask)[:, 31:33].min() == 255, "the seam between them is repainted"
+    assert np.asarray(mask)[:, :31].max() == 0 and np.asarray(mask)[:, 33:].max() == 0, "one pixel each side"

@@ -38,6 +38,7 @@ def progress_of(models, req: Request) -> list[Progress]:
     return seen
 
 
+@pytest.mark.pixels
 def test_a_story_switches_prompt_at_the_right_step_and_starts_as_its_first_part(tiny_cfg, models):
     story = Request.from_config(tiny_cfg, prompt="a forest ^ a forest on fire:2 ^ ashes", seed=5, steps=6)
     alone = story.with_changes(prompt="a forest")
@@ -45,8 +46,10 @@ def test_a_story_switches_prompt_at_the_right_step_and_starts_as_its_first_part(
     # 6 steps, 3 parts: the next part every 2 steps
     assert [p.part for p in told] == [0, 0, 1, 1, 2, 2]
     for a, b in zip(told[:2], plain[:2], strict=True):  # before the first switch: the first part alone
-        assert torch.equal(a.frame, b.frame) and a.loss == b.loss
-    assert not torch.equal(told[3].frame, plain[3].frame)  # after it, the fire pulls elsewhere
+        assert torch.equal(a.frame, b.frame) and a.loss == b.loss  # the very same calls: exact on any CPU
+    # From the switch on, the fire (weight 2) guides: the loss is another one, not the forest's give or
+    # take rounding. (A quantised frame may still look the same one step later: rounding can undo a step.)
+    assert all(abs(a.loss - b.loss) > 0.05 * b.loss for a, b in zip(told[2:], plain[2:], strict=True))
 
 
 def test_story_every_sets_the_pace_and_the_metadata_records_the_story(tiny_config_path, tmp_path):
@@ -138,6 +141,7 @@ def test_the_zoom_limits_come_from_the_config(tmp_path, capsys):
     assert "the limit is 6" in capsys.readouterr().err
 
 
+@pytest.mark.pixels
 def test_a_zoom_step_moves_zooms_and_fills_edges_by_reflection():
     from engine.method.zoom import zoom_frame
 

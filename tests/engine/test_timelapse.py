@@ -12,6 +12,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+import weakref
 from pathlib import Path
 
 import av
@@ -21,6 +22,7 @@ from PIL import Image
 
 from engine.cli import main
 from engine.config import Config, QueueConfig, TimelapseConfig
+from engine.media import timelapse
 from engine.media.frames import frame_name
 from engine.media.timelapse import frame_files, make_timelapse
 from engine.queue import JobQueue
@@ -214,6 +216,52 @@ def test_odd_sizes_become_even_for_h264(tmp_path):
         Image.new("RGB", (33, 19), (0, 100 * i, 0)).save(tmp_path / f"{i}.png")
     made = make_timelapse(frame_files(tmp_path), tmp_path / "o.mp4")
     assert made.size == (32, 18) and mp4_frames(made.path)[0].shape == (18, 32, 3)
+
+
+# -- long runs ------------------------------------------------------------------------------
+
+
+def noise_frames(folder: Path, count: int, size: int = 16) -> list[Path]:
+    folder.mkdir()
+    rng = np.random.default_rng(5)
+    for i in range(count):
+        Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8)).save(folder / f"{i:06d}.png")
+    return frame_files(folder)
+
+
+def test_a_long_gif_is_streamed_a_frame_at_a_time(tmp_path, monkeypatch):
+    """Issue #19: 100,000 frames of 16x16 once peaked at 1,106 MiB, every decoded frame held until the end."""
+    files = noise_frames(tmp_path / "frames", 60)
+    decoded: list[weakref.ref] = []
+    most = 0
+    opened = Image.open
+
+    def counting_open(*args, **kwargs):
+        nonlocal most
+        img = opened(*args, **kwargs)
+        decoded.append(weakref.ref(img))
+        most = max(most, sum(r() is not None for r in decoded))
+        return img
+
+    monkeypatch.setattr(Image, "open", counting_open)
+    made = make_timelapse(files, tmp_path / "long.gif", fps=10)
+    monkeypatch.undo()
+    assert most <= 2, f"{most} decoded frames alive at once"
+    shown = timed_frames(made.path)
+    assert made.frames == len(shown) == 60 and [ms for _, ms in shown] == [100] * 59 + [1000]
+    assert np.abs(shown[-1][0] - rgb(files[-1])).mean() < 12  # the result, in 256 colours
+
+
+def test_a_webp_holds_at_most_its_cap_and_says_so(tmp_path, monkeypatch, capsys):
+    files = noise_frames(tmp_path / "frames", 12)
+    monkeypatch.setattr(timelapse, "MAX_WEBP_FRAMES", 5, raising=False)  # Pillow's WebP writer takes every frame at once
+    out = tmp_path / "capped.webp"
+    assert main(["timelapse", str(tmp_path / "frames"), "-o", str(out)]) == 0
+    said = capsys.readouterr()
+    assert f"{out} (timelapse, 5 frames, 16x16)" in said.out
+    assert "5 of 12 frames: a WebP holds at most 5" in said.err
+    shown = gif_or_webp_frames(out)
+    assert len(shown) == 5 and np.array_equal(shown[0], rgb(files[0])) and np.array_equal(shown[-1], rgb(files[-1]))
 
 
 # -- the frames every job keeps --------------------------------------------------------------
