@@ -11,7 +11,7 @@ from PIL import Image
 
 from engine.__main__ import main
 from engine.config import load_config
-from engine.jobs.events import Finished, JobCancelled, Started
+from engine.jobs.events import Finished, JobCancelled, JobProgress, Started
 from engine.method.generate import generate
 from engine.queue import JobQueue
 from engine.spec.request import Request
