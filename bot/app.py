@@ -98,6 +98,10 @@ class VQGANBot(commands.Bot):
             if self._heartbeat is not None:
                 self._heartbeat.cancel()
             if self._queue_started:
+                # Deliveries under way finish first, while the queue can still record them (a result
+                # posted but not marked delivered would be posted again at the next start); then the
+                # queue stops, and what it says while stopping is delivered last.
+                await self.delivery.close()
                 try:
                     await self.queue.close()
                 except Exception:

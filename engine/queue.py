@@ -9,7 +9,7 @@ from __future__ import annotations
 from engine.config import Config, redis_url
 from engine.jobs.coordinator import Coordinator
 from engine.jobs.port import Transport
-from engine.workers.loop import Runner
+from engine.workers.protocols import Runner
 
 __all__ = ["JobQueue"]
 

@@ -24,6 +24,8 @@ from typing import Any
 
 import pytest
 
+from tests.fakes import FakeRunner
+
 ROOT = Path(__file__).resolve().parents[1]
 needs_redis = pytest.mark.skipif(shutil.which("redis-server") is None, reason="redis-server is not installed")
 
@@ -141,7 +143,7 @@ class Workers:
                 proc.wait()
 
 
-class OutOfMemoryRunner:
+class OutOfMemoryRunner(FakeRunner):
     """A runner on a GPU that is too small for pictures wider than 32 pixels (a fake, for a worker
     process of its own): those raise CUDA's out-of-memory error; the others are painted at once."""
 

@@ -50,7 +50,7 @@ def _norm(emoji: str) -> str:
 FORM = "vqgan:form:"
 """A form's custom_id: ``FORM`` + the id of the message whose picture it edits. Discord sends a form's
 answer to whoever is running then, and discord.py keeps forms in memory only, so the answers are read
-by ``Gestures.on_form`` from the custom_id alone: a form opened before a restart still works after it."""
+by ``Gestures.on_interaction`` from the custom_id alone: a form opened before a restart still works after it."""
 
 
 class EditForm(discord.ui.Modal):
@@ -67,7 +67,7 @@ class EditForm(discord.ui.Modal):
                                                required=False, max_length=200, custom_id="region"))
 
     async def on_submit(self, interaction: discord.Interaction) -> None:
-        """Answered by ``Gestures.on_form``, the same way before and after a restart."""
+        """Answered by ``Gestures.on_interaction``, the same way before and after a restart."""
         self.stop()
 
 

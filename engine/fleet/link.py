@@ -55,8 +55,8 @@ from engine.jobs.job import MAX_ATTEMPTS, TERMINAL, Job
 from engine.jobs.port import Outcome, Port
 from engine.media.imageio import png_size
 from engine.models.availability import Availability
-from engine.spec.request import Request
-from engine.workers.loop import batch_key, painted_sizes
+from engine.spec.request import Request, batch_key
+from engine.workers.loop import painted_sizes
 
 PNG_SLACK_BYTES = 1 << 20  # a PNG from a worker: at most 8 bytes a pixel, plus this (metadata, chunks)
 

@@ -9,16 +9,16 @@ import os
 import signal
 import socket
 import sys
-from typing import Any
 
 from engine.config import Config
 from engine.errors import UserError
 from engine.fleet.source import RedisSource
 from engine.fleet.streams import check_reachable, connect, safe_url
 from engine.workers.loop import Worker
+from engine.workers.protocols import Runner
 
 
-async def run_worker(cfg: Config, url: str, name: str | None, device: str | None, runner: Any = None) -> int:
+async def run_worker(cfg: Config, url: str, name: str | None, device: str | None, runner: Runner | None = None) -> int:
     """``python -m engine worker``: serve jobs from Redis until SIGTERM or Ctrl-C."""
     r = connect(url)
     try:

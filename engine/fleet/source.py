@@ -50,6 +50,7 @@ from engine.media.files import job_path
 from engine.models.trust import untrusted_model
 from engine.spec.request import Request
 from engine.workers.loop import Assignment
+from engine.workers.protocols import Runner
 
 log = logging.getLogger(__name__)
 
@@ -124,7 +125,7 @@ def _png_paths_back(png: bytes, back: dict[str, str]) -> bytes:
 class RedisSource:
     """A worker process's transport: jobs from its stream, outcomes and heartbeats back."""
 
-    def __init__(self, r: aioredis.Redis, cfg: QueueConfig, name: str, device: str, runner: Any,
+    def __init__(self, r: aioredis.Redis, cfg: QueueConfig, name: str, device: str, runner: Runner,
                  models: ModelsConfig) -> None:
         self.r, self.cfg, self.name, self.device, self.runner = r, cfg, name, device, runner
         self.models = models  # the only models it loads, with the presets
@@ -318,12 +319,9 @@ class RedisSource:
 
     async def _beat_once(self) -> None:
         self.seq += 1
-        cache = getattr(self.runner, "cache", None)
-        models = cache.loaded() if cache is not None and hasattr(cache, "loaded") else []
-        survey = getattr(self.runner, "availability", None)
         hb = Heartbeat(worker=self.name, boot=self.boot, seq=self.seq, device=self.device,
-                       capacity=self.cfg.batch_size, leases=list(self.leases.values()), models=models,
-                       sent_at=time.time(), available=survey() if survey is not None else None)
+                       capacity=self.cfg.batch_size, leases=list(self.leases.values()), models=self.runner.loaded(),
+                       sent_at=time.time(), available=self.runner.availability())
         await self.r.hset(WORKERS, self.name, encode(hb))
 
     async def _beat(self) -> None:

@@ -241,3 +241,10 @@ def check_zoom_limits(zoom: ZoomSpec, limits: LimitsConfig) -> None:
     if total > limits.max_video_steps:
         raise UserError(f"a zoom of {zoom.frames} frames x {zoom.steps_per_frame} steps is {total} steps; "
                         f"the limit is {limits.max_video_steps}")
+
+
+def batch_key(request: Request) -> tuple:
+    """Jobs with equal keys share models and size, so one worker can step them together (a zoom
+    video never joins a batch of still pictures)."""
+    return (request.models.vqgan_key(), request.models.clip_key(), request.width, request.height,
+            request.zoom is not None)

@@ -13,7 +13,8 @@ from engine.jobs.job import Job
 from engine.jobs.port import Outcome, Port
 from engine.models.availability import Availability
 from engine.spec.request import Request
-from engine.workers.loop import Assignment, Runner, Worker
+from engine.workers.loop import Assignment, Worker
+from engine.workers.protocols import Runner
 
 
 class LocalSource:
@@ -59,8 +60,8 @@ class LocalTransport:
         return None
 
     def availability(self) -> list[Availability | None]:
-        survey = getattr(self.runner, "availability", None)
-        return [survey()] if survey is not None else []
+        survey = self.runner.availability()
+        return [survey] if survey is not None else []
 
     def paused(self) -> str | None:
         return None

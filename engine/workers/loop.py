@@ -17,7 +17,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
 from engine import errors
 from engine.config import QueueConfig
@@ -26,7 +26,8 @@ from engine.jobs.port import Control, Outcome
 from engine.media.files import job_path, write_atomic
 from engine.media.frames import frame_name
 from engine.media.imageio import png_bytes
-from engine.spec.request import Request
+from engine.spec.request import Request, batch_key
+from engine.workers.protocols import Painted, Runner, StepPicture, Stepping
 
 log = logging.getLogger(__name__)
 
@@ -58,9 +59,6 @@ class Source(Protocol):
         ...
 
     def wants_progress(self) -> bool: ...
-
-
-Runner = Callable[[Request, Callable[[Any], None], Callable[[], bool]], Any]
 
 
 class Worker:
@@ -96,8 +94,7 @@ class Worker:
             log.exception("worker: could not report job %s", job_id)
 
     def batching(self) -> bool:
-        r = self.runner
-        return self.cfg.batch_size > 1 and all(hasattr(r, a) for a in ("start", "step", "batch_key"))
+        return self.cfg.batch_size > 1 and self.runner.batching
 
     def stop_all(self, reason: str) -> None:
         for ctl in self.running.values():
@@ -123,15 +120,15 @@ class Worker:
         The loop decides who is in the batch between steps; each step is one hop to the GPU thread.
         Out of memory sends the batch's jobs back to the coordinator to run alone.
         """
-        runner: Any = self.runner
-        key = runner.batch_key(first.request)
-        runs: dict[str, Any] = {}
+        runner = self.runner
+        key = batch_key(first.request)
+        runs: dict[str, Stepping] = {}
         held: dict[str, Assignment] = {}
         loop = asyncio.get_running_loop()
         gpu = self.gpu
 
         def match(req: Request) -> bool:
-            return runner.batch_key(req) == key
+            return batch_key(req) == key
 
         async def admit(a: Assignment) -> None:
             held[a.job_id] = a
@@ -223,9 +220,7 @@ class Worker:
         last frame; the front end makes the video from the folder (``JobQueue.frames_dir``)."""
         ctl, request = a.ctl, a.request
         assert request.zoom is not None
-        runner: Any = self.runner
-        if not hasattr(runner, "zoom"):
-            return Outcome("failed", reason="this worker cannot make zoom videos")
+        runner = self.runner
         total = request.zoom.frames
         folder = zoom_folder(self.cfg, a.job_id)
         made = a.zoom_from[0] if a.zoom_from else 0
@@ -281,13 +276,10 @@ class Worker:
 
     def _say_loading(self, job_id: str, request: Request) -> None:
         """Tell the job's status which of its models are being loaded (that takes a while), if any."""
-        loading = getattr(self.runner, "loading", None)
-        if loading is None:
-            return
-        if missing := loading(request):
+        if missing := self.runner.loading(request):
             self.source.progress(job_id, 0, request.steps, 0.0, b"", note=f"loading {', '.join(missing)}")
 
-    def _on_progress(self, job_id: str, p: Any) -> None:
+    def _on_progress(self, job_id: str, p: StepPicture) -> None:
         if not self.source.wants_progress():
             return
         png = png_bytes(p.image)  # encoded here, off the event loop
@@ -299,14 +291,7 @@ def zoom_folder(cfg: QueueConfig, job_id: str) -> Path:
     return job_path(cfg.results_dir, job_id, ".frames")
 
 
-def batch_key(request: Request) -> tuple:
-    """Jobs with equal keys share models and size, so one worker can step them together (a zoom
-    video never joins a batch of still pictures)."""
-    return (request.models.vqgan_key(), request.models.clip_key(), request.width, request.height,
-            request.zoom is not None)
-
-
-def _finish(run: Any) -> Outcome:
+def _finish(run: Stepping) -> Outcome:
     """On the worker thread: the final image of a batched run."""
     try:
         result = run.result()
@@ -317,9 +302,8 @@ def _finish(run: Any) -> Outcome:
                    mask_png=_mask_png(result))
 
 
-def _mask_png(result: Any) -> bytes | None:
-    mask = getattr(result, "mask", None)
-    return None if mask is None else png_bytes(mask)
+def _mask_png(result: Painted) -> bytes | None:
+    return None if result.mask is None else png_bytes(result.mask)
 
 
 def _smaller(width: int, height: int) -> tuple[int, int] | None:

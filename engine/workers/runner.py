@@ -6,15 +6,16 @@ It can also start ``Run``s and step several together, which the queue uses to ba
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import cast
 
 from engine.config import Config
 from engine.method.generate import Progress, Result, Run, generate, start, step_together
 from engine.models.availability import Availability, Surveyor
 from engine.models.loader import ModelCache, Models
 from engine.spec.request import Request
-from engine.workers.loop import batch_key
+from engine.workers.protocols import Stepping
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +37,10 @@ class EngineRunner:
         models = self._models(request)
         return generate(models, request, on_progress=on_progress, progress_every=self.progress_every,
                         should_stop=should_stop)
+
+    def loaded(self) -> list[str]:
+        """The models held now (the worker's heartbeat shows them)."""
+        return self.cache.loaded()
 
     def loading(self, request: Request) -> list[str]:
         """The request's models that are not loaded now (the worker says so in the job's status)."""
@@ -64,15 +69,13 @@ class EngineRunner:
         return run_zoom(models, request, request.zoom, frames_dir, on_frame=on_frame, should_stop=should_stop,
                         resume=True, after=after)
 
-    # -- stepping several jobs together (used by the queue when queue.batch_size > 1) --------
+    # -- stepping several jobs together (used by the worker when queue.batch_size > 1) -------
 
-    def batch_key(self, request: Request) -> tuple:
-        """Jobs with equal keys share models and size, so they can be stepped together."""
-        return batch_key(request)
+    batching = True
 
     def start(self, request: Request, on_progress: Callable[[Progress], None] | None = None) -> Run:
         return start(self._models(request), request, on_progress=on_progress,
                      progress_every=self.progress_every)
 
-    def step(self, runs: list[Run]) -> None:
-        step_together(runs, fused=self.cfg.queue.batch_fused)
+    def step(self, runs: Sequence[Stepping]) -> None:
+        step_together([cast(Run, r) for r in runs], fused=self.cfg.queue.batch_fused)  # runs it started

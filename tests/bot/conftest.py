@@ -5,8 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import io
-import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -19,11 +18,9 @@ from PIL import Image
 from bot.app import VQGANBot
 from bot.config import BotConfig
 from engine.config import Config
-from engine.errors import Cancelled
 from engine.queue import JobQueue
-from engine.spec.request import Request
 from tests.fakediscord import FakeDiscord, Message
-from tests.fakes import FakeProgress, FakeResult
+from tests.fakes import FakeRunner  # noqa: F401  (the bot tests take the one fake runner from here)
 
 
 @pytest.fixture
@@ -56,38 +53,7 @@ def make_config(tmp_path: Path, fake: FakeDiscord, base: Config | None = None, *
     return BotConfig.model_validate(data)
 
 
-# ------------------------------------------------------------------ a fake engine
-
-
-class FakeRunner:
-    """The runner signature without torch: a coloured square per seed, ``delay`` s per step."""
-
-    def __init__(self, delay: float = 0.02, every: int = 2, noise: bool = False) -> None:
-        self.delay = delay
-        self.every = every
-        self.noise = noise  # incompressible images, to test the upload size limit
-        self.calls: list[Request] = []
-        self.gate: Callable[[Request], bool] | None = None  # hold a job until this returns True
-
-    def __call__(self, req: Request, on_progress: Callable[[Any], None], should_stop: Callable[[], bool]) -> Any:
-        self.calls.append(req)
-        t0 = time.monotonic()
-        colour = (req.seed * 97 % 256, req.seed * 57 % 256, req.seed * 17 % 256)
-        img = Image.new("RGB", (req.width, req.height), colour)
-        if self.noise:
-            img = Image.merge("RGB", [Image.effect_noise((req.width, req.height), 128)] * 3)
-        while self.gate is not None and not self.gate(req):
-            if should_stop():
-                raise Cancelled()
-            time.sleep(0.01)
-        for step in range(1, req.steps + 1):
-            if should_stop():
-                raise Cancelled()
-            if self.delay:
-                time.sleep(self.delay)
-            if step % self.every == 0:
-                on_progress(FakeProgress(step, req.steps, 1.0 / step, img))
-        return FakeResult(img, req, time.monotonic() - t0)
+# ------------------------------------------------------------------ a fake engine: tests.fakes.FakeRunner
 
 
 # ------------------------------------------------------------------ helpers
@@ -127,8 +93,8 @@ async def job_of(fake: FakeDiscord, bot: VQGANBot, result: Message) -> Any:
 
 async def submitted(fake: FakeDiscord, bot: VQGANBot, inter: Any) -> Any:
     """The job an /imagine or /edit interaction queued, once it is queued."""
-    return await fake.wait_for(
-        lambda: inter.original is not None and bot.queue.find(status_message_id=inter.original.id))
+    return await fake.wait_for(  # generous: a loaded 2-core machine answers late, a quick one at once
+        lambda: inter.original is not None and bot.queue.find(status_message_id=inter.original.id), timeout=20)
 
 
 def ephemeral_text(fake: FakeDiscord, inter: Any) -> str:

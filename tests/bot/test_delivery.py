@@ -312,7 +312,7 @@ async def test_a_status_message_past_its_edit_limit_is_posted_anew(fake, tmp_pat
         assert status.id != old.id and status.channel_id == fake.channel.id
         assert result.id in {int(u.rsplit("/", 1)[1]) for u in status.content.split() if "/channels/" in u}
         assert status.components == [], "no Cancel button once the job is done"
-        assert fake.bot_user.id not in old.reactions.get("❌", []), "the old message's ❌ is taken back"
+        await fake.wait_for(lambda: fake.bot_user.id not in old.reactions.get("❌", []))  # the old message's ❌ goes
         await fake.wait_for(lambda: fake.bot_user.id not in status.reactions.get("❌", []))  # and the new one's
 
 
@@ -327,3 +327,26 @@ async def test_a_long_rate_limit_on_the_status_message_does_not_hold_the_result(
         assert time.monotonic() - started < 6
         status = await fake.wait_for(lambda: "✅ done" in _status(fake, bot, job).content and _status(fake, bot, job))
         assert status.components == []
+
+
+async def test_a_result_posted_just_before_the_bot_stops_is_not_posted_again_at_the_next_start(fake, tmp_path):
+    """The bot stops while a result's delivery is still being recorded: it finishes recording before the queue
+    closes, so the next start does not post the same picture twice."""
+    cfg = make_config(tmp_path, fake)
+    alice = fake.add_user("alice")
+    async with run_bot(fake, cfg, FakeRunner()) as bot:
+        record = bot.delivery._annotate
+
+        async def slowly(job, **keys):
+            if "result_message_id" in keys:
+                await asyncio.sleep(0.5)  # the result is on Discord; the bot is told to stop meanwhile
+            await record(job, **keys)
+
+        bot.delivery._annotate = slowly
+        await fake.slash(alice, fake.channel, "imagine", {"prompt": "a lighthouse", "steps": 2})
+        [result] = await wait_results(fake)
+    async with run_bot(fake, cfg, FakeRunner()) as bot2:
+        await asyncio.sleep(1.0)  # a start re-posts undelivered results at once
+        assert len(results(fake)) == 1, "the picture was posted again after the restart"
+        job = bot2.queue.find(result_message_id=result.id)
+        assert job is not None and job.delivered

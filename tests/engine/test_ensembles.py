@@ -133,7 +133,7 @@ def test_metadata_from_before_ensembles_keeps_its_one_clip_under_an_ensemble_con
 
 
 def test_the_queue_batches_only_jobs_with_the_same_clip_models(tiny_cfg):
-    from engine.workers.loop import batch_key
+    from engine.spec.request import batch_key
 
     one = Request.from_config(tiny_cfg, prompt="x")
     extra = {"clip_model": "RN50", "clip_pretrained": "openai"}

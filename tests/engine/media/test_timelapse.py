@@ -27,9 +27,9 @@ from engine.media.frames import frame_name
 from engine.media.timelapse import frame_files, make_timelapse
 from engine.queue import JobQueue
 from engine.spec.request import Request
-from tests.fakes import FakeProgress, FakeResult
+from tests.fakes import FakeProgress, FakeResult, FakeRunner
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 HELD = 12 - 1  # at 12 fps the result is shown 1 s at the end: the last frame and 11 repeats of it
 
 
@@ -267,7 +267,7 @@ def test_a_webp_holds_at_most_its_cap_and_says_so(tmp_path, monkeypatch, capsys)
 # -- the frames every job keeps --------------------------------------------------------------
 
 
-class StepRunner:
+class StepRunner(FakeRunner):
     """Reports a progress image at every step (its red channel = the step) and a result of its own."""
 
     def __call__(self, req: Request, on_progress, should_stop):
@@ -338,7 +338,7 @@ async def test_a_job_without_frames_kept_has_no_frames_dir(tmp_path):
         await q.close()
 
 
-class RetryingRunner:
+class RetryingRunner(FakeRunner):
     """Runs out of memory at step 4 and begins again smaller, as the worker does (one job, two runs)."""
 
     def __call__(self, req: Request, on_progress, should_stop):

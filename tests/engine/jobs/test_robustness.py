@@ -25,14 +25,14 @@ from engine.errors import UserError
 from engine.jobs.events import Failed, Finished, Queued
 from engine.jobs.store import SCHEMA_VERSION
 from engine.queue import JobQueue
-from tests.engine.test_queue import FakeRunner, Recorder, db_rows, make_cfg, req
+from tests.engine.jobs.test_queue import PromptRunner, Recorder, db_rows, make_cfg, req
 from tests.fakes import FakeProgress, FakeResult
 
 STALE = "saved by an older version; please ask again"
 
 
 async def started(tmp_path: Path, runner: Any = None, **queue: Any) -> tuple[JobQueue, Recorder]:
-    q = JobQueue(make_cfg(tmp_path, **queue), runner or FakeRunner())
+    q = JobQueue(make_cfg(tmp_path, **queue), runner or PromptRunner())
     rec = Recorder()
     q.subscribe(rec)
     await q.start()
@@ -70,7 +70,7 @@ class _Run:
         return FakeResult(Image.new("RGB", (self.request.width, self.request.height)), self.request, 0.01)
 
 
-class BatchRunner(FakeRunner):
+class BatchRunner(PromptRunner):
     """Steps jobs of one size together, like ``EngineRunner``; ``on_start(prompt)`` runs on the
     worker thread while that job is being admitted to the batch."""
 
@@ -78,8 +78,7 @@ class BatchRunner(FakeRunner):
         super().__init__()
         self.on_start = on_start
 
-    def batch_key(self, request: Any) -> tuple:
-        return request.width, request.height
+    batching = True
 
     def start(self, request: Any, on_progress: Any) -> _Run:
         self.started.append(request.prompt)
@@ -122,7 +121,7 @@ async def test_a_job_cancelled_while_another_joins_the_batch_never_starts(tmp_pa
 
 
 async def test_rows_an_older_version_saved_fail_alone_and_the_rest_run(tmp_path):
-    runner = FakeRunner()
+    runner = PromptRunner()
     q, rec = await started(tmp_path, runner, per_owner_pending=10)
     gate, _ = await q.submit(req("gate"), "xavier")
     stale = {name: (await q.submit(req(name), "alice"))[0].id
@@ -190,7 +189,7 @@ async def test_turns_alternate_even_when_the_clock_is_stepped_back(tmp_path, mon
     real, offset = time.time, [0.0]
     monkeypatch.setattr(time, "time", lambda: real() - offset[0])
 
-    class ClockStepper(FakeRunner):
+    class ClockStepper(PromptRunner):
         def __call__(self, request: Any, on_progress: Any, should_stop: Any) -> Any:
             if request.prompt == "a1":  # NTP steps the clock back an hour during A's second job
                 offset[0] = 3600.0
@@ -214,7 +213,7 @@ async def test_turns_alternate_even_when_the_clock_is_stepped_back(tmp_path, mon
 async def test_turns_survive_a_restart_across_a_clock_step(tmp_path, monkeypatch):
     real, offset = time.time, [0.0]
     monkeypatch.setattr(time, "time", lambda: real() - offset[0])
-    runner = FakeRunner()
+    runner = PromptRunner()
     q, rec = await started(tmp_path, runner)
     a0, _ = await q.submit(req("a0", steps=1), "alice")
     await rec.wait(Finished, a0.id)
@@ -226,7 +225,7 @@ async def test_turns_survive_a_restart_across_a_clock_step(tmp_path, monkeypatch
     await q.submit(req("a1"), "alice")
     await q.close()
 
-    q2, _ = await started(tmp_path, FakeRunner())
+    q2, _ = await started(tmp_path, PromptRunner())
     try:
         assert [j.request.prompt for j in q2.pending()] == ["gate", "a1", "b1"]  # alice's turn, then bob's
     finally:
@@ -263,7 +262,7 @@ async def test_an_unwritable_data_folder_stops_start_with_one_line(tmp_path, mon
         monkeypatch.setattr(os, "mkdir", mkdir)
     cfg = cfg_in(data)
     q = JobQueue(cfg.model_copy(update={"queue": cfg.queue.model_copy(  # results elsewhere, writable
-        update={"results_dir": str(tmp_path / "results")})}), FakeRunner())
+        update={"results_dir": str(tmp_path / "results")})}), PromptRunner())
     with pytest.raises(UserError) as err:
         await q.start()
     line = str(err.value)
@@ -331,7 +330,7 @@ async def test_an_unwritable_results_folder_is_one_line_at_start_and_to_the_user
 
 async def test_the_data_folder_and_database_are_private(tmp_path):
     data = tmp_path / "data"
-    q = JobQueue(cfg_in(data), FakeRunner())
+    q = JobQueue(cfg_in(data), PromptRunner())
     rec = Recorder()
     q.subscribe(rec)
     await q.start()
@@ -345,7 +344,7 @@ async def test_the_data_folder_and_database_are_private(tmp_path):
     assert modes and set(modes.values()) == {0o600}, modes  # the database, its WAL and shared memory
 
     (data / "jobs.sqlite3").chmod(0o644)  # as an older version left it
-    q2 = JobQueue(cfg_in(data), FakeRunner())
+    q2 = JobQueue(cfg_in(data), PromptRunner())
     await q2.start()
     await q2.close()
     assert stat.S_IMODE((data / "jobs.sqlite3").stat().st_mode) == 0o600
@@ -356,7 +355,7 @@ def _on_disk(tmp_path: Path, secret: bytes) -> bool:
 
 
 async def test_an_expiring_origin_key_is_dropped_from_memory_and_disk(tmp_path):
-    runner = FakeRunner()
+    runner = PromptRunner()
     q, rec = await started(tmp_path, runner)
     try:
         job, _ = await q.submit(req("gate"), "alice", origin={"token": "SECRET-123", "channel": 7},
@@ -376,12 +375,12 @@ async def test_an_expiring_origin_key_is_dropped_from_memory_and_disk(tmp_path):
 
 
 async def test_a_key_that_expired_while_the_queue_was_down_is_dropped_at_start(tmp_path):
-    q, rec = await started(tmp_path, FakeRunner())
+    q, rec = await started(tmp_path, PromptRunner())
     job, _ = await q.submit(req("gate"), "alice", origin={"token": "SECRET-456"}, forget_after={"token": 0.2})
     await q.close()
     assert _on_disk(tmp_path, b"SECRET-456")
     await asyncio.sleep(0.3)
-    runner = FakeRunner()
+    runner = PromptRunner()
     runner.gate.set()
     q2, rec2 = await started(tmp_path, runner)
     try:
@@ -392,14 +391,14 @@ async def test_a_key_that_expired_while_the_queue_was_down_is_dropped_at_start(t
 
 
 async def test_tokens_stored_before_expiry_existed_are_dropped_when_the_front_end_names_the_key(tmp_path):
-    q, rec = await started(tmp_path, FakeRunner())
+    q, rec = await started(tmp_path, PromptRunner())
     old, _ = await q.submit(req("gate"), "alice", origin={"token": "SECRET-OLD", "channel": 1})
     new, _ = await q.submit(req("b"), "bob", origin={"token": "SECRET-NEW"})
     await q.close()
     with sqlite3.connect(tmp_path / "jobs.sqlite3") as db:  # submitted an hour ago
         db.execute("UPDATE jobs SET created_at=created_at-3600 WHERE id=?", (old.id,))
 
-    q2, _ = await started(tmp_path, FakeRunner())
+    q2, _ = await started(tmp_path, PromptRunner())
     try:
         assert await q2.expire_origin_key("token", after_s=900) == 2
         assert q2.get(old.id).origin == {"channel": 1} and not _on_disk(tmp_path, b"SECRET-OLD")
@@ -407,7 +406,7 @@ async def test_tokens_stored_before_expiry_existed_are_dropped_when_the_front_en
         assert q2.get(new.id).forget_at["token"] == pytest.approx(q2.get(new.id).created_at + 900)
     finally:
         await q2.close()
-    q3, _ = await started(tmp_path, FakeRunner())  # the deadline was stored with the job
+    q3, _ = await started(tmp_path, PromptRunner())  # the deadline was stored with the job
     try:
         assert q3.get(new.id).forget_at["token"] == pytest.approx(q3.get(new.id).created_at + 900)
     finally:

@@ -25,18 +25,23 @@ from engine.spec.request import Request
 from engine.workers.runner import EngineRunner
 
 
-class SlowRunner:
-    """The real engine, held back at each step so that a job lasts long enough to be killed."""
+class SlowRunner(EngineRunner):
+    """The real engine, held back at each step so that a job lasts long enough to be killed (one job at a time)."""
 
-    def __init__(self, runner: EngineRunner, delay: float) -> None:
-        self.runner, self.delay = runner, delay
+    batching = False
 
-    def __call__(self, request: Request, on_progress: Callable[[Any], None], should_stop: Callable[[], bool]):
+    def __init__(self, cfg: Any, delay: float) -> None:
+        super().__init__(cfg, progress_every=1)
+        self.delay = delay
+
+    def __call__(self, request: Request, on_progress: Callable[[Any], None] | None = None,
+                 should_stop: Callable[[], bool] | None = None) -> Any:
         def slow(p: Any) -> None:
-            on_progress(p)
+            if on_progress is not None:
+                on_progress(p)
             time.sleep(self.delay)
 
-        return self.runner(request, slow, should_stop)
+        return super().__call__(request, slow, should_stop)
 
 
 def describe(ev: Event) -> dict[str, Any]:
@@ -61,7 +66,7 @@ async def main() -> None:
     ap.add_argument("--delay", type=float, default=0.05)
     args = ap.parse_args()
     cfg = load_config(args.config)
-    queue = JobQueue(cfg, SlowRunner(EngineRunner(cfg, progress_every=1), args.delay))
+    queue = JobQueue(cfg, SlowRunner(cfg, args.delay))
     idle = asyncio.Event()
 
     def on_event(ev: Event) -> None:

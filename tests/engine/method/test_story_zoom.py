@@ -24,7 +24,7 @@ from engine.spec.prompts import parse_story, part_at
 from engine.spec.request import Request
 from tests.tinymodels import write_tiny_config
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 @pytest.fixture(scope="module")

@@ -1,7 +1,7 @@
 """The job queue: order and fairness, limits, cancel, failures, persistence and recovery.
 
-Most tests drive the queue with ``FakeRunner`` (sleeps per step, misbehaves on cue from the
-prompt); the event-loop lag and the SIGKILL restart run the real engine on the tiny models.
+Most tests drive the queue with ``PromptRunner``, the shared ``FakeRunner`` that sleeps per step and
+misbehaves on cue from the prompt; the event-loop lag and the SIGKILL restart run the real engine on the tiny models.
 """
 
 from __future__ import annotations
@@ -27,18 +27,19 @@ from engine.errors import NotAllowed, QueueFull, UserError
 from engine.jobs.events import Event, Failed, Finished, JobCancelled, JobProgress, Loading, Queued, Started
 from engine.queue import JobQueue
 from engine.spec.request import Request
-from tests.fakes import FakeProgress, FakeResult
+from tests.fakes import FakeProgress, FakeResult, FakeRunner
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 sys.path.insert(0, str(ROOT / "tests"))
 
 
-class FakeRunner:
+class PromptRunner(FakeRunner):
     """Sleeps ``step_s`` per step. Prompts: ``gate`` waits for ``gate`` to be set; ``oom``
     runs out of memory above 128 px, ``oom-any`` at any size; ``torch-oom`` raises torch's own OOM; ``user-error`` and
     ``bug`` raise a UserError and a ValueError."""
 
     def __init__(self, step_s: float = 0.005) -> None:
+        super().__init__()
         self.step_s = step_s
         self.gate = threading.Event()
         self.started: list[str] = []
@@ -108,7 +109,7 @@ async def open_queue(tmp_path: Path):
     opened: list[JobQueue] = []
 
     async def _open(runner: Any = None, **queue: Any) -> tuple[JobQueue, Recorder]:
-        q = JobQueue(make_cfg(tmp_path, **queue), runner or FakeRunner())
+        q = JobQueue(make_cfg(tmp_path, **queue), runner or PromptRunner())
         rec = Recorder()
         q.subscribe(rec)
         await q.start()
@@ -172,7 +173,7 @@ async def test_find_by_origin_follows_annotations_expiry_and_restarts(open_queue
 
 
 async def test_round_robin_between_owners(open_queue):
-    runner = FakeRunner()
+    runner = PromptRunner()
     q, rec = await open_queue(runner, per_owner_pending=10)
     gate, _ = await q.submit(req("gate"), "xavier")
     await rec.wait(Started, gate.id)
@@ -190,7 +191,7 @@ async def test_round_robin_between_owners(open_queue):
 
 
 async def test_owner_served_least_recently_goes_first(open_queue):
-    runner = FakeRunner()
+    runner = PromptRunner()
     q, rec = await open_queue(runner, per_owner_pending=10)
     gate, _ = await q.submit(req("gate"), "bob")  # bob has just been served
     await rec.wait(Started, gate.id)
@@ -201,7 +202,7 @@ async def test_owner_served_least_recently_goes_first(open_queue):
 
 
 async def test_higher_priority_first(open_queue):
-    runner = FakeRunner()
+    runner = PromptRunner()
     q, rec = await open_queue(runner)
     gate, _ = await q.submit(req("gate"), "xavier")
     await rec.wait(Started, gate.id)
@@ -216,7 +217,7 @@ async def test_higher_priority_first(open_queue):
 
 
 async def test_per_owner_and_total_limits(open_queue):
-    runner = FakeRunner()
+    runner = PromptRunner()
     q, rec = await open_queue(runner, per_owner_pending=2, max_pending=3)
     await q.submit(req("gate"), "xavier")
     await q.submit(req(), "alice")
@@ -233,7 +234,7 @@ async def test_per_owner_and_total_limits(open_queue):
 
 
 async def test_cancel_queued_only_by_owner_or_moderator(open_queue, tmp_path):
-    runner = FakeRunner()
+    runner = PromptRunner()
     q, rec = await open_queue(runner)
     gate, _ = await q.submit(req("gate"), "xavier")
     a1, _ = await q.submit(req("a1"), "alice")
@@ -258,7 +259,7 @@ async def test_cancel_queued_only_by_owner_or_moderator(open_queue, tmp_path):
 
 
 async def test_cancel_running_stops_within_a_step(open_queue, tmp_path):
-    runner = FakeRunner(step_s=0.02)
+    runner = PromptRunner(step_s=0.02)
     q, rec = await open_queue(runner)
     long, _ = await q.submit(req("long", steps=1000), "alice")
     nxt, _ = await q.submit(req("next"), "bob")
@@ -311,7 +312,7 @@ async def test_when_the_smaller_retry_also_runs_out_the_message_names_what_was_a
 
 
 async def test_timeout_stops_the_job_with_a_message(open_queue):
-    q, rec = await open_queue(FakeRunner(step_s=0.01), job_timeout_s=0.2)
+    q, rec = await open_queue(PromptRunner(step_s=0.01), job_timeout_s=0.2)
     slow, _ = await q.submit(req(steps=1000), "alice")
     quick, _ = await q.submit(req(steps=2), "bob")
     failed = await rec.wait(Failed, slow.id)
@@ -319,7 +320,7 @@ async def test_timeout_stops_the_job_with_a_message(open_queue):
     await rec.wait(Finished, quick.id)
 
 
-class FakeZoomRunner(FakeRunner):
+class FakeZoomRunner(PromptRunner):
     """Zoom videos whose frames take ``step_s`` per step; a prompt ``stuck`` never finishes frame 3."""
 
     def zoom(self, req: Request, frames_dir: Path, on_frame: Callable[[int, Path], None],
@@ -405,7 +406,7 @@ async def test_slow_or_broken_listener_stalls_nobody(open_queue):
 
 async def test_close_keeps_running_job_queued_and_restart_finishes_it(tmp_path):
     cfg = make_cfg(tmp_path)
-    q = JobQueue(cfg, FakeRunner(step_s=0.02))
+    q = JobQueue(cfg, PromptRunner(step_s=0.02))
     rec = Recorder()
     q.subscribe(rec)
     await q.start()
@@ -419,7 +420,7 @@ async def test_close_keeps_running_job_queued_and_restart_finishes_it(tmp_path):
     assert rows[long.id]["state"] == "queued" and rows[long.id]["attempts"] == 0
     assert rows[later.id]["state"] == "queued"
 
-    runner = FakeRunner(step_s=0.001)
+    runner = PromptRunner(step_s=0.001)
     q2 = JobQueue(cfg, runner)
     rec2 = Recorder()
     q2.subscribe(rec2)
@@ -437,7 +438,7 @@ async def test_close_keeps_running_job_queued_and_restart_finishes_it(tmp_path):
 
 async def test_recovery_fails_what_cannot_be_finished_and_prunes_old_jobs(tmp_path):
     cfg = make_cfg(tmp_path, keep_days=1)
-    q = JobQueue(cfg, FakeRunner())
+    q = JobQueue(cfg, PromptRunner())
     await q.start()
     crashy, _ = await q.submit(req("gate"), "alice")
     old, _ = await q.submit(req("old"), "bob")
@@ -454,7 +455,7 @@ async def test_recovery_fails_what_cannot_be_finished_and_prunes_old_jobs(tmp_pa
         bad = json.dumps({**req("unreadable").model_dump(mode="json"), "renamed_field": 1})
         db.execute("UPDATE jobs SET state='queued', request=? WHERE id=?", (bad, unreadable.id))
 
-    q2 = JobQueue(cfg, FakeRunner())
+    q2 = JobQueue(cfg, PromptRunner())
     rec = Recorder()
     q2.subscribe(rec)
     await q2.start()
@@ -516,7 +517,7 @@ async def test_sigkill_mid_job_then_restart_finishes_it(tiny_config_path, tmp_pa
     cfg_text = cfg_text.replace(str(tiny_config_path.parent / "results"), str(tmp_path / "results"))
     config = tmp_path / "config.toml"
     config.write_text(cfg_text)
-    script = str(ROOT / "tests" / "engine" / "queue_worker_proc.py")
+    script = str(ROOT / "tests" / "engine" / "jobs" / "queue_worker_proc.py")
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
 
     async def spawn(*args: str) -> asyncio.subprocess.Process:
