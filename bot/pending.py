@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 from bot.access import Refused
 from bot.config import BotConfig
-from engine import TERMINAL
+from engine import TERMINAL, owner_limit
 
 if TYPE_CHECKING:
     from engine import JobQueue
@@ -59,6 +59,5 @@ def check_pending(cfg: BotConfig, queue: JobQueue, owner: str, preparing: Prepar
     requests still downloading too."""
     mine = sum(1 for j in queue.jobs_of(owner) if j.state not in TERMINAL)
     mine += preparing.count(owner) if preparing is not None else 0
-    limit = cfg.queue.per_owner_pending
-    if mine >= limit:
-        raise Refused(f"you already have {mine} jobs waiting (limit {limit}): wait for one or /cancel it")
+    if why := owner_limit(mine, cfg.queue.per_owner_pending):  # the queue's own wording
+        raise Refused(why)

@@ -66,7 +66,7 @@ if TYPE_CHECKING:
         Queued,
         Started,
     )
-    from engine.jobs.job import PENDING, TERMINAL, Job
+    from engine.jobs.job import PENDING, TERMINAL, Job, owner_limit
     from engine.media.collage import assemble, build, left_to_right
     from engine.media.files import write_atomic
     from engine.media.imageio import FORMATS as IMAGE_FORMATS
@@ -162,6 +162,7 @@ PUBLIC: dict[str, tuple[str, str]] = {  # name -> (module, attribute)
     "PENDING": ("engine.jobs.job", "PENDING"),
     "TERMINAL": ("engine.jobs.job", "TERMINAL"),
     "Job": ("engine.jobs.job", "Job"),
+    "owner_limit": ("engine.jobs.job", "owner_limit"),
     "Event": ("engine.jobs.events", "Event"),
     "Failed": ("engine.jobs.events", "Failed"),
     "Finished": ("engine.jobs.events", "Finished"),

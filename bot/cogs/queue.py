@@ -66,7 +66,7 @@ def _shown_here(job: Job, guild_id: int | None, me: str) -> bool:
 
 
 def _line(job: Job, position: int | None) -> str:
-    where = "🎨 now" if position == 0 else f"#{position}"
+    where = "🎨 now" if position == 0 else "⏳ just asked" if position is None else f"#{position}"
     return f"{where} · `{job.id}` **{short_prompt(job.request.prompt, 60)}** · <@{job.owner}>"
 
 

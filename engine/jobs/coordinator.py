@@ -204,7 +204,7 @@ class Coordinator:
         finally:
             self._saving.discard(job.id)
         job = self._jobs[job.id]
-        position = self._place(job.id)
+        position = self._place(job.id) or 1  # 1: it was started (or cancelled) as it was saved
         self._emit(Queued(job, position))
         self._wakeup.set()
         if forget:
@@ -266,7 +266,7 @@ class Coordinator:
         return [j for j in reversed(self._jobs.values()) if j.owner == owner]
 
     def position(self, job_id: str) -> int | None:
-        """0 = running, 1 = next, ...; None when the job is not pending."""
+        """0 = running, 1 = next, ...; None when the job is not in line (ended, or still being saved)."""
         job = self._jobs.get(job_id)
         if job is None or job.state in TERMINAL:
             return None
@@ -284,8 +284,8 @@ class Coordinator:
         """Why no job can start now ("painting is paused: no worker reachable"), or None."""
         return self._transport.paused()
 
-    def _place(self, job_id: str) -> int:
-        return next(i for i, j in enumerate(self._service_order(), 1) if j.id == job_id)
+    def _place(self, job_id: str) -> int | None:
+        return next((i for i, j in enumerate(self._service_order(), 1) if j.id == job_id), None)
 
     def _service_order(self) -> list[Job]:
         queued = [j for j in self._jobs.values() if j.state == "queued" and j.id not in self._saving]

@@ -216,6 +216,17 @@ async def test_higher_priority_first(open_queue):
     assert runner.started == ["gate", "v1", "a1"]
 
 
+async def test_a_job_still_being_saved_has_no_place_yet_and_asking_for_it_does_not_fail(open_queue):
+    """/queue lists a person's jobs with their places; one submitted a moment ago is not on disk yet."""
+    q, rec = await open_queue(PromptRunner())
+    task = asyncio.create_task(q.submit(req("just asked"), "alice"))
+    await asyncio.sleep(0)  # submit has recorded the job and is writing it
+    [job] = q.jobs_of("alice")
+    assert q.position(job.id) is None
+    done, position = await task
+    assert position >= 1 and q.position(done.id) in (0, 1)
+
+
 async def test_per_owner_and_total_limits(open_queue):
     runner = PromptRunner()
     q, rec = await open_queue(runner, per_owner_pending=2, max_pending=3)
