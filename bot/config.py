@@ -13,7 +13,7 @@ from pathlib import Path
 
 from pydantic import Field, field_validator
 
-from engine import Config, ConfigError, Section, read_toml, validate
+from engine import Config, ConfigError, GridSize, Section, read_toml, validate
 
 DEFAULT_API_BASE = "https://discord.com"
 HEARTBEAT_FILE = "heartbeat"  # under data_dir: touched while connected, read by ``python -m bot.health``
@@ -65,6 +65,9 @@ class DiscordConfig(Section):
     # A rate limit longer than this is not waited out by discord.py (its max_ratelimit_timeout, 30 at
     # least): the call fails at once; a result then waits it out itself, an edit is skipped.
     max_ratelimit_timeout_s: float = Field(30.0, ge=30)
+    # Candidates /imagine paints as one grid (1, 2, 4, 6 or 9; its count option overrides): buttons U1..Un
+    # upscale one of them, V1..Vn vary one; 1 = a single picture.
+    grid: GridSize = 4
     # Post a progress image every N steps; 0 = use generation.progress_every.
     progress_every: int = Field(0, ge=0)
     # Largest file the bot uploads; bigger PNGs are re-encoded/downscaled. Discord's default is 10 MiB.

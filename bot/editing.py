@@ -29,10 +29,14 @@ from engine import (
     UserError,
     assemble,
     build,
+    candidate_files,
+    candidate_request,
     check_limits,
     check_mask_shape,
+    check_offered,
     left_to_right,
     load_mask,
+    upscale_of,
     variation_of,
     visible,
 )
@@ -163,24 +167,60 @@ def new_seed(old: int) -> int:
     return seed
 
 
-def variation_request(cfg: BotConfig, job: Job, seed: int) -> Request:
-    """The parent's own picture as the start, a new seed, fewer steps, pulled towards the parent
-    (a zoom's variation is a still picture of its last frame)."""
-    path = Path(job.result_path or "")
+GONE = ("the picture behind that result is gone (old results are cleaned up); "
+        "reply to it with words to edit it instead")
+UPSCALE_SCALE = 2.0  # the Upscale and U buttons: twice as large each way
+
+
+def picture_of(job: Job, candidate: int | None = None) -> tuple[Request, Path, str]:
+    """The request that painted a finished job's picture (or picture ``candidate`` of its grid), the
+    picture's file (from the results folder), and how a new job made from it names its parent (the job
+    id, or ``<job id>-<candidate>`` as the candidate's file is named)."""
+    n = job.request.grid
+    if candidate is None and n > 1:
+        raise UserError(f"that is a grid of {n} pictures: press U1…U{n} or V1…V{n} under it for one of them")
+    if candidate is None:
+        path, made, name = Path(job.result_path or ""), job.request, job.id
+    elif not 1 <= candidate <= n:
+        raise UserError(f"job {job.id} has no picture {candidate}")
+    else:
+        files = candidate_files(job)
+        path = files[candidate - 1] if files else Path("")
+        made, name = candidate_request(job.request, candidate, parent=job.id), f"{job.id}-{candidate}"
     if not job.result_path or not path.is_file():
-        raise UserError("the picture behind that result is gone (old results are cleaned up); "
-                        "reply to it with words to edit it instead")
-    req = variation_of(job.request, str(path), image_size(path), cfg.editing, parent=job.id, seed=seed,
-                       zoom=None)
+        raise UserError(GONE)
+    return made, path, name
+
+
+def variation_request(cfg: BotConfig, job: Job, seed: int, candidate: int | None = None) -> Request:
+    """The parent's own picture as the start, a new seed, fewer steps, pulled towards the parent
+    (a zoom's variation is a still picture of its last frame; a grid's, of one candidate)."""
+    made, path, name = picture_of(job, candidate)
+    req = variation_of(made, str(path), image_size(path), cfg.editing, parent=name, seed=seed, zoom=None)
     check_limits(req, cfg.limits)
     return req
 
 
-def again(cfg: BotConfig, job: Job, how: Literal["rerun", "vary"]) -> tuple[Request, str, Origin]:
-    """What 🔁 or 🎲 on ``job``'s result asks for (a reaction or a button): the new request, the
-    line shown under its status, and where it came from."""
-    seed = new_seed(job.request.seed)
+def upscale_request(cfg: BotConfig, job: Job, candidate: int | None = None) -> tuple[Request, str, Origin]:
+    """What the Upscale (or a grid's U) button asks for: that picture twice as large, painted on with its
+    own prompt and pulled towards it; refused in one line (with the largest scale) over the limits."""
+    made, path, name = picture_of(job, candidate)
+    req = upscale_of(made, str(path), image_size(path), UPSCALE_SCALE, cfg.editing, cfg.limits, parent=name)
+    check_limits(req, cfg.limits)
+    check_offered(req.models, cfg.models)  # the operator may have withdrawn a model since
+    what = f"picture {candidate} of job {job.id}" if candidate else f"job {job.id}"
+    return req, f"upscale of {what}", Origin(upscale_of=job.id, candidate=candidate)
+
+
+def again(cfg: BotConfig, job: Job, how: Literal["rerun", "vary"],
+          candidate: int | None = None) -> tuple[Request, str, Origin]:
+    """What 🔁 or 🎲 on ``job``'s result asks for (a reaction or a button; a grid's V button names its
+    ``candidate``): the new request, the line shown under its status, and where it came from. A rerun of
+    a grid is a new grid."""
     if how == "rerun":
-        req = rerun_request(cfg, job.request, seed).model_copy(update={"parent": job.id})
+        req = rerun_request(cfg, job.request, new_seed(job.request.seed)).model_copy(update={"parent": job.id})
         return req, f"rerun of job {job.id} with a new seed", Origin(rerun_of=job.id)
-    return variation_request(cfg, job, seed), f"variation of job {job.id}", Origin(variation_of=job.id)
+    made, _, _ = picture_of(job, candidate)
+    req = variation_request(cfg, job, new_seed(made.seed), candidate)
+    what = f"picture {candidate} of job {job.id}" if candidate else f"job {job.id}"
+    return req, f"variation of {what}", Origin(variation_of=job.id, candidate=candidate)

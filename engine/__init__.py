@@ -22,8 +22,10 @@ from engine.version import __version__
 if TYPE_CHECKING:
     from engine.cli.main import main
     from engine.config import (
+        GRID_SIZES,
         Config,
         ConfigError,
+        GridSize,
         ModelsConfig,
         ModelSpec,
         Section,
@@ -67,6 +69,7 @@ if TYPE_CHECKING:
         Started,
     )
     from engine.jobs.job import PENDING, TERMINAL, Job, owner_limit
+    from engine.jobs.results import candidate_files
     from engine.media.collage import assemble, build, left_to_right
     from engine.media.files import write_atomic
     from engine.media.imageio import FORMATS as IMAGE_FORMATS
@@ -94,14 +97,19 @@ if TYPE_CHECKING:
         MAX_SEED,
         Request,
         ZoomSpec,
+        candidate_request,
         check_limits,
         check_prompt_length,
+        grid_shape,
+        upscale_of,
         variation_of,
     )
 
 PUBLIC: dict[str, tuple[str, str]] = {  # name -> (module, attribute)
     "Config": ("engine.config", "Config"),
     "ConfigError": ("engine.config", "ConfigError"),
+    "GRID_SIZES": ("engine.config", "GRID_SIZES"),
+    "GridSize": ("engine.config", "GridSize"),
     "ModelSpec": ("engine.config", "ModelSpec"),
     "ModelsConfig": ("engine.config", "ModelsConfig"),
     "Section": ("engine.config", "Section"),
@@ -123,6 +131,9 @@ PUBLIC: dict[str, tuple[str, str]] = {  # name -> (module, attribute)
     "check_limits": ("engine.spec.request", "check_limits"),
     "check_prompt_length": ("engine.spec.request", "check_prompt_length"),
     "variation_of": ("engine.spec.request", "variation_of"),
+    "candidate_request": ("engine.spec.request", "candidate_request"),
+    "grid_shape": ("engine.spec.request", "grid_shape"),
+    "upscale_of": ("engine.spec.request", "upscale_of"),
     "parse_prompts": ("engine.spec.prompts", "parse_prompts"),
     "visible": ("engine.spec.prompts", "visible"),
     "check_offered": ("engine.spec.choices", "check_offered"),
@@ -163,6 +174,7 @@ PUBLIC: dict[str, tuple[str, str]] = {  # name -> (module, attribute)
     "TERMINAL": ("engine.jobs.job", "TERMINAL"),
     "Job": ("engine.jobs.job", "Job"),
     "owner_limit": ("engine.jobs.job", "owner_limit"),
+    "candidate_files": ("engine.jobs.results", "candidate_files"),
     "Event": ("engine.jobs.events", "Event"),
     "Failed": ("engine.jobs.events", "Failed"),
     "Finished": ("engine.jobs.events", "Finished"),

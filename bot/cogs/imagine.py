@@ -23,6 +23,7 @@ from bot.origin import Origin
 from bot.pending import check_pending
 from bot.uploads import ImageRef, check_attachment, download
 from engine import (
+    GRID_SIZES,
     MAX_SEED,
     ModelsConfig,
     UserError,
@@ -78,8 +79,10 @@ class Imagine(commands.Cog):
         timelapse="Also post a video of the picture forming",
         model="The VQGAN that paints (the server's choices)",
         clip="The CLIP model that judges, or an ensemble 'A+B' (each extra model is slower)",
+        count="How many pictures to paint at once, as one grid (default: the server's)",
     )
     @app_commands.choices(aspect=[app_commands.Choice(name=k, value=k) for k in ASPECTS])
+    @app_commands.choices(count=[app_commands.Choice(name=str(n), value=n) for n in GRID_SIZES])
     async def imagine(
         self,
         interaction: discord.Interaction,
@@ -93,6 +96,7 @@ class Imagine(commands.Cog):
         timelapse: bool | None = None,
         model: str | None = None,
         clip: str | None = None,
+        count: int | None = None,
     ) -> None:
         cfg = self.bot.cfg
         try:
@@ -100,7 +104,9 @@ class Imagine(commands.Cog):
         except UserError as e:
             await replies.refuse(interaction, str(e))
             return
-        fields: dict[str, Any] = dict(seed=seed, steps=steps, width=width, height=height, model=model, clip=clip)
+        grid = cfg.discord.grid if count is None else count  # a grid of that many, or one picture
+        fields: dict[str, Any] = dict(seed=seed, steps=steps, width=width, height=height, model=model, clip=clip,
+                                      grid=grid)
         atts = {"starting image": image, "image prompt": image_prompt}
         if not await self._precheck(interaction, prompt, atts, **fields):
             return

@@ -1,5 +1,6 @@
-"""``imagine``, ``edit``, ``vary`` and ``rerun``: one picture from a request, written as a PNG with the
-request in its metadata (and, with ``--timelapse``, the run as a video)."""
+"""``imagine``, ``edit``, ``vary``, ``upscale`` and ``rerun``: one picture from a request, written as a PNG
+with the request in its metadata (and, with ``--timelapse``, the run as a video). ``imagine --grid N``
+paints N candidates as one job: ``OUT.png`` is the grid, ``OUT-1.png`` ... each candidate alone."""
 
 from __future__ import annotations
 
@@ -27,12 +28,15 @@ if TYPE_CHECKING:
     from engine.method.generate import Progress
     from engine.spec.request import Request
 
-COMMANDS = ("imagine", "edit", "vary", "rerun")
+COMMANDS = ("imagine", "edit", "vary", "upscale", "rerun")
 
 
 def add_parser(sub: argparse._SubParsersAction[Any]) -> None:
     p = sub.add_parser("imagine", help="make a new image from a text prompt")
     p.add_argument("prompt", help='e.g. "a forest rendered in low poly" or "a:1|b:-0.5"')
+    p.add_argument("--grid", type=int, metavar="N",
+                   help="paint N candidates (1, 2, 4, 6 or 9; seeds S..S+N-1) as one job: OUT.png is the grid, "
+                        "OUT-1.png ... each candidate (default 1)")
     add_output_flags(p)
     p = sub.add_parser("edit", help="change an image with a text prompt")
     p.add_argument("input", type=Path)
@@ -50,6 +54,11 @@ def add_parser(sub: argparse._SubParsersAction[Any]) -> None:
     p.add_argument("prompt", nargs="?", help="defaults to the prompt in the image's metadata")
     p.add_argument("--strength", type=float, help="fraction of the parent's steps to run (default from config)")
     add_output_flags(p)
+    p = sub.add_parser("upscale", help="a larger picture with more detail: enlarged, then painted on (its metadata's prompt)")
+    p.add_argument("input", type=Path)
+    p.add_argument("prompt", nargs="?", help="defaults to the prompt in the image's metadata")
+    p.add_argument("--scale", type=float, default=2.0, help="how many times larger each side gets (default 2)")
+    add_output_flags(p)
     p = sub.add_parser("rerun", help="redo an image from the request in its PNG metadata")
     p.add_argument("input", type=Path)
     add_output_flags(p)
@@ -61,7 +70,7 @@ def _request(args: argparse.Namespace, cfg: Config) -> Request:
     from engine.spec.request import check_limits
 
     io = io_limits(cfg)
-    build = {"imagine": _imagine, "edit": _edit, "vary": _variation, "rerun": _rerun}[args.command]
+    build = {"imagine": _imagine, "edit": _edit, "vary": _variation, "upscale": _upscale, "rerun": _rerun}[args.command]
     req = build(args, cfg, request_flags(args, io), io)
     req = inputs.locate(req, args.input) if args.command == "rerun" else inputs.pin(req)
     check_mask_shape_early(req, io)
@@ -73,7 +82,7 @@ def _request(args: argparse.Namespace, cfg: Config) -> Request:
 def _imagine(args: argparse.Namespace, cfg: Config, over: dict[str, Any], io: IoLimits) -> Request:
     from engine.spec.request import Request
 
-    return Request.from_config(cfg, prompt=args.prompt, **over)
+    return Request.from_config(cfg, prompt=args.prompt, grid=args.grid, **over)
 
 
 def _edit(args: argparse.Namespace, cfg: Config, over: dict[str, Any], io: IoLimits) -> Request:
@@ -143,8 +152,6 @@ def _collage(args: argparse.Namespace, cfg: Config, io: IoLimits) -> tuple[str, 
 
 def _variation(args: argparse.Namespace, cfg: Config, over: dict[str, Any], io: IoLimits) -> Request:
     """A new seed from the parent's own image, with fewer steps and a pull towards the parent."""
-    import hashlib
-
     from engine.media.imageio import load_rgb
     from engine.spec.request import Request, variation_of
 
@@ -159,12 +166,36 @@ def _variation(args: argparse.Namespace, cfg: Config, over: dict[str, Any], io: 
     parent_steps = parent.get("steps", cfg.generation.steps)
     if not isinstance(parent_steps, int) or isinstance(parent_steps, bool) or not 0 < parent_steps <= 10**6:
         raise UserError(f"{args.input}: its metadata's steps {str(parent_steps)[:20]!r} is not a number of steps")
-    digest = hashlib.sha256(args.input.read_bytes()).hexdigest()[:16]
     fields = {k: parent[k] for k in ("models", "cutouts", "cut_pow", "lr", "betas") if k in parent}
     made = Request.from_config(cfg, **fields, prompt=prompt, steps=parent_steps)
     return variation_of(made, str(args.input), img.size, cfg.editing, strength=strength,
-                        parent=f"sha256:{digest} seed:{parent.get('seed', '?')}",
-                        **{k: v for k, v in over.items() if v is not None})
+                        parent=_parent_name(args.input, parent), **{k: v for k, v in over.items() if v is not None})
+
+
+def _upscale(args: argparse.Namespace, cfg: Config, over: dict[str, Any], io: IoLimits) -> Request:
+    """The picture enlarged ``--scale`` times and painted on (its metadata's prompt and seed, or PROMPT),
+    refused before anything runs when that is over the limits."""
+    from engine.media.imageio import load_rgb
+    from engine.spec.request import Request, upscale_of
+
+    img = load_rgb(args.input, what="input image", **io)
+    if args.size:
+        raise UserError("an upscale is --scale times the picture's size: leave out --size")
+    parent = _parent_request(args, cfg, required=False)
+    prompt = args.prompt or parent.get("prompt")
+    if not prompt:
+        raise UserError(f"{args.input} has no prompt in its metadata: give one, e.g. upscale IN.png 'a castle' -o OUT.png")
+    fields = {k: parent[k] for k in ("models", "cutouts", "cut_pow", "lr", "betas", "seed") if k in parent}
+    made = Request.from_config(cfg, **fields, prompt=prompt)
+    return upscale_of(made, str(args.input), img.size, args.scale, cfg.editing, cfg.limits,
+                      parent=_parent_name(args.input, parent), **{k: v for k, v in over.items() if v is not None})
+
+
+def _parent_name(path: Path, parent: dict[str, Any]) -> str:
+    """How a variation or an upscale names the picture it came from: its content's hash and seed."""
+    import hashlib
+
+    return f"sha256:{hashlib.sha256(path.read_bytes()).hexdigest()[:16]} seed:{parent.get('seed', '?')}"
 
 
 def _parent_request(args: argparse.Namespace, cfg: Config, *, required: bool) -> dict[str, Any]:
@@ -186,13 +217,19 @@ def _parent_request(args: argparse.Namespace, cfg: Config, *, required: bool) ->
                                                replaced=replaced)}
 
 
+def candidate_paths(output: Path, n: int) -> list[Path]:
+    """Where a grid's candidates go beside ``OUT.png``: ``OUT-1.png`` ... ``OUT-n.png``."""
+    return [output.with_name(f"{output.stem}-{i}{output.suffix or '.png'}") for i in range(1, n + 1)]
+
+
 def run(args: argparse.Namespace, cfg: Config) -> int:
     from tqdm import tqdm
 
     from engine.media.frames import FrameStore, frame_name
     from engine.media.imageio import png_bytes
-    from engine.method.generate import generate
+    from engine.method.grid import paint
     from engine.models.loader import ModelCache
+    from engine.spec.request import grid_shape
 
     _check_outputs(args)
     req = _request(args, cfg)
@@ -216,10 +253,13 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
                 frames.add("run", p.step, p.total, png_bytes(p.image))
 
         every = 1 if (bar.disable is False or args.save_every or frames) else req.steps
-        result = generate(models, req, on_progress=on_progress, progress_every=every)
+        result = paint(models, req, on_progress=on_progress, progress_every=every)
         bar.close()
         png = result.png_bytes()
         args.output.parent.mkdir(parents=True, exist_ok=True)
+        for path, candidate in zip(candidate_paths(args.output, len(result.candidates)), result.candidates,
+                                   strict=True):
+            path.write_bytes(candidate.png_bytes())
         args.output.write_bytes(png)
         made = None
         if frames is not None:
@@ -232,8 +272,17 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
             print("note: no mask was used, so none was saved", file=sys.stderr)
         else:
             result.mask.save(args.save_mask)
-    print(f"{args.output} ({result.image.width}x{result.image.height}, seed {req.seed}, "
-          f"{req.steps} steps, {result.seconds:.1f} s)")
+    if result.candidates:
+        rows, cols = grid_shape(len(result.candidates))
+        cell = result.candidates[0].image
+        print(f"{args.output} ({rows}x{cols} grid of {len(result.candidates)} pictures of {cell.width}x{cell.height}, "
+              f"{req.steps} steps, {result.seconds:.1f} s)")
+        for path, candidate in zip(candidate_paths(args.output, len(result.candidates)), result.candidates,
+                                   strict=True):
+            print(f"{path} (seed {candidate.request.seed})")
+    else:
+        print(f"{args.output} ({result.image.width}x{result.image.height}, seed {req.seed}, "
+              f"{req.steps} steps, {result.seconds:.1f} s)")
     if made is not None:
         say_timelapse(made)
     return 0

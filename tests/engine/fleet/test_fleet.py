@@ -235,10 +235,10 @@ async def test_bad_messages_on_the_wire_are_dropped_and_logged_and_everyone_keep
     caplog.set_level(logging.WARNING)
     q, rec, cfg = await coordinator()
     r = fleet.client()
-    good = {"v": 1, "kind": "returned", "worker": "w1", "job_id": "x", "lease": "x.1.aa"}
+    good = {"v": 2, "kind": "returned", "worker": "w1", "job_id": "x", "lease": "x.1.aa"}
     bad = [json.dumps({k: v for k, v in good.items() if k != "lease"}).encode(),  # a missing field
            json.dumps({**good, "v": 99}).encode(),  # another version
-           b'{"v": 1, "kind": "finished", "png": "' + b"A" * (10 * 1024 * 1024) + b'"}',  # 10 MB
+           b'{"v": 2, "kind": "finished", "png": "' + b"A" * (10 * 1024 * 1024) + b'"}',  # 10 MB
            bytes(range(256))]  # garbage
     for data in bad:
         r.xadd("vqgan-clip:events", {"m": data})
