@@ -1,4 +1,4 @@
-"""Editing by words in Discord: a region phrase, collages of uploads, variations of results.
+"""Editing by words in Discord: a region phrase, collages of uploads, variations and upscales of results.
 
 The engine does the work (CLIP finds the region, the VQGAN repaints holes and seams); this module
 turns what people post into the files and fields of a ``Request``. Collages are made here, not in

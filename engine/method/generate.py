@@ -68,7 +68,7 @@ class Result:
     losses: list[float] = field(default_factory=list)
     mask: Image.Image | None = None  # the edit mask used (white = changed), e.g. one CLIP found
     candidates: list[Result] = field(default_factory=list)  # a grid's pictures (``engine.method.grid``)
-    _png: bytes | None = field(default=None, repr=False, compare=False)
+    _png: bytes | None = field(default=None, init=False, repr=False, compare=False)
 
     def metadata(self) -> dict[str, Any]:
         return {"engine_version": __version__, "request": self.request.to_metadata(),

@@ -10,7 +10,15 @@ from PIL import Image
 
 from bot.config import BotConfig
 from engine.media.imageio import read_metadata
-from tests.bot.conftest import FakeRunner, job_of, make_config, run_bot, submitted, wait_ephemeral, wait_results
+from tests.bot.conftest import (
+    FakeRunner,
+    job_of,
+    make_config,
+    run_bot,
+    submitted,
+    wait_ephemeral,
+    wait_results,
+)
 from tests.bot.test_buttons import RESULT_BUTTONS, buttons, press
 
 GRID_BUTTONS = ["u1", "u2", "u3", "u4", "v1", "v2", "v3", "v4", "rerun", "timelapse", "details"]
