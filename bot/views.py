@@ -16,11 +16,13 @@ from typing import Any, Literal, get_args
 import discord
 from discord.ext import commands
 
+from engine import GRID_SIZES
+
 Action = Literal["rerun", "vary", "edit", "timelapse", "details", "cancel", "upscale"]
 ACTIONS: tuple[Action, ...] = get_args(Action)
 RESULT_ACTIONS: tuple[Action, ...] = ("rerun", "vary", "edit", "timelapse", "details", "upscale")
 GRID_ACTIONS: tuple[Action, ...] = ("rerun", "timelapse", "details")  # under a grid, after its U and V rows
-MAX_CANDIDATES = 9
+MAX_CANDIDATES = max(GRID_SIZES)
 CANDIDATE_ACTIONS = tuple(f"{k}{i}" for k in "uv" for i in range(1, MAX_CANDIDATES + 1))  # U1..U9 V1..V9
 _LOOK: dict[str, tuple[str, str | None, discord.ButtonStyle]] = {  # label, emoji, style
     "rerun": ("Rerun", "🔁", discord.ButtonStyle.secondary),
