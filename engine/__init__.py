@@ -66,7 +66,9 @@ if TYPE_CHECKING:
         Queued,
         Started,
     )
+    from engine.jobs.failures import FAILURE_KINDS, failure_kind
     from engine.jobs.job import PENDING, TERMINAL, Job, owner_limit
+    from engine.jobs.listing import Listed
     from engine.media.collage import assemble, build, left_to_right
     from engine.media.files import write_atomic
     from engine.media.imageio import FORMATS as IMAGE_FORMATS
@@ -163,6 +165,9 @@ PUBLIC: dict[str, tuple[str, str]] = {  # name -> (module, attribute)
     "TERMINAL": ("engine.jobs.job", "TERMINAL"),
     "Job": ("engine.jobs.job", "Job"),
     "owner_limit": ("engine.jobs.job", "owner_limit"),
+    "FAILURE_KINDS": ("engine.jobs.failures", "FAILURE_KINDS"),
+    "failure_kind": ("engine.jobs.failures", "failure_kind"),
+    "Listed": ("engine.jobs.listing", "Listed"),
     "Event": ("engine.jobs.events", "Event"),
     "Failed": ("engine.jobs.events", "Failed"),
     "Finished": ("engine.jobs.events", "Finished"),

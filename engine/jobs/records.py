@@ -129,13 +129,18 @@ class Records:
 
     def find(self, **origin: Any) -> Job | None:
         """The newest job whose ``origin`` holds all these key/values (from an index, not a scan)."""
+        matches = self.matching(**origin)
+        return matches[-1] if matches else None
+
+    def matching(self, **origin: Any) -> list[Job]:
+        """Every job whose ``origin`` holds all these key/values, in submission order (from the index)."""
         if not origin or not all(_hashable(v) for v in origin.values()):
             jobs: Iterable[Job] = self.jobs.values()
         else:
             ids = set.intersection(*(self._by_origin.get((k, v), set()) for k, v in origin.items()))
             jobs = (self.jobs[i] for i in ids)
         matches = [j for j in jobs if all(k in j.origin and j.origin[k] == v for k, v in origin.items())]
-        return max(matches, key=lambda j: self._rank[j.id], default=None)
+        return sorted(matches, key=lambda j: self._rank[j.id])
 
     def _index(self, job: Job, *, add: bool) -> None:
         """Keep ``_by_origin`` in step with ``job.origin`` (values that cannot be dict keys are scanned for)."""
