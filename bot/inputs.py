@@ -53,11 +53,11 @@ def parse_size(cfg: BotConfig, size: str | None, aspect: str | None) -> tuple[in
     if size:
         m = SIZE_RE.match(size)
         if not m:
-            raise Refused(f"size {quoted(size)} should look like 512x384")
+            raise Refused(f"size {quoted(size)} should look like 512x384", kind="input")
         return int(m.group(1)), int(m.group(2))
     if aspect:
         if aspect not in ASPECTS:
-            raise Refused(f"aspect should be one of {', '.join(ASPECTS)}")
+            raise Refused(f"aspect should be one of {', '.join(ASPECTS)}", kind="input")
         return fit_request_size(*ASPECTS[aspect], cfg)
     return None, None
 

@@ -60,4 +60,4 @@ def check_pending(cfg: BotConfig, queue: JobQueue, owner: str, preparing: Prepar
     mine = sum(1 for j in queue.jobs_of(owner) if j.state not in TERMINAL)
     mine += preparing.count(owner) if preparing is not None else 0
     if why := owner_limit(mine, cfg.queue.per_owner_pending):  # the queue's own wording
-        raise Refused(why)
+        raise Refused(why, kind="pending")

@@ -17,7 +17,7 @@ import discord
 from bot.access import priority_for
 from bot.limits import CONTENT, fit
 from bot.origin import INTERACTION_TOKEN, TOKEN_EXPIRES_S, Origin
-from bot.replies import MENTIONS, QUIET, refuse
+from bot.replies import MENTIONS, QUIET, counted, refuse
 from bot.texts import describe_request, thread_name
 from engine import Job, Request, UserError
 
@@ -114,7 +114,7 @@ async def from_interaction(bot: VQGANBot, interaction: discord.Interaction, req:
         _submitted(release)
         if made:
             await _delete_thread(bot, thread_id)
-        await refuse(interaction, str(e))
+        await refuse(interaction, e)
         return None
     _submitted(release)
     if msg is not None:
@@ -158,7 +158,7 @@ async def from_message(bot: VQGANBot, anchor: discord.Message | discord.PartialM
         if made:
             await _delete_thread(bot, thread_id)
         try:
-            await status.edit(content=f"⚠️ <@{owner}> {e}", allowed_mentions=QUIET)
+            await status.edit(content=f"⚠️ <@{owner}> {counted(bot, e, None)}", allowed_mentions=QUIET)
             if bot.cfg.discord.notice_delete_after_s:
                 await status.delete(delay=bot.cfg.discord.notice_delete_after_s)
         except discord.HTTPException:

@@ -6,10 +6,12 @@ person's words are escaped (no mentions, no markdown) and cut to fit.
 
 from __future__ import annotations
 
+import os
+
 import discord
 
 from bot.limits import THREAD_NAME, fit
-from engine import Job, Request
+from engine import Job, ModelSpec, Request
 
 
 def short_prompt(prompt: str, n: int = 180) -> str:
@@ -20,6 +22,19 @@ def short_prompt(prompt: str, n: int = 180) -> str:
 def thread_name(prompt: str) -> str:
     name = fit(" ".join(prompt.split()), THREAD_NAME, "").strip()
     return name or "vqgan"
+
+
+def models_text(m: ModelSpec) -> tuple[str, str]:
+    """A request's VQGAN and CLIP as people read them: preset names, or local files by name only (never
+    where they are on the server); an ensemble's CLIP models with their weights."""
+    base = os.path.basename
+    vqgan = (f"{base(m.vqgan_config)} + {base(m.vqgan_checkpoint)}" if m.vqgan_config and m.vqgan_checkpoint
+             else m.vqgan)
+    names = [f"{base(c.clip_config)} + {base(c.clip_checkpoint)}" if c.clip_config and c.clip_checkpoint
+             else f"{c.clip_model}" + (f" ({c.clip_pretrained})" if c.clip_pretrained else "") for c in m.clips()]
+    weights = m.weights()
+    clip = names[0] if len(names) == 1 else " + ".join(f"{n} ×{w:g}" for n, w in zip(names, weights, strict=True))
+    return vqgan, clip
 
 
 def describe_request(r: Request) -> str:

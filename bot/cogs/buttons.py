@@ -25,7 +25,7 @@ from bot.access import check_access_interaction, moderates
 from bot.cogs.gestures import EditForm
 from bot.editing import MAX_PIECES, again, piece_name
 from bot.pending import check_pending
-from bot.texts import describe_request, short_prompt
+from bot.texts import describe_request, models_text, short_prompt
 from bot.timelapse import NO_FRAMES, frames_of, render
 from bot.uploads import ImageRef, check_attachment, image_attachments
 from bot.views import COG, Action, Debounce, JobButton
@@ -67,14 +67,7 @@ def _file_names(value: Any) -> Any:
 def details_text(job: Job) -> str:
     """Everything about a job, for the Details button (only the presser sees it)."""
     r = job.request
-    m = r.models
-    base = os.path.basename
-    vqgan = (f"{base(m.vqgan_config)} + {base(m.vqgan_checkpoint)}" if m.vqgan_config and m.vqgan_checkpoint
-             else m.vqgan)
-    names = [f"{base(c.clip_config)} + {base(c.clip_checkpoint)}" if c.clip_config and c.clip_checkpoint
-             else f"{c.clip_model}" + (f" ({c.clip_pretrained})" if c.clip_pretrained else "") for c in m.clips()]
-    weights = m.weights()
-    clip = names[0] if len(names) == 1 else " + ".join(f"{n} ×{w:g}" for n, w in zip(names, weights, strict=True))
+    vqgan, clip = models_text(r.models)
     took = f"{job.seconds:.1f} s" if job.seconds is not None else "—"
     lines = [
         f"ℹ️ {describe_request(r)}",
@@ -122,7 +115,7 @@ class Buttons(commands.Cog, name=COG):
             if job is None:
                 raise UserError(pruned_text(self.bot, job_id))
         except UserError as e:
-            await replies.refuse(interaction, str(e))
+            await replies.refuse(interaction, e)
             return
         if not self.debounce.first(interaction.user.id, job_id, action):
             await interaction.response.defer()  # a repeat: acknowledged, nothing more
@@ -147,7 +140,7 @@ class Buttons(commands.Cog, name=COG):
             check_pending(self.bot.cfg, self.bot.queue, owner, self.bot.preparing)
             req, note, source = again(self.bot.cfg, job, "rerun" if how == "rerun" else "vary")
         except UserError as e:
-            await replies.refuse(interaction, str(e))
+            await replies.refuse(interaction, e)
             return
         with self.bot.preparing.hold(owner) as release:  # right after the check: no await between
             await interaction.response.defer(thinking=True)
@@ -165,7 +158,7 @@ class Buttons(commands.Cog, name=COG):
             for i, a in enumerate(shown):
                 check_attachment(self.bot.cfg, ImageRef.of(a), piece_name(i, len(shown)))
         except UserError as e:
-            await replies.refuse(interaction, str(e))
+            await replies.refuse(interaction, e)
             return
         assert target is not None
         await interaction.response.send_modal(EditForm(target, "Edit this picture", region=True))
@@ -180,7 +173,7 @@ class Buttons(commands.Cog, name=COG):
         try:
             clip = await render(self.bot.queue, job.id, limit)
         except UserError as e:
-            await replies.refuse(interaction, str(e))
+            await replies.refuse(interaction, e)
             return
         await interaction.followup.send(
             f"{clip.caption()}\n-# job `{job.id}` **{short_prompt(job.request.prompt, 80)}**",
@@ -194,7 +187,7 @@ class Buttons(commands.Cog, name=COG):
             await self.bot.queue.cancel(job.id, by=str(interaction.user.id),
                                         moderator=moderates(self.bot.cfg, interaction.user, interaction.guild_id, job))
         except (UserError, KeyError) as e:
-            await replies.refuse(interaction, str(e) if isinstance(e, UserError) else pruned_text(self.bot, job.id))
+            await replies.refuse(interaction, e if isinstance(e, UserError) else pruned_text(self.bot, job.id))
 
 
 async def setup(bot: VQGANBot) -> None:

@@ -96,14 +96,14 @@ async def edit_from_modal(bot: VQGANBot, interaction: discord.Interaction, targe
         check_pending(bot.cfg, bot.queue, owner, bot.preparing)  # again: time passed
         build_request(bot.cfg, prompt=prompt, kind="edit", region=region)
     except UserError as e:
-        await replies.refuse(interaction, str(e))
+        await replies.refuse(interaction, e)
         return
     with bot.preparing.hold(owner) as release:  # right after the check: no await between
         await interaction.response.defer(thinking=True)
         try:
             req, note = await edit_request(bot, target, atts, prompt, region)
         except UserError as e:
-            await replies.refuse(interaction, str(e))
+            await replies.refuse(interaction, e)
             return
         await submit.from_interaction(bot, interaction, req, note=note, release=release)
 
@@ -122,8 +122,11 @@ class Gestures(commands.Cog):
     async def cog_unload(self) -> None:
         self.bot.tree.remove_command(self.menu.name, type=self.menu.type)
 
-    async def _notice(self, where: discord.Message | discord.PartialMessage, text: str) -> None:
-        await replies.notice(where, text, self.bot.cfg.discord.notice_delete_after_s)
+    async def _notice(self, where: discord.Message | discord.PartialMessage, reason: str | UserError,
+                      prefix: str = "") -> None:
+        """A self-deleting reply; a ``UserError`` counts as a refusal of its kind (``replies.counted``)."""
+        text = replies.counted(self.bot, reason, None)
+        await replies.notice(where, prefix + text, self.bot.cfg.discord.notice_delete_after_s)
 
     # ------------------------------------------------------------------ messages
 
@@ -182,7 +185,7 @@ class Gestures(commands.Cog):
             check_access_message(self.bot.cfg, message)
         except UserError as e:
             if mentioned or to_me:  # in a channel the bot stays out of, only answer who asked it
-                await self._notice(message, str(e))
+                await self._notice(message, e)
             return
         text = self._prompt_text(message)
         own = image_attachments(message)
@@ -214,13 +217,13 @@ class Gestures(commands.Cog):
             check_pending(cfg, self.bot.queue, owner, self.bot.preparing)
             build_request(cfg, prompt=prompt, kind="edit", region=region)
         except UserError as e:
-            await self._notice(message, str(e))
+            await self._notice(message, e)
             return
         with self.bot.preparing.hold(owner) as release:  # right after the check: no await between
             try:
                 req, note = await self._edit_request(target, atts, prompt, region)
             except UserError as e:
-                await self._notice(message, str(e))
+                await self._notice(message, e)
                 return
             await submit.from_message(self.bot, message, req, owner=message.author.id, member=message.author,
                                       note=note, release=release)
@@ -302,7 +305,7 @@ class Gestures(commands.Cog):
             check_pending(cfg, self.bot.queue, str(payload.user_id), self.bot.preparing)
             req, note, source = again(cfg, job, how)
         except UserError as e:
-            await self._notice(anchor, f"<@{payload.user_id}> {e}")
+            await self._notice(anchor, e, f"<@{payload.user_id}> ")
             return
         await submit.from_message(self.bot, anchor, req, owner=payload.user_id, member=payload.member,
                                   note=note, source=source)
@@ -332,7 +335,7 @@ class Gestures(commands.Cog):
             for i, a in enumerate(shown):
                 check_attachment(cfg, ImageRef.of(a), piece_name(i, len(shown)))
         except UserError as e:
-            await replies.refuse(interaction, str(e))
+            await replies.refuse(interaction, e)
             return
         await interaction.response.send_modal(EditForm(message, "Edit with VQGAN"))
 
@@ -360,7 +363,7 @@ class Gestures(commands.Cog):
             if not images:
                 raise UserError("that message has no picture left to edit")
         except UserError as e:
-            await replies.refuse(interaction, str(e))
+            await replies.refuse(interaction, e)
             return
         await edit_from_modal(self.bot, interaction, target, images, values.get("prompt", ""),
                               values.get("region") or None)

@@ -56,7 +56,7 @@ class Imagine(commands.Cog):
                 if att is not None:
                     check_attachment(cfg, ImageRef.of(att), what)
         except UserError as e:
-            await replies.refuse(interaction, str(e))
+            await replies.refuse(interaction, e)
             return False
         return True
 
@@ -98,7 +98,7 @@ class Imagine(commands.Cog):
         try:
             width, height = parse_size(cfg, size, aspect)
         except UserError as e:
-            await replies.refuse(interaction, str(e))
+            await replies.refuse(interaction, e)
             return
         fields: dict[str, Any] = dict(seed=seed, steps=steps, width=width, height=height, model=model, clip=clip)
         atts = {"starting image": image, "image prompt": image_prompt}
@@ -114,7 +114,7 @@ class Imagine(commands.Cog):
                     cfg, prompt=prompt, kind="imagine", init_image=str(init) if init else None,
                     image_prompts=[{"path": str(ip), "weight": 1.0}] if ip else None, **fields)
             except UserError as e:
-                await replies.refuse(interaction, str(e))
+                await replies.refuse(interaction, e)
                 return
             await submit.from_interaction(self.bot, interaction, req, release=release,
                                           source=Origin(timelapse=True) if timelapse else None)
@@ -169,7 +169,7 @@ class Imagine(commands.Cog):
             if region is None:
                 region, prompt = split_arrow(prompt)
         except UserError as e:
-            await replies.refuse(interaction, str(e))
+            await replies.refuse(interaction, e)
             return
         pictures = [a for a in (image, image2, image3, image4) if a is not None]
         atts = {piece_name(i, len(pictures)): a for i, a in enumerate(pictures)} | {"mask": mask}
@@ -183,7 +183,7 @@ class Imagine(commands.Cog):
                                      ImageRef.of(mask) if mask else None)
                 req = build_request(cfg, prompt=prompt, kind="edit", region=region, **edit.fields(), **fields)
             except UserError as e:
-                await replies.refuse(interaction, str(e))
+                await replies.refuse(interaction, e)
                 return
             await submit.from_interaction(self.bot, interaction, req, note=edit.note, release=release)
 

@@ -86,7 +86,7 @@ class QueueCommands(commands.Cog):
             if show == "all" and not is_moderator(self.bot.cfg, interaction.user, here):
                 raise UserError("only moderators can see the whole fleet")
         except UserError as e:
-            await replies.refuse(interaction, str(e))
+            await replies.refuse(interaction, e)
             return
         pending = [j for j in q.pending() if _shown_here(j, here, me)]
         if show == "all":
@@ -124,7 +124,7 @@ class QueueCommands(commands.Cog):
             await q.cancel(target.id, by=me,
                            moderator=moderates(self.bot.cfg, interaction.user, interaction.guild_id, target))
         except UserError as e:
-            await replies.refuse(interaction, str(e))
+            await replies.refuse(interaction, e)
             return
         await interaction.response.send_message(
             f"🛑 cancelled `{target.id}` **{short_prompt(target.request.prompt, 80)}**", ephemeral=True)

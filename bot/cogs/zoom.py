@@ -69,7 +69,7 @@ class Zoom(commands.Cog):
             check_pending(cfg, self.bot.queue, owner, self.bot.preparing)
             req = zoom_request(cfg, prompt, frames, steps_per_frame, zoom, seed)
         except UserError as e:
-            await replies.refuse(interaction, str(e))
+            await replies.refuse(interaction, e)
             return
         with self.bot.preparing.hold(owner) as release:
             await interaction.response.defer(thinking=True)
