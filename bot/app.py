@@ -1,8 +1,9 @@
 """The Discord client: cogs, command sync, the embedded job queue and its delivery.
 
 ``setup_hook`` runs once, after login and before the gateway connects: that is where the queue
-starts (so that recovered jobs' events find the delivery listener subscribed) and where the
-command tree is synced, only when its JSON differs from the last successful sync.
+starts (so that recovered jobs' events find the delivery and metrics listeners subscribed), where the
+web server starts (``[http]``: health, metrics, the gallery), and where the command tree is synced, only
+when its JSON differs from the last successful sync.
 """
 
 from __future__ import annotations
@@ -24,14 +25,18 @@ from bot import replies, roles
 from bot.config import BotConfig
 from bot.delivery import Delivery
 from bot.endpoints import point_at
+from bot.metrics import Metrics
 from bot.origin import INTERACTION_TOKEN, TOKEN_EXPIRES_S
 from bot.pending import Preparing
 from bot.uploads import prune_uploads
+from bot.web.gallery import Gallery, Usage
+from bot.web.server import WebServer
 from engine import JobQueue
 
 log = logging.getLogger(__name__)
 
-COGS = ("bot.cogs.imagine", "bot.cogs.zoom", "bot.cogs.gestures", "bot.cogs.queue", "bot.cogs.buttons")
+COGS = ("bot.cogs.imagine", "bot.cogs.zoom", "bot.cogs.gestures", "bot.cogs.queue", "bot.cogs.buttons",
+        "bot.cogs.gallery")
 SYNC_HASH_FILE = "commands.sha256"
 
 
@@ -48,10 +53,13 @@ class VQGANBot(commands.Bot):
     """A Bot that drives a ``JobQueue`` and posts its jobs' progress and results.
 
     The queue is made by the caller (``bot.__main__``, or a test with a fake runner) and handed
-    in; the bot starts and closes it with itself."""
+    in; the bot starts and closes it with itself. ``usage``: a person's GPU seconds today, shown on the
+    gallery's status page (None: not shown)."""
 
-    def __init__(self, cfg: BotConfig, queue: JobQueue, *, sync_commands: bool = True, **options: Any) -> None:
+    def __init__(self, cfg: BotConfig, queue: JobQueue, *, sync_commands: bool = True, usage: Usage | None = None,
+                 **options: Any) -> None:
         point_at(cfg.discord)
+        self.metrics = Metrics(queue)  # its own registry: two bots in one process count apart
         super().__init__(
             command_prefix=commands.when_mentioned,
             intents=intents(),
@@ -59,14 +67,20 @@ class VQGANBot(commands.Bot):
             allowed_mentions=replies.MENTIONS,
             proxy=cfg.discord.http_proxy or None,
             max_ratelimit_timeout=cfg.discord.max_ratelimit_timeout_s,  # longer limits fail fast (bot.delivery)
+            http_trace=self.metrics.trace_config(options.pop("http_trace", None)),  # errors, counted by status
             **options,
         )
+        self.metrics.ready = self.connected
         self.cfg = cfg
         self.queue = queue
         self.delivery = Delivery(self, cfg, queue)
         self.preparing = Preparing()  # requests downloading: they count against the pending limit
         self.sync_commands = sync_commands
+        self.gallery = Gallery(cfg, queue, usage=usage, names=self.user_name) if cfg.gallery.enabled else None
+        self.web = (WebServer(cfg.http, ready=self.connected, metrics=self.metrics,
+                              routes=self.gallery.routes() if self.gallery else None) if cfg.http.enabled else None)
         self._unsubscribe: Callable[[], None] | None = None
+        self._unsubscribe_metrics: Callable[[], None] | None = None
         self._heartbeat: asyncio.Task[None] | None = None
         self._queue_started = False
         self._closing = False
@@ -85,7 +99,10 @@ class VQGANBot(commands.Bot):
         pruned = await asyncio.to_thread(prune_uploads, self.cfg)
         if pruned:
             log.info("pruned %d old uploads", pruned)
+        self._unsubscribe_metrics = self.queue.subscribe(self.metrics.observe)
         self._unsubscribe = self.queue.subscribe(self.delivery)
+        if self.web is not None:
+            await self.web.start()  # /healthz says 503 until the gateway session is up
         await self.queue.start()
         self._queue_started = True
         await self.queue.expire_origin_key(INTERACTION_TOKEN, TOKEN_EXPIRES_S)  # jobs stored before expiry
@@ -97,6 +114,8 @@ class VQGANBot(commands.Bot):
             self._closing = True
             if self._heartbeat is not None:
                 self._heartbeat.cancel()
+            if self.web is not None:
+                await self.web.close()
             if self._queue_started:
                 # Deliveries under way finish first, while the queue can still record them (a result
                 # posted but not marked delivered would be posted again at the next start); then the
@@ -108,8 +127,9 @@ class VQGANBot(commands.Bot):
                     log.exception("closing the job queue failed")
                 await self.delivery.close()  # waits a little for the last events to be delivered
                 self._queue_started = False
-            if self._unsubscribe is not None:
-                self._unsubscribe()
+            for unsubscribe in (self._unsubscribe, self._unsubscribe_metrics):
+                if unsubscribe is not None:
+                    unsubscribe()
         await super().close()
 
     async def _on_tree_error(self, interaction: discord.Interaction,
@@ -130,6 +150,11 @@ class VQGANBot(commands.Bot):
 
     async def on_ready(self) -> None:
         log.info("logged in as %s (%s) in %d guilds", self.user, getattr(self.user, "id", "?"), len(self.guilds))
+
+    def user_name(self, user_id: str) -> str:
+        """A user id as people know them, when discord.py has them cached (the gallery's pages)."""
+        user = self.get_user(int(user_id)) if user_id.isdigit() else None
+        return user.display_name if user is not None else user_id
 
     def connected(self) -> bool:
         """Whether the gateway session is up now. ``is_ready`` stays true through a disconnection

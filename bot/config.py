@@ -1,7 +1,7 @@
-"""The bot's ``[discord]`` section of ``config.toml``.
+"""The bot's tables of ``config.toml``: ``[discord]``, ``[http]`` (its web server) and ``[gallery]``.
 
-``load_bot_config`` splits ``[discord]`` off the file, validates the rest as the engine's
-``Config`` and ``[discord]`` as ``DiscordConfig``; ``BotConfig`` holds both. A typo in either is a
+``load_bot_config`` splits the bot's tables off the file, validates the rest as the engine's
+``Config`` and each of its own as its model; ``BotConfig`` holds them all. A typo in either is a
 start-up error naming the file and the key. This module imports neither discord.py nor torch, so
 the healthcheck stays light. The token never lives here: it comes from ``$DISCORD_TOKEN`` only.
 """
@@ -11,11 +11,13 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 
 from engine import Config, ConfigError, Section, read_toml, validate
 
 DEFAULT_API_BASE = "https://discord.com"
+GALLERY_SECRET_ENV = "VQGAN_CLIP_GALLERY_SECRET"
+MIN_SECRET_CHARS = 16
 HEARTBEAT_FILE = "heartbeat"  # under data_dir: touched while connected, read by ``python -m bot.health``
 
 # A role: its id (int, or digits in a str), "SERVER_ID/Name", or a bare name (see bot.roles).
@@ -106,24 +108,82 @@ class DiscordConfig(Section):
         return self.data_path / HEARTBEAT_FILE
 
 
+class HttpConfig(Section):
+    """The bot's own web server (``/healthz``, ``/metrics``, the gallery); off while ``port`` is 0."""
+
+    host: str = "127.0.0.1"  # the address it listens on; "0.0.0.0" = every interface
+    port: int = Field(0, ge=0, le=65535)  # 0 = no web server
+    # A connection that has not sent a whole request head this long after it opened (or after its last
+    # answer) is closed: a client sending its headers byte by byte holds nothing for long.
+    read_timeout_s: float = Field(10.0, gt=0, le=300)
+    handler_timeout_s: float = Field(30.0, gt=0, le=600)  # longest one answer may take (a timelapse encodes)
+
+    @property
+    def enabled(self) -> bool:
+        return self.port != 0
+
+
+class GalleryConfig(Section):
+    """The web gallery: signed, expiring links to a person's results (a server's, for its moderators)."""
+
+    enabled: bool = False
+    # The key that signs the links (at least 16 characters); "" = $VQGAN_CLIP_GALLERY_SECRET. Changing it
+    # invalidates every link given out.
+    secret: SecretStr = SecretStr("")  # never shown in a repr or a log
+    # The address people reach the web server at (a reverse proxy's https://...); "" = http://host:port.
+    public_url: str = ""
+    link_ttl_s: float = Field(86400.0, gt=0, le=90 * 86400)  # how long a link works
+    per_page: int = Field(60, ge=1, le=500)  # results on one page, newest first
+
+    @field_validator("public_url")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        if v and not v.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return v.rstrip("/")
+
+
 class BotConfig(Config):
-    """The engine's config (what the job queue reads) plus the bot's ``[discord]`` table."""
+    """The engine's config (what the job queue reads) plus the bot's ``[discord]``, ``[http]`` and
+    ``[gallery]`` tables."""
 
     discord: DiscordConfig = DiscordConfig()
+    http: HttpConfig = HttpConfig()
+    gallery: GalleryConfig = GalleryConfig()
+
+    def gallery_url(self) -> str:
+        """Where people reach the gallery: ``gallery.public_url``, else the web server's own address."""
+        return self.gallery.public_url or f"http://{self.http.host}:{self.http.port}"
 
     def progress_every(self) -> int:
         return self.discord.progress_every or self.generation.progress_every
 
 
+def _table(data: dict[str, object], name: str, path: str | os.PathLike[str] | None) -> dict[str, object]:
+    table = data.pop(name, {})
+    if not isinstance(table, dict):
+        raise ConfigError(f"{path}: {name}: must be a table ([{name}])")
+    return table
+
+
 def load_bot_config(path: str | os.PathLike[str] | None = None) -> BotConfig:
     """Read ``config.toml`` (or defaults): the engine's tables, then ``[discord]`` with
-    ``$DISCORD_API_BASE`` applied."""
+    ``$DISCORD_API_BASE`` applied, ``[http]``, and ``[gallery]`` with ``$VQGAN_CLIP_GALLERY_SECRET``."""
     data = read_toml(path) if path is not None else {}
-    table = data.pop("discord", {})
-    if not isinstance(table, dict):
-        raise ConfigError(f"{path}: discord: must be a table ([discord])")
+    table = _table(data, "discord", path)
+    http = validate(HttpConfig, _table(data, "http", path), path, "http")
+    gallery = validate(GalleryConfig, _table(data, "gallery", path), path, "gallery")
     engine = validate(Config, data, path)
     if env := os.environ.get("DISCORD_API_BASE"):
         validate(DiscordConfig, {"api_base": env}, "$DISCORD_API_BASE", "discord")  # its own error, naming it
         table = {**table, "api_base": env}
-    return BotConfig(**dict(engine), discord=validate(DiscordConfig, table, path, "discord"))
+    if gallery.enabled:
+        if not gallery.secret.get_secret_value():
+            gallery = gallery.model_copy(update={"secret": SecretStr(os.environ.get(GALLERY_SECRET_ENV, ""))})
+        if len(gallery.secret.get_secret_value()) < MIN_SECRET_CHARS:
+            raise ConfigError(f"{path or 'config'}: gallery.secret: set it (or ${GALLERY_SECRET_ENV}) to at least "
+                              f"{MIN_SECRET_CHARS} random characters, e.g. the output of `openssl rand -hex 32`")
+        if not http.enabled:
+            raise ConfigError(f"{path or 'config'}: gallery.enabled: the gallery needs the web server: set http.port")
+    return BotConfig(**dict(engine), discord=validate(DiscordConfig, table, path, "discord"), http=http,
+                     gallery=gallery)
