@@ -24,14 +24,18 @@ from bot import replies, roles
 from bot.config import BotConfig
 from bot.delivery import Delivery
 from bot.endpoints import point_at
+from bot.moderation import Moderation
+from bot.modlog import ModLog
 from bot.origin import INTERACTION_TOKEN, TOKEN_EXPIRES_S
 from bot.pending import Preparing
+from bot.refusals import Refusals
 from bot.uploads import prune_uploads
 from engine import JobQueue
 
 log = logging.getLogger(__name__)
 
-COGS = ("bot.cogs.imagine", "bot.cogs.zoom", "bot.cogs.gestures", "bot.cogs.queue", "bot.cogs.buttons")
+COGS = ("bot.cogs.imagine", "bot.cogs.zoom", "bot.cogs.gestures", "bot.cogs.queue", "bot.cogs.buttons",
+        "bot.cogs.moderation")
 SYNC_HASH_FILE = "commands.sha256"
 
 
@@ -65,6 +69,9 @@ class VQGANBot(commands.Bot):
         self.queue = queue
         self.delivery = Delivery(self, cfg, queue)
         self.preparing = Preparing()  # requests downloading: they count against the pending limit
+        self.refusals = Refusals()  # refusals by kind (what /metrics exports)
+        self.modlog = ModLog(self, cfg)  # [moderation] log_channel
+        self.moderation = Moderation(cfg, self.refusals, self.modlog)  # banned words, checked before queueing
         self.sync_commands = sync_commands
         self._unsubscribe: Callable[[], None] | None = None
         self._heartbeat: asyncio.Task[None] | None = None
@@ -88,6 +95,7 @@ class VQGANBot(commands.Bot):
         self._unsubscribe = self.queue.subscribe(self.delivery)
         await self.queue.start()
         self._queue_started = True
+        await self.moderation.open()  # its table is in the job store's file, opened (and upgraded) just now
         await self.queue.expire_origin_key(INTERACTION_TOKEN, TOKEN_EXPIRES_S)  # jobs stored before expiry
         self._heartbeat = asyncio.create_task(self._beat(), name="heartbeat")
 
@@ -108,6 +116,8 @@ class VQGANBot(commands.Bot):
                     log.exception("closing the job queue failed")
                 await self.delivery.close()  # waits a little for the last events to be delivered
                 self._queue_started = False
+            await self.moderation.close()
+            await self.modlog.close()
             if self._unsubscribe is not None:
                 self._unsubscribe()
         await super().close()

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from pydantic import Field, field_validator
 
+from bot.wordfilter import Rule, check_entry
 from engine import Config, ConfigError, Section, read_toml, validate
 
 DEFAULT_API_BASE = "https://discord.com"
@@ -106,10 +107,65 @@ class DiscordConfig(Section):
         return self.data_path / HEARTBEAT_FILE
 
 
+def _entries(v: list[str]) -> list[str]:
+    """Each banned entry checked once, at start-up: a bad ``re:`` rule is a config error naming it."""
+    for entry in v:
+        check_entry(entry)
+    return v
+
+
+class GuildModeration(Section):
+    """``[moderation.guilds.<server id>]``: one server's own list and log channel."""
+
+    # Added to the global list on this server (or instead of it, with replace = true).
+    banned: list[str] = Field(default_factory=list)
+    # True: this server uses its own list only, not [moderation] banned.
+    replace: bool = False
+    # This server's log channel; unset = [moderation] log_channel; 0 = none for this server.
+    log_channel: int | None = Field(None, ge=0)
+
+    @field_validator("banned")
+    @classmethod
+    def _banned(cls, v: list[str]) -> list[str]:
+        return _entries(v)
+
+
+class ModerationConfig(Section):
+    """``[moderation]``: banned words and rules, and the channel that hears about requests."""
+
+    # Words (matched as whole words, case-insensitively, after Unicode normalisation) and
+    # "re:PATTERN" regular expressions (see bot.wordfilter). Moderators add more with /moderation ban.
+    banned: list[str] = Field(default_factory=list)
+    # A channel id: one line per accepted request and per refusal (bot.modlog); 0 = none.
+    log_channel: int = Field(0, ge=0)
+    # Per-server overrides, keyed by server id.
+    guilds: dict[int, GuildModeration] = Field(default_factory=dict)
+
+    @field_validator("banned")
+    @classmethod
+    def _banned(cls, v: list[str]) -> list[str]:
+        return _entries(v)
+
+    def rules_for(self, guild_id: int | None) -> list[Rule]:
+        """The configured rules that hold on ``guild_id`` (None: direct messages, the global list)."""
+        own = self.guilds.get(guild_id) if guild_id is not None else None
+        rules = [] if own is not None and own.replace else [Rule(e, "config") for e in self.banned]
+        if own is not None:
+            rules += [Rule(e, "server config") for e in own.banned]
+        return rules
+
+    def log_channel_for(self, guild_id: int | None) -> int | None:
+        """Where the lines about a request on ``guild_id`` go, or None."""
+        own = self.guilds.get(guild_id) if guild_id is not None else None
+        channel = own.log_channel if own is not None and own.log_channel is not None else self.log_channel
+        return channel or None
+
+
 class BotConfig(Config):
-    """The engine's config (what the job queue reads) plus the bot's ``[discord]`` table."""
+    """The engine's config (what the job queue reads) plus the bot's ``[discord]`` and ``[moderation]``."""
 
     discord: DiscordConfig = DiscordConfig()
+    moderation: ModerationConfig = ModerationConfig()
 
     def progress_every(self) -> int:
         return self.discord.progress_every or self.generation.progress_every
@@ -117,13 +173,16 @@ class BotConfig(Config):
 
 def load_bot_config(path: str | os.PathLike[str] | None = None) -> BotConfig:
     """Read ``config.toml`` (or defaults): the engine's tables, then ``[discord]`` with
-    ``$DISCORD_API_BASE`` applied."""
+    ``$DISCORD_API_BASE`` applied, and ``[moderation]``."""
     data = read_toml(path) if path is not None else {}
     table = data.pop("discord", {})
-    if not isinstance(table, dict):
-        raise ConfigError(f"{path}: discord: must be a table ([discord])")
+    moderation = data.pop("moderation", {})
+    for name, value in (("discord", table), ("moderation", moderation)):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{path}: {name}: must be a table ([{name}])")
     engine = validate(Config, data, path)
     if env := os.environ.get("DISCORD_API_BASE"):
         validate(DiscordConfig, {"api_base": env}, "$DISCORD_API_BASE", "discord")  # its own error, naming it
         table = {**table, "api_base": env}
-    return BotConfig(**dict(engine), discord=validate(DiscordConfig, table, path, "discord"))
+    return BotConfig(**dict(engine), discord=validate(DiscordConfig, table, path, "discord"),
+                     moderation=validate(ModerationConfig, moderation, path, "moderation"))

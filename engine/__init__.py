@@ -54,6 +54,7 @@ if TYPE_CHECKING:
         decode,
         encode,
     )
+    from engine.jobs.bans import Ban, BanList
     from engine.jobs.events import (
         Event,
         Failed,
@@ -159,6 +160,8 @@ PUBLIC: dict[str, tuple[str, str]] = {  # name -> (module, attribute)
     "prepare": ("engine.method.generate", "prepare"),
     "start": ("engine.method.generate", "start"),
     "step_together": ("engine.method.generate", "step_together"),
+    "Ban": ("engine.jobs.bans", "Ban"),
+    "BanList": ("engine.jobs.bans", "BanList"),
     "PENDING": ("engine.jobs.job", "PENDING"),
     "TERMINAL": ("engine.jobs.job", "TERMINAL"),
     "Job": ("engine.jobs.job", "Job"),

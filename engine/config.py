@@ -199,7 +199,7 @@ class Config(Section):
     timelapse: TimelapseConfig = TimelapseConfig()
 
 
-FRONT_END_TABLES = ("discord",)  # tables of config.toml that a front end validates (bot.config), not the engine
+FRONT_END_TABLES = ("discord", "moderation")  # tables of config.toml that a front end validates (bot.config), not the engine
 
 
 M = TypeVar("M", bound=BaseModel)

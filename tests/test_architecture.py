@@ -30,10 +30,11 @@ ENGINE_LAYERS: list[tuple[str, ...]] = [
     ("engine", "engine.__main__"),  # the package's face: the public API, and `python -m engine`
 ]
 BOT_LAYERS: list[tuple[str, ...]] = [
+    ("bot.wordfilter", "bot.refusals"),  # pure: banned-word matching, refusal counts
     ("bot.config", "bot.limits", "bot.origin", "bot.images", "bot.timelapse", "bot.views"),
     ("bot.endpoints", "bot.roles", "bot.replies", "bot.health", "bot.texts"),
-    ("bot.cdn", "bot.access"),
-    ("bot.uploads", "bot.inputs", "bot.pending"),
+    ("bot.cdn", "bot.access", "bot.modlog"),
+    ("bot.uploads", "bot.inputs", "bot.pending", "bot.moderation"),
     ("bot.editing",),
     ("bot.delivery",),
     ("bot.app",),

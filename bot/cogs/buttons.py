@@ -24,6 +24,7 @@ from bot import replies, submit
 from bot.access import check_access_interaction, moderates
 from bot.cogs.gestures import EditForm
 from bot.editing import MAX_PIECES, again, piece_name
+from bot.modlog import Asker
 from bot.pending import check_pending
 from bot.texts import describe_request, short_prompt
 from bot.timelapse import NO_FRAMES, frames_of, render
@@ -146,6 +147,7 @@ class Buttons(commands.Cog, name=COG):
         try:
             check_pending(self.bot.cfg, self.bot.queue, owner, self.bot.preparing)
             req, note, source = again(self.bot.cfg, job, "rerun" if how == "rerun" else "vary")
+            self.bot.moderation.check(Asker.of(interaction), req.prompt, req.region)
         except UserError as e:
             await replies.refuse(interaction, str(e))
             return

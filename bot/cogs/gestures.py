@@ -29,6 +29,7 @@ from bot.access import check_access, check_access_interaction, check_access_mess
 from bot.delivery import Sendable
 from bot.editing import MAX_PIECES, again, piece_name, prepare, split_arrow
 from bot.inputs import build_request
+from bot.modlog import Asker
 from bot.pending import check_pending
 from bot.uploads import ImageRef, check_attachment, image_attachments
 from engine import Job, Request, UserError
@@ -95,6 +96,7 @@ async def edit_from_modal(bot: VQGANBot, interaction: discord.Interaction, targe
             prompt = text
         check_pending(bot.cfg, bot.queue, owner, bot.preparing)  # again: time passed
         build_request(bot.cfg, prompt=prompt, kind="edit", region=region)
+        bot.moderation.check(Asker.of(interaction), prompt, region)
     except UserError as e:
         await replies.refuse(interaction, str(e))
         return
@@ -209,10 +211,13 @@ class Gestures(commands.Cog):
         """Edit ``target``'s image(s): one picture, or several as a collage; ``a -> b`` is a region edit."""
         cfg = self.bot.cfg
         owner = str(message.author.id)
+        command = "reply" if message.reference is not None else "mention"
+        asker = Asker(message.author.id, message.guild.id if message.guild else None, message.channel.id, command)
         try:
             region, prompt = split_arrow(text)
             check_pending(cfg, self.bot.queue, owner, self.bot.preparing)
             build_request(cfg, prompt=prompt, kind="edit", region=region)
+            self.bot.moderation.check(asker, prompt, region)
         except UserError as e:
             await self._notice(message, str(e))
             return
@@ -223,7 +228,7 @@ class Gestures(commands.Cog):
                 await self._notice(message, str(e))
                 return
             await submit.from_message(self.bot, message, req, owner=message.author.id, member=message.author,
-                                      note=note, release=release)
+                                      note=note, release=release, command=command)
 
     async def _edit_request(self, target: discord.Message, atts: list[discord.Attachment], prompt: str,
                             region: str | None) -> tuple[Request, str | None]:
@@ -305,7 +310,7 @@ class Gestures(commands.Cog):
             await self._notice(anchor, f"<@{payload.user_id}> {e}")
             return
         await submit.from_message(self.bot, anchor, req, owner=payload.user_id, member=payload.member,
-                                  note=note, source=source)
+                                  note=note, source=source, command=f"{payload.emoji} reaction")
 
     async def _cancel(self, payload: discord.RawReactionActionEvent, job: Job) -> None:
         moderator = moderates(self.bot.cfg, payload.member, payload.guild_id, job)

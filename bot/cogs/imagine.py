@@ -19,6 +19,7 @@ from bot import limits, replies, submit
 from bot.access import check_access_interaction
 from bot.editing import piece_name, prepare, split_arrow
 from bot.inputs import ASPECTS, build_request, parse_size
+from bot.modlog import Asker
 from bot.origin import Origin
 from bot.pending import check_pending
 from bot.uploads import ImageRef, check_attachment, download
@@ -52,6 +53,7 @@ class Imagine(commands.Cog):
             check_access_interaction(cfg, interaction)
             check_pending(cfg, self.bot.queue, str(interaction.user.id), self.bot.preparing)
             build_request(cfg, prompt=prompt, **fields)
+            self.bot.moderation.check(Asker.of(interaction), prompt, fields.get("region"))
             for what, att in attachments.items():
                 if att is not None:
                     check_attachment(cfg, ImageRef.of(att), what)

@@ -19,6 +19,7 @@ from bot import replies, submit
 from bot.access import check_access_interaction
 from bot.config import BotConfig
 from bot.inputs import build_request
+from bot.modlog import Asker
 from bot.pending import check_pending
 from engine import MAX_SEED, Request, UserError
 
@@ -68,6 +69,7 @@ class Zoom(commands.Cog):
             check_access_interaction(cfg, interaction)
             check_pending(cfg, self.bot.queue, owner, self.bot.preparing)
             req = zoom_request(cfg, prompt, frames, steps_per_frame, zoom, seed)
+            self.bot.moderation.check(Asker.of(interaction), req.prompt)
         except UserError as e:
             await replies.refuse(interaction, str(e))
             return

@@ -67,6 +67,12 @@ def _v2(db: sqlite3.Connection) -> None:
                "AND (o.started_at, o.rowid) <= (jobs.started_at, jobs.rowid)) WHERE started_at IS NOT NULL")
 
 
+def _v3(db: sqlite3.Connection) -> None:
+    """Entries moderators banned (``/moderation ban``), per scope (the bot's: a server id): ``engine.jobs.bans``."""
+    db.execute("CREATE TABLE banned (scope TEXT NOT NULL, entry TEXT NOT NULL, added_by TEXT NOT NULL, "
+               "added_at REAL NOT NULL, PRIMARY KEY (scope, entry))")
+
+
 def _v1(db: sqlite3.Connection) -> None:
     """The first release's layout (``executescript`` would commit the migration's transaction)."""
     for statement in _V1.split(";"):
@@ -76,7 +82,7 @@ def _v1(db: sqlite3.Connection) -> None:
 
 # Index n-1 holds the step to version n. Version 1 is the layout the first release wrote
 # without a version number (so an unversioned file with a ``jobs`` table is version 0 -> 1: a no-op).
-MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_v1, _v2]
+MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_v1, _v2, _v3]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -103,12 +109,7 @@ class JobStore:
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        try:
-            self._db = self._open(self.path)
-        except StorageError:
-            raise
-        except (sqlite3.Error, OSError) as e:
-            raise StorageError(storage_problem(e, self.path)) from e
+        self._db = open_database(self.path)
 
     @staticmethod
     def _open(p: Path) -> sqlite3.Connection:
@@ -134,8 +135,9 @@ class JobStore:
             for n in range(version + 1, SCHEMA_VERSION + 1):
                 db.execute("BEGIN IMMEDIATE")
                 try:
-                    MIGRATIONS[n - 1](db)
-                    db.execute(f"PRAGMA user_version={n}")
+                    if db.execute("PRAGMA user_version").fetchone()[0] < n:  # not done by another connection
+                        MIGRATIONS[n - 1](db)
+                        db.execute(f"PRAGMA user_version={n}")
                     db.execute("COMMIT")
                 except BaseException:
                     db.execute("ROLLBACK")
@@ -199,6 +201,18 @@ class JobStore:
                 except (TypeError, ValueError):
                     pass  # kept as text: the queue fails this job as unreadable
         return out
+
+
+def open_database(path: str | Path) -> sqlite3.Connection:
+    """The job store's file opened (and upgraded) as ``JobStore`` opens it, for the other tables that live
+    in it (``engine.jobs.bans``); autocommit, to be used from one thread. Failures are ``StorageError``s."""
+    p = Path(path)
+    try:
+        return JobStore._open(p)
+    except StorageError:
+        raise
+    except (sqlite3.Error, OSError) as e:
+        raise StorageError(storage_problem(e, p)) from e
 
 
 def read_pending(db_path: str | Path) -> list[tuple[str, str]]:
