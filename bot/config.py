@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Annotated
 
-from pydantic import Field, field_validator
+from pydantic import AfterValidator, Field, field_validator
 
 from bot.wordfilter import Rule, check_entry
 from engine import Config, ConfigError, Section, read_toml, validate
@@ -107,27 +108,24 @@ class DiscordConfig(Section):
         return self.data_path / HEARTBEAT_FILE
 
 
-def _entries(v: list[str]) -> list[str]:
-    """Each banned entry checked once, at start-up: a bad ``re:`` rule is a config error naming it."""
-    for entry in v:
-        check_entry(entry)
+def _entry(v: str) -> str:
+    check_entry(v)
     return v
+
+
+# A banned entry, checked once at start-up: a bad ``re:`` rule is a config error naming it and its place.
+BannedEntry = Annotated[str, AfterValidator(_entry)]
 
 
 class GuildModeration(Section):
     """``[moderation.guilds.<server id>]``: one server's own list and log channel."""
 
     # Added to the global list on this server (or instead of it, with replace = true).
-    banned: list[str] = Field(default_factory=list)
+    banned: list[BannedEntry] = Field(default_factory=list)
     # True: this server uses its own list only, not [moderation] banned.
     replace: bool = False
     # This server's log channel; unset = [moderation] log_channel; 0 = none for this server.
     log_channel: int | None = Field(None, ge=0)
-
-    @field_validator("banned")
-    @classmethod
-    def _banned(cls, v: list[str]) -> list[str]:
-        return _entries(v)
 
 
 class ModerationConfig(Section):
@@ -135,16 +133,11 @@ class ModerationConfig(Section):
 
     # Words (matched as whole words, case-insensitively, after Unicode normalisation) and
     # "re:PATTERN" regular expressions (see bot.wordfilter). Moderators add more with /moderation ban.
-    banned: list[str] = Field(default_factory=list)
+    banned: list[BannedEntry] = Field(default_factory=list)
     # A channel id: one line per accepted request and per refusal (bot.modlog); 0 = none.
     log_channel: int = Field(0, ge=0)
     # Per-server overrides, keyed by server id.
     guilds: dict[int, GuildModeration] = Field(default_factory=dict)
-
-    @field_validator("banned")
-    @classmethod
-    def _banned(cls, v: list[str]) -> list[str]:
-        return _entries(v)
 
     def rules_for(self, guild_id: int | None) -> list[Rule]:
         """The configured rules that hold on ``guild_id`` (None: direct messages, the global list)."""
