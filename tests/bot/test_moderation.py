@@ -66,7 +66,7 @@ async def test_a_banned_prompt_is_refused_privately_everywhere_and_the_log_chann
         lines = await fake.wait_for(lambda: len(fake.messages_in(log_ch)) >= 6 and fake.messages_in(log_ch))
         assert bot.refusals.counts() == {"moderation": 6}
         assert runner.calls == [] and bot.queue.pending() == [] and not bot.queue.jobs_of(str(alice.id))
-        assert public(fake, but=[log_ch]) == [notice]  # no status message, thread or echo anywhere
+        assert public(fake, but=[log_ch]) == [notice] and fake.threads() == []  # no status, thread or echo
         commands = ["/imagine", "/zoom", "/edit", "/edit", "reply", "edit form"]
         rules = ["`gore`", "`re:sp[i1]ders?`", "`gore`", "`gore`", "`gore`", "`re:sp[i1]ders?`"]
         for line, command, rule in zip(lines, commands, rules, strict=True):
