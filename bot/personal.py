@@ -64,9 +64,17 @@ def saved_fields(cfg: BotConfig, s: UserSettings, *, kinds: tuple[str, ...] = ("
     return out, left_out
 
 
-def check_settings(cfg: BotConfig, s: UserSettings) -> None:
-    """Refuse settings a request would refuse, in its own words (one line)."""
-    saved_fields(cfg, s, strict=True)
+def check_settings(cfg: BotConfig, s: UserSettings, before: UserSettings | None = None) -> None:
+    """Refuse settings a request would refuse, in its own words (one line). With ``before``, only what
+    changed is checked: a value the server refuses since it was saved does not block changing another."""
+    def changed(*names: str) -> bool:
+        return before is None or any(getattr(s, n) != getattr(before, n) for n in names)
+
+    kinds = tuple(k for k, names in (("model", ("model",)), ("clip", ("clip",)), ("size", ("size", "aspect")),
+                                     ("steps", ("steps",))) if changed(*names))
+    saved_fields(cfg, s, kinds=kinds, strict=True)
+    if not changed("suffix"):
+        return
     if len(s.suffix) >= cfg.limits.max_prompt_chars:
         raise UserError(f"the style suffix is {len(s.suffix)} characters; a prompt with it is at most "
                         f"{cfg.limits.max_prompt_chars}")
@@ -77,6 +85,11 @@ def check_settings(cfg: BotConfig, s: UserSettings) -> None:
 def notes(*lines: str | None) -> str | None:
     """A status message's notes, joined (None when there are none)."""
     return " · ".join(line for line in lines if line) or None
+
+
+def unusable(cfg: BotConfig, s: UserSettings) -> str | None:
+    """Which saved settings this server refuses now (left out of requests), as a note; None: all are used."""
+    return _note(saved_fields(cfg, s)[1])
 
 
 def _note(left_out: list[str]) -> str | None:

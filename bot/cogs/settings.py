@@ -112,6 +112,8 @@ def panel_text(cfg: BotConfig, s: UserSettings) -> str:
     ]
     if GRID_COUNTS:
         lines.insert(5, f"• grid: `{s.grid if s.grid is not None else 'default'}`")
+    if note := personal.unusable(cfg, s):
+        lines.append(f"-# ⚠️ {note}")
     return limits.fit("\n".join(lines))
 
 
@@ -211,11 +213,12 @@ class Settings(commands.Cog):
         await interaction.response.send_message(panel_text(self.bot.cfg, s), view=panel_view(self.bot.cfg, s),
                                                 ephemeral=True, allowed_mentions=replies.QUIET)
 
-    async def _save(self, interaction: discord.Interaction, s: UserSettings) -> None:
-        """Check and keep ``s`` for the person, then show the panel again (in place when it can)."""
+    async def _save(self, interaction: discord.Interaction, s: UserSettings, before: UserSettings) -> None:
+        """Check what changed since ``before`` and keep ``s`` for the person, then show the panel again (in
+        place when it can)."""
         cfg = self.bot.cfg
         try:
-            personal.check_settings(cfg, s)
+            personal.check_settings(cfg, s, before)
             await self.bot.preferences.save_settings(interaction.user.id, s)
         except UserError as e:
             await replies.refuse(interaction, str(e))
@@ -227,7 +230,7 @@ class Settings(commands.Cog):
             await interaction.response.send_message(text, view=view, ephemeral=True, allowed_mentions=replies.QUIET)
 
     async def choose(self, interaction: discord.Interaction, menu: Menu, values: list[str]) -> None:
-        s = await self.bot.preferences.settings(interaction.user.id)
+        s = before = await self.bot.preferences.settings(interaction.user.id)
         value = values[0] if values else DEFAULT
         picked = None if value == DEFAULT else value
         changes: dict[str, Any] = {menu: picked}
@@ -242,16 +245,16 @@ class Settings(commands.Cog):
         except UserError as e:
             await replies.refuse(interaction, str(e))
             return
-        await self._save(interaction, s)
+        await self._save(interaction, s, before)
 
     async def press(self, interaction: discord.Interaction, action: Action) -> None:
         s = await self.bot.preferences.settings(interaction.user.id)
         if action == "form":
             await interaction.response.send_modal(SettingsForm(self.bot.cfg, s))
         elif action == "timelapse":
-            await self._save(interaction, changed(s, timelapse=not s.timelapse))
+            await self._save(interaction, changed(s, timelapse=not s.timelapse), s)
         else:
-            await self._save(interaction, UserSettings())
+            await self._save(interaction, UserSettings(), s)
 
     @commands.Cog.listener()
     async def on_interaction(self, interaction: discord.Interaction) -> None:
@@ -263,11 +266,12 @@ class Settings(commands.Cog):
                   for row in data.get("components", []) for c in row.get("components", [])}
         try:
             check_access_interaction(self.bot.cfg, interaction)
-            s = from_form(self.bot.cfg, await self.bot.preferences.settings(interaction.user.id), values)
+            before = await self.bot.preferences.settings(interaction.user.id)
+            s = from_form(self.bot.cfg, before, values)
         except UserError as e:
             await replies.refuse(interaction, str(e))
             return
-        await self._save(interaction, s)
+        await self._save(interaction, s, before)
 
 
 async def setup(bot: VQGANBot) -> None:

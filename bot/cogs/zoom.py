@@ -30,7 +30,7 @@ log = logging.getLogger(__name__)
 def zoom_request(cfg: BotConfig, prompt: str, frames: int, steps_per_frame: int | None, zoom: float | None,
                  seed: int | None, **fields: Any) -> Request:
     """A validated zoom request within the server's limits (``check_limits`` covers ``max_frames`` and
-    ``max_video_steps``), or a one-line ``UserError``."""
+    ``max_video_steps``), or a one-line ``UserError``; ``fields``: the asker's models (``bot.personal``)."""
     spec: dict[str, Any] = {"frames": frames}
     if steps_per_frame is not None:
         spec["steps_per_frame"] = steps_per_frame

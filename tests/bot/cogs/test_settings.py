@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import sqlite3
+import sys
+
 from bot.origin import Origin
-from tests.bot.conftest import FakeRunner, make_config, run_bot, submitted, wait_ephemeral, wait_results
+from tests.bot.conftest import FakeRunner, make_config, png, run_bot, submitted, wait_ephemeral, wait_results
 
 FORM = "vqgan-settings:form"
 
@@ -46,7 +49,7 @@ async def test_saved_settings_paint_imagine_an_option_given_wins_and_they_surviv
     runner = FakeRunner(delay=0)
     async with run_bot(fake, cfg, runner) as bot:
         alice, bob = fake.add_user("alice"), fake.add_user("bob")
-        panel = await open_panel(fake, alice)
+        panel = first_panel = await open_panel(fake, alice)
         assert {"model", "aspect", "form", "timelapse", "reset"} <= set(controls(panel))
         assert "clip" not in controls(panel)  # one CLIP offered: nothing to choose
         panel = await pick(fake, alice, panel, "model", "wikiart_16384")
@@ -82,12 +85,15 @@ async def test_saved_settings_paint_imagine_an_option_given_wins_and_they_surviv
     async with run_bot(fake, _config(tmp_path, fake, max_steps=5), runner2) as bot:
         panel = await open_panel(fake, alice)
         assert "model: `wikiart_16384`" in panel.content and "steps: `6`" in panel.content
+        assert "⚠️ not used from your /settings: 6 steps" in panel.content  # said on the panel too
         again = await fake.slash(alice, fake.channel, "imagine", {"prompt": "a keep"})
         await submitted(fake, bot, again)
         await fake.wait_for(lambda: len(runner2.calls) == 1)
         req = runner2.calls[0]
         assert req.models.vqgan == "wikiart_16384" and req.prompt == "a keep, oil painting" and req.steps == 4
         assert "not used from your /settings: 6 steps (steps must be between 1 and 5" in again.original.content
+        old_panel = await pick(fake, alice, first_panel, "aspect", "tall")  # a panel from before the restart
+        assert "size: `tall`" in old_panel.content and "model: `wikiart_16384`" in old_panel.content
 
 
 async def test_settings_are_checked_as_a_request_and_reset_forgets_them(fake, tmp_path):
@@ -116,3 +122,43 @@ async def test_settings_are_checked_as_a_request_and_reset_forgets_them(fake, tm
         await fake.slash(alice, fake.channel, "imagine", {"prompt": "a reset"})
         await wait_results(fake)
         assert (runner.calls[0].width, runner.calls[0].height, runner.calls[0].steps) == (64, 64, 4)
+
+
+async def test_an_edit_by_reply_takes_the_saved_model_and_suffix_but_not_the_steps(fake, tmp_path):
+    runner = FakeRunner(delay=0)
+    async with run_bot(fake, _config(tmp_path, fake), runner):
+        alice = fake.add_user("alice")
+        panel = await pick(fake, alice, await open_panel(fake, alice), "model", "wikiart_16384")
+        await (await fill_form(fake, alice, panel, steps="6", suffix="in snow")).wait_response()
+        upload = await fake.user_message(alice, fake.channel, "", attachments=[("a.png", png((64, 64)), "image/png")])
+        await fake.user_message(alice, fake.channel, "a red barn", reply_to=upload)
+        await wait_results(fake)
+        [req] = runner.calls
+        assert (req.kind, req.prompt, req.models.vqgan, req.steps) == ("edit", "a red barn, in snow", "wikiart_16384", 4)
+
+
+async def test_with_the_redis_backend_settings_and_styles_live_in_the_bots_own_file(fake, tmp_path):
+    from tests.fleet import free_port
+
+    cfg = make_config(tmp_path, fake, queue={"backend": "redis", "redis_url": f"redis://127.0.0.1:{free_port()}/0"})
+    async with run_bot(fake, cfg) as bot:  # no worker anywhere: the job waits, styled
+        alice = fake.add_user("alice")
+        await wait_ephemeral(fake, await fake.slash(alice, fake.channel, "style save", {"name": "ink", "text": "ink"}))
+        panel = await open_panel(fake, alice)
+        await (await fill_form(fake, alice, panel, suffix="on paper")).wait_response()
+        inter = await fake.slash(alice, fake.channel, "imagine", {"prompt": "a crane", "style": "ink"})
+        job = await submitted(fake, bot, inter)
+        assert job.request.prompt == "a crane, ink, on paper"
+    with sqlite3.connect(cfg.queue.db_path) as db:
+        assert db.execute("SELECT COUNT(*) FROM styles").fetchone()[0] == 1
+        assert db.execute("SELECT COUNT(*) FROM user_settings").fetchone()[0] == 1
+
+
+async def test_where_grids_are_offered_the_panel_keeps_a_grid_count(fake, tmp_path, monkeypatch):
+    """The grid menu appears once ``GRID_COUNTS`` names counts (with /imagine's ``count``); the count is kept."""
+    async with run_bot(fake, _config(tmp_path, fake), FakeRunner(delay=0)) as b:
+        monkeypatch.setattr(sys.modules["bot.cogs.settings"], "GRID_COUNTS", (1, 4))  # as the bot loaded it
+        alice = fake.add_user("alice")
+        panel = await pick(fake, alice, await open_panel(fake, alice), "grid", "4")
+        assert "grid: `4`" in panel.content and len(panel.components) <= 5
+        assert (await b.preferences.settings(alice.id)).grid == 4
