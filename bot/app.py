@@ -30,12 +30,12 @@ from bot.origin import INTERACTION_TOKEN, TOKEN_EXPIRES_S
 from bot.pending import Preparing
 from bot.refusals import Refusals
 from bot.uploads import prune_uploads
-from engine import JobQueue
+from engine import JobQueue, Preferences
 
 log = logging.getLogger(__name__)
 
 COGS = ("bot.cogs.imagine", "bot.cogs.zoom", "bot.cogs.gestures", "bot.cogs.queue", "bot.cogs.buttons",
-        "bot.cogs.moderation")
+        "bot.cogs.moderation", "bot.cogs.settings", "bot.cogs.styles")
 SYNC_HASH_FILE = "commands.sha256"
 
 
@@ -67,6 +67,8 @@ class VQGANBot(commands.Bot):
         )
         self.cfg = cfg
         self.queue = queue
+        # people's /settings and /style: in the job store's file, which is this process's in both backends
+        self.preferences = Preferences(cfg.queue.db_path)
         self.delivery = Delivery(self, cfg, queue)
         self.preparing = Preparing()  # requests downloading: they count against the pending limit
         self.refusals = Refusals()  # refusals by kind (what /metrics exports)
@@ -92,6 +94,7 @@ class VQGANBot(commands.Bot):
         pruned = await asyncio.to_thread(prune_uploads, self.cfg)
         if pruned:
             log.info("pruned %d old uploads", pruned)
+        await self.preferences.open()  # first: it migrates the file the queue then opens
         self._unsubscribe = self.queue.subscribe(self.delivery)
         await self.queue.start()
         self._queue_started = True
@@ -120,6 +123,7 @@ class VQGANBot(commands.Bot):
             await self.modlog.close()
             if self._unsubscribe is not None:
                 self._unsubscribe()
+            await self.preferences.close()
         await super().close()
 
     async def _on_tree_error(self, interaction: discord.Interaction,

@@ -84,6 +84,8 @@ class DiscordConfig(Section):
     thread_archive_minutes: int = 1440
     # Seconds after which a refusal posted in a channel (gestures cannot be ephemeral) is deleted.
     notice_delete_after_s: float = Field(20.0, ge=0)
+    # Styles (/style save) each person may keep, and each server (its moderators' server styles).
+    max_styles: int = Field(25, ge=1)
 
     @field_validator("thread_archive_minutes")
     @classmethod

@@ -68,6 +68,15 @@ if TYPE_CHECKING:
         Started,
     )
     from engine.jobs.job import PENDING, TERMINAL, Job, owner_limit
+    from engine.jobs.preferences import (
+        MAX_STYLE_NAME,
+        Preferences,
+        Style,
+        UserSettings,
+        new_style,
+        style_name,
+        with_style,
+    )
     from engine.media.collage import assemble, build, left_to_right
     from engine.media.files import write_atomic
     from engine.media.imageio import FORMATS as IMAGE_FORMATS
@@ -166,6 +175,13 @@ PUBLIC: dict[str, tuple[str, str]] = {  # name -> (module, attribute)
     "TERMINAL": ("engine.jobs.job", "TERMINAL"),
     "Job": ("engine.jobs.job", "Job"),
     "owner_limit": ("engine.jobs.job", "owner_limit"),
+    "MAX_STYLE_NAME": ("engine.jobs.preferences", "MAX_STYLE_NAME"),
+    "Preferences": ("engine.jobs.preferences", "Preferences"),
+    "Style": ("engine.jobs.preferences", "Style"),
+    "UserSettings": ("engine.jobs.preferences", "UserSettings"),
+    "new_style": ("engine.jobs.preferences", "new_style"),
+    "style_name": ("engine.jobs.preferences", "style_name"),
+    "with_style": ("engine.jobs.preferences", "with_style"),
     "Event": ("engine.jobs.events", "Event"),
     "Failed": ("engine.jobs.events", "Failed"),
     "Finished": ("engine.jobs.events", "Finished"),

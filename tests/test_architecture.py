@@ -35,7 +35,7 @@ BOT_LAYERS: list[tuple[str, ...]] = [
     ("bot.endpoints", "bot.roles", "bot.replies", "bot.health", "bot.texts"),
     ("bot.cdn", "bot.access", "bot.modlog"),
     ("bot.uploads", "bot.inputs", "bot.pending", "bot.moderation"),
-    ("bot.editing",),
+    ("bot.editing", "bot.personal"),
     ("bot.delivery",),
     ("bot.app",),
     ("bot.submit",),  # what commands and gestures share: post the status, submit, answer

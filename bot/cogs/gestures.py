@@ -24,7 +24,7 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot import replies, submit
+from bot import personal, replies, submit
 from bot.access import check_access, check_access_interaction, check_access_message, moderates
 from bot.delivery import Sendable
 from bot.editing import MAX_PIECES, again, piece_name, prepare, split_arrow
@@ -73,13 +73,15 @@ class EditForm(discord.ui.Modal):
 
 
 async def edit_request(bot: VQGANBot, target: discord.Message, atts: list[discord.Attachment], prompt: str,
-                       region: str | None) -> tuple[Request, str | None]:
-    """Download and compose the pictures; the parent is the job whose result ``target`` shows."""
+                       region: str | None, *, user: int, guild: int | None) -> tuple[Request, str | None]:
+    """Download and compose the pictures; the parent is the job whose result ``target`` shows. The
+    asker's (``user`` on server ``guild``) /settings give the models and a suffix to the prompt."""
+    mine = await personal.for_painting(bot.preferences, bot.cfg, user=user, guild=guild, prompt=prompt)
     edit = await prepare(bot, bot.cfg, [ImageRef.of(a) for a in atts])
     parent = bot.queue.find(result_message_id=target.id)
-    req = build_request(bot.cfg, prompt=prompt, kind="edit", region=region, **edit.fields(),
+    req = build_request(bot.cfg, prompt=mine.prompt, kind="edit", region=region, **edit.fields(), **mine.fields,
                         parent=parent.id if parent else None)
-    return req, edit.note
+    return req, personal.notes(edit.note, mine.note)
 
 
 async def edit_from_modal(bot: VQGANBot, interaction: discord.Interaction, target: discord.Message,
@@ -103,7 +105,8 @@ async def edit_from_modal(bot: VQGANBot, interaction: discord.Interaction, targe
     with bot.preparing.hold(owner) as release:  # right after the check: no await between
         await interaction.response.defer(thinking=True)
         try:
-            req, note = await edit_request(bot, target, atts, prompt, region)
+            req, note = await edit_request(bot, target, atts, prompt, region, user=interaction.user.id,
+                                           guild=interaction.guild_id)
         except UserError as e:
             await replies.refuse(interaction, str(e))
             return
@@ -223,16 +226,13 @@ class Gestures(commands.Cog):
             return
         with self.bot.preparing.hold(owner) as release:  # right after the check: no await between
             try:
-                req, note = await self._edit_request(target, atts, prompt, region)
+                req, note = await edit_request(self.bot, target, atts, prompt, region, user=message.author.id,
+                                               guild=message.guild.id if message.guild else None)
             except UserError as e:
                 await self._notice(message, str(e))
                 return
             await submit.from_message(self.bot, message, req, owner=message.author.id, member=message.author,
                                       note=note, release=release, command=command)
-
-    async def _edit_request(self, target: discord.Message, atts: list[discord.Attachment], prompt: str,
-                            region: str | None) -> tuple[Request, str | None]:
-        return await edit_request(self.bot, target, atts, prompt, region)
 
     def _warn_no_content(self) -> None:
         """A reply with no words, files or stickers cannot be sent: the content intent is off."""

@@ -15,10 +15,10 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot import limits, replies, submit
+from bot import limits, personal, replies, submit
 from bot.access import check_access_interaction
 from bot.editing import piece_name, prepare, split_arrow
-from bot.inputs import ASPECTS, build_request, parse_size
+from bot.inputs import ASPECTS, build_request
 from bot.modlog import Asker
 from bot.origin import Origin
 from bot.pending import check_pending
@@ -80,6 +80,7 @@ class Imagine(commands.Cog):
         timelapse="Also post a video of the picture forming",
         model="The VQGAN that paints (the server's choices)",
         clip="The CLIP model that judges, or an ensemble 'A+B' (each extra model is slower)",
+        style="One of your /style styles (or the server's): its words are added to the prompt",
     )
     @app_commands.choices(aspect=[app_commands.Choice(name=k, value=k) for k in ASPECTS])
     async def imagine(
@@ -95,14 +96,19 @@ class Imagine(commands.Cog):
         timelapse: bool | None = None,
         model: str | None = None,
         clip: str | None = None,
+        style: str | None = None,
     ) -> None:
         cfg = self.bot.cfg
-        try:
-            width, height = parse_size(cfg, size, aspect)
+        try:  # the options given, then the asker's /settings, then config.toml
+            check_access_interaction(cfg, interaction)
+            mine = await personal.for_imagine(self.bot.preferences, cfg, user=interaction.user.id,
+                                              guild=interaction.guild_id, prompt=prompt, style=style, size=size,
+                                              aspect=aspect, timelapse=timelapse, steps=steps, model=model, clip=clip)
         except UserError as e:
             await replies.refuse(interaction, str(e))
             return
-        fields: dict[str, Any] = dict(seed=seed, steps=steps, width=width, height=height, model=model, clip=clip)
+        prompt = mine.prompt
+        fields: dict[str, Any] = dict(seed=seed, **mine.fields)
         atts = {"starting image": image, "image prompt": image_prompt}
         if not await self._precheck(interaction, prompt, atts, **fields):
             return
@@ -118,14 +124,20 @@ class Imagine(commands.Cog):
             except UserError as e:
                 await replies.refuse(interaction, str(e))
                 return
-            await submit.from_interaction(self.bot, interaction, req, release=release,
-                                          source=Origin(timelapse=True) if timelapse else None)
+            await submit.from_interaction(self.bot, interaction, req, note=mine.note, release=release,
+                                          source=Origin(timelapse=True) if mine.timelapse else None)
 
     @imagine.autocomplete("model")
     async def _model_choices(self, interaction: discord.Interaction, current: str) -> list[app_commands.Choice[str]]:
         models = self.bot.cfg.models
         offered = [c for c in vqgan_choices(models) if _resolves(models, vqgan=c)]
         return _matching(offered, current, *self._unreachable())
+
+    @imagine.autocomplete("style")
+    async def _style_choices(self, interaction: discord.Interaction,
+                             current: str) -> list[app_commands.Choice[str]]:
+        own, server = await self.bot.preferences.styles(interaction.user.id, interaction.guild_id)
+        return _matching(list(dict.fromkeys(s.name for s in (*own, *server))), current)
 
     @imagine.autocomplete("clip")
     async def _clip_choices(self, interaction: discord.Interaction, current: str) -> list[app_commands.Choice[str]]:
@@ -170,9 +182,14 @@ class Imagine(commands.Cog):
         try:
             if region is None:
                 region, prompt = split_arrow(prompt)
+            check_access_interaction(cfg, interaction)
+            mine = await personal.for_painting(self.bot.preferences, cfg, user=interaction.user.id,
+                                               guild=interaction.guild_id, prompt=prompt)
         except UserError as e:
             await replies.refuse(interaction, str(e))
             return
+        prompt = mine.prompt
+        fields.update(mine.fields)
         pictures = [a for a in (image, image2, image3, image4) if a is not None]
         atts = {piece_name(i, len(pictures)): a for i, a in enumerate(pictures)} | {"mask": mask}
         if not await self._precheck(interaction, prompt, atts, kind="edit", region=region, **fields):
@@ -187,7 +204,8 @@ class Imagine(commands.Cog):
             except UserError as e:
                 await replies.refuse(interaction, str(e))
                 return
-            await submit.from_interaction(self.bot, interaction, req, note=edit.note, release=release)
+            await submit.from_interaction(self.bot, interaction, req, note=personal.notes(edit.note, mine.note),
+                                          release=release)
 
 
 def _resolves(models: ModelsConfig, *, vqgan: str | None = None, clip: str | None = None) -> bool:

@@ -55,6 +55,7 @@ it forming) and **Details** (the full request, only for you). Anyone may press t
 • {d.vary_emoji} on a result: a variation, similar but different (fewer steps, from the picture itself).
 • {d.cancel_emoji} on a job's message: cancel it (yours, or anyone's if you are a moderator).
 
+`/settings` keeps your defaults; `/style save` names words to add with `style:`.
 `/imagine ... timelapse:True` also posts the video of it forming. `/queue` shows what is waiting; `/cancel` stops your newest job. Prompts are at most \
 {lim.max_prompt_chars} characters; you may have {bot.cfg.queue.per_owner_pending} jobs waiting at a time."""
 

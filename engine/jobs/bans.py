@@ -21,7 +21,7 @@ from typing import TypeVar
 from pydantic import BaseModel, ConfigDict
 
 from engine.errors import StorageError
-from engine.jobs.store import open_database, storage_problem
+from engine.jobs.store import connect, storage_problem
 
 T = TypeVar("T")
 
@@ -60,7 +60,7 @@ class BanList:
     async def open(self) -> list[Ban]:
         """Open the file and return every stored entry, oldest first."""
         def opened() -> list[Ban]:
-            self._db = open_database(self.path)
+            self._db = connect(self.path)
             return self._all()
         return await self._call(opened)
 

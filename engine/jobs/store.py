@@ -1,4 +1,5 @@
-"""The job queue's durable record: one SQLite table, one row per job.
+"""The job queue's durable record: one SQLite table, one row per job (and, beside it, each person's
+settings and styles: ``engine.jobs.preferences``).
 
 WAL journal with ``synchronous=NORMAL``: a commit survives the process being killed at any
 point (the database is never left half-written), and writers never block readers. The store
@@ -68,6 +69,15 @@ def _v2(db: sqlite3.Connection) -> None:
 
 
 def _v3(db: sqlite3.Connection) -> None:
+    """Each person's settings and named styles (``engine.jobs.preferences``): a versioned JSON model per
+    row. A style's ``scope`` is ``user:<id>`` (one person's) or ``guild:<id>`` (a server's)."""
+    db.execute("CREATE TABLE user_settings (user_id TEXT PRIMARY KEY, settings TEXT NOT NULL, "
+               "updated_at REAL NOT NULL)")
+    db.execute("CREATE TABLE styles (scope TEXT NOT NULL, name TEXT NOT NULL, style TEXT NOT NULL, "
+               "updated_at REAL NOT NULL, PRIMARY KEY (scope, name))")
+
+
+def _v4(db: sqlite3.Connection) -> None:
     """Entries moderators banned (``/moderation ban``), per scope (the bot's: a server id): ``engine.jobs.bans``."""
     db.execute("CREATE TABLE banned (scope TEXT NOT NULL, entry TEXT NOT NULL, added_by TEXT NOT NULL, "
                "added_at REAL NOT NULL, PRIMARY KEY (scope, entry))")
@@ -82,7 +92,7 @@ def _v1(db: sqlite3.Connection) -> None:
 
 # Index n-1 holds the step to version n. Version 1 is the layout the first release wrote
 # without a version number (so an unversioned file with a ``jobs`` table is version 0 -> 1: a no-op).
-MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_v1, _v2, _v3]
+MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_v1, _v2, _v3, _v4]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -104,48 +114,64 @@ def storage_problem(e: BaseException, path: str | Path, what: str = "the job sto
     return f"{what} {path} failed ({type(e).__name__}: {text}); check the disk and its permissions"
 
 
+def connect(path: str | Path) -> sqlite3.Connection:
+    """The job store's database file opened, made private and migrated to ``SCHEMA_VERSION``: the one way
+    to open it (the job store, and each person's settings and styles, ``engine.jobs.preferences``).
+    Autocommit: each statement commits at once, so nothing waits in an open transaction."""
+    p = Path(path)
+    try:
+        return _open(p)
+    except StorageError:
+        raise
+    except (sqlite3.Error, OSError) as e:
+        raise StorageError(storage_problem(e, p)) from e
+
+
+def _open(p: Path) -> sqlite3.Connection:
+    private_dir(p.parent)
+    fd = os.open(p, os.O_RDWR | os.O_CREAT, 0o600)  # sqlite would create it 0644
+    os.close(fd)
+    for f in (p, *(p.with_name(p.name + s) for s in ("-wal", "-shm", "-journal"))):
+        if f.exists() and os.stat(f).st_mode & 0o077:
+            os.chmod(f, 0o600)  # files an older version made world-readable
+    db = sqlite3.connect(p, isolation_level=None)
+    try:
+        db.row_factory = sqlite3.Row
+        db.execute("PRAGMA busy_timeout=5000")
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=NORMAL")
+        db.execute("PRAGMA secure_delete=ON")
+        while (n := _check_version(p, db) + 1) <= SCHEMA_VERSION:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                if db.execute("PRAGMA user_version").fetchone()[0] == n - 1:  # another connection may have won
+                    MIGRATIONS[n - 1](db)
+                    db.execute(f"PRAGMA user_version={n}")
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+    except BaseException:
+        db.close()
+        raise
+    return db
+
+
+def _check_version(p: Path, db: sqlite3.Connection) -> int:
+    version = int(db.execute("PRAGMA user_version").fetchone()[0])
+    if version > SCHEMA_VERSION:
+        raise StorageError(
+            f"the job store {p} was written by a newer version (schema {version}, this one reads up to "
+            f"{SCHEMA_VERSION}); upgrade, or set queue.db_path to another file")
+    return version
+
+
 class JobStore:
     """Rows of the ``jobs`` table in and out; every call is its own committed transaction."""
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        self._db = open_database(self.path)
-
-    @staticmethod
-    def _open(p: Path) -> sqlite3.Connection:
-        private_dir(p.parent)
-        fd = os.open(p, os.O_RDWR | os.O_CREAT, 0o600)  # sqlite would create it 0644
-        os.close(fd)
-        for f in (p, *(p.with_name(p.name + s) for s in ("-wal", "-shm", "-journal"))):
-            if f.exists() and os.stat(f).st_mode & 0o077:
-                os.chmod(f, 0o600)  # files an older version made world-readable
-        # Autocommit: each statement commits at once, so nothing waits in an open transaction.
-        db = sqlite3.connect(p, isolation_level=None)
-        try:
-            db.row_factory = sqlite3.Row
-            db.execute("PRAGMA busy_timeout=5000")
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=NORMAL")
-            db.execute("PRAGMA secure_delete=ON")
-            version = db.execute("PRAGMA user_version").fetchone()[0]
-            if version > SCHEMA_VERSION:
-                raise StorageError(
-                    f"the job store {p} was written by a newer version (schema {version}, this one reads up to "
-                    f"{SCHEMA_VERSION}); upgrade, or set queue.db_path to another file")
-            for n in range(version + 1, SCHEMA_VERSION + 1):
-                db.execute("BEGIN IMMEDIATE")
-                try:
-                    if db.execute("PRAGMA user_version").fetchone()[0] < n:  # not done by another connection
-                        MIGRATIONS[n - 1](db)
-                        db.execute(f"PRAGMA user_version={n}")
-                    db.execute("COMMIT")
-                except BaseException:
-                    db.execute("ROLLBACK")
-                    raise
-        except BaseException:
-            db.close()
-            raise
-        return db
+        self._db = connect(self.path)
 
     def _run(self, sql: str, args: Any = ()) -> sqlite3.Cursor:
         try:
@@ -201,18 +227,6 @@ class JobStore:
                 except (TypeError, ValueError):
                     pass  # kept as text: the queue fails this job as unreadable
         return out
-
-
-def open_database(path: str | Path) -> sqlite3.Connection:
-    """The job store's file opened (and upgraded) as ``JobStore`` opens it, for the other tables that live
-    in it (``engine.jobs.bans``); autocommit, to be used from one thread. Failures are ``StorageError``s."""
-    p = Path(path)
-    try:
-        return JobStore._open(p)
-    except StorageError:
-        raise
-    except (sqlite3.Error, OSError) as e:
-        raise StorageError(storage_problem(e, p)) from e
 
 
 def read_pending(db_path: str | Path) -> list[tuple[str, str]]:
