@@ -31,7 +31,8 @@ from engine import JobQueue
 
 log = logging.getLogger(__name__)
 
-COGS = ("bot.cogs.imagine", "bot.cogs.zoom", "bot.cogs.gestures", "bot.cogs.queue", "bot.cogs.buttons")
+COGS = ("bot.cogs.imagine", "bot.cogs.zoom", "bot.cogs.gestures", "bot.cogs.queue", "bot.cogs.buttons",
+        "bot.cogs.usage")
 SYNC_HASH_FILE = "commands.sha256"
 
 

@@ -36,6 +36,7 @@ if TYPE_CHECKING:
         Cancelled,
         ModelsUnavailable,
         NotAllowed,
+        OverQuota,
         QueueFull,
         StorageError,
         UserError,
@@ -66,7 +67,8 @@ if TYPE_CHECKING:
         Queued,
         Started,
     )
-    from engine.jobs.job import PENDING, TERMINAL, Job, owner_limit
+    from engine.jobs.job import PENDING, TERMINAL, Job, Lane, owner_limit
+    from engine.jobs.quota import Quota, Usage, format_seconds
     from engine.media.collage import assemble, build, left_to_right
     from engine.media.files import write_atomic
     from engine.media.imageio import FORMATS as IMAGE_FORMATS
@@ -112,6 +114,7 @@ PUBLIC: dict[str, tuple[str, str]] = {  # name -> (module, attribute)
     "Cancelled": ("engine.errors", "Cancelled"),
     "ModelsUnavailable": ("engine.errors", "ModelsUnavailable"),
     "NotAllowed": ("engine.errors", "NotAllowed"),
+    "OverQuota": ("engine.errors", "OverQuota"),
     "QueueFull": ("engine.errors", "QueueFull"),
     "StorageError": ("engine.errors", "StorageError"),
     "UserError": ("engine.errors", "UserError"),
@@ -163,6 +166,10 @@ PUBLIC: dict[str, tuple[str, str]] = {  # name -> (module, attribute)
     "TERMINAL": ("engine.jobs.job", "TERMINAL"),
     "Job": ("engine.jobs.job", "Job"),
     "owner_limit": ("engine.jobs.job", "owner_limit"),
+    "Lane": ("engine.jobs.job", "Lane"),
+    "Quota": ("engine.jobs.quota", "Quota"),
+    "Usage": ("engine.jobs.quota", "Usage"),
+    "format_seconds": ("engine.jobs.quota", "format_seconds"),
     "Event": ("engine.jobs.events", "Event"),
     "Failed": ("engine.jobs.events", "Failed"),
     "Finished": ("engine.jobs.events", "Finished"),
