@@ -35,7 +35,7 @@ from engine import JobQueue, Preferences
 log = logging.getLogger(__name__)
 
 COGS = ("bot.cogs.imagine", "bot.cogs.zoom", "bot.cogs.gestures", "bot.cogs.queue", "bot.cogs.buttons",
-        "bot.cogs.moderation", "bot.cogs.settings", "bot.cogs.styles")
+        "bot.cogs.moderation", "bot.cogs.settings", "bot.cogs.styles", "bot.cogs.usage")
 SYNC_HASH_FILE = "commands.sha256"
 
 

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 import discord
 
-from bot.access import priority_for
+from bot.access import is_moderator, priority_for
 from bot.limits import CONTENT, fit
 from bot.modlog import Asker
 from bot.origin import INTERACTION_TOKEN, TOKEN_EXPIRES_S, Origin
@@ -119,7 +119,8 @@ async def from_interaction(bot: VQGANBot, interaction: discord.Interaction, req:
     try:
         job, _ = await bot.queue.submit(req, owner=owner, origin=origin.stored(),
                                         priority=priority_for(bot.cfg, interaction.user, interaction.guild_id),
-                                        forget_after={INTERACTION_TOKEN: TOKEN_EXPIRES_S})
+                                        forget_after={INTERACTION_TOKEN: TOKEN_EXPIRES_S},
+                                        moderator=is_moderator(bot.cfg, interaction.user, interaction.guild_id))
     except UserError as e:
         _submitted(release)
         if made:
@@ -172,7 +173,8 @@ async def from_message(bot: VQGANBot, anchor: discord.Message | discord.PartialM
     ))
     try:
         job, _ = await bot.queue.submit(req, owner=str(owner), origin=origin.stored(),
-                                        priority=priority_for(bot.cfg, member, guild_id))
+                                        priority=priority_for(bot.cfg, member, guild_id),
+                                        moderator=is_moderator(bot.cfg, member, guild_id))
     except UserError as e:
         _submitted(release)
         if made:

@@ -9,7 +9,9 @@ from __future__ import annotations
 import discord
 
 from bot.limits import THREAD_NAME, fit
-from engine import Job, Request
+from engine import Job, Lane, Request
+
+RELAX = "🐢 you are over today's GPU time: this job waits in the relax lane (it runs when no other job waits; /usage)"
 
 
 def short_prompt(prompt: str, n: int = 180) -> str:
@@ -37,8 +39,7 @@ def status_text(job: Job, line: str, note: str | None = None) -> str:
     return f"{describe_request(job.request)}\n{line}{extra}\n-# job `{job.id}` · by <@{job.owner}>"
 
 
-def position_line(position: int | None) -> str:
-    """Queue positions count from 1 = next to run."""
-    if not position or position <= 1:
-        return "⏳ next in line"
-    return f"⏳ queued: #{position} in line"
+def position_line(position: int | None, lane: Lane = "fast") -> str:
+    """Queue positions count from 1 = next to run; a job in the relax lane says why it waits."""
+    line = "⏳ next in line" if not position or position <= 1 else f"⏳ queued: #{position} in line"
+    return f"{line}\n{RELAX}" if lane == "relax" else line

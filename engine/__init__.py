@@ -36,6 +36,7 @@ if TYPE_CHECKING:
         Cancelled,
         ModelsUnavailable,
         NotAllowed,
+        OverQuota,
         QueueFull,
         StorageError,
         UserError,
@@ -67,7 +68,7 @@ if TYPE_CHECKING:
         Queued,
         Started,
     )
-    from engine.jobs.job import PENDING, TERMINAL, Job, owner_limit
+    from engine.jobs.job import PENDING, TERMINAL, Job, Lane, owner_limit
     from engine.jobs.preferences import (
         MAX_STYLE_NAME,
         Preferences,
@@ -77,6 +78,7 @@ if TYPE_CHECKING:
         style_name,
         with_style,
     )
+    from engine.jobs.quota import Quota, Usage, format_seconds
     from engine.media.collage import assemble, build, left_to_right
     from engine.media.files import write_atomic
     from engine.media.imageio import FORMATS as IMAGE_FORMATS
@@ -122,6 +124,7 @@ PUBLIC: dict[str, tuple[str, str]] = {  # name -> (module, attribute)
     "Cancelled": ("engine.errors", "Cancelled"),
     "ModelsUnavailable": ("engine.errors", "ModelsUnavailable"),
     "NotAllowed": ("engine.errors", "NotAllowed"),
+    "OverQuota": ("engine.errors", "OverQuota"),
     "QueueFull": ("engine.errors", "QueueFull"),
     "StorageError": ("engine.errors", "StorageError"),
     "UserError": ("engine.errors", "UserError"),
@@ -182,6 +185,10 @@ PUBLIC: dict[str, tuple[str, str]] = {  # name -> (module, attribute)
     "new_style": ("engine.jobs.preferences", "new_style"),
     "style_name": ("engine.jobs.preferences", "style_name"),
     "with_style": ("engine.jobs.preferences", "with_style"),
+    "Lane": ("engine.jobs.job", "Lane"),
+    "Quota": ("engine.jobs.quota", "Quota"),
+    "Usage": ("engine.jobs.quota", "Usage"),
+    "format_seconds": ("engine.jobs.quota", "format_seconds"),
     "Event": ("engine.jobs.events", "Event"),
     "Failed": ("engine.jobs.events", "Failed"),
     "Finished": ("engine.jobs.events", "Finished"),

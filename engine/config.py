@@ -166,6 +166,10 @@ class LimitsConfig(Section):
     max_input_pixels: int = Field(40_000_000, ge=256)
     max_frames: int = Field(240, ge=1)  # zoom videos: frames per video
     max_video_steps: int = Field(10_000, ge=1)  # zoom videos: frames x steps per frame
+    # GPU seconds a person's jobs may run per UTC day (engine.jobs.quota); 0 = unlimited.
+    daily_gpu_seconds: float = Field(0.0, ge=0, allow_inf_nan=False)
+    relax: bool = True  # over it: new jobs wait in the relax lane (True) or are refused (False)
+    moderators_exempt: bool = False  # moderators' jobs are never relaxed nor refused for it
 
 
 class QueueConfig(Section):

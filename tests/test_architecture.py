@@ -22,7 +22,7 @@ ENGINE_LAYERS: list[tuple[str, ...]] = [
     ("engine.media",),
     ("engine.models",),
     ("engine.method",),
-    ("engine.jobs",),
+    ("engine.jobs", "engine.jobs.quota"),  # quota: GPU time per person per day, and the lanes
     ("engine.workers",),
     ("engine.fleet",),
     ("engine.queue",),

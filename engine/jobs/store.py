@@ -32,7 +32,7 @@ from engine.media.files import private_dir
 
 COLUMNS = (
     "id", "owner", "state", "priority", "request", "origin", "created_at", "started_at",
-    "finished_at", "error", "result_path", "seconds", "attempts", "delivered", "served", "forget_at",
+    "finished_at", "error", "result_path", "seconds", "attempts", "delivered", "served", "forget_at", "lane",
 )
 _JSON = ("request", "origin", "forget_at")
 
@@ -83,6 +83,13 @@ def _v4(db: sqlite3.Connection) -> None:
                "added_at REAL NOT NULL, PRIMARY KEY (scope, entry))")
 
 
+def _lanes_and_usage(db: sqlite3.Connection) -> None:
+    """Quotas (``engine.jobs.quota``): the lane each job waits in; each person's GPU seconds per UTC day."""
+    db.execute("ALTER TABLE jobs ADD COLUMN lane TEXT NOT NULL DEFAULT 'fast'")
+    db.execute("CREATE TABLE IF NOT EXISTS usage (owner TEXT NOT NULL, day TEXT NOT NULL, "
+               "seconds REAL NOT NULL DEFAULT 0, PRIMARY KEY (owner, day))")
+
+
 def _v1(db: sqlite3.Connection) -> None:
     """The first release's layout (``executescript`` would commit the migration's transaction)."""
     for statement in _V1.split(";"):
@@ -92,7 +99,7 @@ def _v1(db: sqlite3.Connection) -> None:
 
 # Index n-1 holds the step to version n. Version 1 is the layout the first release wrote
 # without a version number (so an unversioned file with a ``jobs`` table is version 0 -> 1: a no-op).
-MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_v1, _v2, _v3, _v4]
+MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_v1, _v2, _v3, _v4, _lanes_and_usage]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -179,15 +186,42 @@ class JobStore:
         except sqlite3.Error as e:
             raise StorageError(storage_problem(e, self.path)) from e
 
-    def save(self, row: dict[str, Any]) -> None:
-        """Insert or update a job (an update keeps its rowid, hence its place in ``load``)."""
+    def save(self, row: dict[str, Any], usage: tuple[str, str, float] | None = None) -> None:
+        """Insert or update a job (an update keeps its rowid, hence its place in ``load``).
+
+        ``usage`` (owner, UTC day, seconds): GPU time added to that person's day, in the same
+        transaction (a job's end and its charge are on disk together, or neither is)."""
         values = [json.dumps(row[c]) if c in _JSON else row[c] for c in COLUMNS]
         updates = ", ".join(f"{c}=excluded.{c}" for c in COLUMNS[1:])
-        self._run(
+        statements: list[tuple[str, Any]] = [(
             f"INSERT INTO jobs ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))}) "
             f"ON CONFLICT(id) DO UPDATE SET {updates}",
             values,
-        )
+        )]
+        if usage is not None:
+            statements.append(("INSERT INTO usage (owner, day, seconds) VALUES (?, ?, ?) "
+                               "ON CONFLICT(owner, day) DO UPDATE SET seconds = seconds + excluded.seconds", usage))
+        self._together(statements)
+
+    def _together(self, statements: list[tuple[str, Any]]) -> None:
+        """One statement as it is (autocommit), several in one transaction."""
+        if len(statements) == 1:
+            self._run(*statements[0])
+            return
+        self._run("BEGIN IMMEDIATE")
+        try:
+            for sql, args in statements:
+                self._run(sql, args)
+            self._run("COMMIT")
+        except BaseException:
+            if self._db.in_transaction:
+                self._db.execute("ROLLBACK")
+            raise
+
+    def usage_on(self, day: str) -> dict[str, float]:
+        """Each person's GPU seconds on a UTC day ("2024-05-01")."""
+        rows = self._run("SELECT owner, seconds FROM usage WHERE day = ?", (day,))
+        return {str(r["owner"]): float(r["seconds"]) for r in rows}
 
     def update(self, job_id: str, **columns: Any) -> None:
         """Change some columns of one job, leaving the others (e.g. an unreadable request) as stored."""
@@ -200,8 +234,11 @@ class JobStore:
         """All jobs in submission order."""
         return [self._decode(r) for r in self._run(f"SELECT {', '.join(COLUMNS)} FROM jobs ORDER BY rowid")]
 
-    def prune(self, before: float) -> list[dict[str, Any]]:
-        """Delete ended jobs that ended before ``before``; returns them (to remove their files)."""
+    def prune(self, before: float, day: str | None = None) -> list[dict[str, Any]]:
+        """Delete ended jobs that ended before ``before``, and the GPU time of the UTC days before
+        ``day`` (the day of ``before``); returns the jobs (to remove their files)."""
+        if day is not None:
+            self._run("DELETE FROM usage WHERE day < ?", (day,))
         marks = ", ".join("?" * len(TERMINAL))
         rows = self._run(
             f"DELETE FROM jobs WHERE state IN ({marks}) AND finished_at < ? RETURNING {', '.join(COLUMNS)}",
