@@ -37,6 +37,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+TILES = {"none": "none", "both": "xy", "horizontal": "x"}  # /imagine tile: -> Request.tile
+
 
 class Imagine(commands.Cog):
     """Paint from words, or edit an uploaded image."""
@@ -78,8 +80,10 @@ class Imagine(commands.Cog):
         timelapse="Also post a video of the picture forming",
         model="The VQGAN that paints (the server's choices)",
         clip="The CLIP model that judges, or an ensemble 'A+B' (each extra model is slower)",
+        tile="A seamless tile: the picture wraps around (both ways, or left to right for a panorama)",
     )
-    @app_commands.choices(aspect=[app_commands.Choice(name=k, value=k) for k in ASPECTS])
+    @app_commands.choices(aspect=[app_commands.Choice(name=k, value=k) for k in ASPECTS],
+                          tile=[app_commands.Choice(name=k, value=v) for k, v in TILES.items()])
     async def imagine(
         self,
         interaction: discord.Interaction,
@@ -93,6 +97,7 @@ class Imagine(commands.Cog):
         timelapse: bool | None = None,
         model: str | None = None,
         clip: str | None = None,
+        tile: str | None = None,
     ) -> None:
         cfg = self.bot.cfg
         try:
@@ -100,7 +105,8 @@ class Imagine(commands.Cog):
         except UserError as e:
             await replies.refuse(interaction, str(e))
             return
-        fields: dict[str, Any] = dict(seed=seed, steps=steps, width=width, height=height, model=model, clip=clip)
+        fields: dict[str, Any] = dict(seed=seed, steps=steps, width=width, height=height, model=model, clip=clip,
+                                      tile=tile)
         atts = {"starting image": image, "image prompt": image_prompt}
         if not await self._precheck(interaction, prompt, atts, **fields):
             return
