@@ -214,8 +214,9 @@ def _outpaint(args: argparse.Namespace, cfg: Config, over: dict[str, Any], io: I
     what = f"zooming out {args.zoom_out:g}x" if args.zoom_out else "these margins"
     check_canvas(margins.canvas(img.size), cfg.limits, what)
     digest = hashlib.sha256(args.input.read_bytes()).hexdigest()[:16]
-    return outpaint_of(made, str(args.input), img.size, margins, parent=f"sha256:{digest} seed:{parent.get('seed', '?')}",
-                       **{k: v for k, v in {**over, "feather": args.feather}.items() if v is not None})
+    changes = {k: v for k, v in {**over, "feather": args.feather}.items() if v is not None}
+    return outpaint_of(made, str(args.input), img.size, margins,
+                       parent=f"sha256:{digest} seed:{parent.get('seed', '?')}", **changes)
 
 
 def _parent_request(args: argparse.Namespace, cfg: Config, *, required: bool) -> dict[str, Any]:

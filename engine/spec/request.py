@@ -222,7 +222,8 @@ def variation_of(made: Request, image: str, size: tuple[int, int], editing: Edit
     return made.with_changes(**{
         "kind": "vary", "init_image": image, "width": size[0], "height": size[1],
         "steps": max(1, round(made.steps * strength)), "keep_structure": editing.keep_structure,
-        "keep_latent": editing.keep_latent, "parent": parent, "mask": None, "region": None, **changes})
+        "keep_latent": editing.keep_latent, "parent": parent, "mask": None, "region": None, "outpaint": None,
+        **changes})
 
 
 def outpaint_of(made: Request, image: str, size: tuple[int, int], margins: Outpaint, *, parent: str,

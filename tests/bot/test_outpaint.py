@@ -36,10 +36,14 @@ async def test_zoom_out_and_pan_paint_a_bigger_canvas_around_the_result_even_aft
         text = await wait_ephemeral(fake, await press(fake, bob, zoomed_post, "zoomout2"))  # ... within the limits
         assert text == "⚠️ zoom out 2x would make the picture 256x256, over the limit (128x128, 409600 pixels in all)"
         assert len(bot.queue.jobs_of(str(bob.id))) == 1
+        await press(fake, bob, zoomed_post, "vary")  # its variation is a plain variation of the bigger picture
+        varied = (await job_of(fake, bot, (await wait_results(fake, 3))[2])).request
+        assert (varied.kind, varied.outpaint, varied.width, varied.init_image) == ("vary", None, 128,
+                                                                                   bot.queue.get(zoomed.id).result_path)
 
     async with run_bot(fake, cfg, FakeRunner()) as bot2:  # the job store and the results folder keep the buttons alive
         await press(fake, bob, result, "panleft")
-        panned = (await job_of(fake, bot2, (await wait_results(fake, 3))[2])).request
+        panned = (await job_of(fake, bot2, (await wait_results(fake, 4))[3])).request
         assert (panned.kind, panned.width, panned.height, panned.parent) == ("outpaint", 96, 64, job.id)
         assert panned.outpaint is not None and (panned.outpaint.left, panned.outpaint.right) == (32, 0)
         assert (panned.outpaint.up, panned.outpaint.down) == (0, 0)
