@@ -29,9 +29,11 @@ def describe_request(r: Request) -> str:
         z = r.zoom
         return (f"🎞️ zoom **{short_prompt(r.prompt)}** · seed `{r.seed}` · {z.frames} frames x "
                 f"{z.steps_per_frame} steps · {r.width}x{r.height}")
-    kind = {"edit": "✏️ edit", "vary": "🎲 variation"}.get(r.kind, "🎨")
+    kind = {"edit": "✏️ edit", "vary": "🎲 variation", "outpaint": "🔍 zoom out / pan"}.get(r.kind, "🎨")
     where = f"*{short_prompt(r.region, 80)}* → " if r.region else ""
-    return f"{kind} {where}**{short_prompt(r.prompt)}** · seed `{r.seed}` · {r.steps} steps · {r.width}x{r.height}"
+    tile = {"x": " · tiles left to right", "xy": " · tiles"}.get(r.tile, "")
+    return (f"{kind} {where}**{short_prompt(r.prompt)}** · seed `{r.seed}` · {r.steps} steps · "
+            f"{r.width}x{r.height}{tile}")
 
 
 def status_text(job: Job, line: str, note: str | None = None) -> str:

@@ -98,9 +98,12 @@ if TYPE_CHECKING:
     from engine.models.clip import load_clip_files, load_clip_pretrained
     from engine.models.fetch import fetch
     from engine.models.loader import ModelCache
+    from engine.models.registry import vqgan_factor
     from engine.models.vqgan import load_vqgan
     from engine.queue import JobQueue
     from engine.spec.choices import check_offered, clip_choices, vqgan_choices, with_choices
+    from engine.spec.outpaint import Outpaint, check_canvas
+    from engine.spec.outpaint import plan as plan_outpaint
     from engine.spec.prompts import parse_prompts, visible
     from engine.spec.request import (
         MAX_SEED,
@@ -108,6 +111,7 @@ if TYPE_CHECKING:
         ZoomSpec,
         check_limits,
         check_prompt_length,
+        outpaint_of,
         variation_of,
     )
 
@@ -136,6 +140,10 @@ PUBLIC: dict[str, tuple[str, str]] = {  # name -> (module, attribute)
     "check_limits": ("engine.spec.request", "check_limits"),
     "check_prompt_length": ("engine.spec.request", "check_prompt_length"),
     "variation_of": ("engine.spec.request", "variation_of"),
+    "outpaint_of": ("engine.spec.request", "outpaint_of"),
+    "Outpaint": ("engine.spec.outpaint", "Outpaint"),
+    "check_canvas": ("engine.spec.outpaint", "check_canvas"),
+    "plan_outpaint": ("engine.spec.outpaint", "plan"),
     "parse_prompts": ("engine.spec.prompts", "parse_prompts"),
     "visible": ("engine.spec.prompts", "visible"),
     "check_offered": ("engine.spec.choices", "check_offered"),
@@ -164,6 +172,7 @@ PUBLIC: dict[str, tuple[str, str]] = {  # name -> (module, attribute)
     "load_vqgan": ("engine.models.vqgan", "load_vqgan"),
     "fetch": ("engine.models.fetch", "fetch"),
     "ModelCache": ("engine.models.loader", "ModelCache"),
+    "vqgan_factor": ("engine.models.registry", "vqgan_factor"),
     "unreachable_names": ("engine.models.availability", "unreachable_names"),
     "Progress": ("engine.method.generate", "Progress"),
     "Result": ("engine.method.generate", "Result"),

@@ -151,6 +151,7 @@ class EditingConfig(Section):
     region_threshold: Threshold = 0.5
     region_crops: Crops = 128
     seam: int = Field(8, ge=0)
+    outpaint_seam: int = Field(16, ge=0, le=128)  # zoom out / pan: pixels into the old picture repainted
     vary_strength: float = Field(0.3, gt=0, le=1)
 
 

@@ -1,9 +1,9 @@
 """What the buttons under results and status messages do (drawn by ``bot.views``).
 
 A press names its job in its ``custom_id``; the job comes from the job store, so buttons on
-messages posted before a restart work the same. Anyone may press Rerun, Vary, Edit, Timelapse and
-Details (a new job is theirs, with their limits and access checks: the same code paths as the
-🔁/🎲 reactions, the reply edit and the context menu's form); Cancel obeys the ❌ rule (owner or
+messages posted before a restart work the same. Anyone may press Rerun, Vary, Edit, Timelapse,
+Details, Zoom out and the pans (a new job is theirs, with their limits and access checks: the same code
+paths as the 🔁/🎲 reactions, the reply edit and the context menu's form); Cancel obeys the ❌ rule (owner or
 moderator). Every press is answered within Discord's 3 s: quick checks first, refusals privately,
 then a defer before anything slow. Quick repeated presses of one button by one person are
 acknowledged silently (``Debounce``): ten clicks start one job.
@@ -129,7 +129,7 @@ class Buttons(commands.Cog, name=COG):
             await interaction.response.defer()  # a repeat: acknowledged, nothing more
             return
         match action:
-            case "rerun" | "vary":
+            case "rerun" | "vary" | "zoomout15" | "zoomout2" | "panleft" | "panright" | "panup" | "pandown":
                 await self._again(interaction, job, action)
             case "edit":
                 await self._edit(interaction, job)
@@ -142,11 +142,11 @@ class Buttons(commands.Cog, name=COG):
                 await self._cancel(interaction, job)
 
     async def _again(self, interaction: discord.Interaction, job: Job, how: Action) -> None:
-        """Rerun or Vary: a new job of the presser's, its status the answer to the press."""
+        """Rerun, Vary, a zoom out or a pan: a new job of the presser's, its status the answer to the press."""
         owner = str(interaction.user.id)
         try:
             check_pending(self.bot.cfg, self.bot.queue, owner, self.bot.preparing)
-            req, note, source = again(self.bot.cfg, job, "rerun" if how == "rerun" else "vary")
+            req, note, source = again(self.bot.cfg, job, how)
             self.bot.moderation.check(Asker.of(interaction), req.prompt, req.region)
         except UserError as e:
             await replies.refuse(interaction, str(e))

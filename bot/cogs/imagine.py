@@ -38,6 +38,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+TILES = {"none": "none", "both": "xy", "horizontal": "x"}  # /imagine tile: -> Request.tile
+
 
 class Imagine(commands.Cog):
     """Paint from words, or edit an uploaded image."""
@@ -81,8 +83,10 @@ class Imagine(commands.Cog):
         model="The VQGAN that paints (the server's choices)",
         clip="The CLIP model that judges, or an ensemble 'A+B' (each extra model is slower)",
         style="One of your /style styles (or the server's): its words are added to the prompt",
+        tile="A seamless tile: the picture wraps around (both ways, or left to right for a panorama)",
     )
-    @app_commands.choices(aspect=[app_commands.Choice(name=k, value=k) for k in ASPECTS])
+    @app_commands.choices(aspect=[app_commands.Choice(name=k, value=k) for k in ASPECTS],
+                          tile=[app_commands.Choice(name=k, value=v) for k, v in TILES.items()])
     async def imagine(
         self,
         interaction: discord.Interaction,
@@ -97,6 +101,7 @@ class Imagine(commands.Cog):
         model: str | None = None,
         clip: str | None = None,
         style: str | None = None,
+        tile: str | None = None,
     ) -> None:
         cfg = self.bot.cfg
         try:  # the options given, then the asker's /settings, then config.toml
@@ -108,7 +113,7 @@ class Imagine(commands.Cog):
             await replies.refuse(interaction, str(e))
             return
         prompt = mine.prompt
-        fields: dict[str, Any] = dict(seed=seed, **mine.fields)
+        fields: dict[str, Any] = dict(seed=seed, tile=tile, **mine.fields)
         atts = {"starting image": image, "image prompt": image_prompt}
         if not await self._precheck(interaction, prompt, atts, **fields):
             return
