@@ -26,17 +26,20 @@ from bot.config import BotConfig
 from bot.delivery import Delivery
 from bot.endpoints import point_at
 from bot.metrics import Metrics
+from bot.moderation import Moderation
+from bot.modlog import ModLog
 from bot.origin import INTERACTION_TOKEN, TOKEN_EXPIRES_S
 from bot.pending import Preparing
+from bot.refusals import Refusals
 from bot.uploads import prune_uploads
-from bot.web.gallery import Gallery, Usage
+from bot.web.gallery import Gallery
 from bot.web.server import WebServer
-from engine import JobQueue
+from engine import JobQueue, Preferences
 
 log = logging.getLogger(__name__)
 
 COGS = ("bot.cogs.imagine", "bot.cogs.zoom", "bot.cogs.gestures", "bot.cogs.queue", "bot.cogs.buttons",
-        "bot.cogs.gallery")
+        "bot.cogs.moderation", "bot.cogs.settings", "bot.cogs.styles", "bot.cogs.usage", "bot.cogs.gallery")
 SYNC_HASH_FILE = "commands.sha256"
 
 
@@ -53,13 +56,12 @@ class VQGANBot(commands.Bot):
     """A Bot that drives a ``JobQueue`` and posts its jobs' progress and results.
 
     The queue is made by the caller (``bot.__main__``, or a test with a fake runner) and handed
-    in; the bot starts and closes it with itself. ``usage``: a person's GPU seconds today, shown on the
-    gallery's status page (None: not shown)."""
+    in; the bot starts and closes it with itself."""
 
-    def __init__(self, cfg: BotConfig, queue: JobQueue, *, sync_commands: bool = True, usage: Usage | None = None,
-                 **options: Any) -> None:
+    def __init__(self, cfg: BotConfig, queue: JobQueue, *, sync_commands: bool = True, **options: Any) -> None:
         point_at(cfg.discord)
-        self.metrics = Metrics(queue)  # its own registry: two bots in one process count apart
+        self.refusals = Refusals()  # refusals by kind (what /metrics exports)
+        self.metrics = Metrics(queue, self.refusals)  # its own registry: two bots in one process count apart
         super().__init__(
             command_prefix=commands.when_mentioned,
             intents=intents(),
@@ -73,10 +75,14 @@ class VQGANBot(commands.Bot):
         self.metrics.ready = self.connected
         self.cfg = cfg
         self.queue = queue
+        # people's /settings and /style: in the job store's file, which is this process's in both backends
+        self.preferences = Preferences(cfg.queue.db_path)
         self.delivery = Delivery(self, cfg, queue)
         self.preparing = Preparing()  # requests downloading: they count against the pending limit
+        self.modlog = ModLog(self, cfg)  # [moderation] log_channel
+        self.moderation = Moderation(cfg, self.modlog)  # banned words, checked before queueing
         self.sync_commands = sync_commands
-        self.gallery = Gallery(cfg, queue, usage=usage, names=self.user_name) if cfg.gallery.enabled else None
+        self.gallery = Gallery(cfg, queue, names=self.user_name) if cfg.gallery.enabled else None
         self.web = (WebServer(cfg.http, ready=self.connected, metrics=self.metrics,
                               routes=self.gallery.routes() if self.gallery else None) if cfg.http.enabled else None)
         self._unsubscribe: Callable[[], None] | None = None
@@ -100,11 +106,13 @@ class VQGANBot(commands.Bot):
         if pruned:
             log.info("pruned %d old uploads", pruned)
         self._unsubscribe_metrics = self.queue.subscribe(self.metrics.observe)
+        await self.preferences.open()  # first: it migrates the file the queue then opens
         self._unsubscribe = self.queue.subscribe(self.delivery)
         if self.web is not None:
             await self.web.start()  # /healthz says 503 until the gateway session is up
         await self.queue.start()
         self._queue_started = True
+        await self.moderation.open()  # its table is in the job store's file, opened (and upgraded) just now
         await self.queue.expire_origin_key(INTERACTION_TOKEN, TOKEN_EXPIRES_S)  # jobs stored before expiry
         self._heartbeat = asyncio.create_task(self._beat(), name="heartbeat")
 
@@ -127,9 +135,12 @@ class VQGANBot(commands.Bot):
                     log.exception("closing the job queue failed")
                 await self.delivery.close()  # waits a little for the last events to be delivered
                 self._queue_started = False
+            await self.moderation.close()
+            await self.modlog.close()
             for unsubscribe in (self._unsubscribe, self._unsubscribe_metrics):
                 if unsubscribe is not None:
                     unsubscribe()
+            await self.preferences.close()
         await super().close()
 
     async def _on_tree_error(self, interaction: discord.Interaction,

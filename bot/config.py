@@ -1,4 +1,4 @@
-"""The bot's tables of ``config.toml``: ``[discord]``, ``[http]`` (its web server) and ``[gallery]``.
+"""The bot's tables of ``config.toml``: ``[discord]``, ``[moderation]``, ``[http]`` (its web server) and ``[gallery]``.
 
 ``load_bot_config`` splits the bot's tables off the file, validates the rest as the engine's
 ``Config`` and each of its own as its model; ``BotConfig`` holds them all. A typo in either is a
@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Annotated
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import AfterValidator, Field, SecretStr, field_validator
 
+from bot.wordfilter import Rule, check_entry
 from engine import Config, ConfigError, Section, read_toml, validate
 
 DEFAULT_API_BASE = "https://discord.com"
@@ -84,6 +86,8 @@ class DiscordConfig(Section):
     thread_archive_minutes: int = 1440
     # Seconds after which a refusal posted in a channel (gestures cannot be ephemeral) is deleted.
     notice_delete_after_s: float = Field(20.0, ge=0)
+    # Styles (/style save) each person may keep, and each server (its moderators' server styles).
+    max_styles: int = Field(25, ge=1)
 
     @field_validator("thread_archive_minutes")
     @classmethod
@@ -106,6 +110,52 @@ class DiscordConfig(Section):
     @property
     def heartbeat_path(self) -> Path:
         return self.data_path / HEARTBEAT_FILE
+
+
+def _entry(v: str) -> str:
+    check_entry(v)
+    return v
+
+
+# A banned entry, checked once at start-up: a bad ``re:`` rule is a config error naming it and its place.
+BannedEntry = Annotated[str, AfterValidator(_entry)]
+
+
+class GuildModeration(Section):
+    """``[moderation.guilds.<server id>]``: one server's own list and log channel."""
+
+    # Added to the global list on this server (or instead of it, with replace = true).
+    banned: list[BannedEntry] = Field(default_factory=list)
+    # True: this server uses its own list only, not [moderation] banned.
+    replace: bool = False
+    # This server's log channel; unset = [moderation] log_channel; 0 = none for this server.
+    log_channel: int | None = Field(None, ge=0)
+
+
+class ModerationConfig(Section):
+    """``[moderation]``: banned words and rules, and the channel that hears about requests."""
+
+    # Words (matched as whole words, case-insensitively, after Unicode normalisation) and
+    # "re:PATTERN" regular expressions (see bot.wordfilter). Moderators add more with /moderation ban.
+    banned: list[BannedEntry] = Field(default_factory=list)
+    # A channel id: one line per accepted request and per refusal (bot.modlog); 0 = none.
+    log_channel: int = Field(0, ge=0)
+    # Per-server overrides, keyed by server id.
+    guilds: dict[int, GuildModeration] = Field(default_factory=dict)
+
+    def rules_for(self, guild_id: int | None) -> list[Rule]:
+        """The configured rules that hold on ``guild_id`` (None: direct messages, the global list)."""
+        own = self.guilds.get(guild_id) if guild_id is not None else None
+        rules = [] if own is not None and own.replace else [Rule(e, "config") for e in self.banned]
+        if own is not None:
+            rules += [Rule(e, "server config") for e in own.banned]
+        return rules
+
+    def log_channel_for(self, guild_id: int | None) -> int | None:
+        """Where the lines about a request on ``guild_id`` go, or None."""
+        own = self.guilds.get(guild_id) if guild_id is not None else None
+        channel = own.log_channel if own is not None and own.log_channel is not None else self.log_channel
+        return channel or None
 
 
 class HttpConfig(Section):
@@ -144,10 +194,11 @@ class GalleryConfig(Section):
 
 
 class BotConfig(Config):
-    """The engine's config (what the job queue reads) plus the bot's ``[discord]``, ``[http]`` and
-    ``[gallery]`` tables."""
+    """The engine's config (what the job queue reads) plus the bot's ``[discord]``, ``[moderation]``, ``[http]``
+    and ``[gallery]`` tables."""
 
     discord: DiscordConfig = DiscordConfig()
+    moderation: ModerationConfig = ModerationConfig()
     http: HttpConfig = HttpConfig()
     gallery: GalleryConfig = GalleryConfig()
 
@@ -168,9 +219,11 @@ def _table(data: dict[str, object], name: str, path: str | os.PathLike[str] | No
 
 def load_bot_config(path: str | os.PathLike[str] | None = None) -> BotConfig:
     """Read ``config.toml`` (or defaults): the engine's tables, then ``[discord]`` with
-    ``$DISCORD_API_BASE`` applied, ``[http]``, and ``[gallery]`` with ``$VQGAN_CLIP_GALLERY_SECRET``."""
+    ``$DISCORD_API_BASE`` applied, ``[moderation]``, ``[http]``, and ``[gallery]`` with
+    ``$VQGAN_CLIP_GALLERY_SECRET``."""
     data = read_toml(path) if path is not None else {}
     table = _table(data, "discord", path)
+    moderation = _table(data, "moderation", path)
     http = validate(HttpConfig, _table(data, "http", path), path, "http")
     gallery = validate(GalleryConfig, _table(data, "gallery", path), path, "gallery")
     engine = validate(Config, data, path)
@@ -185,5 +238,5 @@ def load_bot_config(path: str | os.PathLike[str] | None = None) -> BotConfig:
                               f"{MIN_SECRET_CHARS} random characters, e.g. the output of `openssl rand -hex 32`")
         if not http.enabled:
             raise ConfigError(f"{path or 'config'}: gallery.enabled: the gallery needs the web server: set http.port")
-    return BotConfig(**dict(engine), discord=validate(DiscordConfig, table, path, "discord"), http=http,
-                     gallery=gallery)
+    return BotConfig(**dict(engine), discord=validate(DiscordConfig, table, path, "discord"),
+                     moderation=validate(ModerationConfig, moderation, path, "moderation"), http=http, gallery=gallery)

@@ -27,7 +27,7 @@ from bot.images import fit_png
 from bot.limits import CONTENT, fit
 from bot.origin import Origin, token_usable
 from bot.replies import MENTIONS, QUIET
-from bot.texts import position_line, short_prompt, status_text
+from bot.texts import RELAX, position_line, short_prompt, status_text
 from bot.timelapse import render
 from bot.views import result_view, status_view
 from engine import (
@@ -172,7 +172,9 @@ class Delivery:
     async def _on_queued(self, ev: Queued) -> None:
         self._shown_position[ev.job.id] = ev.position
         paused = self.queue.paused()  # backend "redis" with no worker reachable
-        await self._edit_status(ev.job, position_line(ev.position) + (f" ({paused})" if paused else ""))
+        line = position_line(ev.position) + (f" ({paused})" if paused else "")
+        relaxed = self.queue.quota.lane_of(ev.job) == "relax"
+        await self._edit_status(ev.job, line + (f"\n{RELAX}" if relaxed else ""))
 
     async def _on_started(self, ev: Started) -> None:
         self._shown_position.pop(ev.job.id, None)
@@ -191,7 +193,7 @@ class Delivery:
 
     async def _on_moved(self, ev: Moved) -> None:
         if self._shown_position.get(ev.job.id) == ev.position:  # not started or moved again meanwhile
-            await self._edit_status(ev.job, position_line(ev.position))
+            await self._edit_status(ev.job, position_line(ev.position, self.queue.quota.lane_of(ev.job)))
 
     async def _on_progress(self, ev: JobProgress) -> None:
         job = ev.job

@@ -15,7 +15,7 @@ import random
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 import discord
 from PIL import Image, ImageChops
@@ -29,12 +29,17 @@ from engine import (
     UserError,
     assemble,
     build,
+    check_canvas,
     check_limits,
     check_mask_shape,
+    check_offered,
     left_to_right,
     load_mask,
+    outpaint_of,
+    plan_outpaint,
     variation_of,
     visible,
+    vqgan_factor,
 )
 
 if TYPE_CHECKING:
@@ -163,23 +168,57 @@ def new_seed(old: int) -> int:
     return seed
 
 
-def variation_request(cfg: BotConfig, job: Job, seed: int) -> Request:
-    """The parent's own picture as the start, a new seed, fewer steps, pulled towards the parent
-    (a zoom's variation is a still picture of its last frame)."""
+def _result_picture(job: Job) -> Path:
+    """The finished picture in the results folder (by job id: there after a restart too)."""
     path = Path(job.result_path or "")
     if not job.result_path or not path.is_file():
         raise UserError("the picture behind that result is gone (old results are cleaned up); "
                         "reply to it with words to edit it instead")
+    return path
+
+
+def variation_request(cfg: BotConfig, job: Job, seed: int) -> Request:
+    """The parent's own picture as the start, a new seed, fewer steps, pulled towards the parent
+    (a zoom's variation is a still picture of its last frame)."""
+    path = _result_picture(job)
     req = variation_of(job.request, str(path), image_size(path), cfg.editing, parent=job.id, seed=seed,
                        zoom=None)
     check_limits(req, cfg.limits)
     return req
 
 
-def again(cfg: BotConfig, job: Job, how: Literal["rerun", "vary"]) -> tuple[Request, str, Origin]:
-    """What 🔁 or 🎲 on ``job``'s result asks for (a reaction or a button): the new request, the
-    line shown under its status, and where it came from."""
+# --------------------------------------------------------------------------- zoom out and pan
+
+OUTPAINTS: dict[str, str] = {"zoomout15": "zoom out 1.5x", "zoomout2": "zoom out 2x", "panleft": "pan left",
+                             "panright": "pan right", "panup": "pan up", "pandown": "pan down"}
+"""The zoom-out and pan buttons' actions (``bot.views.OUTPAINT_ACTIONS``) and how a status line names them."""
+
+
+def outpaint_request(cfg: BotConfig, job: Job, how: str, seed: int) -> Request:
+    """The result's picture on a bigger canvas, only the new area (and a seam) painted with its prompt:
+    zoomed out 1.5x or 2x (the picture in the middle), or a pan (that side extended by half the picture's
+    size). A canvas over the limits is refused in one line."""
+    path = _result_picture(job)
+    size = image_size(path)
+    grows: dict[str, dict[str, Any]] = {"zoomout15": {"zoom_out": 1.5}, "zoomout2": {"zoom_out": 2.0},
+                                        "panleft": {"left": size[0] // 2}, "panright": {"right": size[0] // 2},
+                                        "panup": {"up": size[1] // 2}, "pandown": {"down": size[1] // 2}}
+    grow = grows[how]
+    margins = plan_outpaint(size, vqgan_factor(job.request.models), seam=cfg.editing.outpaint_seam, **grow)
+    check_canvas(margins.canvas(size), cfg.limits, OUTPAINTS[how])
+    req = outpaint_of(job.request, str(path), size, margins, parent=job.id, seed=seed)
+    check_limits(req, cfg.limits)
+    check_offered(req.models, cfg.models)  # the operator may have withdrawn a model since
+    return req
+
+
+def again(cfg: BotConfig, job: Job, how: str) -> tuple[Request, str, Origin]:
+    """What 🔁 or 🎲 on ``job``'s result asks for (a reaction or a button), or a zoom-out or pan button
+    (``OUTPAINTS``): the new request, the line shown under its status, and where it came from."""
     seed = new_seed(job.request.seed)
+    if how in OUTPAINTS:
+        return (outpaint_request(cfg, job, how, seed), f"{OUTPAINTS[how]} of job {job.id}",
+                Origin(outpaint_of=job.id))
     if how == "rerun":
         req = rerun_request(cfg, job.request, seed).model_copy(update={"parent": job.id})
         return req, f"rerun of job {job.id} with a new seed", Origin(rerun_of=job.id)

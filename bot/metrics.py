@@ -7,7 +7,8 @@ A count is of what happened in this process: an event about an earlier one (a jo
 result sent again after a restart) is not counted twice.
 
 Label values come from short fixed sets, never from free text: failure reasons are the engine's
-``FAILURE_KINDS``, refusals are ``REFUSAL_KINDS``, Discord errors are HTTP statuses.
+``FAILURE_KINDS``, refusals are ``bot.refusals.REFUSAL_KINDS`` (counted there), lanes are the quota's,
+Discord errors are HTTP statuses.
 """
 
 from __future__ import annotations
@@ -16,58 +17,20 @@ import logging
 import time
 from collections.abc import Callable, Iterator
 from types import SimpleNamespace
-from typing import Any
 
 import aiohttp
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
-from engine import (
-    FAILURE_KINDS,
-    BadImage,
-    Failed,
-    Finished,
-    Job,
-    JobCancelled,
-    JobQueue,
-    ModelsUnavailable,
-    NotAllowed,
-    Queued,
-    QueueFull,
-    Started,
-    StorageError,
-    UserError,
-    failure_kind,
-)
+from bot.refusals import REFUSAL_KINDS, Refusals
+from engine import FAILURE_KINDS, Failed, Finished, Job, JobCancelled, JobQueue, Queued, Started, failure_kind
 
 log = logging.getLogger(__name__)
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
-LANES = ("fast", "relax")
-# Why the bot said no. "moderation" and "quota" are the moderation and quota features' own refusals.
-REFUSAL_KINDS = ("not_allowed", "pending", "input", "bad_image", "models", "storage", "moderation", "quota",
-                 "other")
-_REFUSED_FOR: tuple[tuple[type[UserError], str], ...] = (
-    (QueueFull, "pending"), (NotAllowed, "not_allowed"), (BadImage, "bad_image"), (ModelsUnavailable, "models"),
-    (StorageError, "storage"),
-)
 RUN_BUCKETS = (1, 5, 15, 30, 60, 120, 300, 600, 1200, 1800, 3600)
 WAIT_BUCKETS = (0.1, 1, 5, 15, 30, 60, 300, 900, 1800, 3600, 7200)
 STEP_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60)
-
-
-def lane_of(job: Job) -> str:
-    """The lane a job waits in ("fast" or "relax"). Until jobs carry their lane, all wait in the fast one."""
-    return "fast"
-
-
-def refusal_kind(error: BaseException) -> str:
-    """Which of ``REFUSAL_KINDS`` a refusal is: the error's own ``kind`` (``bot.access.Refused``), else by
-    the engine's error class; any other one-line error is about the person's input."""
-    kind = getattr(error, "kind", None)
-    if isinstance(kind, str):
-        return kind if kind in REFUSAL_KINDS else "other"
-    return next((k for cls, k in _REFUSED_FOR if isinstance(error, cls)), "input")
 
 
 def steps_of(job: Job) -> int:
@@ -77,11 +40,13 @@ def steps_of(job: Job) -> int:
 
 
 class Metrics:
-    """The bot's collectors. ``observe`` is the queue listener; ``count_refusal`` and
-    ``count_discord_error`` are called where those happen; ``ready`` tells whether the gateway is up."""
+    """The bot's collectors. ``observe`` is the queue listener; ``count_discord_error`` is called where
+    that happens; refusals are the bot's ``Refusals``, read when scraped; ``ready`` tells whether the
+    gateway is up."""
 
-    def __init__(self, queue: JobQueue, *, ready: Callable[[], bool] | None = None) -> None:
+    def __init__(self, queue: JobQueue, refusals: Refusals, *, ready: Callable[[], bool] | None = None) -> None:
         self.queue = queue
+        self.refusals = refusals
         self.ready = ready or (lambda: False)
         self.since = time.time()  # events about what happened before this process started are not counted
         self.registry = CollectorRegistry()
@@ -98,11 +63,8 @@ class Metrics:
                                       buckets=STEP_BUCKETS, registry=r)
         self.discord_errors = Counter("vqgan_discord_api_errors", "Discord API answers with an error status",
                                       ["status"], registry=r)
-        self.refusals = Counter("vqgan_refusals", "Requests the bot refused, by kind", ["kind"], registry=r)
         for reason in FAILURE_KINDS:
             self.failed.labels(reason=reason)
-        for kind in REFUSAL_KINDS:
-            self.refusals.labels(kind=kind)
         r.register(_Live(self))
 
     # -- what happens ---------------------------------------------------------------------------
@@ -126,13 +88,6 @@ class Metrics:
     def _now(self, job: Job) -> bool:
         return job.finished_at is None or job.finished_at >= self.since
 
-    def count_refusal(self, kind: str) -> None:
-        """One refusal of ``kind`` (one of ``REFUSAL_KINDS``; anything else counts as "other")."""
-        if kind not in REFUSAL_KINDS:
-            log.warning("refusal of an unknown kind %r counted as 'other'", kind)
-            kind = "other"
-        self.refusals.labels(kind=kind).inc()
-
     def count_discord_error(self, status: int) -> None:
         self.discord_errors.labels(status=str(status)).inc()
 
@@ -155,15 +110,9 @@ class Metrics:
         return generate_latest(self.registry)
 
 
-def count_refusal(client: Any, kind: str) -> None:
-    """``Metrics.count_refusal`` of ``client``'s metrics, if it has any (a bot built without them has none)."""
-    metrics = getattr(client, "metrics", None)
-    if isinstance(metrics, Metrics):
-        metrics.count_refusal(kind)
-
-
 class _Live:
-    """The gauges read when scraped: queue depth per lane, running jobs, workers, the gateway."""
+    """What is read when scraped: queue depth per lane (the quota's), running jobs, workers, the gateway,
+    the refusals by kind."""
 
     def __init__(self, metrics: Metrics) -> None:
         self.m = metrics
@@ -171,12 +120,11 @@ class _Live:
     def collect(self) -> Iterator[Metric]:
         q = self.m.queue
         depth = GaugeMetricFamily("vqgan_queue_depth", "Jobs waiting to start, per lane", labels=["lane"])
-        pending = q.pending()
-        for lane in LANES:
-            depth.add_metric([lane], sum(1 for j in pending if j.state == "queued" and lane_of(j) == lane))
+        for lane, waiting in q.quota.depth().items():  # every lane, 0 included
+            depth.add_metric([lane], waiting)
         yield depth
         yield GaugeMetricFamily("vqgan_jobs_running", "Jobs running now",
-                                value=sum(1 for j in pending if j.state == "running"))
+                                value=sum(1 for j in q.pending() if j.state == "running"))
         fleet = q.fleet()
         now = time.time()
         beats = [("local", 0.0)] if fleet is None else [
@@ -190,3 +138,8 @@ class _Live:
         yield age
         yield GaugeMetricFamily("vqgan_gateway_ready", "1 while the Discord gateway session is up",
                                 value=1.0 if self.m.ready() else 0.0)
+        refused = CounterMetricFamily("vqgan_refusals", "Requests the bot refused, by kind", labels=["kind"])
+        counts = self.m.refusals.counts()
+        for kind in REFUSAL_KINDS:
+            refused.add_metric([kind], counts.get(kind, 0))
+        yield refused

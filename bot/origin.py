@@ -54,6 +54,7 @@ class Origin(BaseModel):
     reply_to: int | None = None
     rerun_of: str | None = None  # job id
     variation_of: str | None = None  # job id
+    outpaint_of: str | None = None  # job id (a zoom-out or pan button)
     timelapse: bool | None = None  # True: post the timelapse with the result (/imagine timelapse:True)
     # learned while delivering
     progress_message_id: int | None = None

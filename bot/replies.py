@@ -2,7 +2,7 @@
 
 One place for each, so that every command and gesture refuses the same way and no prompt text
 (``@everyone``, a role) can ever ping anybody. A refusal given as the ``UserError`` that caused it (or
-with a ``kind``) is counted in the bot's metrics by kind (``bot.metrics.REFUSAL_KINDS``).
+with a ``kind``) is counted by kind (``bot.refusals``), once, here.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import logging
 import discord
 
 from bot import limits
-from bot.metrics import count_refusal, refusal_kind
+from bot.refusals import count_refusal, refusal_kind
 from engine import UserError
 
 log = logging.getLogger(__name__)
@@ -23,7 +23,7 @@ QUIET = discord.AllowedMentions.none()  # status lines and refusals name people 
 
 
 def counted(client: object, reason: str | UserError, kind: str | None) -> str:
-    """The text of a refusal, counted (``bot.metrics``) when it is a ``UserError`` or has a ``kind``."""
+    """The text of a refusal, counted (``bot.refusals``) when it is a ``UserError`` or has a ``kind``."""
     if kind is None and isinstance(reason, UserError):
         kind = refusal_kind(reason)
     if kind is not None:

@@ -11,7 +11,9 @@ import os
 import discord
 
 from bot.limits import THREAD_NAME, fit
-from engine import Job, ModelSpec, Request
+from engine import Job, Lane, ModelSpec, Request
+
+RELAX = "🐢 you are over today's GPU time: this job waits in the relax lane (it runs when no other job waits; /usage)"
 
 
 def short_prompt(prompt: str, n: int = 180) -> str:
@@ -42,9 +44,11 @@ def describe_request(r: Request) -> str:
         z = r.zoom
         return (f"🎞️ zoom **{short_prompt(r.prompt)}** · seed `{r.seed}` · {z.frames} frames x "
                 f"{z.steps_per_frame} steps · {r.width}x{r.height}")
-    kind = {"edit": "✏️ edit", "vary": "🎲 variation"}.get(r.kind, "🎨")
+    kind = {"edit": "✏️ edit", "vary": "🎲 variation", "outpaint": "🔍 zoom out / pan"}.get(r.kind, "🎨")
     where = f"*{short_prompt(r.region, 80)}* → " if r.region else ""
-    return f"{kind} {where}**{short_prompt(r.prompt)}** · seed `{r.seed}` · {r.steps} steps · {r.width}x{r.height}"
+    tile = {"x": " · tiles left to right", "xy": " · tiles"}.get(r.tile, "")
+    return (f"{kind} {where}**{short_prompt(r.prompt)}** · seed `{r.seed}` · {r.steps} steps · "
+            f"{r.width}x{r.height}{tile}")
 
 
 def status_text(job: Job, line: str, note: str | None = None) -> str:
@@ -52,8 +56,7 @@ def status_text(job: Job, line: str, note: str | None = None) -> str:
     return f"{describe_request(job.request)}\n{line}{extra}\n-# job `{job.id}` · by <@{job.owner}>"
 
 
-def position_line(position: int | None) -> str:
-    """Queue positions count from 1 = next to run."""
-    if not position or position <= 1:
-        return "⏳ next in line"
-    return f"⏳ queued: #{position} in line"
+def position_line(position: int | None, lane: Lane = "fast") -> str:
+    """Queue positions count from 1 = next to run; a job in the relax lane says why it waits."""
+    line = "⏳ next in line" if not position or position <= 1 else f"⏳ queued: #{position} in line"
+    return f"{line}\n{RELAX}" if lane == "relax" else line

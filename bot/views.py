@@ -16,17 +16,27 @@ from typing import Any, Literal, cast, get_args
 import discord
 from discord.ext import commands
 
-Action = Literal["rerun", "vary", "edit", "timelapse", "details", "cancel"]
+Action = Literal["rerun", "vary", "edit", "timelapse", "details", "cancel",
+                 "zoomout15", "zoomout2", "panleft", "panright", "panup", "pandown"]
 ACTIONS: tuple[Action, ...] = get_args(Action)
-RESULT_ACTIONS: tuple[Action, ...] = ("rerun", "vary", "edit", "timelapse", "details")
-_LOOK: dict[str, tuple[str, str, discord.ButtonStyle]] = {  # label, emoji, style
+OUTPAINT_ACTIONS: tuple[Action, ...] = ("zoomout15", "zoomout2", "panleft", "panright", "panup", "pandown")
+RESULT_ACTIONS: tuple[Action, ...] = ("rerun", "vary", "edit", "timelapse", "details", *OUTPAINT_ACTIONS)
+_LOOK: dict[str, tuple[str | None, str, discord.ButtonStyle]] = {  # label, emoji, style
     "rerun": ("Rerun", "🔁", discord.ButtonStyle.secondary),
     "vary": ("Vary", "🎲", discord.ButtonStyle.secondary),
     "edit": ("Edit", "✏️", discord.ButtonStyle.secondary),
     "timelapse": ("Timelapse", "🎞️", discord.ButtonStyle.secondary),
     "details": ("Details", "ℹ️", discord.ButtonStyle.secondary),
     "cancel": ("Cancel", "❌", discord.ButtonStyle.danger),
+    "zoomout15": ("Zoom out 1.5x", "🔍", discord.ButtonStyle.secondary),
+    "zoomout2": ("Zoom out 2x", "🔍", discord.ButtonStyle.secondary),
+    "panleft": (None, "⬅️", discord.ButtonStyle.secondary),
+    "panright": (None, "➡️", discord.ButtonStyle.secondary),
+    "panup": (None, "⬆️", discord.ButtonStyle.secondary),
+    "pandown": (None, "⬇️", discord.ButtonStyle.secondary),
 }
+# Discord allows 5 buttons a row and 5 rows. Unlisted actions go in the first row with room (row 0 first).
+_ROW: dict[str, int] = {"zoomout15": 1, "zoomout2": 1, "panleft": 2, "panright": 2, "panup": 2, "pandown": 2}
 COG = "Buttons"  # the cog that answers presses (bot.cogs.buttons)
 
 
@@ -35,13 +45,13 @@ def custom_id(action: Action, job_id: str) -> str:
 
 
 class JobButton(discord.ui.DynamicItem[discord.ui.Button[Any]],
-                template=r"vqgan:(?P<action>[a-z]+):(?P<job>[A-Za-z0-9_-]{1,64})"):
+                template=r"vqgan:(?P<action>[a-z0-9]+):(?P<job>[A-Za-z0-9_-]{1,64})"):
     """One button acting on one job; everything it needs is in its ``custom_id``."""
 
     def __init__(self, action: Action, job_id: str) -> None:
         label, emoji, style = _LOOK[action]
         super().__init__(discord.ui.Button(label=label, emoji=emoji, style=style,
-                                           custom_id=custom_id(action, job_id)))
+                                           custom_id=custom_id(action, job_id), row=_ROW.get(action)))
         self.action: Action = action
         self.job_id = job_id
 
@@ -61,7 +71,8 @@ class JobButton(discord.ui.DynamicItem[discord.ui.Button[Any]],
 
 
 def result_view(job_id: str) -> discord.ui.View:
-    """Rerun, Vary, Edit, Timelapse and Details for a finished job."""
+    """Rerun, Vary, Edit, Timelapse and Details for a finished job; Zoom out 1.5x and 2x below them, and
+    the four pans (⬅️ ➡️ ⬆️ ⬇️) below those."""
     view = discord.ui.View(timeout=None)
     for action in RESULT_ACTIONS:
         view.add_item(JobButton(action, job_id))

@@ -36,6 +36,7 @@ if TYPE_CHECKING:
         Cancelled,
         ModelsUnavailable,
         NotAllowed,
+        OverQuota,
         QueueFull,
         StorageError,
         UserError,
@@ -54,6 +55,7 @@ if TYPE_CHECKING:
         decode,
         encode,
     )
+    from engine.jobs.bans import Ban, BanList
     from engine.jobs.events import (
         Event,
         Failed,
@@ -67,8 +69,18 @@ if TYPE_CHECKING:
         Started,
     )
     from engine.jobs.failures import FAILURE_KINDS, failure_kind
-    from engine.jobs.job import PENDING, TERMINAL, Job, owner_limit
+    from engine.jobs.job import PENDING, TERMINAL, Job, Lane, owner_limit
     from engine.jobs.listing import Listed
+    from engine.jobs.preferences import (
+        MAX_STYLE_NAME,
+        Preferences,
+        Style,
+        UserSettings,
+        new_style,
+        style_name,
+        with_style,
+    )
+    from engine.jobs.quota import Quota, Usage, format_seconds
     from engine.media.collage import assemble, build, left_to_right
     from engine.media.files import write_atomic
     from engine.media.imageio import FORMATS as IMAGE_FORMATS
@@ -88,9 +100,12 @@ if TYPE_CHECKING:
     from engine.models.clip import load_clip_files, load_clip_pretrained
     from engine.models.fetch import fetch
     from engine.models.loader import ModelCache
+    from engine.models.registry import vqgan_factor
     from engine.models.vqgan import load_vqgan
     from engine.queue import JobQueue
     from engine.spec.choices import check_offered, clip_choices, vqgan_choices, with_choices
+    from engine.spec.outpaint import Outpaint, check_canvas
+    from engine.spec.outpaint import plan as plan_outpaint
     from engine.spec.prompts import parse_prompts, visible
     from engine.spec.request import (
         MAX_SEED,
@@ -98,6 +113,7 @@ if TYPE_CHECKING:
         ZoomSpec,
         check_limits,
         check_prompt_length,
+        outpaint_of,
         variation_of,
     )
 
@@ -114,6 +130,7 @@ PUBLIC: dict[str, tuple[str, str]] = {  # name -> (module, attribute)
     "Cancelled": ("engine.errors", "Cancelled"),
     "ModelsUnavailable": ("engine.errors", "ModelsUnavailable"),
     "NotAllowed": ("engine.errors", "NotAllowed"),
+    "OverQuota": ("engine.errors", "OverQuota"),
     "QueueFull": ("engine.errors", "QueueFull"),
     "StorageError": ("engine.errors", "StorageError"),
     "UserError": ("engine.errors", "UserError"),
@@ -125,6 +142,10 @@ PUBLIC: dict[str, tuple[str, str]] = {  # name -> (module, attribute)
     "check_limits": ("engine.spec.request", "check_limits"),
     "check_prompt_length": ("engine.spec.request", "check_prompt_length"),
     "variation_of": ("engine.spec.request", "variation_of"),
+    "outpaint_of": ("engine.spec.request", "outpaint_of"),
+    "Outpaint": ("engine.spec.outpaint", "Outpaint"),
+    "check_canvas": ("engine.spec.outpaint", "check_canvas"),
+    "plan_outpaint": ("engine.spec.outpaint", "plan"),
     "parse_prompts": ("engine.spec.prompts", "parse_prompts"),
     "visible": ("engine.spec.prompts", "visible"),
     "check_offered": ("engine.spec.choices", "check_offered"),
@@ -153,6 +174,7 @@ PUBLIC: dict[str, tuple[str, str]] = {  # name -> (module, attribute)
     "load_vqgan": ("engine.models.vqgan", "load_vqgan"),
     "fetch": ("engine.models.fetch", "fetch"),
     "ModelCache": ("engine.models.loader", "ModelCache"),
+    "vqgan_factor": ("engine.models.registry", "vqgan_factor"),
     "unreachable_names": ("engine.models.availability", "unreachable_names"),
     "Progress": ("engine.method.generate", "Progress"),
     "Result": ("engine.method.generate", "Result"),
@@ -161,6 +183,8 @@ PUBLIC: dict[str, tuple[str, str]] = {  # name -> (module, attribute)
     "prepare": ("engine.method.generate", "prepare"),
     "start": ("engine.method.generate", "start"),
     "step_together": ("engine.method.generate", "step_together"),
+    "Ban": ("engine.jobs.bans", "Ban"),
+    "BanList": ("engine.jobs.bans", "BanList"),
     "PENDING": ("engine.jobs.job", "PENDING"),
     "TERMINAL": ("engine.jobs.job", "TERMINAL"),
     "Job": ("engine.jobs.job", "Job"),
@@ -168,6 +192,17 @@ PUBLIC: dict[str, tuple[str, str]] = {  # name -> (module, attribute)
     "FAILURE_KINDS": ("engine.jobs.failures", "FAILURE_KINDS"),
     "failure_kind": ("engine.jobs.failures", "failure_kind"),
     "Listed": ("engine.jobs.listing", "Listed"),
+    "MAX_STYLE_NAME": ("engine.jobs.preferences", "MAX_STYLE_NAME"),
+    "Preferences": ("engine.jobs.preferences", "Preferences"),
+    "Style": ("engine.jobs.preferences", "Style"),
+    "UserSettings": ("engine.jobs.preferences", "UserSettings"),
+    "new_style": ("engine.jobs.preferences", "new_style"),
+    "style_name": ("engine.jobs.preferences", "style_name"),
+    "with_style": ("engine.jobs.preferences", "with_style"),
+    "Lane": ("engine.jobs.job", "Lane"),
+    "Quota": ("engine.jobs.quota", "Quota"),
+    "Usage": ("engine.jobs.quota", "Usage"),
+    "format_seconds": ("engine.jobs.quota", "format_seconds"),
     "Event": ("engine.jobs.events", "Event"),
     "Failed": ("engine.jobs.events", "Failed"),
     "Finished": ("engine.jobs.events", "Finished"),

@@ -1,9 +1,9 @@
 """What the buttons under results and status messages do (drawn by ``bot.views``).
 
 A press names its job in its ``custom_id``; the job comes from the job store, so buttons on
-messages posted before a restart work the same. Anyone may press Rerun, Vary, Edit, Timelapse and
-Details (a new job is theirs, with their limits and access checks: the same code paths as the
-🔁/🎲 reactions, the reply edit and the context menu's form); Cancel obeys the ❌ rule (owner or
+messages posted before a restart work the same. Anyone may press Rerun, Vary, Edit, Timelapse,
+Details, Zoom out and the pans (a new job is theirs, with their limits and access checks: the same code
+paths as the 🔁/🎲 reactions, the reply edit and the context menu's form); Cancel obeys the ❌ rule (owner or
 moderator). Every press is answered within Discord's 3 s: quick checks first, refusals privately,
 then a defer before anything slow. Quick repeated presses of one button by one person are
 acknowledged silently (``Debounce``): ten clicks start one job.
@@ -24,6 +24,7 @@ from bot import replies, submit
 from bot.access import check_access_interaction, moderates
 from bot.cogs.gestures import EditForm
 from bot.editing import MAX_PIECES, again, piece_name
+from bot.modlog import Asker
 from bot.pending import check_pending
 from bot.texts import describe_request, models_text, short_prompt
 from bot.timelapse import NO_FRAMES, frames_of, render
@@ -121,7 +122,7 @@ class Buttons(commands.Cog, name=COG):
             await interaction.response.defer()  # a repeat: acknowledged, nothing more
             return
         match action:
-            case "rerun" | "vary":
+            case "rerun" | "vary" | "zoomout15" | "zoomout2" | "panleft" | "panright" | "panup" | "pandown":
                 await self._again(interaction, job, action)
             case "edit":
                 await self._edit(interaction, job)
@@ -134,11 +135,12 @@ class Buttons(commands.Cog, name=COG):
                 await self._cancel(interaction, job)
 
     async def _again(self, interaction: discord.Interaction, job: Job, how: Action) -> None:
-        """Rerun or Vary: a new job of the presser's, its status the answer to the press."""
+        """Rerun, Vary, a zoom out or a pan: a new job of the presser's, its status the answer to the press."""
         owner = str(interaction.user.id)
         try:
             check_pending(self.bot.cfg, self.bot.queue, owner, self.bot.preparing)
-            req, note, source = again(self.bot.cfg, job, "rerun" if how == "rerun" else "vary")
+            req, note, source = again(self.bot.cfg, job, how)
+            self.bot.moderation.check(Asker.of(interaction), req.prompt, req.region)
         except UserError as e:
             await replies.refuse(interaction, e)
             return
@@ -173,7 +175,7 @@ class Buttons(commands.Cog, name=COG):
         try:
             clip = await render(self.bot.queue, job.id, limit)
         except UserError as e:
-            await replies.refuse(interaction, e)
+            await replies.refuse(interaction, str(e))  # nothing to show: not a refusal
             return
         await interaction.followup.send(
             f"{clip.caption()}\n-# job `{job.id}` **{short_prompt(job.request.prompt, 80)}**",

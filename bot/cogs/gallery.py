@@ -38,7 +38,7 @@ class GalleryCommands(commands.Cog):
         try:
             check_access_interaction(cfg, interaction)
         except UserError as e:
-            await replies.refuse(interaction, e)
+            await replies.refuse(interaction, str(e))
             return
         links = gallery.links
         base = cfg.gallery_url()

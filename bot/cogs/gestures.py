@@ -24,11 +24,12 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot import replies, submit
+from bot import personal, replies, submit
 from bot.access import check_access, check_access_interaction, check_access_message, moderates
 from bot.delivery import Sendable
 from bot.editing import MAX_PIECES, again, piece_name, prepare, split_arrow
 from bot.inputs import build_request
+from bot.modlog import Asker
 from bot.pending import check_pending
 from bot.uploads import ImageRef, check_attachment, image_attachments
 from engine import Job, Request, UserError
@@ -72,13 +73,15 @@ class EditForm(discord.ui.Modal):
 
 
 async def edit_request(bot: VQGANBot, target: discord.Message, atts: list[discord.Attachment], prompt: str,
-                       region: str | None) -> tuple[Request, str | None]:
-    """Download and compose the pictures; the parent is the job whose result ``target`` shows."""
+                       region: str | None, *, user: int, guild: int | None) -> tuple[Request, str | None]:
+    """Download and compose the pictures; the parent is the job whose result ``target`` shows. The
+    asker's (``user`` on server ``guild``) /settings give the models and a suffix to the prompt."""
+    mine = await personal.for_painting(bot.preferences, bot.cfg, user=user, guild=guild, prompt=prompt)
     edit = await prepare(bot, bot.cfg, [ImageRef.of(a) for a in atts])
     parent = bot.queue.find(result_message_id=target.id)
-    req = build_request(bot.cfg, prompt=prompt, kind="edit", region=region, **edit.fields(),
+    req = build_request(bot.cfg, prompt=mine.prompt, kind="edit", region=region, **edit.fields(), **mine.fields,
                         parent=parent.id if parent else None)
-    return req, edit.note
+    return req, personal.notes(edit.note, mine.note)
 
 
 async def edit_from_modal(bot: VQGANBot, interaction: discord.Interaction, target: discord.Message,
@@ -95,13 +98,15 @@ async def edit_from_modal(bot: VQGANBot, interaction: discord.Interaction, targe
             prompt = text
         check_pending(bot.cfg, bot.queue, owner, bot.preparing)  # again: time passed
         build_request(bot.cfg, prompt=prompt, kind="edit", region=region)
+        bot.moderation.check(Asker.of(interaction), prompt, region)
     except UserError as e:
         await replies.refuse(interaction, e)
         return
     with bot.preparing.hold(owner) as release:  # right after the check: no await between
         await interaction.response.defer(thinking=True)
         try:
-            req, note = await edit_request(bot, target, atts, prompt, region)
+            req, note = await edit_request(bot, target, atts, prompt, region, user=interaction.user.id,
+                                           guild=interaction.guild_id)
         except UserError as e:
             await replies.refuse(interaction, e)
             return
@@ -212,25 +217,25 @@ class Gestures(commands.Cog):
         """Edit ``target``'s image(s): one picture, or several as a collage; ``a -> b`` is a region edit."""
         cfg = self.bot.cfg
         owner = str(message.author.id)
+        command = "reply" if message.reference is not None else "mention"
+        asker = Asker(message.author.id, message.guild.id if message.guild else None, message.channel.id, command)
         try:
             region, prompt = split_arrow(text)
             check_pending(cfg, self.bot.queue, owner, self.bot.preparing)
             build_request(cfg, prompt=prompt, kind="edit", region=region)
+            self.bot.moderation.check(asker, prompt, region)
         except UserError as e:
             await self._notice(message, e)
             return
         with self.bot.preparing.hold(owner) as release:  # right after the check: no await between
             try:
-                req, note = await self._edit_request(target, atts, prompt, region)
+                req, note = await edit_request(self.bot, target, atts, prompt, region, user=message.author.id,
+                                               guild=message.guild.id if message.guild else None)
             except UserError as e:
                 await self._notice(message, e)
                 return
             await submit.from_message(self.bot, message, req, owner=message.author.id, member=message.author,
-                                      note=note, release=release)
-
-    async def _edit_request(self, target: discord.Message, atts: list[discord.Attachment], prompt: str,
-                            region: str | None) -> tuple[Request, str | None]:
-        return await edit_request(self.bot, target, atts, prompt, region)
+                                      note=note, release=release, command=command)
 
     def _warn_no_content(self) -> None:
         """A reply with no words, files or stickers cannot be sent: the content intent is off."""
@@ -308,7 +313,7 @@ class Gestures(commands.Cog):
             await self._notice(anchor, e, f"<@{payload.user_id}> ")
             return
         await submit.from_message(self.bot, anchor, req, owner=payload.user_id, member=payload.member,
-                                  note=note, source=source)
+                                  note=note, source=source, command=f"{payload.emoji} reaction")
 
     async def _cancel(self, payload: discord.RawReactionActionEvent, job: Job) -> None:
         moderator = moderates(self.bot.cfg, payload.member, payload.guild_id, job)

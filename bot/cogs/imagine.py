@@ -15,10 +15,11 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot import limits, replies, submit
+from bot import limits, personal, replies, submit
 from bot.access import check_access_interaction
 from bot.editing import piece_name, prepare, split_arrow
-from bot.inputs import ASPECTS, build_request, parse_size
+from bot.inputs import ASPECTS, build_request
+from bot.modlog import Asker
 from bot.origin import Origin
 from bot.pending import check_pending
 from bot.uploads import ImageRef, check_attachment, download
@@ -37,6 +38,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+TILES = {"none": "none", "both": "xy", "horizontal": "x"}  # /imagine tile: -> Request.tile
+
 
 class Imagine(commands.Cog):
     """Paint from words, or edit an uploaded image."""
@@ -52,6 +55,7 @@ class Imagine(commands.Cog):
             check_access_interaction(cfg, interaction)
             check_pending(cfg, self.bot.queue, str(interaction.user.id), self.bot.preparing)
             build_request(cfg, prompt=prompt, **fields)
+            self.bot.moderation.check(Asker.of(interaction), prompt, fields.get("region"))
             for what, att in attachments.items():
                 if att is not None:
                     check_attachment(cfg, ImageRef.of(att), what)
@@ -78,8 +82,11 @@ class Imagine(commands.Cog):
         timelapse="Also post a video of the picture forming",
         model="The VQGAN that paints (the server's choices)",
         clip="The CLIP model that judges, or an ensemble 'A+B' (each extra model is slower)",
+        style="One of your /style styles (or the server's): its words are added to the prompt",
+        tile="A seamless tile: the picture wraps around (both ways, or left to right for a panorama)",
     )
-    @app_commands.choices(aspect=[app_commands.Choice(name=k, value=k) for k in ASPECTS])
+    @app_commands.choices(aspect=[app_commands.Choice(name=k, value=k) for k in ASPECTS],
+                          tile=[app_commands.Choice(name=k, value=v) for k, v in TILES.items()])
     async def imagine(
         self,
         interaction: discord.Interaction,
@@ -93,14 +100,20 @@ class Imagine(commands.Cog):
         timelapse: bool | None = None,
         model: str | None = None,
         clip: str | None = None,
+        style: str | None = None,
+        tile: str | None = None,
     ) -> None:
         cfg = self.bot.cfg
-        try:
-            width, height = parse_size(cfg, size, aspect)
+        try:  # the options given, then the asker's /settings, then config.toml
+            check_access_interaction(cfg, interaction)
+            mine = await personal.for_imagine(self.bot.preferences, cfg, user=interaction.user.id,
+                                              guild=interaction.guild_id, prompt=prompt, style=style, size=size,
+                                              aspect=aspect, timelapse=timelapse, steps=steps, model=model, clip=clip)
         except UserError as e:
             await replies.refuse(interaction, e)
             return
-        fields: dict[str, Any] = dict(seed=seed, steps=steps, width=width, height=height, model=model, clip=clip)
+        prompt = mine.prompt
+        fields: dict[str, Any] = dict(seed=seed, tile=tile, **mine.fields)
         atts = {"starting image": image, "image prompt": image_prompt}
         if not await self._precheck(interaction, prompt, atts, **fields):
             return
@@ -116,14 +129,20 @@ class Imagine(commands.Cog):
             except UserError as e:
                 await replies.refuse(interaction, e)
                 return
-            await submit.from_interaction(self.bot, interaction, req, release=release,
-                                          source=Origin(timelapse=True) if timelapse else None)
+            await submit.from_interaction(self.bot, interaction, req, note=mine.note, release=release,
+                                          source=Origin(timelapse=True) if mine.timelapse else None)
 
     @imagine.autocomplete("model")
     async def _model_choices(self, interaction: discord.Interaction, current: str) -> list[app_commands.Choice[str]]:
         models = self.bot.cfg.models
         offered = [c for c in vqgan_choices(models) if _resolves(models, vqgan=c)]
         return _matching(offered, current, *self._unreachable())
+
+    @imagine.autocomplete("style")
+    async def _style_choices(self, interaction: discord.Interaction,
+                             current: str) -> list[app_commands.Choice[str]]:
+        own, server = await self.bot.preferences.styles(interaction.user.id, interaction.guild_id)
+        return _matching(list(dict.fromkeys(s.name for s in (*own, *server))), current)
 
     @imagine.autocomplete("clip")
     async def _clip_choices(self, interaction: discord.Interaction, current: str) -> list[app_commands.Choice[str]]:
@@ -168,9 +187,14 @@ class Imagine(commands.Cog):
         try:
             if region is None:
                 region, prompt = split_arrow(prompt)
+            check_access_interaction(cfg, interaction)
+            mine = await personal.for_painting(self.bot.preferences, cfg, user=interaction.user.id,
+                                               guild=interaction.guild_id, prompt=prompt)
         except UserError as e:
             await replies.refuse(interaction, e)
             return
+        prompt = mine.prompt
+        fields.update(mine.fields)
         pictures = [a for a in (image, image2, image3, image4) if a is not None]
         atts = {piece_name(i, len(pictures)): a for i, a in enumerate(pictures)} | {"mask": mask}
         if not await self._precheck(interaction, prompt, atts, kind="edit", region=region, **fields):
@@ -185,7 +209,8 @@ class Imagine(commands.Cog):
             except UserError as e:
                 await replies.refuse(interaction, e)
                 return
-            await submit.from_interaction(self.bot, interaction, req, note=edit.note, release=release)
+            await submit.from_interaction(self.bot, interaction, req, note=personal.notes(edit.note, mine.note),
+                                          release=release)
 
 
 def _resolves(models: ModelsConfig, *, vqgan: str | None = None, clip: str | None = None) -> bool:

@@ -15,10 +15,11 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot import replies, submit
+from bot import personal, replies, submit
 from bot.access import check_access_interaction
 from bot.config import BotConfig
 from bot.inputs import build_request
+from bot.modlog import Asker
 from bot.pending import check_pending
 from engine import MAX_SEED, Request, UserError
 
@@ -28,15 +29,15 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 def zoom_request(cfg: BotConfig, prompt: str, frames: int, steps_per_frame: int | None, zoom: float | None,
-                 seed: int | None) -> Request:
+                 seed: int | None, **fields: Any) -> Request:
     """A validated zoom request within the server's limits (``check_limits`` covers ``max_frames`` and
-    ``max_video_steps``), or a one-line ``UserError``."""
+    ``max_video_steps``), or a one-line ``UserError``; ``fields``: the asker's models (``bot.personal``)."""
     spec: dict[str, Any] = {"frames": frames}
     if steps_per_frame is not None:
         spec["steps_per_frame"] = steps_per_frame
     if zoom is not None:
         spec["zoom"] = zoom
-    return build_request(cfg, prompt=prompt, seed=seed, zoom=spec)
+    return build_request(cfg, prompt=prompt, seed=seed, zoom=spec, **fields)
 
 
 class Zoom(commands.Cog):
@@ -66,14 +67,17 @@ class Zoom(commands.Cog):
         owner = str(interaction.user.id)
         try:
             check_access_interaction(cfg, interaction)
+            mine = await personal.for_painting(self.bot.preferences, cfg, user=interaction.user.id,
+                                               guild=interaction.guild_id, prompt=prompt)
             check_pending(cfg, self.bot.queue, owner, self.bot.preparing)
-            req = zoom_request(cfg, prompt, frames, steps_per_frame, zoom, seed)
+            req = zoom_request(cfg, mine.prompt, frames, steps_per_frame, zoom, seed, **mine.fields)
+            self.bot.moderation.check(Asker.of(interaction), req.prompt)
         except UserError as e:
             await replies.refuse(interaction, e)
             return
         with self.bot.preparing.hold(owner) as release:
             await interaction.response.defer(thinking=True)
-            await submit.from_interaction(self.bot, interaction, req, release=release)
+            await submit.from_interaction(self.bot, interaction, req, note=mine.note, release=release)
 
 
 async def setup(bot: VQGANBot) -> None:

@@ -24,17 +24,15 @@ from aiohttp import web
 
 from bot.access import guild_of
 from bot.config import BotConfig
-from bot.metrics import LANES, lane_of
 from bot.texts import models_text
 from bot.timelapse import Video, render
 from bot.web.links import Links, Scope
-from engine import Job, JobQueue, Listed, UserError
+from engine import Job, JobQueue, Listed, UserError, format_seconds
 
 FILE = re.compile(r"(?P<job>[0-9a-f]{12})\.(?P<ext>png|mp4)")
 STATIC = {"gallery.js": "text/javascript", "gallery.css": "text/css"}
 VIDEO_MAX_BYTES = 32 * 2**20
 VIDEOS_KEPT = 4  # encoded videos kept in memory (the newest asked for)
-Usage = Callable[[str], float]  # a person's GPU seconds today (UTC), by user id
 Names = Callable[[str], str]  # a user id as people know it (their name, when the bot has it)
 
 
@@ -42,20 +40,12 @@ def _when(t: float) -> str:
     return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%d %H:%M UTC")
 
 
-def _duration(seconds: float) -> str:
-    seconds = int(round(seconds))
-    return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min" if seconds >= 3600 else f"{seconds // 60} min {seconds % 60:02d} s"
-
-
 class Gallery:
-    """The gallery's handlers over one queue. ``usage``: a person's GPU seconds today (the quota feature's
-    count; None = the status page has no usage section); ``names``: a user id -> a name to show."""
+    """The gallery's handlers over one queue. ``names``: a user id -> a name to show."""
 
-    def __init__(self, cfg: BotConfig, queue: JobQueue, *, usage: Usage | None = None,
-                 names: Names | None = None) -> None:
+    def __init__(self, cfg: BotConfig, queue: JobQueue, *, names: Names | None = None) -> None:
         self.cfg = cfg
         self.queue = queue
-        self.usage = usage
         self.names: Names = names or (lambda owner: owner)
         self.links = Links(cfg.gallery.secret.get_secret_value(), cfg.gallery.link_ttl_s)
         self.templates = jinja2.Environment(loader=jinja2.PackageLoader("bot.web", "templates"),
@@ -118,22 +108,23 @@ class Gallery:
     def _status(self, scope: Scope) -> web.Response:
         q, guild = self.queue, scope.subject
         pending = q.pending()
-        lanes = [(lane, sum(1 for j in pending if j.state == "queued" and lane_of(j) == lane)) for lane in LANES]
+        lanes = list(q.quota.depth().items())
         here = [j for j in pending if guild_of(j) == guild]
         queue = [{"place": "now" if (p := q.position(j.id)) == 0 else f"#{p}" if p else "just asked", "id": j.id,
-                  "prompt": j.request.prompt, "by": self.names(j.owner), "lane": lane_of(j)} for j in here]
+                  "prompt": j.request.prompt, "by": self.names(j.owner), "lane": q.quota.lane_of(j)} for j in here]
         fleet, now = q.fleet(), time.time()
         workers = None if fleet is None else [
             {"name": w.get("worker", "?"), "device": w.get("device", "?"),
              "jobs": f"{len(w.get('leases', ()))}/{min(int(w.get('capacity', 0)), self.cfg.queue.batch_size)}",
              "models": ", ".join(w.get("models", ())) or "none loaded",
              "age": f"{max(0.0, now - float(w.get('sent_at', now))):.1f} s ago"} for w in fleet]
-        usage = None
-        if self.usage is not None:
-            midnight = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0).timestamp()
-            today = {j.owner for j in here} | {x.owner for x in q.results(origin={"guild_id": guild})
-                                              if x.finished_at >= midnight}
-            usage = [{"by": self.names(o), "used": _duration(self.usage(o))} for o in sorted(today)]
+        midnight = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0).timestamp()
+        today = {j.owner for j in here} | {x.owner for x in q.results(origin={"guild_id": guild})
+                                          if x.finished_at >= midnight}
+        usage = []  # the GPU time today of everyone who asked on this server today (engine.jobs.quota)
+        for u in sorted((q.quota.usage(o) for o in today), key=lambda u: (-u.used_s, u.owner)):
+            used = format_seconds(u.used_s) + (f" of {format_seconds(u.limit_s)}" if u.limit_s else "")
+            usage.append({"by": self.names(u.owner), "used": used + (" (relax lane)" if u.over else "")})
         return self._html("status.html", title="Status of this server's painting", lanes=lanes, queue=queue,
                           workers=workers, usage=usage, paused=q.paused(), now=_when(now),
                           expires=_when(scope.expires))

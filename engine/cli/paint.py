@@ -1,5 +1,5 @@
-"""``imagine``, ``edit``, ``vary`` and ``rerun``: one picture from a request, written as a PNG with the
-request in its metadata (and, with ``--timelapse``, the run as a video)."""
+"""``imagine``, ``edit``, ``vary``, ``outpaint`` and ``rerun``: one picture from a request, written as a
+PNG with the request in its metadata (and, with ``--timelapse``, the run as a video)."""
 
 from __future__ import annotations
 
@@ -27,12 +27,13 @@ if TYPE_CHECKING:
     from engine.method.generate import Progress
     from engine.spec.request import Request
 
-COMMANDS = ("imagine", "edit", "vary", "rerun")
+COMMANDS = ("imagine", "edit", "vary", "outpaint", "rerun")
 
 
 def add_parser(sub: argparse._SubParsersAction[Any]) -> None:
     p = sub.add_parser("imagine", help="make a new image from a text prompt")
     p.add_argument("prompt", help='e.g. "a forest rendered in low poly" or "a:1|b:-0.5"')
+    _add_tile_flags(p)
     add_output_flags(p)
     p = sub.add_parser("edit", help="change an image with a text prompt")
     p.add_argument("input", type=Path)
@@ -44,15 +45,35 @@ def add_parser(sub: argparse._SubParsersAction[Any]) -> None:
                    help="paste an image onto the input (a collage); holes and seams are repainted")
     p.add_argument("--seam", type=int, help="collage: pixels each side of a seam to repaint")
     p.add_argument("--feather", type=int, help="pixels of soft edge outside the mask")
+    _add_tile_flags(p)
     add_output_flags(p)
     p = sub.add_parser("vary", help="a similar but different picture from an image (its metadata's prompt)")
     p.add_argument("input", type=Path)
     p.add_argument("prompt", nargs="?", help="defaults to the prompt in the image's metadata")
     p.add_argument("--strength", type=float, help="fraction of the parent's steps to run (default from config)")
     add_output_flags(p)
+    p = sub.add_parser("outpaint", help="zoom out or pan: a bigger canvas, only the new area painted",
+                       intermixed=True)
+    p.add_argument("input", type=Path)
+    p.add_argument("prompt", nargs="?", help="defaults to the prompt in the image's metadata")
+    p.add_argument("--zoom-out", type=float, metavar="F", help="the canvas F times the picture's size, e.g. 1.5")
+    for side, where in (("left", "left of"), ("right", "right of"), ("up", "above"), ("down", "below")):
+        p.add_argument(f"--{side}", type=int, default=0, metavar="PX", help=f"pixels to add {where} the picture")
+    p.add_argument("--seam", type=int, help="pixels into the picture repainted along each side that grows "
+                                            "(default [editing] outpaint_seam)")
+    p.add_argument("--feather", type=int, help="pixels of soft edge beyond the seam")
+    add_output_flags(p)
     p = sub.add_parser("rerun", help="redo an image from the request in its PNG metadata")
     p.add_argument("input", type=Path)
     add_output_flags(p)
+
+
+def _add_tile_flags(p: argparse.ArgumentParser) -> None:
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--tile", dest="tile", action="store_const", const="xy",
+                   help="a seamless tile: the picture wraps around left to right and top to bottom")
+    g.add_argument("--tile-x", dest="tile", action="store_const", const="x",
+                   help="a seamless tile left to right only (a panorama)")
 
 
 def _request(args: argparse.Namespace, cfg: Config) -> Request:
@@ -61,7 +82,8 @@ def _request(args: argparse.Namespace, cfg: Config) -> Request:
     from engine.spec.request import check_limits
 
     io = io_limits(cfg)
-    build = {"imagine": _imagine, "edit": _edit, "vary": _variation, "rerun": _rerun}[args.command]
+    build = {"imagine": _imagine, "edit": _edit, "vary": _variation, "outpaint": _outpaint,
+             "rerun": _rerun}[args.command]
     req = build(args, cfg, request_flags(args, io), io)
     req = inputs.locate(req, args.input) if args.command == "rerun" else inputs.pin(req)
     check_mask_shape_early(req, io)
@@ -73,7 +95,7 @@ def _request(args: argparse.Namespace, cfg: Config) -> Request:
 def _imagine(args: argparse.Namespace, cfg: Config, over: dict[str, Any], io: IoLimits) -> Request:
     from engine.spec.request import Request
 
-    return Request.from_config(cfg, prompt=args.prompt, **over)
+    return Request.from_config(cfg, prompt=args.prompt, tile=args.tile, **over)
 
 
 def _edit(args: argparse.Namespace, cfg: Config, over: dict[str, Any], io: IoLimits) -> Request:
@@ -82,7 +104,7 @@ def _edit(args: argparse.Namespace, cfg: Config, over: dict[str, Any], io: IoLim
     from engine.spec.request import Request
 
     img = load_rgb(args.input, what="input image", **io)
-    over.update(kind="edit", init_image=str(args.input), feather=args.feather, region=args.region)
+    over.update(kind="edit", init_image=str(args.input), feather=args.feather, region=args.region, tile=args.tile)
     if args.mask:
         load_mask(args.mask, **io)
         over["mask"] = str(args.mask)
@@ -165,6 +187,36 @@ def _variation(args: argparse.Namespace, cfg: Config, over: dict[str, Any], io: 
     return variation_of(made, str(args.input), img.size, cfg.editing, strength=strength,
                         parent=f"sha256:{digest} seed:{parent.get('seed', '?')}",
                         **{k: v for k, v in over.items() if v is not None})
+
+
+def _outpaint(args: argparse.Namespace, cfg: Config, over: dict[str, Any], io: IoLimits) -> Request:
+    """The picture on a canvas grown by ``--zoom-out`` or the margins (to whole VQGAN cells), its own
+    prompt and settings (from its metadata), only the new area and the seam painted."""
+    import hashlib
+
+    from engine.media.imageio import load_rgb
+    from engine.models.registry import vqgan_factor
+    from engine.spec.outpaint import check_canvas, plan
+    from engine.spec.request import Request, outpaint_of
+
+    if args.size:
+        raise UserError("outpaint: the canvas follows --zoom-out or the margins; --size does not apply")
+    img = load_rgb(args.input, what="input image", **io)
+    parent = _parent_request(args, cfg, required=False)
+    prompt = args.prompt or parent.get("prompt")
+    if not prompt:
+        raise UserError(f"{args.input} has no prompt in its metadata: give one, e.g. outpaint IN.png 'a castle'")
+    fields = {k: parent[k] for k in ("models", "steps", "cutouts", "cut_pow", "lr", "betas") if k in parent}
+    made = with_model_flags(Request.from_config(cfg, **fields, prompt=prompt), args)
+    seam = cfg.editing.outpaint_seam if args.seam is None else args.seam
+    margins = plan(img.size, vqgan_factor(made.models), seam=seam, zoom_out=args.zoom_out, left=args.left,
+                   right=args.right, up=args.up, down=args.down)
+    what = f"zooming out {args.zoom_out:g}x" if args.zoom_out else "these margins"
+    check_canvas(margins.canvas(img.size), cfg.limits, what)
+    digest = hashlib.sha256(args.input.read_bytes()).hexdigest()[:16]
+    changes = {k: v for k, v in {**over, "feather": args.feather}.items() if v is not None}
+    return outpaint_of(made, str(args.input), img.size, margins,
+                       parent=f"sha256:{digest} seed:{parent.get('seed', '?')}", **changes)
 
 
 def _parent_request(args: argparse.Namespace, cfg: Config, *, required: bool) -> dict[str, Any]:

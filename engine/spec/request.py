@@ -11,7 +11,7 @@ import random
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from engine import errors
 from engine.config import (
@@ -34,12 +34,17 @@ from engine.config import (
     Weight,
 )
 from engine.errors import UserError
+from engine.spec.outpaint import Outpaint
 from engine.spec.prompts import MAX_WEIGHT, check_text, parse_story, visible
 
 _G, _E = GenerationConfig(), EditingConfig()  # the defaults, from one place
 
 MAX_SEED = 2**32 - 1
 """Seeds are 0 .. 2**32-1 everywhere (CLI, Discord, metadata): numpy and torch both take them."""
+
+
+Tile = Literal["none", "x", "xy"]
+"""A seamless tile: "x" wraps left to right (panoramas), "xy" both ways; "none" is a plain picture."""
 
 
 class ImagePrompt(BaseModel):
@@ -88,7 +93,7 @@ class Request(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
-    kind: Literal["imagine", "edit", "vary"] = "imagine"
+    kind: Literal["imagine", "edit", "vary", "outpaint"] = "imagine"
     prompt: str
     seed: int = Field(default_factory=lambda: random.randrange(MAX_SEED + 1), ge=0, le=MAX_SEED)
     steps: Steps = _G.steps
@@ -116,6 +121,17 @@ class Request(BaseModel):
     inputs: tuple[InputFile, ...] = ()  # init image, mask, image prompts: absolute path + sha256
     story_every: int | None = Field(None, ge=1)  # a story ("a ^ b"): steps (frames, in a zoom) per part
     zoom: ZoomSpec | None = None  # a zoom video; None = a still image
+    tile: Tile = "none"  # a seamless tile: the picture wraps around horizontally ("x") or both ways ("xy")
+    outpaint: Outpaint | None = None  # kind "outpaint": init_image grown by these margins, only they painted
+
+    @model_validator(mode="after")
+    def _outpaint_whole(self) -> Request:
+        if (self.kind == "outpaint") != (self.outpaint is not None):
+            raise UserError("an outpaint request has kind 'outpaint' and its margins, together or not at all")
+        if self.outpaint is not None and (not self.init_image or self.mask or self.region):
+            raise UserError("an outpaint grows its input image (init_image) and makes its own mask: "
+                            "no mask or region with it")
+        return self
 
     @field_validator("region")
     @classmethod
@@ -206,7 +222,21 @@ def variation_of(made: Request, image: str, size: tuple[int, int], editing: Edit
     return made.with_changes(**{
         "kind": "vary", "init_image": image, "width": size[0], "height": size[1],
         "steps": max(1, round(made.steps * strength)), "keep_structure": editing.keep_structure,
-        "keep_latent": editing.keep_latent, "parent": parent, "mask": None, "region": None, **changes})
+        "keep_latent": editing.keep_latent, "parent": parent, "mask": None, "region": None, "outpaint": None,
+        **changes})
+
+
+def outpaint_of(made: Request, image: str, size: tuple[int, int], margins: Outpaint, *, parent: str,
+                **changes: Any) -> Request:
+    """The picture ``made`` painted (``image``, of ``size``) on a canvas grown by ``margins`` (CLI
+    ``outpaint``, the bot's zoom and pan buttons): the same prompt and settings, only the margins and the
+    seam painted. Nothing pulls towards the input (the mask keeps it): keep-structure and keep-latent are
+    0 unless ``changes`` say otherwise; the canvas does not tile (it is a new picture around the old)."""
+    w, h = margins.canvas(size)
+    return made.with_changes(**{
+        "kind": "outpaint", "init_image": image, "width": w, "height": h, "outpaint": margins.model_dump(),
+        "keep_structure": 0.0, "keep_latent": 0.0, "parent": parent, "mask": None, "region": None,
+        "zoom": None, "tile": "none", **changes})
 
 
 def check_prompt_length(prompt: str, limits: LimitsConfig) -> None:
@@ -245,6 +275,6 @@ def check_zoom_limits(zoom: ZoomSpec, limits: LimitsConfig) -> None:
 
 def batch_key(request: Request) -> tuple:
     """Jobs with equal keys share models and size, so one worker can step them together (a zoom
-    video never joins a batch of still pictures)."""
+    video never joins a batch of still pictures; tiled jobs share their decoder's padding)."""
     return (request.models.vqgan_key(), request.models.clip_key(), request.width, request.height,
-            request.zoom is not None)
+            request.zoom is not None, request.tile)

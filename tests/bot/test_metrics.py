@@ -27,11 +27,12 @@ async def scrape(cfg) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
 
 
 class Runner(FakeRunner):
-    """Holds every job until ``open``; "too big" runs out of GPU memory (at its size and at the smaller retry)."""
+    """Holds every job while ``open`` is False; "too big" runs out of GPU memory (at its size and at the
+    smaller retry)."""
 
     def __init__(self) -> None:
         super().__init__(delay=0.01)
-        self.open = False
+        self.open = True
         self.gate = lambda req: self.open
 
     def __call__(self, req, on_progress, should_stop):
@@ -40,42 +41,47 @@ class Runner(FakeRunner):
         return super().__call__(req, on_progress, should_stop)
 
 
-async def test_metrics_count_jobs_refusals_and_discord_errors(fake, tmp_path):
-    cfg = web_config(tmp_path, fake, gallery=False, queue={"per_owner_pending": 2})
+async def test_metrics_count_jobs_lanes_refusals_and_discord_errors(fake, tmp_path):
+    cfg = web_config(tmp_path, fake, gallery=False, queue={"per_owner_pending": 2},
+                     limits={"daily_gpu_seconds": 0.001})  # one picture uses up a day: the next one relaxes
     runner = Runner()
     async with run_bot(fake, cfg, runner) as bot:
         alice, bob = fake.add_user("alice"), fake.add_user("bob")
         fake.fail_next("PATCH", r"/webhooks/.*/messages/@original", status=429, retry_after=0.05)
-        for who, prompt in ((alice, "a red fox"), (bob, "too big"), (alice, "a blue jay")):
-            await submitted(fake, bot, await fake.slash(who, fake.channel, "imagine", {"prompt": prompt, "steps": 4}))
-        too_long = await fake.slash(bob, fake.channel, "imagine", {"prompt": "x" * 600})
+        await submitted(fake, bot, await fake.slash(alice, fake.channel, "imagine", {"prompt": "a red fox"}))
+        await wait_results(fake, 1)
+        runner.open = False
+        for who, prompt in ((bob, "a green frog"), (alice, "a blue jay"), (bob, "too big")):
+            await submitted(fake, bot, await fake.slash(who, fake.channel, "imagine", {"prompt": prompt}))
+        too_long = await fake.slash(alice, fake.channel, "imagine", {"prompt": "x" * 600})
         assert "characters" in await wait_ephemeral(fake, too_long)
-        third = await fake.slash(alice, fake.channel, "imagine", {"prompt": "a third one"})
+        third = await fake.slash(bob, fake.channel, "imagine", {"prompt": "a third one"})
         assert "limit 2" in await wait_ephemeral(fake, third)
         waiting = await scrape(cfg)
-        assert waiting[("vqgan_queue_depth", (("lane", "fast"),))] == 2
-        assert waiting[("vqgan_jobs_running", ())] == 1
+        assert waiting[("vqgan_jobs_running", ())] == 1  # the frog
+        assert waiting[("vqgan_queue_depth", (("lane", "fast"),))] == 1  # bob's "too big"
+        assert waiting[("vqgan_queue_depth", (("lane", "relax"),))] == 1  # alice's jay: she is over today's time
         runner.open = True
-        await wait_results(fake, 2)
+        await wait_results(fake, 3)
         await fake.wait_for(lambda: not bot.queue.pending() and any(
             j.state == "failed" for j in bot.queue.jobs_of(str(bob.id))), timeout=20)
         m = await scrape(cfg)
 
-    assert m[("vqgan_jobs_submitted_total", ())] == 3
-    assert m[("vqgan_jobs_finished_total", ())] == 2
+    assert m[("vqgan_jobs_submitted_total", ())] == 4
+    assert m[("vqgan_jobs_finished_total", ())] == 3
     assert m[("vqgan_jobs_failed_total", (("reason", "out_of_memory"),))] == 1
     assert sum(v for (name, _), v in m.items() if name == "vqgan_jobs_failed_total") == 1
     assert m[("vqgan_jobs_cancelled_total", ())] == 0
-    assert m[("vqgan_job_run_seconds_count", ())] == 2 and m[("vqgan_job_run_seconds_sum", ())] > 0
-    assert m[("vqgan_step_seconds_count", ())] == 2
-    assert m[("vqgan_job_wait_seconds_count", ())] == 3  # each job's first start
+    assert m[("vqgan_job_run_seconds_count", ())] == 3 and m[("vqgan_job_run_seconds_sum", ())] > 0
+    assert m[("vqgan_step_seconds_count", ())] == 3
+    assert m[("vqgan_job_wait_seconds_count", ())] == 4  # each job's first start
     assert m[("vqgan_queue_depth", (("lane", "fast"),))] == 0 and m[("vqgan_queue_depth", (("lane", "relax"),))] == 0
     assert m[("vqgan_jobs_running", ())] == 0
     assert m[("vqgan_workers_alive", ())] == 1
     assert m[("vqgan_worker_heartbeat_age_seconds", (("worker", "local"),))] == 0
     assert m[("vqgan_gateway_ready", ())] == 1
     assert m[("vqgan_refusals_total", (("kind", "input"),))] == 1  # the prompt over max_prompt_chars
-    assert m[("vqgan_refusals_total", (("kind", "pending"),))] == 1  # alice's third while two wait
+    assert m[("vqgan_refusals_total", (("kind", "pending"),))] == 1  # bob's third while two wait
     assert sum(v for (name, _), v in m.items() if name == "vqgan_refusals_total") == 2
     assert m[("vqgan_discord_api_errors_total", (("status", "429"),))] >= 1
 

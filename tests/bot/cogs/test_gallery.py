@@ -38,6 +38,9 @@ async def test_gallery_answers_privately_with_a_signed_link_and_more_for_moderat
         assert [link.rsplit("/", 1)[1].split(".")[:2] for link in links] == [
             ["u", str(mod.id)], ["g", str(fake.guild_id)], ["s", str(fake.guild_id)]]
         assert "this server's pictures" in text and "this server's status" in text
+        h = await fake.slash(alice, fake.channel, "help")  # in two messages: a server's emoji may make it long
+        first = (await h.wait_response()).data["content"]
+        assert "`/gallery`" in first + "".join(m.content for m in await h.wait_followups(1))
 
 
 async def test_gallery_when_it_is_off_says_so_in_one_line(fake, tmp_path):

@@ -12,6 +12,7 @@ from yarl import URL
 
 from bot.app import VQGANBot
 from bot.web.links import Links
+from engine import format_seconds
 from engine.queue import JobQueue
 from tests.bot.conftest import GALLERY_SECRET, FakeRunner, web_config, web_url
 from tests.bot.web.conftest import gallery_links, paint
@@ -34,7 +35,7 @@ def forged(token: str, *, kind: str | None = None, subject: int | None = None, e
 
 async def test_a_persons_link_shows_their_pictures_newest_first_and_nothing_else(fake, tmp_path):
     cfg = web_config(tmp_path, fake, moderator_roles=["mods"], allowed_guilds=[fake.guild_id])
-    bot = VQGANBot(cfg, JobQueue(cfg, runner=FakeRunner()), usage=lambda owner: 125.0)
+    bot = VQGANBot(cfg, JobQueue(cfg, runner=FakeRunner()))
     async with fake.running(bot):
         w = await paint(fake, bot)
         fox, jay, garden = (w.jobs[p] for p in ("a red fox in the snow", "a blue jay <b>& friends</b>",
@@ -112,5 +113,7 @@ async def test_a_persons_link_shows_their_pictures_newest_first_and_nothing_else
         page = body.decode()
         assert status == 200 and "Lanes" in page and "<td>fast</td><td>0</td>" in page
         assert "1 worker, in the bot's own process" in page and "Nothing is waiting" in page
-        assert "Today's usage" in page and "2 min 05 s" in page  # from the usage source
+        assert "Today's usage" in page  # the quota's count of each person's GPU time (engine.jobs.quota)
+        for who in (w.alice, w.bob):
+            assert f"<td>{who.id}</td><td>{format_seconds(bot.queue.quota.usage(str(who.id)).used_s)}</td>" in page
         assert (await fetch(f"{state}/{fox.id}.png"))[0] == 404  # a status link opens no pictures
