@@ -61,6 +61,9 @@ def _guard(timeout_s: float) -> Middleware:
             except TimeoutError:
                 log.warning("web: %s took longer than %g s", request.path, timeout_s)
                 resp = _answer(503, "that took too long; try again later")
+            except Exception:  # a bug: the log has it, the client gets a plain 500 (with the headers below)
+                log.exception("web: %s failed", request.path)
+                resp = _answer(500, "something went wrong on the bot's side")
         for name, value in SECURITY_HEADERS.items():
             resp.headers.setdefault(name, value)
         resp.headers.setdefault("Cache-Control", "no-store")  # pages carry their link's token

@@ -5,8 +5,12 @@ from __future__ import annotations
 import asyncio
 import time
 
-import aiohttp
+import socket
 
+import aiohttp
+import pytest
+
+from engine import UserError
 from tests.bot.conftest import FakeRunner, run_bot, web_config, web_url
 
 
@@ -80,3 +84,13 @@ async def test_a_slow_or_oversized_request_never_holds_the_server(fake, tmp_path
         status, headers, text = await get(web_url(cfg, "/nothing-here"))
         assert status == 404 and "Content-Security-Policy" in headers
         assert (await get(healthz))[0] == 200  # and it still answers
+
+
+async def test_a_port_that_is_taken_stops_the_bot_at_start_with_one_line(fake, tmp_path):
+    cfg = web_config(tmp_path, fake, gallery=False)
+    with socket.socket() as taken:
+        taken.bind((cfg.http.host, cfg.http.port))
+        taken.listen()
+        with pytest.raises(UserError, match=rf"the web server cannot listen on 127.0.0.1:{cfg.http.port} "):
+            async with run_bot(fake, cfg, FakeRunner()):
+                pass
