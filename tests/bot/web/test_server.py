@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import time
-
 import socket
+import time
 
 import aiohttp
 import pytest
