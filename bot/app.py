@@ -24,6 +24,7 @@ from bot import replies, roles
 from bot.config import BotConfig
 from bot.delivery import Delivery
 from bot.endpoints import point_at
+from bot.inputs import StyleLookup, no_styles
 from bot.origin import INTERACTION_TOKEN, TOKEN_EXPIRES_S
 from bot.pending import Preparing
 from bot.uploads import prune_uploads
@@ -65,6 +66,7 @@ class VQGANBot(commands.Bot):
         self.queue = queue
         self.delivery = Delivery(self, cfg, queue)
         self.preparing = Preparing()  # requests downloading: they count against the pending limit
+        self.styles: StyleLookup = no_styles  # --style NAME -> its words (the settings store sets its own)
         self.sync_commands = sync_commands
         self._unsubscribe: Callable[[], None] | None = None
         self._heartbeat: asyncio.Task[None] | None = None

@@ -29,7 +29,8 @@ def describe_request(r: Request) -> str:
                 f"{z.steps_per_frame} steps · {r.width}x{r.height}")
     kind = {"edit": "✏️ edit", "vary": "🎲 variation"}.get(r.kind, "🎨")
     where = f"*{short_prompt(r.region, 80)}* → " if r.region else ""
-    return f"{kind} {where}**{short_prompt(r.prompt)}** · seed `{r.seed}` · {r.steps} steps · {r.width}x{r.height}"
+    words = f"**{short_prompt(r.prompt)}**" if r.prompt else f"*{len(r.image_prompts)} images blended*"
+    return f"{kind} {where}{words} · seed `{r.seed}` · {r.steps} steps · {r.width}x{r.height}"
 
 
 def status_text(job: Job, line: str, note: str | None = None) -> str:

@@ -71,6 +71,7 @@ if TYPE_CHECKING:
     from engine.media.files import write_atomic
     from engine.media.imageio import FORMATS as IMAGE_FORMATS
     from engine.media.imageio import (
+        aspect_size,
         check_mask_shape,
         fit_size,
         load_mask,
@@ -89,6 +90,7 @@ if TYPE_CHECKING:
     from engine.models.vqgan import load_vqgan
     from engine.queue import JobQueue
     from engine.spec.choices import check_offered, clip_choices, vqgan_choices, with_choices
+    from engine.spec.parameters import Parameters, Planned, plan, split_parameters, with_style
     from engine.spec.prompts import parse_prompts, visible
     from engine.spec.request import (
         MAX_SEED,
@@ -123,6 +125,11 @@ PUBLIC: dict[str, tuple[str, str]] = {  # name -> (module, attribute)
     "check_limits": ("engine.spec.request", "check_limits"),
     "check_prompt_length": ("engine.spec.request", "check_prompt_length"),
     "variation_of": ("engine.spec.request", "variation_of"),
+    "Parameters": ("engine.spec.parameters", "Parameters"),
+    "Planned": ("engine.spec.parameters", "Planned"),
+    "plan": ("engine.spec.parameters", "plan"),
+    "split_parameters": ("engine.spec.parameters", "split_parameters"),
+    "with_style": ("engine.spec.parameters", "with_style"),
     "parse_prompts": ("engine.spec.prompts", "parse_prompts"),
     "visible": ("engine.spec.prompts", "visible"),
     "check_offered": ("engine.spec.choices", "check_offered"),
@@ -131,6 +138,7 @@ PUBLIC: dict[str, tuple[str, str]] = {  # name -> (module, attribute)
     "with_choices": ("engine.spec.choices", "with_choices"),
     "write_atomic": ("engine.media.files", "write_atomic"),
     "IMAGE_FORMATS": ("engine.media.imageio", "FORMATS"),
+    "aspect_size": ("engine.media.imageio", "aspect_size"),
     "check_mask_shape": ("engine.media.imageio", "check_mask_shape"),
     "fit_size": ("engine.media.imageio", "fit_size"),
     "load_mask": ("engine.media.imageio", "load_mask"),

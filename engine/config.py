@@ -166,6 +166,7 @@ class LimitsConfig(Section):
     max_input_pixels: int = Field(40_000_000, ge=256)
     max_frames: int = Field(240, ge=1)  # zoom videos: frames per video
     max_video_steps: int = Field(10_000, ge=1)  # zoom videos: frames x steps per frame
+    max_repeat: int = Field(8, ge=1)  # jobs from one prompt: --repeat N and sweeps ({a, b}) together
 
 
 class QueueConfig(Section):

@@ -28,7 +28,7 @@ from bot import replies, submit
 from bot.access import check_access, check_access_interaction, check_access_message, moderates
 from bot.delivery import Sendable
 from bot.editing import MAX_PIECES, again, piece_name, prepare, split_arrow
-from bot.inputs import build_request
+from bot.inputs import build_request, job_fields, read_prompt
 from bot.pending import check_pending
 from bot.uploads import ImageRef, check_attachment, image_attachments
 from engine import Job, Request, UserError
@@ -71,14 +71,28 @@ class EditForm(discord.ui.Modal):
         self.stop()
 
 
-async def edit_request(bot: VQGANBot, target: discord.Message, atts: list[discord.Attachment], prompt: str,
-                       region: str | None) -> tuple[Request, str | None]:
-    """Download and compose the pictures; the parent is the job whose result ``target`` shows."""
+async def edit_fields(bot: VQGANBot, text: str, *, user: int, guild: int | None,
+                      region: str | None = None) -> list[dict[str, Any]]:
+    """Each job's fields from an edit's words: the parameters at their end, a sweep, and (without a
+    ``region``) ``a -> b`` as the region and what it becomes; each request checked. Raises ``UserError``."""
+    wanted = await job_fields(bot.cfg, read_prompt(bot.cfg, text), {"region": region}, user=user, guild=guild,
+                              styles=bot.styles)
+    for fields in wanted:
+        if region is None:
+            fields["region"], fields["prompt"] = split_arrow(fields["prompt"])
+        build_request(bot.cfg, kind="edit", **fields)
+    return wanted
+
+
+async def edit_requests(bot: VQGANBot, target: discord.Message, atts: list[discord.Attachment],
+                        wanted: list[dict[str, Any]]) -> tuple[list[Request], str | None]:
+    """Download and compose the pictures once for every job; the parent is the job whose result
+    ``target`` shows."""
     edit = await prepare(bot, bot.cfg, [ImageRef.of(a) for a in atts])
     parent = bot.queue.find(result_message_id=target.id)
-    req = build_request(bot.cfg, prompt=prompt, kind="edit", region=region, **edit.fields(),
-                        parent=parent.id if parent else None)
-    return req, edit.note
+    reqs = [build_request(bot.cfg, kind="edit", **{**edit.fields(), **fields}, parent=parent.id if parent else None)
+            for fields in wanted]
+    return reqs, edit.note
 
 
 async def edit_from_modal(bot: VQGANBot, interaction: discord.Interaction, target: discord.Message,
@@ -89,23 +103,19 @@ async def edit_from_modal(bot: VQGANBot, interaction: discord.Interaction, targe
     region = " ".join((region or "").split()) or None
     owner = str(interaction.user.id)
     try:
-        if region is None:
-            region, prompt = split_arrow(text)
-        else:
-            prompt = text
-        check_pending(bot.cfg, bot.queue, owner, bot.preparing)  # again: time passed
-        build_request(bot.cfg, prompt=prompt, kind="edit", region=region)
+        wanted = await edit_fields(bot, text, user=interaction.user.id, guild=interaction.guild_id, region=region)
+        check_pending(bot.cfg, bot.queue, owner, bot.preparing, adding=len(wanted))  # again: time passed
     except UserError as e:
         await replies.refuse(interaction, str(e))
         return
-    with bot.preparing.hold(owner) as release:  # right after the check: no await between
+    with bot.preparing.hold(owner, len(wanted)) as release:  # right after the check: no await between
         await interaction.response.defer(thinking=True)
         try:
-            req, note = await edit_request(bot, target, atts, prompt, region)
+            reqs, note = await edit_requests(bot, target, atts, wanted)
         except UserError as e:
             await replies.refuse(interaction, str(e))
             return
-        await submit.from_interaction(bot, interaction, req, note=note, release=release)
+        await submit.all_from_interaction(bot, interaction, reqs, note=note, release=release)
 
 
 class Gestures(commands.Cog):
@@ -210,24 +220,20 @@ class Gestures(commands.Cog):
         cfg = self.bot.cfg
         owner = str(message.author.id)
         try:
-            region, prompt = split_arrow(text)
-            check_pending(cfg, self.bot.queue, owner, self.bot.preparing)
-            build_request(cfg, prompt=prompt, kind="edit", region=region)
+            wanted = await edit_fields(self.bot, text, user=message.author.id,
+                                       guild=message.guild.id if message.guild else None)
+            check_pending(cfg, self.bot.queue, owner, self.bot.preparing, adding=len(wanted))
         except UserError as e:
             await self._notice(message, str(e))
             return
-        with self.bot.preparing.hold(owner) as release:  # right after the check: no await between
+        with self.bot.preparing.hold(owner, len(wanted)) as release:  # right after the check: no await between
             try:
-                req, note = await self._edit_request(target, atts, prompt, region)
+                reqs, note = await edit_requests(self.bot, target, atts, wanted)
             except UserError as e:
                 await self._notice(message, str(e))
                 return
-            await submit.from_message(self.bot, message, req, owner=message.author.id, member=message.author,
-                                      note=note, release=release)
-
-    async def _edit_request(self, target: discord.Message, atts: list[discord.Attachment], prompt: str,
-                            region: str | None) -> tuple[Request, str | None]:
-        return await edit_request(self.bot, target, atts, prompt, region)
+            await submit.all_from_message(self.bot, message, reqs, owner=message.author.id, member=message.author,
+                                          note=note, release=release)
 
     def _warn_no_content(self) -> None:
         """A reply with no words, files or stickers cannot be sent: the content intent is off."""

@@ -25,6 +25,7 @@ from engine.errors import UserError
 
 if TYPE_CHECKING:
     from engine.method.generate import Progress
+    from engine.models.loader import ModelCache
     from engine.spec.request import Request
 
 COMMANDS = ("imagine", "edit", "vary", "rerun")
@@ -55,14 +56,17 @@ def add_parser(sub: argparse._SubParsersAction[Any]) -> None:
     add_output_flags(p)
 
 
-def _request(args: argparse.Namespace, cfg: Config) -> Request:
-    """The request a subcommand asks for: its own builder, then the shared model flags and checks."""
+def _request(args: argparse.Namespace, cfg: Config, fields: dict[str, Any]) -> Request:
+    """The request a subcommand asks for: its own builder, then the shared model flags and checks.
+    ``fields``: what the prompt's parameters set (``engine.cli.prompting``)."""
     from engine.spec import pinning as inputs
     from engine.spec.request import check_limits
 
     io = io_limits(cfg)
     build = {"imagine": _imagine, "edit": _edit, "vary": _variation, "rerun": _rerun}[args.command]
-    req = build(args, cfg, request_flags(args, io), io)
+    over = request_flags(args, io)
+    over.update({k: v for k, v in fields.items() if v is not None})
+    req = build(args, cfg, over, io)
     req = inputs.locate(req, args.input) if args.command == "rerun" else inputs.pin(req)
     check_mask_shape_early(req, io)
     req = with_model_flags(req, args)
@@ -187,16 +191,26 @@ def _parent_request(args: argparse.Namespace, cfg: Config, *, required: bool) ->
 
 
 def run(args: argparse.Namespace, cfg: Config) -> int:
+    """Every job the prompt asks for (one, or a sweep's and ``--repeat``'s in order), all checked before
+    the first is painted."""
+    from engine.cli.prompting import jobs
+    from engine.models.loader import ModelCache
+
+    _check_outputs(args)
+    todo = [(one, _request(one, cfg, fields)) for one, fields in jobs(args, cfg)]
+    cache = ModelCache(cfg.models if not args.device else cfg.models.model_copy(update={"device": args.device}))
+    for one, req in todo:
+        _paint(one, cfg, req, cache, says_prompt=len(todo) > 1)
+    return 0
+
+
+def _paint(args: argparse.Namespace, cfg: Config, req: Request, cache: ModelCache, *, says_prompt: bool) -> None:
     from tqdm import tqdm
 
     from engine.media.frames import FrameStore, frame_name
     from engine.media.imageio import png_bytes
     from engine.method.generate import generate
-    from engine.models.loader import ModelCache
 
-    _check_outputs(args)
-    req = _request(args, cfg)
-    cache = ModelCache(cfg.models if not args.device else cfg.models.model_copy(update={"device": args.device}))
     models = cache.get(req.models)
     if (req.width, req.height) != (req.width // models.vqgan.factor * models.vqgan.factor,
                                    req.height // models.vqgan.factor * models.vqgan.factor):
@@ -233,9 +247,8 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
         else:
             result.mask.save(args.save_mask)
     print(f"{args.output} ({result.image.width}x{result.image.height}, seed {req.seed}, "
-          f"{req.steps} steps, {result.seconds:.1f} s)")
+          f"{req.steps} steps, {result.seconds:.1f} s)" + (f": {req.prompt}" if says_prompt else ""))
     if made is not None:
         say_timelapse(made)
-    return 0
 
 

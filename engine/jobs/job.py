@@ -45,11 +45,16 @@ class Job(BaseModel):
     forget_at: dict[str, float] = {}  # origin key -> time.time() after which it is dropped
 
 
-def owner_limit(mine: int, limit: int) -> str | None:
-    """The one wording of the per-owner pending limit (the queue's refusal and the bot's early one)."""
-    if mine < limit:
+def owner_limit(mine: int, limit: int, adding: int = 1) -> str | None:
+    """The one wording of the per-owner pending limit (the queue's refusal and the bot's early one);
+    ``adding``: how many jobs the request makes (a sweep or ``--repeat``: all of them, or none)."""
+    if mine + adding <= limit:
         return None
-    return f"You already have {mine} jobs waiting (limit {limit}); wait for one to finish or cancel one with /cancel."
+    if adding == 1:
+        return (f"You already have {mine} jobs waiting (limit {limit}); wait for one to finish or cancel one "
+                "with /cancel.")
+    return (f"That makes {adding} jobs and you have {mine} waiting (limit {limit}); nothing was queued. "
+            "Ask for fewer, or wait for some to finish.")
 
 
 def stored_job(row: dict[str, Any]) -> tuple[Job, bool]:
