@@ -17,6 +17,11 @@ def short_prompt(prompt: str, n: int = 180) -> str:
     return p if len(p) <= n else p[: n - 1] + "…"
 
 
+def request_words(r: Request, n: int = 180) -> str:
+    """A request's prompt as shown to people; a blend of pictures alone (no words) says so."""
+    return short_prompt(r.prompt, n) if r.prompt else f"{len(r.image_prompts)} images blended"
+
+
 def thread_name(prompt: str) -> str:
     name = fit(" ".join(prompt.split()), THREAD_NAME, "").strip()
     return name or "vqgan"
@@ -25,12 +30,11 @@ def thread_name(prompt: str) -> str:
 def describe_request(r: Request) -> str:
     if r.zoom is not None:
         z = r.zoom
-        return (f"🎞️ zoom **{short_prompt(r.prompt)}** · seed `{r.seed}` · {z.frames} frames x "
+        return (f"🎞️ zoom **{request_words(r)}** · seed `{r.seed}` · {z.frames} frames x "
                 f"{z.steps_per_frame} steps · {r.width}x{r.height}")
     kind = {"edit": "✏️ edit", "vary": "🎲 variation"}.get(r.kind, "🎨")
     where = f"*{short_prompt(r.region, 80)}* → " if r.region else ""
-    words = f"**{short_prompt(r.prompt)}**" if r.prompt else f"*{len(r.image_prompts)} images blended*"
-    return f"{kind} {where}{words} · seed `{r.seed}` · {r.steps} steps · {r.width}x{r.height}"
+    return f"{kind} {where}**{request_words(r)}** · seed `{r.seed}` · {r.steps} steps · {r.width}x{r.height}"
 
 
 def status_text(job: Job, line: str, note: str | None = None) -> str:

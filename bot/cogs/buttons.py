@@ -26,7 +26,7 @@ from bot.cogs.gestures import EditForm
 from bot.editing import MAX_PIECES, again, piece_name
 from bot.limits import fit
 from bot.pending import check_pending
-from bot.texts import describe_request, short_prompt
+from bot.texts import describe_request, request_words, short_prompt
 from bot.timelapse import NO_FRAMES, frames_of, render
 from bot.uploads import ImageRef, check_attachment, image_attachments
 from bot.views import COG, Action, Debounce, JobButton
@@ -188,7 +188,7 @@ class Buttons(commands.Cog, name=COG):
             await replies.refuse(interaction, str(e))
             return
         await interaction.followup.send(
-            f"{clip.caption()}\n-# job `{job.id}` **{short_prompt(job.request.prompt, 80)}**",
+            f"{clip.caption()}\n-# job `{job.id}` **{request_words(job.request, 80)}**",
             file=clip.file(), allowed_mentions=replies.QUIET)
 
     async def _cancel(self, interaction: discord.Interaction, job: Job) -> None:

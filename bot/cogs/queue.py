@@ -16,7 +16,7 @@ from discord.ext import commands
 
 from bot import limits, replies
 from bot.access import check_access_interaction, guild_of, is_moderator, moderates
-from bot.texts import short_prompt
+from bot.texts import request_words
 from engine import TERMINAL, UserError, describe_fleet, quoted
 
 if TYPE_CHECKING:
@@ -67,7 +67,7 @@ def _shown_here(job: Job, guild_id: int | None, me: str) -> bool:
 
 def _line(job: Job, position: int | None) -> str:
     where = "🎨 now" if position == 0 else "⏳ just asked" if position is None else f"#{position}"
-    return f"{where} · `{job.id}` **{short_prompt(job.request.prompt, 60)}** · <@{job.owner}>"
+    return f"{where} · `{job.id}` **{request_words(job.request, 60)}** · <@{job.owner}>"
 
 
 class QueueCommands(commands.Cog):
@@ -127,7 +127,7 @@ class QueueCommands(commands.Cog):
             await replies.refuse(interaction, str(e))
             return
         await interaction.response.send_message(
-            f"🛑 cancelled `{target.id}` **{short_prompt(target.request.prompt, 80)}**", ephemeral=True)
+            f"🛑 cancelled `{target.id}` **{request_words(target.request, 80)}**", ephemeral=True)
 
     @app_commands.command(name="help", description="How to paint and edit with this bot")
     async def help_cmd(self, interaction: discord.Interaction) -> None:

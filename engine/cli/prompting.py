@@ -45,6 +45,19 @@ def jobs(args: argparse.Namespace, cfg: Config) -> list[tuple[argparse.Namespace
     return out
 
 
+def one_job(args: argparse.Namespace, cfg: Config) -> tuple[argparse.Namespace, dict[str, Any]]:
+    """``jobs`` for a command that makes one thing (a zoom video): no sweep, no ``--repeat``, and its
+    own steps (``--steps-per-frame``), not ``--steps``."""
+    made = jobs(args, cfg)
+    if len(made) > 1:
+        raise UserError(f"a zoom video is one job, and this prompt makes {len(made)} (a sweep or --repeat); "
+                        "sweeps are for imagine and edit")
+    [(one, fields)] = made
+    if getattr(one, "steps", None) is not None:
+        raise UserError("--steps: a zoom paints --steps-per-frame steps on each frame")
+    return one, fields
+
+
 def _flags(args: argparse.Namespace, cfg: Config, job: Planned, base: int) -> argparse.Namespace:
     """A copy of the flags with the parameters where no flag was given."""
     p: Parameters = job.params
@@ -54,7 +67,7 @@ def _flags(args: argparse.Namespace, cfg: Config, job: Planned, base: int) -> ar
     one.prompt = p.prompt
     first = args.seed if args.seed is not None else p.seed
     one.seed = job.seed(first) if first is not None else job.seed(base) if job.of > 1 else None
-    if one.steps is None:
+    if getattr(one, "steps", None) is None:
         one.steps = p.steps
     if not one.size and p.aspect:
         one.size = list(aspect_size(p.aspect, cfg.generation, cfg.limits))
@@ -73,10 +86,8 @@ def _flags(args: argparse.Namespace, cfg: Config, job: Planned, base: int) -> ar
 
 
 def _number_outputs(one: argparse.Namespace, k: int) -> None:
-    one.output = numbered(one.output, k)
-    if one.timelapse:
-        one.timelapse = numbered(one.timelapse, k)
-    if getattr(one, "save_mask", None):
-        one.save_mask = numbered(one.save_mask, k)
-    if one.progress_dir:
+    for name in ("output", "timelapse", "save_mask"):
+        if getattr(one, name, None):
+            setattr(one, name, numbered(getattr(one, name), k))
+    if getattr(one, "progress_dir", None):
         one.progress_dir = one.progress_dir / str(k)
