@@ -55,6 +55,11 @@ it forming) and **Details** (the full request, only for you). Anyone may press t
 • {d.vary_emoji} on a result: a variation, similar but different (fewer steps, from the picture itself).
 • {d.cancel_emoji} on a job's message: cancel it (yours, or anyone's if you are a moderator).
 
+**Parameters, sweeps, blends**
+• End a prompt with parameters: `a lighthouse --ar 16:9 --no people, text --seed 7` (also `--steps N`, `--iw W`, `--model NAME`, `--clip NAME`, `--style NAME`, `--repeat N`); an option of the same name wins.
+• **Sweeps**: `a {{red, blue}} car` is one job per choice; all of them count against your jobs waiting.
+• `/blend image1: image2:` (up to 5; `weights:1,2`; words optional) paints a picture of them blended.
+
 `/imagine ... timelapse:True` also posts the video of it forming. `/queue` shows what is waiting; `/cancel` stops your newest job. Prompts are at most \
 {lim.max_prompt_chars} characters; you may have {bot.cfg.queue.per_owner_pending} jobs waiting at a time."""
 
