@@ -164,7 +164,7 @@ def _variation(args: argparse.Namespace, cfg: Config, over: dict[str, Any], io: 
     if not isinstance(parent_steps, int) or isinstance(parent_steps, bool) or not 0 < parent_steps <= 10**6:
         raise UserError(f"{args.input}: its metadata's steps {str(parent_steps)[:20]!r} is not a number of steps")
     digest = hashlib.sha256(args.input.read_bytes()).hexdigest()[:16]
-    fields = {k: parent[k] for k in ("models", "cutouts", "cut_pow", "lr", "betas") if k in parent}
+    fields = {k: parent[k] for k in ("models", "cutouts", "cut_pow", "lr", "betas", "negative") if k in parent}
     made = Request.from_config(cfg, **fields, prompt=prompt, steps=parent_steps)
     return variation_of(made, str(args.input), img.size, cfg.editing, strength=strength,
                         parent=f"sha256:{digest} seed:{parent.get('seed', '?')}",

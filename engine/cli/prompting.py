@@ -41,7 +41,7 @@ def jobs(args: argparse.Namespace, cfg: Config) -> list[tuple[argparse.Namespace
         one = _flags(args, cfg, job, base)
         if len(planned) > 1:
             _number_outputs(one, k)
-        out.append((one, {k: v for k, v in job.params.fields().items() if k not in ("seed", "steps")}))
+        out.append((one, _fields(args, job.params)))
     return out
 
 
@@ -56,6 +56,17 @@ def one_job(args: argparse.Namespace, cfg: Config) -> tuple[argparse.Namespace, 
     if getattr(one, "steps", None) is not None:
         raise UserError("--steps: a zoom paints --steps-per-frame steps on each frame")
     return one, fields
+
+
+def _fields(args: argparse.Namespace, p: Parameters) -> dict[str, Any]:
+    """The request fields the parameters set that no flag sets (seed and steps go through the flags;
+    a ``--grid``/``--tile``/``--tile-x`` flag, where the command has one, wins over the parameter)."""
+    fields = {k: v for k, v in p.fields().items() if k not in ("seed", "steps")}
+    if getattr(args, "grid", None) is not None:
+        fields.pop("grid", None)
+    if getattr(args, "tile", None) or getattr(args, "tile_x", None):
+        fields.pop("tile", None)
+    return fields
 
 
 def _flags(args: argparse.Namespace, cfg: Config, job: Planned, base: int) -> argparse.Namespace:
