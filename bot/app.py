@@ -24,6 +24,7 @@ from bot import replies, roles
 from bot.config import BotConfig
 from bot.delivery import Delivery
 from bot.endpoints import point_at
+from bot.inputs import StyleLookup
 from bot.moderation import Moderation
 from bot.modlog import ModLog
 from bot.origin import INTERACTION_TOKEN, TOKEN_EXPIRES_S
@@ -74,6 +75,7 @@ class VQGANBot(commands.Bot):
         self.refusals = Refusals()  # refusals by kind (what /metrics exports)
         self.modlog = ModLog(self, cfg)  # [moderation] log_channel
         self.moderation = Moderation(cfg, self.refusals, self.modlog)  # banned words, checked before queueing
+        self.styles: StyleLookup = self.preferences.style_text  # --style NAME -> its words (own, then the server's)
         self.sync_commands = sync_commands
         self._unsubscribe: Callable[[], None] | None = None
         self._heartbeat: asyncio.Task[None] | None = None

@@ -27,7 +27,7 @@ from bot.images import fit_png
 from bot.limits import CONTENT, fit
 from bot.origin import Origin, token_usable
 from bot.replies import MENTIONS, QUIET
-from bot.texts import RELAX, position_line, short_prompt, status_text
+from bot.texts import RELAX, position_line, request_words, short_prompt, status_text
 from bot.timelapse import render
 from bot.views import result_view, status_view
 from engine import (
@@ -244,7 +244,7 @@ class Delivery:
         where = f" · in *{short_prompt(r.region, 80)}*" if r.region else ""
         made = f"{r.zoom.frames} frames x {r.zoom.steps_per_frame} steps" if r.zoom else f"{r.steps} steps"
         facts = f"seed `{r.seed}` · {made} · {w}x{h} · {secs:.1f} s"
-        content = (f"<@{job.owner}> **{short_prompt(r.prompt, 1500)}**{where}\n{facts}"
+        content = (f"<@{job.owner}> **{request_words(r, 1500)}**{where}\n{facts}"
                    + (f"\n⚠️ {note}" if note else "")
                    + f"\n-# react {d.rerun_emoji} to paint it again with a new seed, {d.vary_emoji} for a variation")
 

@@ -83,6 +83,7 @@ if TYPE_CHECKING:
     from engine.media.files import write_atomic
     from engine.media.imageio import FORMATS as IMAGE_FORMATS
     from engine.media.imageio import (
+        aspect_size,
         check_mask_shape,
         fit_size,
         load_mask,
@@ -104,6 +105,7 @@ if TYPE_CHECKING:
     from engine.spec.choices import check_offered, clip_choices, vqgan_choices, with_choices
     from engine.spec.outpaint import Outpaint, check_canvas
     from engine.spec.outpaint import plan as plan_outpaint
+    from engine.spec.parameters import Parameters, Planned, plan, split_parameters
     from engine.spec.prompts import parse_prompts, visible
     from engine.spec.request import (
         MAX_SEED,
@@ -144,6 +146,10 @@ PUBLIC: dict[str, tuple[str, str]] = {  # name -> (module, attribute)
     "Outpaint": ("engine.spec.outpaint", "Outpaint"),
     "check_canvas": ("engine.spec.outpaint", "check_canvas"),
     "plan_outpaint": ("engine.spec.outpaint", "plan"),
+    "Parameters": ("engine.spec.parameters", "Parameters"),
+    "Planned": ("engine.spec.parameters", "Planned"),
+    "plan": ("engine.spec.parameters", "plan"),
+    "split_parameters": ("engine.spec.parameters", "split_parameters"),
     "parse_prompts": ("engine.spec.prompts", "parse_prompts"),
     "visible": ("engine.spec.prompts", "visible"),
     "check_offered": ("engine.spec.choices", "check_offered"),
@@ -152,6 +158,7 @@ PUBLIC: dict[str, tuple[str, str]] = {  # name -> (module, attribute)
     "with_choices": ("engine.spec.choices", "with_choices"),
     "write_atomic": ("engine.media.files", "write_atomic"),
     "IMAGE_FORMATS": ("engine.media.imageio", "FORMATS"),
+    "aspect_size": ("engine.media.imageio", "aspect_size"),
     "check_mask_shape": ("engine.media.imageio", "check_mask_shape"),
     "fit_size": ("engine.media.imageio", "fit_size"),
     "load_mask": ("engine.media.imageio", "load_mask"),
