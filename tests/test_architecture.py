@@ -30,7 +30,7 @@ ENGINE_LAYERS: list[tuple[str, ...]] = [
     ("engine", "engine.__main__"),  # the package's face: the public API, and `python -m engine`
 ]
 BOT_LAYERS: list[tuple[str, ...]] = [
-    ("bot.config", "bot.limits", "bot.origin", "bot.images", "bot.timelapse", "bot.views"),
+    ("bot.config", "bot.limits", "bot.origin", "bot.images", "bot.timelapse", "bot.views", "bot.suggestions"),
     ("bot.endpoints", "bot.roles", "bot.replies", "bot.health", "bot.texts"),
     ("bot.cdn", "bot.access"),
     ("bot.uploads", "bot.inputs", "bot.pending"),
