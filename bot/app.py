@@ -15,7 +15,7 @@ import math
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import discord
 from discord.ext import commands
@@ -29,9 +29,13 @@ from bot.pending import Preparing
 from bot.uploads import prune_uploads
 from engine import JobQueue
 
+if TYPE_CHECKING:
+    from engine import Describer
+
 log = logging.getLogger(__name__)
 
-COGS = ("bot.cogs.imagine", "bot.cogs.zoom", "bot.cogs.gestures", "bot.cogs.queue", "bot.cogs.buttons")
+COGS = ("bot.cogs.imagine", "bot.cogs.zoom", "bot.cogs.gestures", "bot.cogs.queue", "bot.cogs.buttons",
+        "bot.cogs.describe")
 SYNC_HASH_FILE = "commands.sha256"
 
 
@@ -48,9 +52,11 @@ class VQGANBot(commands.Bot):
     """A Bot that drives a ``JobQueue`` and posts its jobs' progress and results.
 
     The queue is made by the caller (``bot.__main__``, or a test with a fake runner) and handed
-    in; the bot starts and closes it with itself."""
+    in; the bot starts and closes it with itself. So is the ``describer`` (/describe); without one
+    (``queue.backend = "redis"``: no models in this process) /describe says it is not available."""
 
-    def __init__(self, cfg: BotConfig, queue: JobQueue, *, sync_commands: bool = True, **options: Any) -> None:
+    def __init__(self, cfg: BotConfig, queue: JobQueue, *, describer: Describer | None = None,
+                 sync_commands: bool = True, **options: Any) -> None:
         point_at(cfg.discord)
         super().__init__(
             command_prefix=commands.when_mentioned,
@@ -63,6 +69,7 @@ class VQGANBot(commands.Bot):
         )
         self.cfg = cfg
         self.queue = queue
+        self.describer = describer
         self.delivery = Delivery(self, cfg, queue)
         self.preparing = Preparing()  # requests downloading: they count against the pending limit
         self.sync_commands = sync_commands
