@@ -15,7 +15,7 @@ import math
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import discord
 from discord.ext import commands
@@ -33,10 +33,13 @@ from bot.refusals import Refusals
 from bot.uploads import prune_uploads
 from engine import JobQueue, Preferences
 
+if TYPE_CHECKING:
+    from engine import Describer
+
 log = logging.getLogger(__name__)
 
 COGS = ("bot.cogs.imagine", "bot.cogs.zoom", "bot.cogs.gestures", "bot.cogs.queue", "bot.cogs.buttons",
-        "bot.cogs.moderation", "bot.cogs.settings", "bot.cogs.styles", "bot.cogs.usage")
+        "bot.cogs.moderation", "bot.cogs.settings", "bot.cogs.styles", "bot.cogs.usage", "bot.cogs.describe")
 SYNC_HASH_FILE = "commands.sha256"
 
 
@@ -53,9 +56,11 @@ class VQGANBot(commands.Bot):
     """A Bot that drives a ``JobQueue`` and posts its jobs' progress and results.
 
     The queue is made by the caller (``bot.__main__``, or a test with a fake runner) and handed
-    in; the bot starts and closes it with itself."""
+    in; the bot starts and closes it with itself. So is the ``describer`` (/describe); without one
+    (``queue.backend = "redis"``: no models in this process) /describe says it is not available."""
 
-    def __init__(self, cfg: BotConfig, queue: JobQueue, *, sync_commands: bool = True, **options: Any) -> None:
+    def __init__(self, cfg: BotConfig, queue: JobQueue, *, describer: Describer | None = None,
+                 sync_commands: bool = True, **options: Any) -> None:
         point_at(cfg.discord)
         super().__init__(
             command_prefix=commands.when_mentioned,
@@ -70,6 +75,7 @@ class VQGANBot(commands.Bot):
         self.queue = queue
         # people's /settings and /style: in the job store's file, which is this process's in both backends
         self.preferences = Preferences(cfg.queue.db_path)
+        self.describer = describer
         self.delivery = Delivery(self, cfg, queue)
         self.preparing = Preparing()  # requests downloading: they count against the pending limit
         self.refusals = Refusals()  # refusals by kind (what /metrics exports)

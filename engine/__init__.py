@@ -93,6 +93,7 @@ if TYPE_CHECKING:
         read_metadata,
     )
     from engine.media.timelapse import HOLD_S, Timelapse, frame_files, make_timelapse
+    from engine.method.describe import Suggestion
     from engine.method.generate import Progress, Result, Run, generate, prepare, start, step_together
     from engine.models.availability import unreachable_names
     from engine.models.checkpoint import load_checkpoint
@@ -116,6 +117,8 @@ if TYPE_CHECKING:
         outpaint_of,
         variation_of,
     )
+    from engine.workers.describer import Describer
+    from engine.workers.runner import EngineRunner
 
 PUBLIC: dict[str, tuple[str, str]] = {  # name -> (module, attribute)
     "Config": ("engine.config", "Config"),
@@ -190,6 +193,7 @@ PUBLIC: dict[str, tuple[str, str]] = {  # name -> (module, attribute)
     "step_together": ("engine.method.generate", "step_together"),
     "Ban": ("engine.jobs.bans", "Ban"),
     "BanList": ("engine.jobs.bans", "BanList"),
+    "Suggestion": ("engine.method.describe", "Suggestion"),
     "PENDING": ("engine.jobs.job", "PENDING"),
     "TERMINAL": ("engine.jobs.job", "TERMINAL"),
     "Job": ("engine.jobs.job", "Job"),
@@ -216,6 +220,8 @@ PUBLIC: dict[str, tuple[str, str]] = {  # name -> (module, attribute)
     "Queued": ("engine.jobs.events", "Queued"),
     "Started": ("engine.jobs.events", "Started"),
     "JobQueue": ("engine.queue", "JobQueue"),
+    "Describer": ("engine.workers.describer", "Describer"),
+    "EngineRunner": ("engine.workers.runner", "EngineRunner"),
     "CancelMsg": ("engine.fleet.wire", "CancelMsg"),
     "FailedMsg": ("engine.fleet.wire", "FailedMsg"),
     "FinishedMsg": ("engine.fleet.wire", "FinishedMsg"),

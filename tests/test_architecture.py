@@ -31,7 +31,7 @@ ENGINE_LAYERS: list[tuple[str, ...]] = [
 ]
 BOT_LAYERS: list[tuple[str, ...]] = [
     ("bot.wordfilter", "bot.refusals"),  # pure: banned-word matching, refusal counts
-    ("bot.config", "bot.limits", "bot.origin", "bot.images", "bot.timelapse", "bot.views"),
+    ("bot.config", "bot.limits", "bot.origin", "bot.images", "bot.timelapse", "bot.views", "bot.suggestions"),
     ("bot.endpoints", "bot.roles", "bot.replies", "bot.health", "bot.texts"),
     ("bot.cdn", "bot.access", "bot.modlog"),
     ("bot.uploads", "bot.inputs", "bot.pending", "bot.moderation"),
