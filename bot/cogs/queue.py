@@ -55,7 +55,8 @@ it forming) and **Details** (the full request, only for you). Anyone may press t
 • {d.vary_emoji} on a result: a variation, similar but different (fewer steps, from the picture itself).
 • {d.cancel_emoji} on a job's message: cancel it (yours, or anyone's if you are a moderator).
 
-`/settings` keeps your defaults; `/style save` names words to add with `style:`.
+`/settings` keeps your defaults; `/style save` names words to add with `style:`. `/describe image:` suggests prompts for a picture.
+
 **Parameters, sweeps, blends**
 • End a prompt with parameters: `a lighthouse --ar 16:9 --no people, text --seed 7` (also `--steps N`, `--iw W`, `--model NAME`, `--clip NAME`, `--style NAME`, `--repeat N`); an option of the same name wins.
 • **Sweeps**: `a {{red, blue}} car` is one job per choice; all of them count against your jobs waiting.
