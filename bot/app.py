@@ -121,6 +121,7 @@ class VQGANBot(commands.Bot):
                 # posted but not marked delivered would be posted again at the next start); then the
                 # queue stops, and what it says while stopping is delivered last.
                 await self.delivery.close()
+                self.delivery.closing = True  # a job that ends while the queue stops is delivered before it closes
                 try:
                     await self.queue.close()
                 except Exception:

@@ -90,6 +90,12 @@ class Lanes:
         self._handle = handle
         self._boxes: dict[str, Mailbox] = {}
 
+    async def drained(self, key: str, timeout: float) -> None:
+        """Wait (at most ``timeout`` s) until the lane of ``key`` has delivered what it holds."""
+        box = self._boxes.get(key)
+        if box is not None and box.busy and box.task is not None:
+            await asyncio.wait([box.task], timeout=timeout)
+
     def put(self, key: str, event: Event) -> None:
         box = self._boxes.get(key)
         if box is None or not box.busy:
@@ -126,11 +132,16 @@ class Delivery:
         self._noted: set[str] = set()  # jobs whose status shows a note (loading models) until their first picture
         self._shown_position: dict[str, int] = {}
         self._lanes = Lanes(self._deliver)
+        self.closing = False  # set by the bot before it closes the queue (see ``__call__``)
 
     async def __call__(self, event: object) -> None:
-        """Queue listener: file the event into its job's lane."""
+        """Queue listener: file the event into its job's lane. While the queue closes (``closing``), a job's
+        last event is awaited until delivered: the queue waits for its listeners before it closes its store,
+        so the delivery is still recorded (else the next start would post that result again)."""
         if isinstance(event, Queued | Started | Loading | JobProgress | Finished | Failed | JobCancelled | Moved):
             self._lanes.put(event.job.id, event)
+            if self.closing and isinstance(event, Finished | Failed | JobCancelled):
+                await self._lanes.drained(event.job.id, CLOSE_FLUSH_S)
 
     async def close(self, timeout: float = CLOSE_FLUSH_S) -> None:
         await self._lanes.close(timeout)
