@@ -16,7 +16,7 @@ import math
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import discord
 from discord.ext import commands
@@ -25,6 +25,7 @@ from bot import replies, roles
 from bot.config import BotConfig
 from bot.delivery import Delivery
 from bot.endpoints import point_at
+from bot.inputs import StyleLookup
 from bot.metrics import Metrics
 from bot.moderation import Moderation
 from bot.modlog import ModLog
@@ -36,10 +37,14 @@ from bot.web.gallery import Gallery
 from bot.web.server import WebServer
 from engine import JobQueue, Preferences
 
+if TYPE_CHECKING:
+    from engine import Describer
+
 log = logging.getLogger(__name__)
 
 COGS = ("bot.cogs.imagine", "bot.cogs.zoom", "bot.cogs.gestures", "bot.cogs.queue", "bot.cogs.buttons",
-        "bot.cogs.moderation", "bot.cogs.settings", "bot.cogs.styles", "bot.cogs.usage", "bot.cogs.gallery")
+        "bot.cogs.moderation", "bot.cogs.settings", "bot.cogs.styles", "bot.cogs.usage", "bot.cogs.describe",
+        "bot.cogs.gallery")
 SYNC_HASH_FILE = "commands.sha256"
 
 
@@ -56,9 +61,11 @@ class VQGANBot(commands.Bot):
     """A Bot that drives a ``JobQueue`` and posts its jobs' progress and results.
 
     The queue is made by the caller (``bot.__main__``, or a test with a fake runner) and handed
-    in; the bot starts and closes it with itself."""
+    in; the bot starts and closes it with itself. So is the ``describer`` (/describe); without one
+    (``queue.backend = "redis"``: no models in this process) /describe says it is not available."""
 
-    def __init__(self, cfg: BotConfig, queue: JobQueue, *, sync_commands: bool = True, **options: Any) -> None:
+    def __init__(self, cfg: BotConfig, queue: JobQueue, *, describer: Describer | None = None,
+                 sync_commands: bool = True, **options: Any) -> None:
         point_at(cfg.discord)
         self.refusals = Refusals()  # refusals by kind (what /metrics exports)
         self.metrics = Metrics(queue, self.refusals)  # its own registry: two bots in one process count apart
@@ -77,10 +84,12 @@ class VQGANBot(commands.Bot):
         self.queue = queue
         # people's /settings and /style: in the job store's file, which is this process's in both backends
         self.preferences = Preferences(cfg.queue.db_path)
+        self.describer = describer
         self.delivery = Delivery(self, cfg, queue)
         self.preparing = Preparing()  # requests downloading: they count against the pending limit
         self.modlog = ModLog(self, cfg)  # [moderation] log_channel
         self.moderation = Moderation(cfg, self.modlog)  # banned words, checked before queueing
+        self.styles: StyleLookup = self.preferences.style_text  # --style NAME -> its words (own, then the server's)
         self.sync_commands = sync_commands
         self.gallery = Gallery(cfg, queue, names=self.user_name) if cfg.gallery.enabled else None
         self.web = (WebServer(cfg.http, ready=self.connected, metrics=self.metrics,
@@ -129,6 +138,7 @@ class VQGANBot(commands.Bot):
                 # posted but not marked delivered would be posted again at the next start); then the
                 # queue stops, and what it says while stopping is delivered last.
                 await self.delivery.close()
+                self.delivery.closing = True  # a job that ends while the queue stops is delivered before it closes
                 try:
                     await self.queue.close()
                 except Exception:

@@ -12,7 +12,7 @@ mentions, the Edit form) and ``/zoom`` take the model, the CLIP and the suffix.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from bot.config import BotConfig
@@ -20,17 +20,6 @@ from bot.inputs import build_request, parse_size
 from engine import Preferences, UserError, UserSettings, check_prompt_length, quoted, with_style
 
 SHOWN_NAMES = 20  # style names listed in a refusal
-
-
-@dataclass(frozen=True)
-class Personal:
-    """What one request gets from its asker's settings and style."""
-
-    prompt: str  # styled, suffixed
-    fields: dict[str, Any] = field(default_factory=dict)  # for ``build_request``: width, height, steps, model, clip
-    timelapse: bool = False
-    grid: int | None = None  # the settings' grid count: /imagine's ``count`` when none is given (grids)
-    note: str | None = None  # saved settings left out of this request, and why
 
 
 def saved_fields(cfg: BotConfig, s: UserSettings, *, kinds: tuple[str, ...] = ("model", "clip", "size", "steps"),
@@ -124,27 +113,36 @@ async def styled(prefs: Preferences, cfg: BotConfig, s: UserSettings, user: int 
     return out
 
 
-async def for_imagine(prefs: Preferences, cfg: BotConfig, *, user: int, guild: int | None, prompt: str,
-                      style: str | None = None, size: str | None = None, aspect: str | None = None,
-                      timelapse: bool | None = None, **given: Any) -> Personal:
-    """/imagine's fields: ``given`` (steps, model, clip: None = not given) and ``size``/``aspect`` win over
-    the settings; a size or an aspect given replaces the saved one (both are the picture's shape)."""
-    s = await prefs.settings(user)
-    kinds = tuple(k for k in ("model", "clip", "steps") if given.get(k) is None)
-    if size is None and aspect is None:
-        kinds += ("size",)
-    fields, left_out = saved_fields(cfg, s, kinds=kinds)
-    if size is not None or aspect is not None:
-        width, height = parse_size(cfg, size, aspect)
-        fields.update(width=width, height=height)
-    fields.update({k: v for k, v in given.items() if v is not None})
-    return Personal(prompt=await styled(prefs, cfg, s, user, guild, prompt, style), fields=fields,
-                    timelapse=s.timelapse if timelapse is None else timelapse, grid=s.grid, note=_note(left_out))
+@dataclass(frozen=True)
+class Personalised:
+    """Each job's ``build_request`` fields with its asker's settings and style, and what the settings add
+    to the whole ask."""
+
+    jobs: list[dict[str, Any]]
+    timelapse: bool = False
+    grid: int | None = None  # the settings' grid count: /imagine's ``count`` when none is given (grids)
+    note: str | None = None  # saved settings left out, and why
 
 
-async def for_painting(prefs: Preferences, cfg: BotConfig, *, user: int, guild: int | None, prompt: str,
-                       style: str | None = None) -> Personal:
-    """Edits' and zooms' fields: the settings' model, CLIP and suffix (their size and steps are their own)."""
+IMAGINE_KINDS = ("model", "clip", "size", "steps")  # what /imagine takes from the settings
+PAINTING_KINDS = ("model", "clip")  # edits and zooms: their size and steps are their own
+
+
+async def personalise(prefs: Preferences, cfg: BotConfig, jobs: list[dict[str, Any]], *, user: int,
+                      guild: int | None, style: str | None = None, kinds: tuple[str, ...] = IMAGINE_KINDS,
+                      timelapse: bool | None = None) -> Personalised:
+    """``jobs`` (each job's fields: the command's options over the prompt's parameters, ``bot.inputs.
+    job_fields``) with the saved settings beneath them: a setting is used only where the job has no
+    value of its own (a size or an aspect given replaces the saved shape). Each prompt gets the style
+    ``style`` names (the ``style:`` option), then the settings' suffix."""
     s = await prefs.settings(user)
-    fields, left_out = saved_fields(cfg, s, kinds=("model", "clip"))
-    return Personal(prompt=await styled(prefs, cfg, s, user, guild, prompt, style), fields=fields, note=_note(left_out))
+    out, left = [], []
+    for job in jobs:
+        mine = tuple(k for k in kinds if job.get("width" if k == "size" else k) is None)
+        fields, left_out = saved_fields(cfg, s, kinds=mine)
+        left += [w for w in left_out if w not in left]
+        merged = {**fields, **{k: v for k, v in job.items() if v is not None}}
+        merged["prompt"] = await styled(prefs, cfg, s, user, guild, job.get("prompt") or "", style)
+        out.append(merged)
+    return Personalised(out, timelapse=s.timelapse if timelapse is None else timelapse, grid=s.grid,
+                        note=_note(left))

@@ -85,8 +85,9 @@ def _submitted(release: Callable[[], None] | None) -> None:
 
 async def from_interaction(bot: VQGANBot, interaction: discord.Interaction, req: Request,
                            note: str | None = None, release: Callable[[], None] | None = None, *,
-                           source: Origin | None = None) -> Job | None:
-    """Submit for a deferred interaction; the deferred response becomes the status message.
+                           source: Origin | None = None, followup: bool = False) -> Job | None:
+    """Submit for a deferred interaction; the deferred response becomes the status message (with
+    ``followup``, a new message: the second and later jobs of a sweep).
     ``release`` (from ``Preparing.hold``) is called once the queue has the job or refused it.
     ``source``: what a button press was on (``rerun_of``, ``variation_of``) and options (``timelapse``)."""
     owner = str(interaction.user.id)
@@ -99,7 +100,10 @@ async def from_interaction(bot: VQGANBot, interaction: discord.Interaction, req:
         return None
     msg: discord.Message | None
     try:
-        msg = await interaction.edit_original_response(content=_pending_text(req, note), allowed_mentions=QUIET)
+        if followup:
+            msg = await interaction.followup.send(content=_pending_text(req, note), allowed_mentions=QUIET, wait=True)
+        else:
+            msg = await interaction.edit_original_response(content=_pending_text(req, note), allowed_mentions=QUIET)
     except discord.HTTPException as e:
         log.warning("could not show the job for interaction %s (%s)", interaction.id, e.status)
         msg = None
@@ -190,3 +194,40 @@ async def from_message(bot: VQGANBot, anchor: discord.Message | discord.PartialM
     bot.modlog.accepted(asker, job, status.jump_url)
     await _add_cancel(bot, status)
     return job
+
+
+def sweep_note(i: int, n: int, note: str | None) -> str | None:
+    """The line under each status of a sweep (or ``--repeat``): which job of how many it is."""
+    if n <= 1:
+        return note
+    return f"job {i} of {n} from one prompt" + (f" · {note}" if note else "")
+
+
+async def all_from_interaction(bot: VQGANBot, interaction: discord.Interaction, reqs: list[Request],
+                               note: str | None = None, release: Callable[[], None] | None = None, *,
+                               source: Origin | None = None) -> list[Job]:
+    """``from_interaction`` for each job a prompt made, in order: the first as the answer, the others
+    as followups. ``release`` is called once per job. A refusal by the queue stops the rest."""
+    jobs = []
+    for i, req in enumerate(reqs):
+        job = await from_interaction(bot, interaction, req, sweep_note(i + 1, len(reqs), note), release,
+                                     source=source, followup=i > 0)
+        if job is None:
+            break
+        jobs.append(job)
+    return jobs
+
+
+async def all_from_message(bot: VQGANBot, anchor: discord.Message | discord.PartialMessage, reqs: list[Request], *,
+                           owner: int, member: discord.Member | discord.User | None = None, note: str | None = None,
+                           source: Origin | None = None, release: Callable[[], None] | None = None,
+                           command: str = "reply") -> list[Job]:
+    """``from_message`` for each job a prompt made, in order (each status replies to ``anchor``)."""
+    jobs = []
+    for i, req in enumerate(reqs):
+        job = await from_message(bot, anchor, req, owner=owner, member=member, source=source, release=release,
+                                 note=sweep_note(i + 1, len(reqs), note), command=command)
+        if job is None:
+            break
+        jobs.append(job)
+    return jobs

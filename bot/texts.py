@@ -21,6 +21,11 @@ def short_prompt(prompt: str, n: int = 180) -> str:
     return p if len(p) <= n else p[: n - 1] + "…"
 
 
+def request_words(r: Request, n: int = 180) -> str:
+    """A request's prompt as shown to people; a blend of pictures alone (no words) says so."""
+    return short_prompt(r.prompt, n) if r.prompt else f"{len(r.image_prompts)} images blended"
+
+
 def thread_name(prompt: str) -> str:
     name = fit(" ".join(prompt.split()), THREAD_NAME, "").strip()
     return name or "vqgan"
@@ -42,12 +47,12 @@ def models_text(m: ModelSpec) -> tuple[str, str]:
 def describe_request(r: Request) -> str:
     if r.zoom is not None:
         z = r.zoom
-        return (f"🎞️ zoom **{short_prompt(r.prompt)}** · seed `{r.seed}` · {z.frames} frames x "
+        return (f"🎞️ zoom **{request_words(r)}** · seed `{r.seed}` · {z.frames} frames x "
                 f"{z.steps_per_frame} steps · {r.width}x{r.height}")
     kind = {"edit": "✏️ edit", "vary": "🎲 variation", "outpaint": "🔍 zoom out / pan"}.get(r.kind, "🎨")
     where = f"*{short_prompt(r.region, 80)}* → " if r.region else ""
     tile = {"x": " · tiles left to right", "xy": " · tiles"}.get(r.tile, "")
-    return (f"{kind} {where}**{short_prompt(r.prompt)}** · seed `{r.seed}` · {r.steps} steps · "
+    return (f"{kind} {where}**{request_words(r)}** · seed `{r.seed}` · {r.steps} steps · "
             f"{r.width}x{r.height}{tile}")
 
 

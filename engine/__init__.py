@@ -85,6 +85,7 @@ if TYPE_CHECKING:
     from engine.media.files import write_atomic
     from engine.media.imageio import FORMATS as IMAGE_FORMATS
     from engine.media.imageio import (
+        aspect_size,
         check_mask_shape,
         fit_size,
         load_mask,
@@ -94,6 +95,7 @@ if TYPE_CHECKING:
         read_metadata,
     )
     from engine.media.timelapse import HOLD_S, Timelapse, frame_files, make_timelapse
+    from engine.method.describe import Suggestion
     from engine.method.generate import Progress, Result, Run, generate, prepare, start, step_together
     from engine.models.availability import unreachable_names
     from engine.models.checkpoint import load_checkpoint
@@ -106,6 +108,7 @@ if TYPE_CHECKING:
     from engine.spec.choices import check_offered, clip_choices, vqgan_choices, with_choices
     from engine.spec.outpaint import Outpaint, check_canvas
     from engine.spec.outpaint import plan as plan_outpaint
+    from engine.spec.parameters import Parameters, Planned, plan, split_parameters
     from engine.spec.prompts import parse_prompts, visible
     from engine.spec.request import (
         MAX_SEED,
@@ -116,6 +119,8 @@ if TYPE_CHECKING:
         outpaint_of,
         variation_of,
     )
+    from engine.workers.describer import Describer
+    from engine.workers.runner import EngineRunner
 
 PUBLIC: dict[str, tuple[str, str]] = {  # name -> (module, attribute)
     "Config": ("engine.config", "Config"),
@@ -146,6 +151,10 @@ PUBLIC: dict[str, tuple[str, str]] = {  # name -> (module, attribute)
     "Outpaint": ("engine.spec.outpaint", "Outpaint"),
     "check_canvas": ("engine.spec.outpaint", "check_canvas"),
     "plan_outpaint": ("engine.spec.outpaint", "plan"),
+    "Parameters": ("engine.spec.parameters", "Parameters"),
+    "Planned": ("engine.spec.parameters", "Planned"),
+    "plan": ("engine.spec.parameters", "plan"),
+    "split_parameters": ("engine.spec.parameters", "split_parameters"),
     "parse_prompts": ("engine.spec.prompts", "parse_prompts"),
     "visible": ("engine.spec.prompts", "visible"),
     "check_offered": ("engine.spec.choices", "check_offered"),
@@ -154,6 +163,7 @@ PUBLIC: dict[str, tuple[str, str]] = {  # name -> (module, attribute)
     "with_choices": ("engine.spec.choices", "with_choices"),
     "write_atomic": ("engine.media.files", "write_atomic"),
     "IMAGE_FORMATS": ("engine.media.imageio", "FORMATS"),
+    "aspect_size": ("engine.media.imageio", "aspect_size"),
     "check_mask_shape": ("engine.media.imageio", "check_mask_shape"),
     "fit_size": ("engine.media.imageio", "fit_size"),
     "load_mask": ("engine.media.imageio", "load_mask"),
@@ -185,6 +195,7 @@ PUBLIC: dict[str, tuple[str, str]] = {  # name -> (module, attribute)
     "step_together": ("engine.method.generate", "step_together"),
     "Ban": ("engine.jobs.bans", "Ban"),
     "BanList": ("engine.jobs.bans", "BanList"),
+    "Suggestion": ("engine.method.describe", "Suggestion"),
     "PENDING": ("engine.jobs.job", "PENDING"),
     "TERMINAL": ("engine.jobs.job", "TERMINAL"),
     "Job": ("engine.jobs.job", "Job"),
@@ -214,6 +225,8 @@ PUBLIC: dict[str, tuple[str, str]] = {  # name -> (module, attribute)
     "Queued": ("engine.jobs.events", "Queued"),
     "Started": ("engine.jobs.events", "Started"),
     "JobQueue": ("engine.queue", "JobQueue"),
+    "Describer": ("engine.workers.describer", "Describer"),
+    "EngineRunner": ("engine.workers.runner", "EngineRunner"),
     "CancelMsg": ("engine.fleet.wire", "CancelMsg"),
     "FailedMsg": ("engine.fleet.wire", "FailedMsg"),
     "FinishedMsg": ("engine.fleet.wire", "FinishedMsg"),

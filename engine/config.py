@@ -171,6 +171,7 @@ class LimitsConfig(Section):
     daily_gpu_seconds: float = Field(0.0, ge=0, allow_inf_nan=False)
     relax: bool = True  # over it: new jobs wait in the relax lane (True) or are refused (False)
     moderators_exempt: bool = False  # moderators' jobs are never relaxed nor refused for it
+    max_repeat: int = Field(8, ge=1)  # jobs from one prompt: --repeat N and sweeps ({a, b}) together
 
 
 class QueueConfig(Section):

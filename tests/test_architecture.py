@@ -31,7 +31,8 @@ ENGINE_LAYERS: list[tuple[str, ...]] = [
 ]
 BOT_LAYERS: list[tuple[str, ...]] = [
     ("bot.wordfilter", "bot.refusals"),  # pure: banned-word matching, refusal counts
-    ("bot.config", "bot.limits", "bot.origin", "bot.images", "bot.timelapse", "bot.views", "bot.metrics"),
+    ("bot.config", "bot.limits", "bot.origin", "bot.images", "bot.timelapse", "bot.views", "bot.suggestions",
+     "bot.metrics"),
     ("bot.endpoints", "bot.roles", "bot.replies", "bot.health", "bot.texts"),
     ("bot.cdn", "bot.access", "bot.modlog"),
     ("bot.uploads", "bot.inputs", "bot.pending", "bot.moderation"),

@@ -24,9 +24,10 @@ from bot import replies, submit
 from bot.access import check_access_interaction, moderates
 from bot.cogs.gestures import EditForm
 from bot.editing import MAX_PIECES, again, piece_name
+from bot.limits import fit
 from bot.modlog import Asker
 from bot.pending import check_pending
-from bot.texts import describe_request, models_text, short_prompt
+from bot.texts import describe_request, models_text, request_words, short_prompt
 from bot.timelapse import NO_FRAMES, frames_of, render
 from bot.uploads import ImageRef, check_attachment, image_attachments
 from bot.views import COG, Action, Debounce, JobButton
@@ -77,6 +78,10 @@ def details_text(job: Job) -> str:
         f"seed `{r.seed}` · models: VQGAN `{vqgan}`, CLIP `{clip}`"
         + (f" · from job `{r.parent}`" if r.parent else ""),
     ]
+    if r.parameters or r.negative:
+        lines.append(f"prompt: {short_prompt(r.prompt, 300) or '(images only)'}"
+                     + (f" · parameters: `{fit(r.parameters.replace('`', ''), 300)}`" if r.parameters else "")
+                     + (f" · keeping out: {short_prompt(', '.join(r.negative), 200)}" if r.negative else ""))
     line = rerun_line(job)
     if line:
         lines.append(f"redo it exactly:\n```sh\n{line}\n```")
@@ -178,7 +183,7 @@ class Buttons(commands.Cog, name=COG):
             await replies.refuse(interaction, str(e))  # nothing to show: not a refusal
             return
         await interaction.followup.send(
-            f"{clip.caption()}\n-# job `{job.id}` **{short_prompt(job.request.prompt, 80)}**",
+            f"{clip.caption()}\n-# job `{job.id}` **{request_words(job.request, 80)}**",
             file=clip.file(), allowed_mentions=replies.QUIET)
 
     async def _cancel(self, interaction: discord.Interaction, job: Job) -> None:

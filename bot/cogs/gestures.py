@@ -28,7 +28,7 @@ from bot import personal, replies, submit
 from bot.access import check_access, check_access_interaction, check_access_message, moderates
 from bot.delivery import Sendable
 from bot.editing import MAX_PIECES, again, piece_name, prepare, split_arrow
-from bot.inputs import build_request
+from bot.inputs import build_request, job_fields, read_prompt
 from bot.modlog import Asker
 from bot.pending import check_pending
 from bot.uploads import ImageRef, check_attachment, image_attachments
@@ -72,16 +72,32 @@ class EditForm(discord.ui.Modal):
         self.stop()
 
 
-async def edit_request(bot: VQGANBot, target: discord.Message, atts: list[discord.Attachment], prompt: str,
-                       region: str | None, *, user: int, guild: int | None) -> tuple[Request, str | None]:
-    """Download and compose the pictures; the parent is the job whose result ``target`` shows. The
-    asker's (``user`` on server ``guild``) /settings give the models and a suffix to the prompt."""
-    mine = await personal.for_painting(bot.preferences, bot.cfg, user=user, guild=guild, prompt=prompt)
+async def edit_fields(bot: VQGANBot, text: str, *, user: int, guild: int | None,
+                      region: str | None = None) -> personal.Personalised:
+    """Each job's fields from an edit's words: the parameters at their end, a sweep, and (without a
+    ``region``) ``a -> b`` as the region and what it becomes; the asker's (``user`` on server ``guild``)
+    /settings give the models and a suffix; each request checked. Raises ``UserError``."""
+    wanted = await job_fields(bot.cfg, read_prompt(bot.cfg, text), {"region": region}, user=user, guild=guild,
+                              styles=bot.styles)
+    for fields in wanted:
+        if region is None:
+            fields["region"], fields["prompt"] = split_arrow(fields["prompt"])
+    mine = await personal.personalise(bot.preferences, bot.cfg, wanted, user=user, guild=guild,
+                                      kinds=personal.PAINTING_KINDS, timelapse=False)
+    for fields in mine.jobs:
+        build_request(bot.cfg, kind="edit", **fields)
+    return mine
+
+
+async def edit_requests(bot: VQGANBot, target: discord.Message, atts: list[discord.Attachment],
+                        mine: personal.Personalised) -> tuple[list[Request], str | None]:
+    """Download and compose the pictures once for every job; the parent is the job whose result
+    ``target`` shows."""
     edit = await prepare(bot, bot.cfg, [ImageRef.of(a) for a in atts])
     parent = bot.queue.find(result_message_id=target.id)
-    req = build_request(bot.cfg, prompt=mine.prompt, kind="edit", region=region, **edit.fields(), **mine.fields,
-                        parent=parent.id if parent else None)
-    return req, personal.notes(edit.note, mine.note)
+    reqs = [build_request(bot.cfg, kind="edit", **{**edit.fields(), **fields}, parent=parent.id if parent else None)
+            for fields in mine.jobs]
+    return reqs, personal.notes(edit.note, mine.note)
 
 
 async def edit_from_modal(bot: VQGANBot, interaction: discord.Interaction, target: discord.Message,
@@ -92,25 +108,21 @@ async def edit_from_modal(bot: VQGANBot, interaction: discord.Interaction, targe
     region = " ".join((region or "").split()) or None
     owner = str(interaction.user.id)
     try:
-        if region is None:
-            region, prompt = split_arrow(text)
-        else:
-            prompt = text
-        check_pending(bot.cfg, bot.queue, owner, bot.preparing)  # again: time passed
-        build_request(bot.cfg, prompt=prompt, kind="edit", region=region)
-        bot.moderation.check(Asker.of(interaction), prompt, region)
+        wanted = await edit_fields(bot, text, user=interaction.user.id, guild=interaction.guild_id, region=region)
+        check_pending(bot.cfg, bot.queue, owner, bot.preparing, adding=len(wanted.jobs))  # again: time passed
+        for fields in wanted.jobs:
+            bot.moderation.check(Asker.of(interaction), fields["prompt"], fields.get("region"))
     except UserError as e:
         await replies.refuse(interaction, e)
         return
-    with bot.preparing.hold(owner) as release:  # right after the check: no await between
+    with bot.preparing.hold(owner, len(wanted.jobs)) as release:  # right after the check: no await between
         await interaction.response.defer(thinking=True)
         try:
-            req, note = await edit_request(bot, target, atts, prompt, region, user=interaction.user.id,
-                                           guild=interaction.guild_id)
+            reqs, note = await edit_requests(bot, target, atts, wanted)
         except UserError as e:
             await replies.refuse(interaction, e)
             return
-        await submit.from_interaction(bot, interaction, req, note=note, release=release)
+        await submit.all_from_interaction(bot, interaction, reqs, note=note, release=release)
 
 
 class Gestures(commands.Cog):
@@ -220,22 +232,22 @@ class Gestures(commands.Cog):
         command = "reply" if message.reference is not None else "mention"
         asker = Asker(message.author.id, message.guild.id if message.guild else None, message.channel.id, command)
         try:
-            region, prompt = split_arrow(text)
-            check_pending(cfg, self.bot.queue, owner, self.bot.preparing)
-            build_request(cfg, prompt=prompt, kind="edit", region=region)
-            self.bot.moderation.check(asker, prompt, region)
+            wanted = await edit_fields(self.bot, text, user=message.author.id,
+                                       guild=message.guild.id if message.guild else None)
+            check_pending(cfg, self.bot.queue, owner, self.bot.preparing, adding=len(wanted.jobs))
+            for fields in wanted.jobs:
+                self.bot.moderation.check(asker, fields["prompt"], fields.get("region"))
         except UserError as e:
             await self._notice(message, e)
             return
-        with self.bot.preparing.hold(owner) as release:  # right after the check: no await between
+        with self.bot.preparing.hold(owner, len(wanted.jobs)) as release:  # right after the check: no await between
             try:
-                req, note = await edit_request(self.bot, target, atts, prompt, region, user=message.author.id,
-                                               guild=message.guild.id if message.guild else None)
+                reqs, note = await edit_requests(self.bot, target, atts, wanted)
             except UserError as e:
                 await self._notice(message, e)
                 return
-            await submit.from_message(self.bot, message, req, owner=message.author.id, member=message.author,
-                                      note=note, release=release, command=command)
+            await submit.all_from_message(self.bot, message, reqs, owner=message.author.id, member=message.author,
+                                          note=note, release=release, command=command)
 
     def _warn_no_content(self) -> None:
         """A reply with no words, files or stickers cannot be sent: the content intent is off."""

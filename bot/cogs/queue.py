@@ -16,7 +16,7 @@ from discord.ext import commands
 
 from bot import limits, replies
 from bot.access import check_access_interaction, guild_of, is_moderator, moderates
-from bot.texts import short_prompt
+from bot.texts import request_words
 from engine import TERMINAL, UserError, describe_fleet, quoted
 
 if TYPE_CHECKING:
@@ -56,7 +56,13 @@ it forming) and **Details** (the full request, only for you). Anyone may press t
 • {d.vary_emoji} on a result: a variation, similar but different (fewer steps, from the picture itself).
 • {d.cancel_emoji} on a job's message: cancel it (yours, or anyone's if you are a moderator).
 
-`/settings` keeps your defaults; `/style save` names words to add with `style:`.{gallery}
+`/settings` keeps your defaults; `/style save` names words to add with `style:`. `/describe image:` suggests prompts for a picture.{gallery}
+
+**Parameters, sweeps, blends**
+• End a prompt with parameters: `a lighthouse --ar 16:9 --no people, text --seed 7` (also `--steps N`, `--iw W`, `--model NAME`, `--clip NAME`, `--style NAME`, `--repeat N`); an option of the same name wins.
+• **Sweeps**: `a {{red, blue}} car` is one job per choice; all of them count against your jobs waiting.
+• `/blend image1: image2:` (up to 5; `weights:1,2`; words optional) paints a picture of them blended.
+
 `/imagine ... timelapse:True` also posts the video of it forming. `/queue` shows what is waiting; `/cancel` stops your newest job; `/usage` your GPU time today. Prompts are at most \
 {lim.max_prompt_chars} characters; you may have {bot.cfg.queue.per_owner_pending} jobs waiting at a time."""
 
@@ -70,7 +76,7 @@ def _shown_here(job: Job, guild_id: int | None, me: str) -> bool:
 def _line(job: Job, position: int | None, lane: Lane = "fast") -> str:
     where = "🎨 now" if position == 0 else "⏳ just asked" if position is None else f"#{position}"
     where += " 🐢" if lane == "relax" and position else ""  # waits in the relax lane (engine.jobs.quota)
-    return f"{where} · `{job.id}` **{short_prompt(job.request.prompt, 60)}** · <@{job.owner}>"
+    return f"{where} · `{job.id}` **{request_words(job.request, 60)}** · <@{job.owner}>"
 
 
 class QueueCommands(commands.Cog):
@@ -131,7 +137,7 @@ class QueueCommands(commands.Cog):
             await replies.refuse(interaction, e)
             return
         await interaction.response.send_message(
-            f"🛑 cancelled `{target.id}` **{short_prompt(target.request.prompt, 80)}**", ephemeral=True)
+            f"🛑 cancelled `{target.id}` **{request_words(target.request, 80)}**", ephemeral=True)
 
     @app_commands.command(name="help", description="How to paint and edit with this bot")
     async def help_cmd(self, interaction: discord.Interaction) -> None:

@@ -25,6 +25,7 @@ from engine.errors import UserError
 
 if TYPE_CHECKING:
     from engine.method.generate import Progress
+    from engine.models.loader import ModelCache
     from engine.spec.request import Request
 
 COMMANDS = ("imagine", "edit", "vary", "outpaint", "rerun")
@@ -76,15 +77,18 @@ def _add_tile_flags(p: argparse.ArgumentParser) -> None:
                    help="a seamless tile left to right only (a panorama)")
 
 
-def _request(args: argparse.Namespace, cfg: Config) -> Request:
-    """The request a subcommand asks for: its own builder, then the shared model flags and checks."""
+def _request(args: argparse.Namespace, cfg: Config, fields: dict[str, Any]) -> Request:
+    """The request a subcommand asks for: its own builder, then the shared model flags and checks.
+    ``fields``: what the prompt's parameters set (``engine.cli.prompting``)."""
     from engine.spec import pinning as inputs
     from engine.spec.request import check_limits
 
     io = io_limits(cfg)
     build = {"imagine": _imagine, "edit": _edit, "vary": _variation, "outpaint": _outpaint,
              "rerun": _rerun}[args.command]
-    req = build(args, cfg, request_flags(args, io), io)
+    over = request_flags(args, io)
+    over.update({k: v for k, v in fields.items() if v is not None})
+    req = build(args, cfg, over, io)
     req = inputs.locate(req, args.input) if args.command == "rerun" else inputs.pin(req)
     check_mask_shape_early(req, io)
     req = with_model_flags(req, args)
@@ -95,7 +99,7 @@ def _request(args: argparse.Namespace, cfg: Config) -> Request:
 def _imagine(args: argparse.Namespace, cfg: Config, over: dict[str, Any], io: IoLimits) -> Request:
     from engine.spec.request import Request
 
-    return Request.from_config(cfg, prompt=args.prompt, tile=args.tile, **over)
+    return Request.from_config(cfg, prompt=args.prompt, **{**over, "tile": args.tile or over.get("tile")})
 
 
 def _edit(args: argparse.Namespace, cfg: Config, over: dict[str, Any], io: IoLimits) -> Request:
@@ -104,7 +108,8 @@ def _edit(args: argparse.Namespace, cfg: Config, over: dict[str, Any], io: IoLim
     from engine.spec.request import Request
 
     img = load_rgb(args.input, what="input image", **io)
-    over.update(kind="edit", init_image=str(args.input), feather=args.feather, region=args.region, tile=args.tile)
+    over.update(kind="edit", init_image=str(args.input), feather=args.feather, region=args.region,
+                tile=args.tile or over.get("tile"))
     if args.mask:
         load_mask(args.mask, **io)
         over["mask"] = str(args.mask)
@@ -182,7 +187,7 @@ def _variation(args: argparse.Namespace, cfg: Config, over: dict[str, Any], io: 
     if not isinstance(parent_steps, int) or isinstance(parent_steps, bool) or not 0 < parent_steps <= 10**6:
         raise UserError(f"{args.input}: its metadata's steps {str(parent_steps)[:20]!r} is not a number of steps")
     digest = hashlib.sha256(args.input.read_bytes()).hexdigest()[:16]
-    fields = {k: parent[k] for k in ("models", "cutouts", "cut_pow", "lr", "betas") if k in parent}
+    fields = {k: parent[k] for k in ("models", "cutouts", "cut_pow", "lr", "betas", "negative") if k in parent}
     made = Request.from_config(cfg, **fields, prompt=prompt, steps=parent_steps)
     return variation_of(made, str(args.input), img.size, cfg.editing, strength=strength,
                         parent=f"sha256:{digest} seed:{parent.get('seed', '?')}",
@@ -239,16 +244,26 @@ def _parent_request(args: argparse.Namespace, cfg: Config, *, required: bool) ->
 
 
 def run(args: argparse.Namespace, cfg: Config) -> int:
+    """Every job the prompt asks for (one, or a sweep's and ``--repeat``'s in order), all checked before
+    the first is painted."""
+    from engine.cli.prompting import jobs
+    from engine.models.loader import ModelCache
+
+    _check_outputs(args)
+    todo = [(one, _request(one, cfg, fields)) for one, fields in jobs(args, cfg)]
+    cache = ModelCache(cfg.models if not args.device else cfg.models.model_copy(update={"device": args.device}))
+    for one, req in todo:
+        _paint(one, cfg, req, cache, says_prompt=len(todo) > 1)
+    return 0
+
+
+def _paint(args: argparse.Namespace, cfg: Config, req: Request, cache: ModelCache, *, says_prompt: bool) -> None:
     from tqdm import tqdm
 
     from engine.media.frames import FrameStore, frame_name
     from engine.media.imageio import png_bytes
     from engine.method.generate import generate
-    from engine.models.loader import ModelCache
 
-    _check_outputs(args)
-    req = _request(args, cfg)
-    cache = ModelCache(cfg.models if not args.device else cfg.models.model_copy(update={"device": args.device}))
     models = cache.get(req.models)
     if (req.width, req.height) != (req.width // models.vqgan.factor * models.vqgan.factor,
                                    req.height // models.vqgan.factor * models.vqgan.factor):
@@ -285,9 +300,8 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
         else:
             result.mask.save(args.save_mask)
     print(f"{args.output} ({result.image.width}x{result.image.height}, seed {req.seed}, "
-          f"{req.steps} steps, {result.seconds:.1f} s)")
+          f"{req.steps} steps, {result.seconds:.1f} s)" + (f": {req.prompt}" if says_prompt else ""))
     if made is not None:
         say_timelapse(made)
-    return 0
 
 

@@ -11,14 +11,14 @@ from collections.abc import Sequence
 from types import ModuleType
 from typing import Any, NoReturn
 
-from engine.cli import bench, fleet, models, paint, timelapse, zoom
+from engine.cli import bench, describe, fleet, models, paint, timelapse, zoom
 from engine.version import __version__
 
 # The order of ``--help``; a module may register several subcommands (paint: imagine, edit, vary, rerun).
-MODULES: tuple[ModuleType, ...] = (paint, models, bench, fleet, timelapse, zoom)
+MODULES: tuple[ModuleType, ...] = (paint, models, bench, fleet, timelapse, zoom, describe)
 COMMANDS: dict[str, ModuleType] = {
     **{c: paint for c in paint.COMMANDS}, "models": models, "bench": bench, "worker": fleet, "fleet": fleet,
-    "timelapse": timelapse, "zoom": zoom,
+    "timelapse": timelapse, "zoom": zoom, "describe": describe,
 }
 
 

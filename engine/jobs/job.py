@@ -51,11 +51,16 @@ class Job(BaseModel):
     lane: Lane = "fast"  # decided at submission (engine.jobs.quota); older rows are "fast"
 
 
-def owner_limit(mine: int, limit: int) -> str | None:
-    """The one wording of the per-owner pending limit (the queue's refusal and the bot's early one)."""
-    if mine < limit:
+def owner_limit(mine: int, limit: int, adding: int = 1) -> str | None:
+    """The one wording of the per-owner pending limit (the queue's refusal and the bot's early one);
+    ``adding``: how many jobs the request makes (a sweep or ``--repeat``: all of them, or none)."""
+    if mine + adding <= limit:
         return None
-    return f"You already have {mine} jobs waiting (limit {limit}); wait for one to finish or cancel one with /cancel."
+    if adding == 1:
+        return (f"You already have {mine} jobs waiting (limit {limit}); wait for one to finish or cancel one "
+                "with /cancel.")
+    return (f"That makes {adding} jobs and you have {mine} waiting (limit {limit}); nothing was queued. "
+            "Ask for fewer, or wait for some to finish.")
 
 
 def check_room(jobs: Iterable[Job], owner: str, cfg: QueueConfig) -> None:

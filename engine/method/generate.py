@@ -40,7 +40,7 @@ from engine.method.region import clip_judges, region_mask
 from engine.models.clip import Clip
 from engine.models.loader import Models
 from engine.models.tiling import tiled
-from engine.spec.prompts import parse_prompts, parse_story, part_at
+from engine.spec.prompts import Prompt, parse_prompts, parse_story, part_at
 from engine.spec.request import Request
 from engine.version import __version__
 
@@ -238,11 +238,14 @@ def _targets(models: Models, req: Request, augment: torch.nn.Module | None,
                        float("-inf")))
     if original is not None and req.keep_structure > 0:
         shared.append((_embed_image(models, req, augment, original, clip), req.keep_structure, float("-inf")))
+    keep_out = [Prompt(n, -1.0) for n in req.negative]  # --no: pushed away from, in every part
     out = []
-    for part in parse_story(req.prompt):
-        prompts = parse_prompts(part)
-        text = clip.encode_text([p.text for p in prompts])
-        rows = [(text[i], p.weight, p.stop) for i, p in enumerate(prompts)]
+    for part in parse_story(req.prompt) if req.prompt else [""]:  # no words: image prompts alone
+        prompts = (parse_prompts(part) if part else []) + keep_out
+        rows: list[tuple[torch.Tensor, float, float]] = []
+        if prompts:
+            text = clip.encode_text([p.text for p in prompts])
+            rows = [(text[i], p.weight, p.stop) for i, p in enumerate(prompts)]
         out.append(Targets.stack(rows + shared, models.device))
     return out
 

@@ -35,7 +35,7 @@ from engine.config import (
 )
 from engine.errors import UserError
 from engine.spec.outpaint import Outpaint
-from engine.spec.prompts import MAX_WEIGHT, check_text, parse_story, visible
+from engine.spec.prompts import EMPTY_PROMPT, MAX_WEIGHT, check_text, parse_story, visible
 
 _G, _E = GenerationConfig(), EditingConfig()  # the defaults, from one place
 
@@ -94,7 +94,9 @@ class Request(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     kind: Literal["imagine", "edit", "vary", "outpaint"] = "imagine"
-    prompt: str
+    prompt: str  # may be empty when there are image prompts (a blend of pictures alone)
+    negative: tuple[str, ...] = ()  # --no: texts to keep out, weight -1 each, in every part of a story
+    parameters: str = ""  # the parameters as typed at the prompt's end ("--ar 16:9 --seed 7"), for people
     seed: int = Field(default_factory=lambda: random.randrange(MAX_SEED + 1), ge=0, le=MAX_SEED)
     steps: Steps = _G.steps
     width: Side = _G.width
@@ -145,8 +147,32 @@ class Request(BaseModel):
     @field_validator("prompt")
     @classmethod
     def _prompt_parses(cls, v: str) -> str:
+        if not visible(v):
+            return ""  # only with image prompts (``_something_to_paint``)
         parse_story(v)
         return v.strip()
+
+    @field_validator("negative")
+    @classmethod
+    def _negatives(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        out = tuple(" ".join(n.split()) for n in v)
+        for n in out:
+            if not visible(n):
+                raise UserError("a negative prompt (--no) is empty: name what to keep out, e.g. --no people, text")
+            check_text(n, "the negative prompt")
+        return out
+
+    @field_validator("parameters")
+    @classmethod
+    def _parameters_text(cls, v: str) -> str:
+        check_text(v, "the parameters")
+        return " ".join(v.split())
+
+    @model_validator(mode="after")
+    def _something_to_paint(self) -> Request:
+        if not self.prompt and not self.image_prompts:
+            raise UserError(EMPTY_PROMPT)
+        return self
 
     @classmethod
     def from_config(cls, cfg: Config, **overrides: Any) -> Request:
