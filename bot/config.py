@@ -15,7 +15,7 @@ from typing import Annotated
 from pydantic import AfterValidator, Field, SecretStr, field_validator
 
 from bot.wordfilter import Rule, check_entry
-from engine import Config, ConfigError, Section, read_toml, validate
+from engine import Config, ConfigError, GridSize, Section, read_toml, validate
 
 DEFAULT_API_BASE = "https://discord.com"
 GALLERY_SECRET_ENV = "VQGAN_CLIP_GALLERY_SECRET"
@@ -69,6 +69,9 @@ class DiscordConfig(Section):
     # A rate limit longer than this is not waited out by discord.py (its max_ratelimit_timeout, 30 at
     # least): the call fails at once; a result then waits it out itself, an edit is skipped.
     max_ratelimit_timeout_s: float = Field(30.0, ge=30)
+    # Candidates /imagine paints as one grid (1, 2, 4, 6 or 9; its count option overrides): buttons U1..Un
+    # upscale one of them, V1..Vn vary one; 1 = a single picture.
+    grid: GridSize = 4
     # Post a progress image every N steps; 0 = use generation.progress_every.
     progress_every: int = Field(0, ge=0)
     # Largest file the bot uploads; bigger PNGs are re-encoded/downscaled. Discord's default is 10 MiB.

@@ -27,9 +27,17 @@ from bot.images import fit_png
 from bot.limits import CONTENT, fit
 from bot.origin import Origin, token_usable
 from bot.replies import MENTIONS, QUIET
-from bot.texts import RELAX, position_line, request_words, short_prompt, status_text
+from bot.texts import (
+    RELAX,
+    position_line,
+    request_words,
+    result_facts,
+    result_hint,
+    short_prompt,
+    status_text,
+)
 from bot.timelapse import render
-from bot.views import result_view, status_view
+from bot.views import finished_view, status_view
 from engine import (
     Failed,
     Finished,
@@ -261,21 +269,19 @@ class Delivery:
         secs = ev.seconds if ev.seconds is not None else (job.seconds or 0.0)
         d = self.cfg.discord
         where = f" · in *{short_prompt(r.region, 80)}*" if r.region else ""
-        made = f"{r.zoom.frames} frames x {r.zoom.steps_per_frame} steps" if r.zoom else f"{r.steps} steps"
-        facts = f"seed `{r.seed}` · {made} · {w}x{h} · {secs:.1f} s"
+        facts = result_facts(r, w, h, secs)
         content = (f"<@{job.owner}> **{request_words(r, 1500)}**{where}\n{facts}"
-                   + (f"\n⚠️ {note}" if note else "")
-                   + f"\n-# react {d.rerun_emoji} to paint it again with a new seed, {d.vary_emoji} for a variation")
+                   + (f"\n⚠️ {note}" if note else "") + "\n" + result_hint(r, d.rerun_emoji, d.vary_emoji))
 
         def file() -> discord.File:
             return discord.File(io.BytesIO(png), filename=f"vqgan-{r.seed}.png")
 
         await self._post_mask(job, ev.mask_png)  # before the result, so that the result is the newest image
-        msg, errors = await self._post_anywhere(job, content=content, file_factory=file, view=result_view(job.id))
+        msg, errors = await self._post_anywhere(job, content=content, file_factory=file, view=finished_view(job.id, r.grid))
         if msg is None and any(_refused(e) for e in errors):  # Discord refused what was sent: once more, plainly
             log.warning("job %s: Discord refused its result message; posting it with a plain line", job.id)
             msg, errors = await self._post_anywhere(job, content=f"<@{job.owner}> {facts}", file_factory=file,
-                                                    view=result_view(job.id))
+                                                    view=finished_view(job.id, r.grid))
         if msg is None and errors and not all(isinstance(e, discord.Forbidden | discord.NotFound) for e in errors):
             log.error("job %s finished but posting its result failed (%s); it is sent again at the next start",
                       job.id, "; ".join(_why(e) for e in errors))
@@ -289,7 +295,7 @@ class Delivery:
             return
         await self._annotate(job, result_message_id=msg.id, result_channel_id=msg.channel.id)
         await self._delivered(job)
-        for emoji in (d.rerun_emoji, d.vary_emoji):
+        for emoji in (d.rerun_emoji,) if r.grid > 1 else (d.rerun_emoji, d.vary_emoji):  # a grid: V buttons
             try:
                 await msg.add_reaction(emoji)
             except discord.HTTPException as e:

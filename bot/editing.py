@@ -1,4 +1,4 @@
-"""Editing by words in Discord: a region phrase, collages of uploads, variations of results.
+"""Editing by words in Discord: a region phrase, collages of uploads, variations and upscales of results.
 
 The engine does the work (CLIP finds the region, the VQGAN repaints holes and seams); this module
 turns what people post into the files and fields of a ``Request``. Collages are made here, not in
@@ -29,6 +29,8 @@ from engine import (
     UserError,
     assemble,
     build,
+    candidate_files,
+    candidate_request,
     check_canvas,
     check_limits,
     check_mask_shape,
@@ -37,6 +39,7 @@ from engine import (
     load_mask,
     outpaint_of,
     plan_outpaint,
+    upscale_of,
     variation_of,
     visible,
     vqgan_factor,
@@ -168,21 +171,36 @@ def new_seed(old: int) -> int:
     return seed
 
 
-def _result_picture(job: Job) -> Path:
-    """The finished picture in the results folder (by job id: there after a restart too)."""
-    path = Path(job.result_path or "")
+GONE = ("the picture behind that result is gone (old results are cleaned up); "
+        "reply to it with words to edit it instead")
+UPSCALE_SCALE = 2.0  # the Upscale and U buttons: twice as large each way
+
+
+def picture_of(job: Job, candidate: int | None = None) -> tuple[Request, Path, str]:
+    """The request that painted a finished job's picture (or picture ``candidate`` of its grid), the
+    picture's file (from the results folder), and how a new job made from it names its parent (the job
+    id, or ``<job id>-<candidate>`` as the candidate's file is named)."""
+    n = job.request.grid
+    if candidate is None and n > 1:
+        raise UserError(f"that is a grid of {n} pictures: press U1…U{n} or V1…V{n} under it for one of them")
+    if candidate is None:
+        path, made, name = Path(job.result_path or ""), job.request, job.id
+    elif not 1 <= candidate <= n:
+        raise UserError(f"job {job.id} has no picture {candidate}")
+    else:
+        files = candidate_files(job)
+        path = files[candidate - 1] if files else Path("")
+        made, name = candidate_request(job.request, candidate, parent=job.id), f"{job.id}-{candidate}"
     if not job.result_path or not path.is_file():
-        raise UserError("the picture behind that result is gone (old results are cleaned up); "
-                        "reply to it with words to edit it instead")
-    return path
+        raise UserError(GONE)
+    return made, path, name
 
 
-def variation_request(cfg: BotConfig, job: Job, seed: int) -> Request:
+def variation_request(cfg: BotConfig, job: Job, seed: int, candidate: int | None = None) -> Request:
     """The parent's own picture as the start, a new seed, fewer steps, pulled towards the parent
-    (a zoom's variation is a still picture of its last frame)."""
-    path = _result_picture(job)
-    req = variation_of(job.request, str(path), image_size(path), cfg.editing, parent=job.id, seed=seed,
-                       zoom=None)
+    (a zoom's variation is a still picture of its last frame; a grid's, of one candidate)."""
+    made, path, name = picture_of(job, candidate)
+    req = variation_of(made, str(path), image_size(path), cfg.editing, parent=name, seed=seed, zoom=None)
     check_limits(req, cfg.limits)
     return req
 
@@ -198,7 +216,7 @@ def outpaint_request(cfg: BotConfig, job: Job, how: str, seed: int) -> Request:
     """The result's picture on a bigger canvas, only the new area (and a seam) painted with its prompt:
     zoomed out 1.5x or 2x (the picture in the middle), or a pan (that side extended by half the picture's
     size). A canvas over the limits is refused in one line."""
-    path = _result_picture(job)
+    _, path, _ = picture_of(job)
     size = image_size(path)
     grows: dict[str, dict[str, Any]] = {"zoomout15": {"zoom_out": 1.5}, "zoomout2": {"zoom_out": 2.0},
                                         "panleft": {"left": size[0] // 2}, "panright": {"right": size[0] // 2},
@@ -212,14 +230,28 @@ def outpaint_request(cfg: BotConfig, job: Job, how: str, seed: int) -> Request:
     return req
 
 
-def again(cfg: BotConfig, job: Job, how: str) -> tuple[Request, str, Origin]:
-    """What 🔁 or 🎲 on ``job``'s result asks for (a reaction or a button), or a zoom-out or pan button
-    (``OUTPAINTS``): the new request, the line shown under its status, and where it came from."""
-    seed = new_seed(job.request.seed)
+def upscale_request(cfg: BotConfig, job: Job, candidate: int | None = None) -> tuple[Request, str, Origin]:
+    """What the Upscale (or a grid's U) button asks for: that picture twice as large, painted on with its
+    own prompt and pulled towards it; refused in one line (with the largest scale) over the limits."""
+    made, path, name = picture_of(job, candidate)
+    req = upscale_of(made, str(path), image_size(path), UPSCALE_SCALE, cfg.editing, cfg.limits, parent=name)
+    check_limits(req, cfg.limits)
+    check_offered(req.models, cfg.models)  # the operator may have withdrawn a model since
+    what = f"picture {candidate} of job {job.id}" if candidate else f"job {job.id}"
+    return req, f"upscale of {what}", Origin(upscale_of=job.id, candidate=candidate)
+
+
+def again(cfg: BotConfig, job: Job, how: str, candidate: int | None = None) -> tuple[Request, str, Origin]:
+    """What 🔁 or 🎲 on ``job``'s result asks for (a reaction or a button; a grid's V button names its
+    ``candidate``), or a zoom-out or pan button (``OUTPAINTS``): the new request, the line shown under its
+    status, and where it came from. A rerun of a grid is a new grid."""
     if how in OUTPAINTS:
-        return (outpaint_request(cfg, job, how, seed), f"{OUTPAINTS[how]} of job {job.id}",
+        return (outpaint_request(cfg, job, how, new_seed(job.request.seed)), f"{OUTPAINTS[how]} of job {job.id}",
                 Origin(outpaint_of=job.id))
     if how == "rerun":
-        req = rerun_request(cfg, job.request, seed).model_copy(update={"parent": job.id})
+        req = rerun_request(cfg, job.request, new_seed(job.request.seed)).model_copy(update={"parent": job.id})
         return req, f"rerun of job {job.id} with a new seed", Origin(rerun_of=job.id)
-    return variation_request(cfg, job, seed), f"variation of job {job.id}", Origin(variation_of=job.id)
+    made, _, _ = picture_of(job, candidate)
+    req = variation_request(cfg, job, new_seed(made.seed), candidate)
+    what = f"picture {candidate} of job {job.id}" if candidate else f"job {job.id}"
+    return req, f"variation of {what}", Origin(variation_of=job.id, candidate=candidate)

@@ -55,6 +55,8 @@ class Origin(BaseModel):
     rerun_of: str | None = None  # job id
     variation_of: str | None = None  # job id
     outpaint_of: str | None = None  # job id (a zoom-out or pan button)
+    upscale_of: str | None = None  # job id (the Upscale and U buttons)
+    candidate: int | None = None  # which candidate of that job's grid a U or V button named
     timelapse: bool | None = None  # True: post the timelapse with the result (/imagine timelapse:True)
     # learned while delivering
     progress_message_id: int | None = None

@@ -11,7 +11,7 @@ import os
 import discord
 
 from bot.limits import THREAD_NAME, fit
-from engine import Job, Lane, ModelSpec, Request
+from engine import MAX_SEED, Job, Lane, ModelSpec, Request
 
 RELAX = "🐢 you are over today's GPU time: this job waits in the relax lane (it runs when no other job waits; /usage)"
 
@@ -49,11 +49,30 @@ def describe_request(r: Request) -> str:
         z = r.zoom
         return (f"🎞️ zoom **{request_words(r)}** · seed `{r.seed}` · {z.frames} frames x "
                 f"{z.steps_per_frame} steps · {r.width}x{r.height}")
-    kind = {"edit": "✏️ edit", "vary": "🎲 variation", "outpaint": "🔍 zoom out / pan"}.get(r.kind, "🎨")
+    kind = {"edit": "✏️ edit", "vary": "🎲 variation", "outpaint": "🔍 zoom out / pan",
+            "upscale": "✨ upscale"}.get(r.kind, "🎨")
     where = f"*{short_prompt(r.region, 80)}* → " if r.region else ""
     tile = {"x": " · tiles left to right", "xy": " · tiles"}.get(r.tile, "")
-    return (f"{kind} {where}**{request_words(r)}** · seed `{r.seed}` · {r.steps} steps · "
+    grid = f" · grid of {r.grid}" if r.grid > 1 else ""
+    return (f"{kind} {where}**{request_words(r)}** · seed `{r.seed}`{grid} · {r.steps} steps · "
             f"{r.width}x{r.height}{tile}")
+
+
+def result_facts(r: Request, width: int, height: int, seconds: float) -> str:
+    """The line under a result: seed (a grid's seeds), steps, size painted (a grid's: each picture's), time."""
+    if r.grid > 1:
+        last = (r.seed + r.grid - 1) % (MAX_SEED + 1)
+        return (f"grid of {r.grid} · seed `{r.seed}`…`{last}` · {r.steps} steps · {width}x{height} each · "
+                f"{seconds:.1f} s")
+    made = f"{r.zoom.frames} frames x {r.zoom.steps_per_frame} steps" if r.zoom else f"{r.steps} steps"
+    return f"seed `{r.seed}` · {made} · {width}x{height} · {seconds:.1f} s"
+
+
+def result_hint(r: Request, rerun_emoji: str, vary_emoji: str) -> str:
+    """What can be done with a result, in small print."""
+    if r.grid > 1:
+        return f"-# U: upscale that picture, V: a variation of it; react {rerun_emoji} for a new grid"
+    return f"-# react {rerun_emoji} to paint it again with a new seed, {vary_emoji} for a variation"
 
 
 def status_text(job: Job, line: str, note: str | None = None) -> str:

@@ -22,8 +22,10 @@ from engine.version import __version__
 if TYPE_CHECKING:
     from engine.cli.main import main
     from engine.config import (
+        GRID_SIZES,
         Config,
         ConfigError,
+        GridSize,
         ModelsConfig,
         ModelSpec,
         Section,
@@ -81,6 +83,7 @@ if TYPE_CHECKING:
         with_style,
     )
     from engine.jobs.quota import Quota, Usage, format_seconds
+    from engine.jobs.results import candidate_files
     from engine.media.collage import assemble, build, left_to_right
     from engine.media.files import write_atomic
     from engine.media.imageio import FORMATS as IMAGE_FORMATS
@@ -114,9 +117,12 @@ if TYPE_CHECKING:
         MAX_SEED,
         Request,
         ZoomSpec,
+        candidate_request,
         check_limits,
         check_prompt_length,
+        grid_shape,
         outpaint_of,
+        upscale_of,
         variation_of,
     )
     from engine.workers.describer import Describer
@@ -125,6 +131,8 @@ if TYPE_CHECKING:
 PUBLIC: dict[str, tuple[str, str]] = {  # name -> (module, attribute)
     "Config": ("engine.config", "Config"),
     "ConfigError": ("engine.config", "ConfigError"),
+    "GRID_SIZES": ("engine.config", "GRID_SIZES"),
+    "GridSize": ("engine.config", "GridSize"),
     "ModelSpec": ("engine.config", "ModelSpec"),
     "ModelsConfig": ("engine.config", "ModelsConfig"),
     "Section": ("engine.config", "Section"),
@@ -155,6 +163,9 @@ PUBLIC: dict[str, tuple[str, str]] = {  # name -> (module, attribute)
     "Planned": ("engine.spec.parameters", "Planned"),
     "plan": ("engine.spec.parameters", "plan"),
     "split_parameters": ("engine.spec.parameters", "split_parameters"),
+    "candidate_request": ("engine.spec.request", "candidate_request"),
+    "grid_shape": ("engine.spec.request", "grid_shape"),
+    "upscale_of": ("engine.spec.request", "upscale_of"),
     "parse_prompts": ("engine.spec.prompts", "parse_prompts"),
     "visible": ("engine.spec.prompts", "visible"),
     "check_offered": ("engine.spec.choices", "check_offered"),
@@ -214,6 +225,7 @@ PUBLIC: dict[str, tuple[str, str]] = {  # name -> (module, attribute)
     "Quota": ("engine.jobs.quota", "Quota"),
     "Usage": ("engine.jobs.quota", "Usage"),
     "format_seconds": ("engine.jobs.quota", "format_seconds"),
+    "candidate_files": ("engine.jobs.results", "candidate_files"),
     "Event": ("engine.jobs.events", "Event"),
     "Failed": ("engine.jobs.events", "Failed"),
     "Finished": ("engine.jobs.events", "Finished"),

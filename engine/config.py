@@ -13,7 +13,7 @@ import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from engine.errors import ConfigError, UserError, error_line
 
@@ -127,6 +127,18 @@ Feather = Annotated[int, Field(ge=0, le=1024)]
 Threshold = Annotated[float, Field(ge=-100, le=100)]
 Crops = Annotated[int, Field(ge=8, le=4096)]
 
+GRID_SIZES = (1, 2, 4, 6, 9)
+"""How many candidates a grid may have (rows x columns as near square as possible: 1x2, 2x2, 2x3, 3x3)."""
+
+
+def _grid_size(n: int) -> int:
+    if n not in GRID_SIZES:
+        raise ValueError("must be " + ", ".join(map(str, GRID_SIZES[:-1])) + f" or {GRID_SIZES[-1]}")
+    return n
+
+
+GridSize = Annotated[int, AfterValidator(_grid_size)]
+
 
 class GenerationConfig(Section):
     steps: Steps = 400
@@ -153,6 +165,7 @@ class EditingConfig(Section):
     seam: int = Field(8, ge=0)
     outpaint_seam: int = Field(16, ge=0, le=128)  # zoom out / pan: pixels into the old picture repainted
     vary_strength: float = Field(0.3, gt=0, le=1)
+    upscale_steps: Steps = 60  # an upscale: steps painted on the enlarged picture (CLI --steps, the bot's U buttons)
 
 
 class LimitsConfig(Section):

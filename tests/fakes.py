@@ -15,8 +15,9 @@ from typing import Any
 from PIL import Image
 
 from engine.errors import Cancelled, UserError
+from engine.media.collage import tile
 from engine.media.imageio import png_bytes
-from engine.spec.request import Request
+from engine.spec.request import Request, candidate_request, grid_shape
 
 
 @dataclass
@@ -34,6 +35,7 @@ class FakeResult:
     seconds: float
     losses: list[float] = field(default_factory=list)
     mask: Image.Image | None = None
+    candidates: list[FakeResult] = field(default_factory=list)
 
     def png_bytes(self) -> bytes:
         """A PNG carrying the request in its metadata, like the engine's."""
@@ -41,8 +43,20 @@ class FakeResult:
 
 
 def square(req: Request) -> Image.Image:
-    """The fake's picture: a square coloured by the seed."""
+    """The fake's picture: a square coloured by the seed (a grid: its candidates' squares, tiled)."""
+    if req.grid > 1:
+        return tile([square(c.request) for c in candidates(req)], grid_shape(req.grid)[1])
     return Image.new("RGB", (req.width, req.height), (req.seed * 97 % 256, req.seed * 57 % 256, req.seed * 17 % 256))
+
+
+def candidates(req: Request) -> list[FakeResult]:
+    """A grid's candidates as the engine makes them: each request alone, with its own seed."""
+    return [FakeResult(square(c), c, 0.0) for c in
+            (candidate_request(req, i, parent=f"grid #{i}") for i in range(1, req.grid + 1))] if req.grid > 1 else []
+
+
+def result_of(req: Request, seconds: float, img: Image.Image | None = None) -> FakeResult:
+    return FakeResult(square(req) if img is None else img, req, seconds, candidates=candidates(req))
 
 
 @dataclass
@@ -65,13 +79,14 @@ class FakeRun:
                                           square(self.request)))
 
     def result(self) -> FakeResult:
-        return FakeResult(square(self.request), self.request, time.monotonic() - self.started)
+        return result_of(self.request, time.monotonic() - self.started)
 
 
 class FakeRunner:
     """A coloured square per seed, ``delay`` s per step, progress every ``every`` steps; ``gate(request)``
     holds a job until it returns True; ``noise`` paints incompressible pictures (upload size limits).
-    It runs one job at a time (``batching = False``) and makes no zoom videos."""
+    It runs one job at a time (``batching = False``) and makes no zoom videos. A grid request gives its
+candidates' squares tiled, with each candidate's result (as the engine's ``Grid``)."""
 
     batching = False
 
@@ -87,7 +102,7 @@ class FakeRunner:
         t0 = time.monotonic()
         img = square(req)
         if self.noise:
-            img = Image.merge("RGB", [Image.effect_noise((req.width, req.height), 128)] * 3)
+            img = Image.merge("RGB", [Image.effect_noise(img.size, 128)] * 3)
         while self.gate is not None and not self.gate(req):
             if should_stop():
                 raise Cancelled()
@@ -99,7 +114,7 @@ class FakeRunner:
                 time.sleep(self.delay)
             if step % self.every == 0:
                 on_progress(FakeProgress(step, req.steps, 1.0 / step, img))
-        return FakeResult(img, req, time.monotonic() - t0)
+        return result_of(req, time.monotonic() - t0, img)
 
     def start(self, request: Request, on_progress: Callable[[Any], None]) -> Any:
         return FakeRun(request, on_progress)

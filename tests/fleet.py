@@ -163,7 +163,8 @@ class OutOfMemoryRunner(FakeRunner):
             img.save(buf, format="PNG")
             return buf.getvalue()
 
-        return SimpleNamespace(image=img, request=request, seconds=0.0, losses=[], mask=None, png_bytes=png)
+        return SimpleNamespace(image=img, request=request, seconds=0.0, losses=[], mask=None, png_bytes=png,
+                               candidates=())
 
 
 def run_small_gpu_worker(config: str, url: str, name: str) -> None:

@@ -2,9 +2,11 @@
 
 A press names its job in its ``custom_id``; the job comes from the job store, so buttons on
 messages posted before a restart work the same. Anyone may press Rerun, Vary, Edit, Timelapse,
-Details, Zoom out and the pans (a new job is theirs, with their limits and access checks: the same code
-paths as the 🔁/🎲 reactions, the reply edit and the context menu's form); Cancel obeys the ❌ rule (owner or
-moderator). Every press is answered within Discord's 3 s: quick checks first, refusals privately,
+Details, Upscale, Zoom out and the pans, and a grid's U1..Un (upscale that picture) and V1..Vn (vary it): a
+new job is theirs, with their limits and access checks (the same code paths as the 🔁/🎲 reactions, the reply
+edit and the context menu's form), posted on its own. A candidate's picture is found beside its grid in the
+results folder (``<job id>-<i>.png``). Cancel obeys the ❌ rule (owner or moderator). Every press is answered
+within Discord's 3 s: quick checks first, refusals privately,
 then a defer before anything slow. Quick repeated presses of one button by one person are
 acknowledged silently (``Debounce``): ten clicks start one job.
 """
@@ -15,6 +17,7 @@ import json
 import logging
 import os
 import shlex
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import discord
@@ -23,15 +26,16 @@ from discord.ext import commands
 from bot import replies, submit
 from bot.access import check_access_interaction, moderates
 from bot.cogs.gestures import EditForm
-from bot.editing import MAX_PIECES, again, piece_name
+from bot.editing import MAX_PIECES, again, piece_name, upscale_request
 from bot.limits import fit
 from bot.modlog import Asker
+from bot.origin import Origin
 from bot.pending import check_pending
 from bot.texts import describe_request, models_text, request_words, short_prompt
 from bot.timelapse import NO_FRAMES, frames_of, render
 from bot.uploads import ImageRef, check_attachment, image_attachments
-from bot.views import COG, Action, Debounce, JobButton
-from engine import Job, UserError
+from bot.views import COG, Debounce, JobButton, candidate_action
+from engine import Job, Request, UserError
 
 if TYPE_CHECKING:
     from bot.app import VQGANBot
@@ -106,7 +110,7 @@ class Buttons(commands.Cog, name=COG):
     async def cog_unload(self) -> None:
         self.bot.remove_dynamic_items(JobButton)
 
-    async def press(self, interaction: discord.Interaction, action: Action, job_id: str) -> None:
+    async def press(self, interaction: discord.Interaction, action: str, job_id: str) -> None:
         """One press; never raises (a bug is logged and the presser told briefly)."""
         try:
             await self._press(interaction, action, job_id)
@@ -114,7 +118,7 @@ class Buttons(commands.Cog, name=COG):
             log.exception("button %s on job %s failed", action, job_id)
             await replies.refuse(interaction, "something went wrong on my side; please try again later")
 
-    async def _press(self, interaction: discord.Interaction, action: Action, job_id: str) -> None:
+    async def _press(self, interaction: discord.Interaction, action: str, job_id: str) -> None:
         job = self.bot.queue.get(job_id)
         try:
             check_access_interaction(self.bot.cfg, interaction)
@@ -126,9 +130,17 @@ class Buttons(commands.Cog, name=COG):
         if not self.debounce.first(interaction.user.id, job_id, action):
             await interaction.response.defer()  # a repeat: acknowledged, nothing more
             return
+        cfg = self.bot.cfg
+        if (one := candidate_action(action)) is not None:  # U1..U9, V1..V9 under a grid
+            how, i = one
+            await self._new_job(interaction, (lambda: upscale_request(cfg, job, i)) if how == "upscale"
+                                else (lambda: again(cfg, job, "vary", i)))
+            return
         match action:
             case "rerun" | "vary" | "zoomout15" | "zoomout2" | "panleft" | "panright" | "panup" | "pandown":
-                await self._again(interaction, job, action)
+                await self._new_job(interaction, lambda: again(cfg, job, action))
+            case "upscale":
+                await self._new_job(interaction, lambda: upscale_request(cfg, job))
             case "edit":
                 await self._edit(interaction, job)
             case "timelapse":
@@ -139,12 +151,14 @@ class Buttons(commands.Cog, name=COG):
             case "cancel":
                 await self._cancel(interaction, job)
 
-    async def _again(self, interaction: discord.Interaction, job: Job, how: Action) -> None:
-        """Rerun, Vary, a zoom out or a pan: a new job of the presser's, its status the answer to the press."""
+    async def _new_job(self, interaction: discord.Interaction,
+                       build: Callable[[], tuple[Request, str, Origin]]) -> None:
+        """Rerun, Vary, Upscale, U and V: a new job of the presser's (``build`` makes its request, note and
+        origin, or refuses), its status the answer to the press."""
         owner = str(interaction.user.id)
         try:
             check_pending(self.bot.cfg, self.bot.queue, owner, self.bot.preparing)
-            req, note, source = again(self.bot.cfg, job, how)
+            req, note, source = build()
             self.bot.moderation.check(Asker.of(interaction), req.prompt, req.region)
         except UserError as e:
             await replies.refuse(interaction, e)

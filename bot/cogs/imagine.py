@@ -26,6 +26,7 @@ from bot.origin import Origin
 from bot.pending import check_pending
 from bot.uploads import ImageRef, check_attachment, download
 from engine import (
+    GRID_SIZES,
     MAX_SEED,
     ModelsConfig,
     UserError,
@@ -54,7 +55,7 @@ class Imagine(commands.Cog):
                         attachments: dict[str, discord.Attachment | None], *, arrow: bool = False,
                         has_image_prompts: bool = False, style: str | None = None,
                         kinds: tuple[str, ...] = personal.IMAGINE_KINDS, timelapse: bool | None = None,
-                        **fixed: Any) -> personal.Personalised | None:
+                        grid: int | None = None, **fixed: Any) -> personal.Personalised | None:
         """Fast checks before deferring: access, the prompt's parameters and sweep, the pending limit for
         all its jobs, each job's request, the attachments. Answers a refusal itself and returns None;
         else each job's ``build_request`` fields, with the asker's /settings (``kinds`` of them) and
@@ -72,6 +73,9 @@ class Imagine(commands.Cog):
             mine = await personal.personalise(self.bot.preferences, cfg, wanted, user=interaction.user.id,
                                               guild=interaction.guild_id, style=style, kinds=kinds,
                                               timelapse=timelapse)
+            if grid is not None:  # /imagine: a grid of the count asked for, else the settings', else the server's
+                for fields in mine.jobs:
+                    fields["grid"] = fields.get("grid") or mine.grid or grid
             check_pending(cfg, self.bot.queue, str(interaction.user.id), self.bot.preparing, adding=len(wanted))
             for fields in mine.jobs:
                 build_request(cfg, **fields, **fixed)
@@ -104,9 +108,11 @@ class Imagine(commands.Cog):
         clip="The CLIP model that judges, or an ensemble 'A+B' (each extra model is slower)",
         style="One of your /style styles (or the server's): its words are added to the prompt",
         tile="A seamless tile: the picture wraps around (both ways, or left to right for a panorama)",
+        count="How many pictures to paint at once, as one grid (default: your /settings, else the server's)",
     )
     @app_commands.choices(aspect=[app_commands.Choice(name=k, value=k) for k in ASPECTS],
                           tile=[app_commands.Choice(name=k, value=v) for k, v in TILES.items()])
+    @app_commands.choices(count=[app_commands.Choice(name=str(n), value=n) for n in GRID_SIZES])
     async def imagine(
         self,
         interaction: discord.Interaction,
@@ -122,6 +128,7 @@ class Imagine(commands.Cog):
         clip: str | None = None,
         style: str | None = None,
         tile: str | None = None,
+        count: int | None = None,
     ) -> None:
         cfg = self.bot.cfg
         try:
@@ -131,10 +138,10 @@ class Imagine(commands.Cog):
             return
         # the options given, then the prompt's parameters, then the asker's /settings, then config.toml
         options: dict[str, Any] = dict(seed=seed, steps=steps, width=width, height=height, model=model, clip=clip,
-                                       tile=tile)
+                                       tile=tile, grid=count)
         atts = {"starting image": image, "image prompt": image_prompt}
         mine = await self._precheck(interaction, prompt, options, atts, has_image_prompts=image_prompt is not None,
-                                    style=style, timelapse=timelapse)
+                                    style=style, timelapse=timelapse, grid=cfg.discord.grid)
         if mine is None:
             return
         wanted = mine.jobs

@@ -23,7 +23,15 @@ from bot.access import check_access_interaction
 from bot.config import BotConfig
 from bot.inputs import ASPECTS, parse_size
 from bot.texts import short_prompt
-from engine import UserError, UserSettings, clip_choices, quoted, validation_message, vqgan_choices
+from engine import (
+    GRID_SIZES,
+    UserError,
+    UserSettings,
+    clip_choices,
+    quoted,
+    validation_message,
+    vqgan_choices,
+)
 
 if TYPE_CHECKING:
     from bot.app import VQGANBot
@@ -36,8 +44,8 @@ DEFAULT = "default"  # a menu's "the server's default" option
 COG = "Settings"
 Menu = Literal["model", "clip", "aspect", "grid"]
 Action = Literal["form", "timelapse", "reset"]
-GRID_COUNTS: tuple[int, ...] = ()
-"""The grid counts the panel offers (its "grid" menu); none until /imagine paints grids (its ``count``)."""
+GRID_COUNTS: tuple[int, ...] = tuple(GRID_SIZES)
+"""The grid counts the panel offers (its "grid" menu), those /imagine's ``count`` offers."""
 
 
 class SettingMenu(discord.ui.DynamicItem[discord.ui.Select[Any]],

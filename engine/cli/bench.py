@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from engine.cli.flags import add_model_flags, with_model_flags
-from engine.config import ClipSpec, Config
+from engine.config import GRID_SIZES, ClipSpec, Config
 from engine.errors import UserError
 
 if TYPE_CHECKING:
@@ -44,6 +44,9 @@ def add_parser(sub: argparse._SubParsersAction[Any]) -> None:
                    help="random models of the real shapes, no weights needed: the --vqgan preset (default "
                         "imagenet_f16_16384) and each --clip-model (default ViT-B-32; tags are ignored), e.g. "
                         "--clip-model ViT-B-32 --clip-model RN50 for an ensemble")
+    p.add_argument("--grid", type=int, metavar="N",
+                   help="instead: the wall time of a whole job painting a grid of N against one picture of the same "
+                        "settings (--steps: each job's steps, default generation.steps)")
     p.add_argument("--json", action="store_true", help="print the figures as JSON")
 
 
@@ -99,10 +102,28 @@ def _models(args: argparse.Namespace, cfg: Config, device: torch.device) -> tupl
     return ModelCache(mcfg).get(spec, device), spec, f"{spec.vqgan_key()} + {spec.clip_key()}"
 
 
+def _grid(args: argparse.Namespace, cfg: Config, models: Models, spec: ModelSpec, label: str, repeats: int) -> int:
+    """``bench --grid N``: a grid's job against one picture's, printed."""
+    from engine.method.benchmark import measure_grid
+
+    f = measure_grid(cfg, models, spec, size=tuple(args.size), cutouts=args.cutouts,
+                     steps=args.steps or cfg.generation.steps, repeats=repeats, grid=args.grid)
+    if args.json:
+        print(json.dumps({**f, "models": label}, indent=2))
+        return 0
+    print(f"device {f['device']}, {f['size']}, {f['cutouts']} cutouts, {f['steps']} steps a job, {label}")
+    print(f"  one picture  {f['one_picture_s']:8.2f} s a job")
+    print(f"  grid of {f['grid']}    {f['grid_s']:8.2f} s a job: {f['grid_over_one']:.2f}x one picture "
+          f"(median of {f['repeats']}, in turns)")
+    return 0
+
+
 def run(args: argparse.Namespace, cfg: Config) -> int:
     from engine.method.benchmark import measure, say
     from engine.models.loader import resolve_device
 
+    if args.grid is not None and args.grid not in GRID_SIZES:
+        raise UserError(f"--grid must be one of {', '.join(map(str, GRID_SIZES))}")
     mcfg = cfg.models.model_copy(update={k: v for k, v in
                                          {"device": args.device, "precision": args.precision}.items() if v})
     device = resolve_device(mcfg.device)
@@ -114,6 +135,8 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
     say(f"loading models on {device} ({'random weights' if args.random_weights else 'from the config'})")
     cfg = cfg.model_copy(update={"models": mcfg})
     models, spec, label = _models(args, cfg, device)
+    if args.grid is not None:
+        return _grid(args, cfg, models, spec, label, repeats)
     figures = measure(cfg, models, spec, label, size=tuple(args.size), cutouts=args.cutouts, steps=n,
                       repeats=repeats, warmup=warmup, job_counts=job_counts)
     if args.json:

@@ -1,5 +1,6 @@
-"""``imagine``, ``edit``, ``vary``, ``outpaint`` and ``rerun``: one picture from a request, written as a
-PNG with the request in its metadata (and, with ``--timelapse``, the run as a video)."""
+"""``imagine``, ``edit``, ``vary``, ``outpaint``, ``upscale`` and ``rerun``: one picture from a request, written
+as a PNG with the request in its metadata (and, with ``--timelapse``, the run as a video). ``imagine --grid N``
+paints N candidates as one job: ``OUT.png`` is the grid, ``OUT-1.png`` ... each candidate alone."""
 
 from __future__ import annotations
 
@@ -28,13 +29,16 @@ if TYPE_CHECKING:
     from engine.models.loader import ModelCache
     from engine.spec.request import Request
 
-COMMANDS = ("imagine", "edit", "vary", "outpaint", "rerun")
+COMMANDS = ("imagine", "edit", "vary", "outpaint", "upscale", "rerun")
 
 
 def add_parser(sub: argparse._SubParsersAction[Any]) -> None:
     p = sub.add_parser("imagine", help="make a new image from a text prompt")
     p.add_argument("prompt", help='e.g. "a forest rendered in low poly" or "a:1|b:-0.5"')
     _add_tile_flags(p)
+    p.add_argument("--grid", type=int, metavar="N",
+                   help="paint N candidates (1, 2, 4, 6 or 9; seeds S..S+N-1) as one job: OUT.png is the grid, "
+                        "OUT-1.png ... each candidate (default 1)")
     add_output_flags(p)
     p = sub.add_parser("edit", help="change an image with a text prompt")
     p.add_argument("input", type=Path)
@@ -64,6 +68,11 @@ def add_parser(sub: argparse._SubParsersAction[Any]) -> None:
                                             "(default [editing] outpaint_seam)")
     p.add_argument("--feather", type=int, help="pixels of soft edge beyond the seam")
     add_output_flags(p)
+    p = sub.add_parser("upscale", help="a larger picture with more detail: enlarged, then painted on (its metadata's prompt)")
+    p.add_argument("input", type=Path)
+    p.add_argument("prompt", nargs="?", help="defaults to the prompt in the image's metadata")
+    p.add_argument("--scale", type=float, default=2.0, help="how many times larger each side gets (default 2)")
+    add_output_flags(p)
     p = sub.add_parser("rerun", help="redo an image from the request in its PNG metadata")
     p.add_argument("input", type=Path)
     add_output_flags(p)
@@ -85,7 +94,7 @@ def _request(args: argparse.Namespace, cfg: Config, fields: dict[str, Any]) -> R
 
     io = io_limits(cfg)
     build = {"imagine": _imagine, "edit": _edit, "vary": _variation, "outpaint": _outpaint,
-             "rerun": _rerun}[args.command]
+             "upscale": _upscale, "rerun": _rerun}[args.command]
     over = request_flags(args, io)
     over.update({k: v for k, v in fields.items() if v is not None})
     req = build(args, cfg, over, io)
@@ -99,7 +108,8 @@ def _request(args: argparse.Namespace, cfg: Config, fields: dict[str, Any]) -> R
 def _imagine(args: argparse.Namespace, cfg: Config, over: dict[str, Any], io: IoLimits) -> Request:
     from engine.spec.request import Request
 
-    return Request.from_config(cfg, prompt=args.prompt, **{**over, "tile": args.tile or over.get("tile")})
+    return Request.from_config(cfg, prompt=args.prompt, **{**over, "tile": args.tile or over.get("tile"),
+                                                            "grid": args.grid or over.get("grid")})
 
 
 def _edit(args: argparse.Namespace, cfg: Config, over: dict[str, Any], io: IoLimits) -> Request:
@@ -170,8 +180,6 @@ def _collage(args: argparse.Namespace, cfg: Config, io: IoLimits) -> tuple[str, 
 
 def _variation(args: argparse.Namespace, cfg: Config, over: dict[str, Any], io: IoLimits) -> Request:
     """A new seed from the parent's own image, with fewer steps and a pull towards the parent."""
-    import hashlib
-
     from engine.media.imageio import load_rgb
     from engine.spec.request import Request, variation_of
 
@@ -186,19 +194,41 @@ def _variation(args: argparse.Namespace, cfg: Config, over: dict[str, Any], io: 
     parent_steps = parent.get("steps", cfg.generation.steps)
     if not isinstance(parent_steps, int) or isinstance(parent_steps, bool) or not 0 < parent_steps <= 10**6:
         raise UserError(f"{args.input}: its metadata's steps {str(parent_steps)[:20]!r} is not a number of steps")
-    digest = hashlib.sha256(args.input.read_bytes()).hexdigest()[:16]
     fields = {k: parent[k] for k in ("models", "cutouts", "cut_pow", "lr", "betas", "negative") if k in parent}
     made = Request.from_config(cfg, **fields, prompt=prompt, steps=parent_steps)
     return variation_of(made, str(args.input), img.size, cfg.editing, strength=strength,
-                        parent=f"sha256:{digest} seed:{parent.get('seed', '?')}",
-                        **{k: v for k, v in over.items() if v is not None})
+                        parent=_parent_name(args.input, parent), **{k: v for k, v in over.items() if v is not None})
+
+
+def _upscale(args: argparse.Namespace, cfg: Config, over: dict[str, Any], io: IoLimits) -> Request:
+    """The picture enlarged ``--scale`` times and painted on (its metadata's prompt and seed, or PROMPT),
+    refused before anything runs when that is over the limits."""
+    from engine.media.imageio import load_rgb
+    from engine.spec.request import Request, upscale_of
+
+    img = load_rgb(args.input, what="input image", **io)
+    if args.size:
+        raise UserError("an upscale is --scale times the picture's size: leave out --size")
+    parent = _parent_request(args, cfg, required=False)
+    prompt = args.prompt or parent.get("prompt")
+    if not prompt:
+        raise UserError(f"{args.input} has no prompt in its metadata: give one, e.g. upscale IN.png 'a castle' -o OUT.png")
+    fields = {k: parent[k] for k in ("models", "cutouts", "cut_pow", "lr", "betas", "seed", "negative") if k in parent}
+    made = Request.from_config(cfg, **fields, prompt=prompt)
+    return upscale_of(made, str(args.input), img.size, args.scale, cfg.editing, cfg.limits,
+                      parent=_parent_name(args.input, parent), **{k: v for k, v in over.items() if v is not None})
+
+
+def _parent_name(path: Path, parent: dict[str, Any]) -> str:
+    """How a variation or an upscale names the picture it came from: its content's hash and seed."""
+    import hashlib
+
+    return f"sha256:{hashlib.sha256(path.read_bytes()).hexdigest()[:16]} seed:{parent.get('seed', '?')}"
 
 
 def _outpaint(args: argparse.Namespace, cfg: Config, over: dict[str, Any], io: IoLimits) -> Request:
     """The picture on a canvas grown by ``--zoom-out`` or the margins (to whole VQGAN cells), its own
     prompt and settings (from its metadata), only the new area and the seam painted."""
-    import hashlib
-
     from engine.media.imageio import load_rgb
     from engine.models.registry import vqgan_factor
     from engine.spec.outpaint import check_canvas, plan
@@ -211,17 +241,17 @@ def _outpaint(args: argparse.Namespace, cfg: Config, over: dict[str, Any], io: I
     prompt = args.prompt or parent.get("prompt")
     if not prompt:
         raise UserError(f"{args.input} has no prompt in its metadata: give one, e.g. outpaint IN.png 'a castle'")
-    fields = {k: parent[k] for k in ("models", "steps", "cutouts", "cut_pow", "lr", "betas") if k in parent}
+    fields = {k: parent[k] for k in ("models", "steps", "cutouts", "cut_pow", "lr", "betas", "negative")
+              if k in parent}
     made = with_model_flags(Request.from_config(cfg, **fields, prompt=prompt), args)
     seam = cfg.editing.outpaint_seam if args.seam is None else args.seam
     margins = plan(img.size, vqgan_factor(made.models), seam=seam, zoom_out=args.zoom_out, left=args.left,
                    right=args.right, up=args.up, down=args.down)
     what = f"zooming out {args.zoom_out:g}x" if args.zoom_out else "these margins"
     check_canvas(margins.canvas(img.size), cfg.limits, what)
-    digest = hashlib.sha256(args.input.read_bytes()).hexdigest()[:16]
     changes = {k: v for k, v in {**over, "feather": args.feather}.items() if v is not None}
     return outpaint_of(made, str(args.input), img.size, margins,
-                       parent=f"sha256:{digest} seed:{parent.get('seed', '?')}", **changes)
+                       parent=_parent_name(args.input, parent), **changes)
 
 
 def _parent_request(args: argparse.Namespace, cfg: Config, *, required: bool) -> dict[str, Any]:
@@ -243,6 +273,11 @@ def _parent_request(args: argparse.Namespace, cfg: Config, *, required: bool) ->
                                                replaced=replaced)}
 
 
+def candidate_paths(output: Path, n: int) -> list[Path]:
+    """Where a grid's candidates go beside ``OUT.png``: ``OUT-1.png`` ... ``OUT-n.png``."""
+    return [output.with_name(f"{output.stem}-{i}{output.suffix or '.png'}") for i in range(1, n + 1)]
+
+
 def run(args: argparse.Namespace, cfg: Config) -> int:
     """Every job the prompt asks for (one, or a sweep's and ``--repeat``'s in order), all checked before
     the first is painted."""
@@ -262,7 +297,8 @@ def _paint(args: argparse.Namespace, cfg: Config, req: Request, cache: ModelCach
 
     from engine.media.frames import FrameStore, frame_name
     from engine.media.imageio import png_bytes
-    from engine.method.generate import generate
+    from engine.method.grid import paint
+    from engine.spec.request import grid_shape
 
     models = cache.get(req.models)
     if (req.width, req.height) != (req.width // models.vqgan.factor * models.vqgan.factor,
@@ -283,10 +319,13 @@ def _paint(args: argparse.Namespace, cfg: Config, req: Request, cache: ModelCach
                 frames.add("run", p.step, p.total, png_bytes(p.image))
 
         every = 1 if (bar.disable is False or args.save_every or frames) else req.steps
-        result = generate(models, req, on_progress=on_progress, progress_every=every)
+        result = paint(models, req, on_progress=on_progress, progress_every=every)
         bar.close()
         png = result.png_bytes()
         args.output.parent.mkdir(parents=True, exist_ok=True)
+        for path, candidate in zip(candidate_paths(args.output, len(result.candidates)), result.candidates,
+                                   strict=True):
+            path.write_bytes(candidate.png_bytes())
         args.output.write_bytes(png)
         made = None
         if frames is not None:
@@ -299,8 +338,17 @@ def _paint(args: argparse.Namespace, cfg: Config, req: Request, cache: ModelCach
             print("note: no mask was used, so none was saved", file=sys.stderr)
         else:
             result.mask.save(args.save_mask)
-    print(f"{args.output} ({result.image.width}x{result.image.height}, seed {req.seed}, "
-          f"{req.steps} steps, {result.seconds:.1f} s)" + (f": {req.prompt}" if says_prompt else ""))
+    if result.candidates:
+        rows, cols = grid_shape(len(result.candidates))
+        cell = result.candidates[0].image
+        print(f"{args.output} ({rows}x{cols} grid of {len(result.candidates)} pictures of {cell.width}x{cell.height}, "
+              f"{req.steps} steps, {result.seconds:.1f} s)" + (f": {req.prompt}" if says_prompt else ""))
+        for path, candidate in zip(candidate_paths(args.output, len(result.candidates)), result.candidates,
+                                   strict=True):
+            print(f"{path} (seed {candidate.request.seed})")
+    else:
+        print(f"{args.output} ({result.image.width}x{result.image.height}, seed {req.seed}, "
+              f"{req.steps} steps, {result.seconds:.1f} s)" + (f": {req.prompt}" if says_prompt else ""))
     if made is not None:
         say_timelapse(made)
 

@@ -400,14 +400,14 @@ class RedisLink:
                 self.q.progress(msg.job_id, msg.step, msg.total, msg.loss, msg.png, msg.note)
             elif isinstance(msg, FinishedMsg):
                 self.leases.pop(msg.job_id, None)
-                wrong = None if job is None else (wrong_picture(msg.png, job.request) or (
-                    None if msg.mask_png is None else wrong_picture(msg.mask_png, job.request, "mask")))
+                wrong = None if job is None else wrong_result(msg, job.request)
                 if wrong:
                     log.warning("fleet: job %s failed: worker %s sent %s", msg.job_id, msg.worker, wrong)
                     await self.q.conclude(msg.job_id, Outcome("failed", reason=f"the worker sent back {wrong}"))
                 else:
                     await self.q.conclude(msg.job_id, Outcome("finished", png=msg.png, seconds=msg.seconds,
-                                                               metadata=msg.metadata, mask_png=msg.mask_png))
+                                                               metadata=msg.metadata, mask_png=msg.mask_png,
+                                                               candidates=msg.candidates))
             elif isinstance(msg, FailedMsg) and msg.elsewhere:
                 log.warning("fleet: worker %s cannot run job %s: %s", msg.worker, msg.job_id, msg.reason)
                 self.refused.setdefault(msg.job_id, {})[msg.worker] = msg.reason
@@ -422,6 +422,16 @@ class RedisLink:
             await self.q.broken(msg.job_id, e)
         if not isinstance(msg, ProgressMsg):
             self.q.wake()  # a worker has room again: hand out the next job now
+
+
+def wrong_result(msg: FinishedMsg, request: Request) -> str | None:
+    """Why a finished job's pictures are refused (None: they are fine): ``wrong_picture`` for the picture
+    (a grid's tiled size), its mask and each candidate (a picture of the grid's cell size)."""
+    cell = request.model_copy(update={"grid": 1})
+    return (wrong_picture(msg.png, request)
+            or (None if msg.mask_png is None else wrong_picture(msg.mask_png, cell, "mask"))
+            or next((w for i, c in enumerate(msg.candidates, 1) if (w := wrong_picture(c, cell, f"candidate {i}"))),
+                    None))
 
 
 def wrong_picture(png: bytes, request: Request, what: str = "picture") -> str | None:

@@ -195,12 +195,15 @@ class RedisSource:
         back = self.back.pop(job_id, {})
         shutil.rmtree(job_path(self.files, job_id), ignore_errors=True)
         if out.kind == "finished":
-            png = await asyncio.to_thread(_png_paths_back, out.png, back) if back else out.png
+            png, *candidates = [await asyncio.to_thread(_png_paths_back, p, back) if back else p
+                                for p in (out.png, *out.candidates)]
             msg = FinishedMsg(worker=self.name, job_id=job_id, lease=lease, png=png, seconds=out.seconds,
-                              metadata=_paths_back(out.metadata, back), mask_png=out.mask_png)
+                              metadata=_paths_back(out.metadata, back), mask_png=out.mask_png,
+                              candidates=tuple(candidates))
             if len(encode(msg)) > MAX_MESSAGE_BYTES:
+                fewer = " or fewer candidates" if candidates else ""
                 msg = FailedMsg(worker=self.name, job_id=job_id, lease=lease,
-                                reason="the picture is too large to send back; try a smaller size")
+                                reason=f"the picture is too large to send back; try a smaller size{fewer}")
         elif out.kind == "failed":
             msg = FailedMsg(worker=self.name, job_id=job_id, lease=lease, reason=out.reason,
                             elsewhere=out.elsewhere)

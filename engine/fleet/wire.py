@@ -21,7 +21,7 @@ from engine.spec.request import Request
 
 log = logging.getLogger(__name__)
 
-VERSION: Literal[1] = 1
+VERSION: Literal[2] = 2  # 2: grids (``Request.grid``, ``FinishedMsg.candidates``) and upscales; 1 is not read
 MAX_MESSAGE_BYTES = 8 * 1024 * 1024  # a picture or progress image larger than this is not sent
 
 # A job id as JobQueue.submit makes it (secrets.token_hex(6)); a lease is "<job id>.<attempt>.<nonce>".
@@ -32,7 +32,7 @@ Lease = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{12}\.[0-9]{1,9}\.[0
 class _Msg(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, ser_json_bytes="base64", val_json_bytes="base64")
 
-    v: Literal[1] = VERSION
+    v: Literal[2] = VERSION
 
 
 class ZoomFrame(BaseModel):
@@ -87,6 +87,7 @@ class FinishedMsg(_Msg):
     seconds: float
     metadata: dict[str, Any]
     mask_png: bytes | None = None
+    candidates: tuple[bytes, ...] = ()  # a grid's pictures, 1 first (``png`` is them tiled)
 
 
 class FailedMsg(_Msg):

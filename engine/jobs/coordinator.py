@@ -400,21 +400,20 @@ class Coordinator:
         path, metadata = None, out.metadata
         if out.kind == "finished":
             try:  # a result the front end could not show (or a restart not read) fails here, alone
-                metadata = await self._records.in_db(check_result, out.png, out.metadata)
-                path = await self._records.in_db(self._records.write_result, job_id, out.png)
+                metadata = await self._records.in_db(check_result, out.png, out.metadata, out.candidates)
+                path = await self._records.in_db(self._records.write_result, job_id, out.png, out.candidates)
             except (StorageError, MalformedResult) as e:
                 log.warning("job %s: %s", job_id, e)
                 out = Outcome("failed", reason=str(e))
             job = self._jobs[job_id]
             if job.state != "running":  # cancelled while the picture was written
-                if path:
-                    Path(path).unlink(missing_ok=True)
+                self._records.later(self._records.remove_result, job_id, path)
                 return
         if out.kind == "finished":
             if job.request.zoom is None:  # a zoom's frames are its video, the last one its result already
                 self._records.later(self._records.frames.final, job_id, job.request.steps, out.png)
             job = await self._end(job, "finished", result_path=path, seconds=seconds)
-            self._emit(Finished(job, out.png, metadata, seconds, out.mask_png))
+            self._emit(Finished(job, out.png, metadata, seconds, out.mask_png, out.candidates))
         elif out.kind == "failed":
             job = await self._end(job, "failed", error=out.reason, seconds=seconds)
             self._emit(Failed(job, out.reason))

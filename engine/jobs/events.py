@@ -55,13 +55,16 @@ class Loading:
 @dataclass(frozen=True, slots=True)
 class Finished:
     """``metadata``: ``request`` (the request actually run, JSON) and ``note`` (str or None,
-    e.g. that it was made smaller after running out of GPU memory), checked by ``engine.jobs.results``."""
+    e.g. that it was made smaller after running out of GPU memory), checked by ``engine.jobs.results``.
+    A grid's ``png`` is the candidates tiled; ``candidates`` are their own PNGs (1 first), each with its
+    own request (``grid`` 1, its seed) in its metadata, stored as ``<job id>-<i>.png`` beside the grid."""
 
     job: Job
     png: bytes
     metadata: dict[str, Any]
     seconds: float
     mask_png: bytes | None = None  # the edit mask used, e.g. the region CLIP found (white = changed)
+    candidates: tuple[bytes, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

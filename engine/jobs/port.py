@@ -44,6 +44,7 @@ class Outcome:
     seconds: float = 0.0
     metadata: dict[str, Any] = field(default_factory=dict)
     mask_png: bytes | None = None
+    candidates: tuple[bytes, ...] = ()  # a grid's pictures (PNGs, each with its own request), in order
     solo: bool = False  # "stopped" because the batch ran out of memory: run it again alone
     elsewhere: bool = False  # "failed" because this worker cannot run it (a model it lacks)
 

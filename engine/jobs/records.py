@@ -19,17 +19,18 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from engine.config import QueueConfig, TimelapseConfig
+from engine.config import GRID_SIZES, QueueConfig, TimelapseConfig
 from engine.errors import StorageError
 from engine.jobs.job import Job, stored_job
 from engine.jobs.quota import utc_day
 from engine.jobs.store import JobStore, storage_problem
-from engine.media.files import job_path, private_dir, write_atomic
+from engine.media.files import candidate_path, job_path, private_dir, write_atomic
 from engine.media.frames import FrameStore
 
 log = logging.getLogger(__name__)
 
 PRUNE_EVERY_S = 3600.0
+MAX_CANDIDATES = max(GRID_SIZES)
 FORGET_RETRY_S = 60.0  # dropping expired origin keys failed (e.g. a full disk): try again after this
 
 
@@ -190,17 +191,27 @@ class Records:
     async def in_db(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(self._db, functools.partial(fn, *args, **kwargs))
 
-    def write_result(self, job_id: str, png: bytes) -> str:
-        """On the database thread: the result PNG, written whole or not at all; its path."""
+    def write_result(self, job_id: str, png: bytes, candidates: tuple[bytes, ...] = ()) -> str:
+        """On the database thread: the result PNG (a grid's candidates first, as ``<job id>-<i>.png``),
+        each written whole or not at all; the result's path."""
         path = job_path(self.results, job_id, ".png")
         try:
             private_dir(self.results)  # made again if someone removed it
+            for i, picture in enumerate(candidates, 1):
+                write_atomic(candidate_path(self.results, job_id, i), picture)
             write_atomic(path, png)
         except OSError as e:
             line = storage_problem(e, self.results, "the results folder")
             log.error("job %s: %s", job_id, line)
             raise StorageError(f"could not save the picture: {line}") from e
         return str(path)
+
+    def remove_result(self, job_id: str, path: str | None) -> None:
+        """On the database thread: a job's result and any grid candidates beside it, gone."""
+        if path:
+            Path(path).unlink(missing_ok=True)
+            for i in range(1, MAX_CANDIDATES + 1):
+                candidate_path(Path(path).parent, job_id, i).unlink(missing_ok=True)
 
     async def keep_pruning(self) -> None:
         """Prune old jobs every ``PRUNE_EVERY_S`` while open (a task of the coordinator's)."""
@@ -236,8 +247,7 @@ class Records:
         gone = await self.in_db(self._store.prune, before, utc_day(before))
         for row in gone:
             self.forget(row["id"])
-            if row["result_path"]:
-                Path(row["result_path"]).unlink(missing_ok=True)
+            await self.in_db(self.remove_result, row["id"], row["result_path"])
             await self.in_db(self.frames.remove, row["id"])
 
     # -- origin keys that expire (short-lived secrets) ----------------------------------------

@@ -21,6 +21,7 @@ from engine.errors import BadImage, MalformedResult, error_line
 from engine.jobs.events import Finished
 from engine.jobs.job import Job
 from engine.jobs.store import storage_problem
+from engine.media.files import candidate_path
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 MALFORMED = "the worker's result was malformed"
@@ -39,6 +40,7 @@ class RanRequest(BaseModel):
     steps: int | None = Field(None, ge=0)
     width: int | None = Field(None, ge=1)
     height: int | None = Field(None, ge=1)
+    grid: int | None = Field(None, ge=1)  # a grid: that many candidates come with the picture
 
 
 class ResultMeta(BaseModel):
@@ -63,15 +65,20 @@ def check_metadata(metadata: object, where: str = "metadata") -> dict[str, Any]:
     return meta.model_dump(exclude_unset=True)
 
 
-def check_result(png: bytes, metadata: object) -> dict[str, Any]:
+def check_result(png: bytes, metadata: object, candidates: tuple[bytes, ...] = ()) -> dict[str, Any]:
     """A worker's picture and metadata, checked: the metadata validated (returned as a dict), the
-    picture a PNG whose own metadata, when it has any, can be read again at a restart."""
+    picture a PNG whose own metadata, when it has any, can be read again at a restart; so is each of a
+    grid's candidates, one for each place of the grid the job asked for."""
     meta = check_metadata(metadata)
-    if not png.startswith(PNG_SIGNATURE):
-        raise MalformedResult(f"{MALFORMED}: the picture is not a PNG")
-    embedded = png_metadata(png)
-    if embedded is not None and "request" in embedded:
-        check_metadata({"request": embedded["request"]}, "the picture's metadata")
+    asked = meta["request"].get("grid") or 1
+    if len(candidates) != (asked if asked > 1 else 0):
+        raise MalformedResult(f"{MALFORMED}: {len(candidates)} candidates for a grid of {asked}")
+    for what, picture in [("the picture", png), *((f"candidate {i}", c) for i, c in enumerate(candidates, 1))]:
+        if not picture.startswith(PNG_SIGNATURE):
+            raise MalformedResult(f"{MALFORMED}: {what} is not a PNG")
+        embedded = png_metadata(picture)
+        if embedded is not None and "request" in embedded:
+            check_metadata({"request": embedded["request"]}, f"{what}'s metadata")
     return meta
 
 
@@ -95,7 +102,15 @@ def finished_again(job: Job) -> Finished | None:
     meta = png_metadata(png) or {}
     ran = meta.get("request", job.request.to_metadata())
     metadata = check_metadata({"request": ran, "note": None}, "the picture's metadata")
-    return Finished(job, png, metadata, float(job.seconds or 0.0))
+    candidates = tuple(p.read_bytes() for p in candidate_files(job))
+    return Finished(job, png, metadata, float(job.seconds or 0.0), candidates=candidates)
+
+
+def candidate_files(job: Job) -> list[Path]:
+    """A finished grid job's candidate PNGs beside its grid (``<job id>-<i>.png``), 1 first; [] for one picture."""
+    if not job.result_path or job.request.grid == 1:
+        return []
+    return [candidate_path(Path(job.result_path).parent, job.id, i) for i in range(1, job.request.grid + 1)]
 
 
 def read_again(job: Job) -> Finished | str | None:

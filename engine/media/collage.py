@@ -86,3 +86,14 @@ def assemble(pieces: list[Piece], seam: int, base: Image.Image | None = None) ->
         return None
     return build(pieces, seam=seam, base=base)
 
+
+
+def tile(images: list[Image.Image], cols: int) -> Image.Image:
+    """Pictures of one size in rows of ``cols``, left to right and top to bottom: a grid's composite
+    (candidate 1 top left)."""
+    w, h = images[0].size
+    rows = -(-len(images) // cols)
+    out = Image.new("RGB", (w * cols, h * rows))
+    for i, im in enumerate(images):
+        out.paste(im.convert("RGB"), ((i % cols) * w, (i // cols) * h))
+    return out

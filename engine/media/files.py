@@ -13,7 +13,7 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 
-__all__ = ["write_atomic", "job_path", "private_dir"]
+__all__ = ["write_atomic", "job_path", "candidate_path", "private_dir"]
 
 _PLAIN_ID = re.compile(r"[0-9A-Za-z_-]{1,64}")
 
@@ -44,6 +44,13 @@ def job_path(folder: str | Path, job_id: str, suffix: str = "") -> Path:
     if not isinstance(job_id, str) or not _PLAIN_ID.fullmatch(job_id):
         raise ValueError(f"not a job id: {job_id!r:.80}")
     return Path(folder) / f"{job_id}{suffix}"
+
+
+def candidate_path(folder: str | Path, job_id: str, i: int) -> Path:
+    """``folder/<job id>-<i>.png``: candidate ``i`` (1-based) of a grid job, beside its grid ``<job id>.png``."""
+    if not isinstance(i, int) or not 1 <= i <= 99:
+        raise ValueError(f"not a candidate number: {i!r:.20}")
+    return job_path(folder, job_id, f"-{i}.png")
 
 
 def private_dir(folder: Path) -> None:

@@ -27,7 +27,8 @@ import torch.nn.functional as F
 
 from engine.config import Config
 from engine.method.cutouts import make_augment
-from engine.method.generate import start, step_together
+from engine.method.generate import Result, start, step_together
+from engine.method.grid import paint
 from engine.method.ops import clamp_with_grad, spherical_dist, vector_quantize
 from engine.models.loader import Models, autocast_dtype
 from engine.spec.prompts import parse_prompts
@@ -203,3 +204,28 @@ def measure(cfg: Config, models: Models, spec: ModelSpec, label: str, *, size: t
         extra = (ours - solo[0]) / (len(clips) - 1)
         figures.update(first_clip_alone_s_per_step=solo[0], each_extra_clip_s_per_step=extra)
     return figures
+
+
+def _whole(result: Result) -> None:
+    """What a worker sends back: the picture's PNG, and a grid's candidates' PNGs."""
+    for r in (result, *result.candidates):
+        r.png_bytes()
+
+
+def measure_grid(cfg: Config, models: Models, spec: ModelSpec, *, size: tuple[int, int], cutouts: int, steps: int,
+                 repeats: int, grid: int) -> dict[str, Any]:
+    """Wall time of a whole job (prepare, every step, the PNGs) painting one picture and painting a grid
+    of ``grid`` of the same settings, in turns (median of ``repeats``), after one untimed job of each."""
+    device = models.device
+    one = Request.from_config(cfg, prompt="a forest rendered in low poly|fog:-0.3", seed=0, steps=steps,
+                              width=size[0], height=size[1], cutouts=cutouts, models=spec)
+    many = one.with_changes(grid=grid)
+    loops = [lambda: _whole(paint(models, one)), lambda: _whole(paint(models, many))]
+    say(f"a picture and a grid of {grid}, {steps} steps each: one untimed job of each")
+    for loop in loops:
+        _warm(loop, 1, device)
+    alone, together = _time_turns(loops, 1, repeats, device)
+    return {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else
+            f"cpu ({torch.get_num_threads()} threads)", "size": f"{one.width}x{one.height}", "cutouts": cutouts,
+            "steps": steps, "grid": grid, "repeats": repeats, "one_picture_s": alone, "grid_s": together,
+            "grid_over_one": together / alone}

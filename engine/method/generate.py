@@ -69,13 +69,18 @@ class Result:
     seconds: float
     losses: list[float] = field(default_factory=list)
     mask: Image.Image | None = None  # the edit mask used (white = changed), e.g. one CLIP found
+    candidates: list[Result] = field(default_factory=list)  # a grid's pictures (``engine.method.grid``)
+    _png: bytes | None = field(default=None, init=False, repr=False, compare=False)
 
     def metadata(self) -> dict[str, Any]:
         return {"engine_version": __version__, "request": self.request.to_metadata(),
                 "seconds": round(self.seconds, 3)}
 
     def png_bytes(self) -> bytes:
-        return png_bytes(self.image, self.metadata())
+        """The picture as a PNG with the request in its metadata (encoded once)."""
+        if self._png is None:
+            self._png = png_bytes(self.image, self.metadata())
+        return self._png
 
 
 def to_tensor(img: Image.Image, device: torch.device) -> torch.Tensor:

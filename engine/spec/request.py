@@ -7,6 +7,7 @@ not just the prompt. Build one with ``Request.from_config(cfg, prompt=..., **ove
 
 from __future__ import annotations
 
+import math
 import random
 from pathlib import Path
 from typing import Any, Literal
@@ -24,6 +25,7 @@ from engine.config import (
     EditingConfig,
     Feather,
     GenerationConfig,
+    GridSize,
     LimitsConfig,
     Lr,
     ModelSpec,
@@ -93,7 +95,7 @@ class Request(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
-    kind: Literal["imagine", "edit", "vary", "outpaint"] = "imagine"
+    kind: Literal["imagine", "edit", "vary", "outpaint", "upscale"] = "imagine"
     prompt: str  # may be empty when there are image prompts (a blend of pictures alone)
     negative: tuple[str, ...] = ()  # --no: texts to keep out, weight -1 each, in every part of a story
     parameters: str = ""  # the parameters as typed at the prompt's end ("--ar 16:9 --seed 7"), for people
@@ -125,6 +127,7 @@ class Request(BaseModel):
     zoom: ZoomSpec | None = None  # a zoom video; None = a still image
     tile: Tile = "none"  # a seamless tile: the picture wraps around horizontally ("x") or both ways ("xy")
     outpaint: Outpaint | None = None  # kind "outpaint": init_image grown by these margins, only they painted
+    grid: GridSize = 1  # candidates painted as one job (seeds seed .. seed+grid-1), shown as one grid
 
     @model_validator(mode="after")
     def _outpaint_whole(self) -> Request:
@@ -133,6 +136,12 @@ class Request(BaseModel):
         if self.outpaint is not None and (not self.init_image or self.mask or self.region):
             raise UserError("an outpaint grows its input image (init_image) and makes its own mask: "
                             "no mask or region with it")
+        return self
+
+    @model_validator(mode="after")
+    def _one_zoom(self) -> Request:
+        if self.grid > 1 and self.zoom is not None:
+            raise UserError("a zoom video is one picture: it cannot be a grid")
         return self
 
     @field_validator("region")
@@ -249,7 +258,7 @@ def variation_of(made: Request, image: str, size: tuple[int, int], editing: Edit
         "kind": "vary", "init_image": image, "width": size[0], "height": size[1],
         "steps": max(1, round(made.steps * strength)), "keep_structure": editing.keep_structure,
         "keep_latent": editing.keep_latent, "parent": parent, "mask": None, "region": None, "outpaint": None,
-        **changes})
+        "grid": 1, **changes})
 
 
 def outpaint_of(made: Request, image: str, size: tuple[int, int], margins: Outpaint, *, parent: str,
@@ -262,7 +271,70 @@ def outpaint_of(made: Request, image: str, size: tuple[int, int], margins: Outpa
     return made.with_changes(**{
         "kind": "outpaint", "init_image": image, "width": w, "height": h, "outpaint": margins.model_dump(),
         "keep_structure": 0.0, "keep_latent": 0.0, "parent": parent, "mask": None, "region": None,
-        "zoom": None, "tile": "none", **changes})
+        "zoom": None, "tile": "none", "grid": 1, **changes})
+
+
+def grid_shape(n: int) -> tuple[int, int]:
+    """A grid's rows and columns, as near square as possible (2: 1x2, 4: 2x2, 6: 2x3, 9: 3x3)."""
+    rows = max(r for r in range(1, math.isqrt(n) + 1) if n % r == 0)
+    return rows, n // rows
+
+
+def candidate_request(grid: Request, i: int, *, parent: str | None = None) -> Request:
+    """Candidate ``i`` (1-based) of a grid: the same request alone (``grid=1``) with its own seed,
+    ``grid.seed + i - 1``, so that a solo run (a rerun of its PNG) paints the same picture."""
+    if not 1 <= i <= grid.grid:
+        raise UserError(f"there is no candidate {i} in a grid of {grid.grid}")
+    return grid.with_changes(grid=1, seed=(grid.seed + i - 1) % (MAX_SEED + 1),
+                             parent=parent if parent is not None else grid.parent)
+
+
+MAX_SCALE = 8.0
+
+
+def upscale_size(size: tuple[int, int], scale: float, limits: LimitsConfig) -> tuple[int, int]:
+    """``size`` times ``scale``; a ``UserError`` with the largest scale allowed when that is over ``limits``
+    (checked before anything runs)."""
+    if not (math.isfinite(scale) and 1 < scale <= MAX_SCALE):
+        raise UserError(f"the scale must be more than 1 and at most {MAX_SCALE:g} (got {scale:g})")
+    w, h = size
+    out = (round(w * scale), round(h * scale))
+    if not _fits(out, limits):
+        best = largest_scale(size, limits)
+        hint = (f"the largest scale for this {w}x{h} picture is {best:g}" if best > 1
+                else f"this {w}x{h} picture is as large as the limits allow")
+        raise UserError(f"upscaling {w}x{h} by {scale:g} gives {out[0]}x{out[1]}, over the limit "
+                        f"({limits.max_width}x{limits.max_height}, {limits.max_pixels} pixels in all); {hint}")
+    return out
+
+
+def _fits(size: tuple[int, int], limits: LimitsConfig) -> bool:
+    w, h = size
+    return w <= limits.max_width and h <= limits.max_height and w * h <= limits.max_pixels
+
+
+def largest_scale(size: tuple[int, int], limits: LimitsConfig) -> float:
+    """The largest scale (in hundredths) that keeps ``size`` inside ``limits``; 1 or less: none."""
+    w, h = size
+    best = math.floor(min(limits.max_width / w, limits.max_height / h,
+                          math.sqrt(limits.max_pixels / (w * h))) * 100) / 100
+    while best > 1 and not _fits((round(w * best), round(h * best)), limits):
+        best = round(best - 0.01, 2)
+    return best
+
+
+def upscale_of(made: Request, image: str, size: tuple[int, int], scale: float, editing: EditingConfig,
+               limits: LimitsConfig, *, parent: str, **changes: Any) -> Request:
+    """An upscale of the picture ``made`` painted (CLI ``upscale``, the bot's Upscale and U buttons): that
+    picture enlarged ``scale`` times (``prepare`` resizes it with Lanczos and encodes it), painted for
+    ``editing.upscale_steps`` steps with its own prompt, pulled towards the enlarged original by
+    ``editing.keep_structure``/``keep_latent`` so that it gains detail, not a new subject. Over ``limits``
+    it is refused before anything runs. ``changes`` go on top (e.g. the command line's flags)."""
+    width, height = upscale_size(size, scale, limits)
+    return made.with_changes(**{
+        "kind": "upscale", "init_image": image, "width": width, "height": height, "steps": editing.upscale_steps,
+        "keep_structure": editing.keep_structure, "keep_latent": editing.keep_latent, "parent": parent,
+        "mask": None, "region": None, "grid": 1, "zoom": None, **changes})
 
 
 def check_prompt_length(prompt: str, limits: LimitsConfig) -> None:

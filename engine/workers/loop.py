@@ -26,7 +26,7 @@ from engine.jobs.port import Control, Outcome
 from engine.media.files import job_path, write_atomic
 from engine.media.frames import frame_name
 from engine.media.imageio import png_bytes
-from engine.spec.request import Request, batch_key
+from engine.spec.request import Request, batch_key, grid_shape
 from engine.workers.protocols import Painted, Runner, StepPicture, Stepping
 
 log = logging.getLogger(__name__)
@@ -127,8 +127,8 @@ class Worker:
         loop = asyncio.get_running_loop()
         gpu = self.gpu
 
-        def match(req: Request) -> bool:
-            return batch_key(req) == key
+        def match(req: Request) -> bool:  # a grid takes a place in the batch for each of its candidates
+            return batch_key(req) == key and req.grid <= self.cfg.batch_size - sum(h.request.grid for h in held.values())
 
         async def admit(a: Assignment) -> None:
             held[a.job_id] = a
@@ -146,7 +146,8 @@ class Worker:
         try:
             await admit(first)
             while runs:
-                while len(runs) < self.cfg.batch_size and (a := await self.source.take(match, False)) is not None:
+                while (sum(h.request.grid for h in held.values()) < self.cfg.batch_size
+                       and (a := await self.source.take(match, False)) is not None):
                     await admit(a)
                 for job_id in list(runs):
                     ctl = held[job_id].ctl
@@ -197,9 +198,7 @@ class Worker:
                 if out is not None:
                     return out
             else:
-                meta = {"request": result.request.to_metadata(), "note": note}
-                return Outcome("finished", png=png, seconds=float(result.seconds), metadata=meta,
-                               mask_png=_mask_png(result))
+                return _outcome(result, png, note)
             # Out of memory: the exception and its frames (holding tensors) are gone by now.
             _free_memory()
             w, h = request.width, request.height
@@ -297,13 +296,15 @@ def _finish(run: Stepping) -> Outcome:
         result = run.result()
     except UserError as e:  # this run broke down (e.g. a NaN loss): it fails, the batch goes on
         return Outcome("failed", reason=str(e))
-    meta = {"request": result.request.to_metadata(), "note": None}
-    return Outcome("finished", png=result.png_bytes(), seconds=float(result.seconds), metadata=meta,
-                   mask_png=_mask_png(result))
+    return _outcome(result, result.png_bytes())
 
 
-def _mask_png(result: Painted) -> bytes | None:
-    return None if result.mask is None else png_bytes(result.mask)
+def _outcome(result: Painted, png: bytes, note: str | None = None) -> Outcome:
+    """A finished picture (a grid with its candidates' PNGs) as the worker reports it."""
+    meta = {"request": result.request.to_metadata(), "note": note}
+    return Outcome("finished", png=png, seconds=float(result.seconds), metadata=meta,
+                   mask_png=None if result.mask is None else png_bytes(result.mask),
+                   candidates=tuple(c.png_bytes() for c in result.candidates))
 
 
 def _smaller(width: int, height: int) -> tuple[int, int] | None:
@@ -317,12 +318,14 @@ CELL_SIZES = (1, 2, 4, 8, 16, 32, 64)  # a VQGAN's cell (downsampling factor) is
 
 def painted_sizes(request: Request) -> frozenset[tuple[int, int]]:
     """Every size a worker may paint ``request`` at (its pictures, progress images and zoom frames): the
-    request's size, or the smaller one an out-of-memory retry uses, rounded down to whole VQGAN cells. The
-    coordinator loads no model, so it allows each cell size a model may have."""
+    request's size, or the smaller one an out-of-memory retry uses, rounded down to whole VQGAN cells;
+    for a grid, that size tiled (its candidates are ``painted_sizes`` of ``grid=1``). The coordinator
+    loads no model, so it allows each cell size a model may have."""
     sizes = [(request.width, request.height)]
     if smaller := _smaller(request.width, request.height):
         sizes.append(smaller)
-    return frozenset((max(f, w // f * f), max(f, h // f * f)) for w, h in sizes for f in CELL_SIZES)
+    rows, cols = grid_shape(request.grid)
+    return frozenset((max(f, w // f * f) * cols, max(f, h // f * f) * rows) for w, h in sizes for f in CELL_SIZES)
 
 
 def _is_oom(e: BaseException) -> bool:

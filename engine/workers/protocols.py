@@ -33,7 +33,7 @@ class StepPicture(Protocol):
 
 
 class Painted(Protocol):
-    """A finished picture (``engine.method.generate.Result``)."""
+    """A finished picture (``engine.method.generate.Result``), or a grid of them."""
 
     @property
     def request(self) -> Request: ...
@@ -41,11 +41,15 @@ class Painted(Protocol):
     def seconds(self) -> float: ...
     @property
     def mask(self) -> Image.Image | None: ...
+    @property
+    def candidates(self) -> Sequence[Painted]:
+        """A grid's pictures, each with its own request (empty for a single picture)."""
+        ...
     def png_bytes(self) -> bytes: ...
 
 
 class Stepping(Protocol):
-    """A job being painted a step at a time (``engine.method.generate.Run``)."""
+    """A job being painted a step at a time (``engine.method.generate.Run``, ``engine.method.grid.Grid``)."""
 
     @property
     def done(self) -> bool: ...

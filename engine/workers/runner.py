@@ -1,6 +1,7 @@
-"""The queue's default runner: models from the LRU cache, then ``generate`` (on the worker thread).
+"""The queue's default runner: models from the LRU cache, then ``paint`` (on the worker thread).
 
-It can also start ``Run``s and step several together, which the queue uses to batch jobs.
+It can also start ``Run``s (a ``Grid`` for a grid request) and step several together, which the queue
+uses to batch jobs; a grid's candidates are stepped with the others (``engine.method.grid``).
 """
 
 from __future__ import annotations
@@ -11,7 +12,8 @@ from pathlib import Path
 from typing import cast
 
 from engine.config import Config
-from engine.method.generate import Progress, Result, Run, generate, start, step_together
+from engine.method.generate import Progress, Result, Run
+from engine.method.grid import Grid, paint, start, step_all
 from engine.models.availability import Availability, Surveyor
 from engine.models.loader import ModelCache, Models
 from engine.spec.request import Request
@@ -35,8 +37,8 @@ class EngineRunner:
     def __call__(self, request: Request, on_progress: Callable[[Progress], None] | None = None,
                  should_stop: Callable[[], bool] | None = None) -> Result:
         models = self._models(request)
-        return generate(models, request, on_progress=on_progress, progress_every=self.progress_every,
-                        should_stop=should_stop)
+        return paint(models, request, on_progress=on_progress, progress_every=self.progress_every,
+                     should_stop=should_stop)
 
     def loaded(self) -> list[str]:
         """The models held now (the worker's heartbeat shows them)."""
@@ -73,9 +75,9 @@ class EngineRunner:
 
     batching = True
 
-    def start(self, request: Request, on_progress: Callable[[Progress], None] | None = None) -> Run:
+    def start(self, request: Request, on_progress: Callable[[Progress], None] | None = None) -> Run | Grid:
         return start(self._models(request), request, on_progress=on_progress,
                      progress_every=self.progress_every)
 
     def step(self, runs: Sequence[Stepping]) -> None:
-        step_together([cast(Run, r) for r in runs], fused=self.cfg.queue.batch_fused)  # runs it started
+        step_all([cast(Run | Grid, r) for r in runs], fused=self.cfg.queue.batch_fused)  # runs it started

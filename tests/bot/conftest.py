@@ -50,8 +50,8 @@ def make_config(tmp_path: Path, fake: FakeDiscord, base: Config | None = None, *
                      "results_dir": str(tmp_path / "results"), **(queue or {})}
     if limits:
         data["limits"] = {**data.get("limits", {}), **limits}
-    data["discord"] = {"api_base": fake.api_base, "data_dir": str(tmp_path / "discord"),
-                       "progress_interval_s": 0.0, "notice_delete_after_s": 0.0, **discord_section}
+    data["discord"] = {"api_base": fake.api_base, "data_dir": str(tmp_path / "discord"),  # one picture a job
+                       "progress_interval_s": 0.0, "notice_delete_after_s": 0.0, "grid": 1, **discord_section}
     for name, table in (("http", http), ("gallery", gallery)):
         if table is not None:
             data[name] = table

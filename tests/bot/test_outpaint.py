@@ -16,7 +16,7 @@ async def test_zoom_out_and_pan_paint_a_bigger_canvas_around_the_result_even_aft
     async with run_bot(fake, cfg, FakeRunner()) as bot:
         job, result, _ = await a_result(fake, bot, alice)  # 64x64
         rows = [[c["custom_id"].split(":")[1] for c in row["components"]] for row in result.components]
-        assert rows == [RESULT_BUTTONS[:5], ["zoomout15", "zoomout2"], ["panleft", "panright", "panup", "pandown"]]
+        assert rows == [RESULT_BUTTONS[:5], ["upscale", "zoomout15", "zoomout2"], ["panleft", "panright", "panup", "pandown"]]
         shown = buttons(result)
         assert (shown["zoomout15"]["label"], shown["zoomout2"]["label"]) == ("Zoom out 1.5x", "Zoom out 2x")
         assert [shown[a]["emoji"]["name"] for a in rows[2]] == ["⬅️", "➡️", "⬆️", "⬇️"]

@@ -172,6 +172,28 @@ async def test_a_remote_workers_job_keeps_its_timelapse_frames_ending_on_its_res
     assert files[-1].read_bytes() == Path(q.get(job.id).result_path).read_bytes()
 
 
+@pytest.mark.pixels
+async def test_a_grid_crosses_the_wire_as_one_job_with_its_candidates(fleet: Fleet, coordinator):
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    from engine.media.imageio import read_metadata
+
+    q, rec, cfg = await coordinator()
+    job, _ = await q.submit(ask(cfg, "two lighthouses", steps=2).with_changes(grid=2), owner="alice")
+    await rec.until(ended(rec, [job.id]))
+    [fin] = rec.of(Finished, job.id)
+    assert len(rec.of(Started, job.id)) == 1 and len(fin.candidates) == 2
+    grid = np.asarray(Image.open(io.BytesIO(fin.png)).convert("RGB"))
+    assert grid.shape == (32, 64, 3)  # 1x2 cells of 32x32
+    for i, png in enumerate(fin.candidates, 1):
+        assert Path(cfg.queue.results_dir, f"{job.id}-{i}.png").read_bytes() == png
+        assert read_metadata(png)["request"]["seed"] == i and read_metadata(png)["request"]["grid"] == 1
+        assert np.array_equal(grid[:, 32 * (i - 1):32 * i], np.asarray(Image.open(io.BytesIO(png)).convert("RGB")))
+
+
 def holder(fleet: Fleet, job_id: str) -> str | None:
     """The worker whose heartbeat says it holds this job (what ``python -m engine fleet`` shows)."""
     for w in _workers(fleet):
@@ -235,10 +257,10 @@ async def test_bad_messages_on_the_wire_are_dropped_and_logged_and_everyone_keep
     caplog.set_level(logging.WARNING)
     q, rec, cfg = await coordinator()
     r = fleet.client()
-    good = {"v": 1, "kind": "returned", "worker": "w1", "job_id": "x", "lease": "x.1.aa"}
+    good = {"v": 2, "kind": "returned", "worker": "w1", "job_id": "x", "lease": "x.1.aa"}
     bad = [json.dumps({k: v for k, v in good.items() if k != "lease"}).encode(),  # a missing field
            json.dumps({**good, "v": 99}).encode(),  # another version
-           b'{"v": 1, "kind": "finished", "png": "' + b"A" * (10 * 1024 * 1024) + b'"}',  # 10 MB
+           b'{"v": 2, "kind": "finished", "png": "' + b"A" * (10 * 1024 * 1024) + b'"}',  # 10 MB
            bytes(range(256))]  # garbage
     for data in bad:
         r.xadd("vqgan-clip:events", {"m": data})

@@ -23,12 +23,12 @@ def test_a_job_and_a_result_cross_the_wire_unchanged():
 
 
 @pytest.mark.parametrize("raw, why", [
-    (b'{"v": 1, "kind": "returned", "worker": "w", "job_id": "0123456789ab"}', "lease"),  # a missing field
-    (b'{"v": 2, "kind": "returned", "worker": "w", "job_id": "0123456789ab", "lease": "0123456789ab.1.ff"}', "v"),  # another version
-    (b'{"v": 1, "kind": "shell", "cmd": "rm -rf /"}', "kind"),  # a foreign message
+    (b'{"v": 2, "kind": "returned", "worker": "w", "job_id": "0123456789ab"}', "lease"),  # a missing field
+    (b'{"v": 1, "kind": "returned", "worker": "w", "job_id": "0123456789ab", "lease": "0123456789ab.1.ff"}', "v"),  # an older version
+    (b'{"v": 2, "kind": "shell", "cmd": "rm -rf /"}', "kind"),  # a foreign message
     (bytes(range(256)), "malformed"),  # garbage
     (b"A" * (MAX_MESSAGE_BYTES + 1), "bytes"),  # too large
-    (b'{"v": 1, "kind": "job", "job_id": "0123456789ab", "lease": "0123456789ab.1.ff", "boot": "b", "request": {"prompt": "", "steps": -1}}',
+    (b'{"v": 2, "kind": "job", "job_id": "0123456789ab", "lease": "0123456789ab.1.ff", "boot": "b", "request": {"prompt": "", "steps": -1}}',
      "malformed"),  # a request that does not validate
     (None, "without"),
 ])
@@ -46,7 +46,7 @@ def test_a_job_id_that_is_not_the_coordinator_s_is_refused(job_id, caplog):
     req = Request.from_config(Config(), prompt="a lighthouse", steps=3, seed=7)
     good = json.loads(encode(JobMsg(job_id="0123456789ab", lease="0123456789ab.1.ff", request=req, boot="b1")))
     for kind in ("job", "cancel", "failed"):
-        msg = {"v": 1, "kind": kind, "job_id": job_id, "lease": f"{job_id}.1.ff"}
+        msg = {"v": 2, "kind": kind, "job_id": job_id, "lease": f"{job_id}.1.ff"}
         if kind == "job":
             msg = {**good, "job_id": job_id}
         elif kind == "failed":

@@ -79,6 +79,30 @@ async def test_jobs_joining_a_batch_of_four_give_their_solo_pictures_and_reruns_
     assert np.array_equal(np.asarray(Image.open(again).convert("RGB")), _rgb(done[jobs[1].id]))
 
 
+@pytest.mark.pixels
+async def test_a_grid_joins_a_batch_with_a_place_for_each_candidate_and_each_is_its_solo_picture(tmp_path):
+    from engine.spec.request import candidate_request
+
+    q, events, runner = await _started_queue(tmp_path, batch_size=3)
+    cfg = runner.cfg
+    a, _ = await q.submit(Request.from_config(cfg, prompt="a", seed=1, steps=12), owner="ana")
+    await _until(lambda: _count(events, Started))
+    grid_req = Request.from_config(cfg, prompt="two lighthouses", seed=5, steps=3, grid=2)
+    grid, _ = await q.submit(grid_req, owner="ben")
+    c, _ = await q.submit(Request.from_config(cfg, prompt="c", seed=2, steps=2), owner="cy")
+    await _until(lambda: _count(events, Finished) == 3, timeout=60)
+    await q.close()
+    order = [(type(e).__name__, e.job.id) for e in events if isinstance(e, Started | Finished)]
+    assert order.index(("Started", grid.id)) < order.index(("Finished", a.id))  # it joined the batch of a
+    first_done = min(order.index(("Finished", a.id)), order.index(("Finished", grid.id)))
+    assert order.index(("Started", c.id)) > first_done  # a (1) and the grid (2) filled the batch of 3
+    fin = next(e for e in events if isinstance(e, Finished) and e.job.id == grid.id)
+    models = runner.cache.get(grid_req.models)
+    for i, png in enumerate(fin.candidates, 1):
+        alone = np.asarray(generate(models, candidate_request(grid_req, i)).image)
+        assert np.array_equal(_rgb(png), alone), f"candidate {i} differs from its solo run"
+
+
 async def test_jobs_of_another_size_wait_for_the_batch(tmp_path):
     q, events, runner = await _started_queue(tmp_path, batch_size=4)
     cfg = runner.cfg

@@ -102,3 +102,13 @@ def test_bench_runs_on_the_tiny_models_and_reports_both_loops(tiny_config_path, 
     assert figures["ours_s_per_step"] > 0 and figures["reference_s_per_step"] > 0
     assert figures["speedup"] == pytest.approx(figures["reference_s_per_step"] / figures["ours_s_per_step"])
     assert set(figures["jobs_per_hour"]) == {"1", "2"}
+
+
+def test_bench_grid_times_a_grid_s_job_against_one_picture_s(tiny_config_path, capsys):
+    assert main(["bench", "--config", str(tiny_config_path), "--size", "32", "32", "--cutouts", "2",
+                 "--steps", "1", "--repeats", "1", "--grid", "2", "--json"]) == 0
+    figures = json.loads(capsys.readouterr().out)
+    assert (figures["grid"], figures["steps"], figures["size"]) == (2, 1, "32x32")
+    assert figures["grid_over_one"] == pytest.approx(figures["grid_s"] / figures["one_picture_s"])
+    assert main(["bench", "--config", str(tiny_config_path), "--grid", "3"]) == 2
+    assert "--grid must be one of 1, 2, 4, 6, 9" in capsys.readouterr().err
