@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sqlite3
-import sys
 
 from bot.origin import Origin
 from tests.bot.conftest import FakeRunner, make_config, png, run_bot, submitted, wait_ephemeral, wait_results
@@ -154,11 +153,18 @@ async def test_with_the_redis_backend_settings_and_styles_live_in_the_bots_own_f
         assert db.execute("SELECT COUNT(*) FROM user_settings").fetchone()[0] == 1
 
 
-async def test_where_grids_are_offered_the_panel_keeps_a_grid_count(fake, tmp_path, monkeypatch):
-    """The grid menu appears once ``GRID_COUNTS`` names counts (with /imagine's ``count``); the count is kept."""
+async def test_a_saved_grid_count_paints_imagine_as_a_grid_and_the_count_option_wins(fake, tmp_path):
+    """A person picks a grid of 4 on the panel: their /imagine is one job of 4 candidates; ``count:1`` (the option
+    given) and ``--grid 2`` (the prompt's parameter) win over it; the server's default (here 1) is used by others."""
     async with run_bot(fake, _config(tmp_path, fake), FakeRunner(delay=0)) as b:
-        monkeypatch.setattr(sys.modules["bot.cogs.settings"], "GRID_COUNTS", (1, 4))  # as the bot loaded it
-        alice = fake.add_user("alice")
+        alice, bob = fake.add_user("alice"), fake.add_user("bob")
         panel = await pick(fake, alice, await open_panel(fake, alice), "grid", "4")
         assert "grid: `4`" in panel.content and len(panel.components) <= 5
         assert (await b.preferences.settings(alice.id)).grid == 4
+        asked = [(alice, {"prompt": "a harbour"}), (alice, {"prompt": "a harbour", "count": 1}),
+                 (alice, {"prompt": "a harbour --grid 2"}), (bob, {"prompt": "a harbour"})]
+        grids = []
+        for user, options in asked:
+            inter = await fake.slash(user, fake.channel, "imagine", options)
+            grids.append((await submitted(fake, b, inter)).request.grid)
+        assert grids == [4, 1, 2, 1]
