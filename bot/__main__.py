@@ -36,11 +36,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 async def run(cfg: BotConfig, token: str) -> None:
-    """Build the bot's dependencies here (the job queue and its engine runner), then run it."""
+    """Build the bot's dependencies here (the job queue and its engine runner, the describer sharing the
+    runner's models), then run it. With the Redis backend the models are in the workers: no describer."""
     from bot.app import VQGANBot
-    from engine import JobQueue
+    from engine import Describer, EngineRunner, JobQueue
 
-    bot = VQGANBot(cfg, JobQueue(cfg))
+    if cfg.queue.backend == "local":
+        runner = EngineRunner(cfg)
+        bot = VQGANBot(cfg, JobQueue(cfg, runner), describer=Describer(cfg, runner.cache))
+    else:
+        bot = VQGANBot(cfg, JobQueue(cfg))
     loop = asyncio.get_running_loop()
     stopping = asyncio.Event()
 

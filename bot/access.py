@@ -20,7 +20,12 @@ if TYPE_CHECKING:
 
 
 class Refused(UserError):
-    """The person, place or input is not allowed; the message says what to change."""
+    """The person, place or input is not allowed; the message says what to change. ``kind`` is what it
+    counts as (``bot.refusals.REFUSAL_KINDS``): by default, someone or somewhere not allowed."""
+
+    def __init__(self, message: str, *, kind: str = "not_allowed") -> None:
+        super().__init__(message)
+        self.kind = kind
 
 
 def check_access(cfg: BotConfig, *, guild_id: int | None, channel_id: int | None,

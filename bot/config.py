@@ -1,7 +1,7 @@
-"""The bot's ``[discord]`` section of ``config.toml``.
+"""The bot's tables of ``config.toml``: ``[discord]``, ``[moderation]``, ``[http]`` (its web server) and ``[gallery]``.
 
-``load_bot_config`` splits ``[discord]`` off the file, validates the rest as the engine's
-``Config`` and ``[discord]`` as ``DiscordConfig``; ``BotConfig`` holds both. A typo in either is a
+``load_bot_config`` splits the bot's tables off the file, validates the rest as the engine's
+``Config`` and each of its own as its model; ``BotConfig`` holds them all. A typo in either is a
 start-up error naming the file and the key. This module imports neither discord.py nor torch, so
 the healthcheck stays light. The token never lives here: it comes from ``$DISCORD_TOKEN`` only.
 """
@@ -10,12 +10,16 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Annotated
 
-from pydantic import Field, field_validator
+from pydantic import AfterValidator, Field, SecretStr, field_validator
 
+from bot.wordfilter import Rule, check_entry
 from engine import Config, ConfigError, GridSize, Section, read_toml, validate
 
 DEFAULT_API_BASE = "https://discord.com"
+GALLERY_SECRET_ENV = "VQGAN_CLIP_GALLERY_SECRET"
+MIN_SECRET_CHARS = 16
 HEARTBEAT_FILE = "heartbeat"  # under data_dir: touched while connected, read by ``python -m bot.health``
 
 # A role: its id (int, or digits in a str), "SERVER_ID/Name", or a bare name (see bot.roles).
@@ -85,6 +89,8 @@ class DiscordConfig(Section):
     thread_archive_minutes: int = 1440
     # Seconds after which a refusal posted in a channel (gestures cannot be ephemeral) is deleted.
     notice_delete_after_s: float = Field(20.0, ge=0)
+    # Styles (/style save) each person may keep, and each server (its moderators' server styles).
+    max_styles: int = Field(25, ge=1)
 
     @field_validator("thread_archive_minutes")
     @classmethod
@@ -109,24 +115,131 @@ class DiscordConfig(Section):
         return self.data_path / HEARTBEAT_FILE
 
 
+def _entry(v: str) -> str:
+    check_entry(v)
+    return v
+
+
+# A banned entry, checked once at start-up: a bad ``re:`` rule is a config error naming it and its place.
+BannedEntry = Annotated[str, AfterValidator(_entry)]
+
+
+class GuildModeration(Section):
+    """``[moderation.guilds.<server id>]``: one server's own list and log channel."""
+
+    # Added to the global list on this server (or instead of it, with replace = true).
+    banned: list[BannedEntry] = Field(default_factory=list)
+    # True: this server uses its own list only, not [moderation] banned.
+    replace: bool = False
+    # This server's log channel; unset = [moderation] log_channel; 0 = none for this server.
+    log_channel: int | None = Field(None, ge=0)
+
+
+class ModerationConfig(Section):
+    """``[moderation]``: banned words and rules, and the channel that hears about requests."""
+
+    # Words (matched as whole words, case-insensitively, after Unicode normalisation) and
+    # "re:PATTERN" regular expressions (see bot.wordfilter). Moderators add more with /moderation ban.
+    banned: list[BannedEntry] = Field(default_factory=list)
+    # A channel id: one line per accepted request and per refusal (bot.modlog); 0 = none.
+    log_channel: int = Field(0, ge=0)
+    # Per-server overrides, keyed by server id.
+    guilds: dict[int, GuildModeration] = Field(default_factory=dict)
+
+    def rules_for(self, guild_id: int | None) -> list[Rule]:
+        """The configured rules that hold on ``guild_id`` (None: direct messages, the global list)."""
+        own = self.guilds.get(guild_id) if guild_id is not None else None
+        rules = [] if own is not None and own.replace else [Rule(e, "config") for e in self.banned]
+        if own is not None:
+            rules += [Rule(e, "server config") for e in own.banned]
+        return rules
+
+    def log_channel_for(self, guild_id: int | None) -> int | None:
+        """Where the lines about a request on ``guild_id`` go, or None."""
+        own = self.guilds.get(guild_id) if guild_id is not None else None
+        channel = own.log_channel if own is not None and own.log_channel is not None else self.log_channel
+        return channel or None
+
+
+class HttpConfig(Section):
+    """The bot's own web server (``/healthz``, ``/metrics``, the gallery); off while ``port`` is 0."""
+
+    host: str = "127.0.0.1"  # the address it listens on; "0.0.0.0" = every interface
+    port: int = Field(0, ge=0, le=65535)  # 0 = no web server
+    # A connection that has not sent a whole request head this long after it opened (or after its last
+    # answer) is closed: a client sending its headers byte by byte holds nothing for long.
+    read_timeout_s: float = Field(10.0, gt=0, le=300)
+    handler_timeout_s: float = Field(30.0, gt=0, le=600)  # longest one answer may take (a timelapse encodes)
+
+    @property
+    def enabled(self) -> bool:
+        return self.port != 0
+
+
+class GalleryConfig(Section):
+    """The web gallery: signed, expiring links to a person's results (a server's, for its moderators)."""
+
+    enabled: bool = False
+    # The key that signs the links (at least 16 characters); "" = $VQGAN_CLIP_GALLERY_SECRET. Changing it
+    # invalidates every link given out.
+    secret: SecretStr = SecretStr("")  # never shown in a repr or a log
+    # The address people reach the web server at (a reverse proxy's https://...); "" = http://host:port.
+    public_url: str = ""
+    link_ttl_s: float = Field(86400.0, gt=0, le=90 * 86400)  # how long a link works
+    per_page: int = Field(60, ge=1, le=500)  # results on one page, newest first
+
+    @field_validator("public_url")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        if v and not v.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return v.rstrip("/")
+
+
 class BotConfig(Config):
-    """The engine's config (what the job queue reads) plus the bot's ``[discord]`` table."""
+    """The engine's config (what the job queue reads) plus the bot's ``[discord]``, ``[moderation]``, ``[http]``
+    and ``[gallery]`` tables."""
 
     discord: DiscordConfig = DiscordConfig()
+    moderation: ModerationConfig = ModerationConfig()
+    http: HttpConfig = HttpConfig()
+    gallery: GalleryConfig = GalleryConfig()
+
+    def gallery_url(self) -> str:
+        """Where people reach the gallery: ``gallery.public_url``, else the web server's own address."""
+        return self.gallery.public_url or f"http://{self.http.host}:{self.http.port}"
 
     def progress_every(self) -> int:
         return self.discord.progress_every or self.generation.progress_every
 
 
+def _table(data: dict[str, object], name: str, path: str | os.PathLike[str] | None) -> dict[str, object]:
+    table = data.pop(name, {})
+    if not isinstance(table, dict):
+        raise ConfigError(f"{path}: {name}: must be a table ([{name}])")
+    return table
+
+
 def load_bot_config(path: str | os.PathLike[str] | None = None) -> BotConfig:
     """Read ``config.toml`` (or defaults): the engine's tables, then ``[discord]`` with
-    ``$DISCORD_API_BASE`` applied."""
+    ``$DISCORD_API_BASE`` applied, ``[moderation]``, ``[http]``, and ``[gallery]`` with
+    ``$VQGAN_CLIP_GALLERY_SECRET``."""
     data = read_toml(path) if path is not None else {}
-    table = data.pop("discord", {})
-    if not isinstance(table, dict):
-        raise ConfigError(f"{path}: discord: must be a table ([discord])")
+    table = _table(data, "discord", path)
+    moderation = _table(data, "moderation", path)
+    http = validate(HttpConfig, _table(data, "http", path), path, "http")
+    gallery = validate(GalleryConfig, _table(data, "gallery", path), path, "gallery")
     engine = validate(Config, data, path)
     if env := os.environ.get("DISCORD_API_BASE"):
         validate(DiscordConfig, {"api_base": env}, "$DISCORD_API_BASE", "discord")  # its own error, naming it
         table = {**table, "api_base": env}
-    return BotConfig(**dict(engine), discord=validate(DiscordConfig, table, path, "discord"))
+    if gallery.enabled:
+        if not gallery.secret.get_secret_value():
+            gallery = gallery.model_copy(update={"secret": SecretStr(os.environ.get(GALLERY_SECRET_ENV, ""))})
+        if len(gallery.secret.get_secret_value()) < MIN_SECRET_CHARS:
+            raise ConfigError(f"{path or 'config'}: gallery.secret: set it (or ${GALLERY_SECRET_ENV}) to at least "
+                              f"{MIN_SECRET_CHARS} random characters, e.g. the output of `openssl rand -hex 32`")
+        if not http.enabled:
+            raise ConfigError(f"{path or 'config'}: gallery.enabled: the gallery needs the web server: set http.port")
+    return BotConfig(**dict(engine), discord=validate(DiscordConfig, table, path, "discord"),
+                     moderation=validate(ModerationConfig, moderation, path, "moderation"), http=http, gallery=gallery)

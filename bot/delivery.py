@@ -27,7 +27,15 @@ from bot.images import fit_png
 from bot.limits import CONTENT, fit
 from bot.origin import Origin, token_usable
 from bot.replies import MENTIONS, QUIET
-from bot.texts import position_line, result_facts, result_hint, short_prompt, status_text
+from bot.texts import (
+    RELAX,
+    position_line,
+    request_words,
+    result_facts,
+    result_hint,
+    short_prompt,
+    status_text,
+)
 from bot.timelapse import render
 from bot.views import finished_view, status_view
 from engine import (
@@ -71,6 +79,14 @@ def mask_caption(r: Request) -> str | None:
     return None
 
 
+def webhook_of(bot: discord.Client, origin: Origin) -> discord.Webhook | None:
+    """The job's interaction webhook (the last place a result can go) while its token is fresh."""
+    token, app_id = origin.interaction_token, origin.application_id
+    if not token or not app_id or not token_usable(origin.interaction_at, time.time()):
+        return None
+    return discord.Webhook.partial(app_id, token, client=bot)
+
+
 @dataclass(frozen=True)
 class Moved:
     """A waiting job's place in line changed because another one started (made here, not by the queue)."""
@@ -89,6 +105,12 @@ class Lanes:
     def __init__(self, handle: Callable[[Event], Awaitable[None]]) -> None:
         self._handle = handle
         self._boxes: dict[str, Mailbox] = {}
+
+    async def drained(self, key: str, timeout: float) -> None:
+        """Wait (at most ``timeout`` s) until the lane of ``key`` has delivered what it holds."""
+        box = self._boxes.get(key)
+        if box is not None and box.busy and box.task is not None:
+            await asyncio.wait([box.task], timeout=timeout)
 
     def put(self, key: str, event: Event) -> None:
         box = self._boxes.get(key)
@@ -126,11 +148,16 @@ class Delivery:
         self._noted: set[str] = set()  # jobs whose status shows a note (loading models) until their first picture
         self._shown_position: dict[str, int] = {}
         self._lanes = Lanes(self._deliver)
+        self.closing = False  # set by the bot before it closes the queue (see ``__call__``)
 
     async def __call__(self, event: object) -> None:
-        """Queue listener: file the event into its job's lane."""
+        """Queue listener: file the event into its job's lane. While the queue closes (``closing``), a job's
+        last event is awaited until delivered: the queue waits for its listeners before it closes its store,
+        so the delivery is still recorded (else the next start would post that result again)."""
         if isinstance(event, Queued | Started | Loading | JobProgress | Finished | Failed | JobCancelled | Moved):
             self._lanes.put(event.job.id, event)
+            if self.closing and isinstance(event, Finished | Failed | JobCancelled):
+                await self._lanes.drained(event.job.id, CLOSE_FLUSH_S)
 
     async def close(self, timeout: float = CLOSE_FLUSH_S) -> None:
         await self._lanes.close(timeout)
@@ -172,7 +199,9 @@ class Delivery:
     async def _on_queued(self, ev: Queued) -> None:
         self._shown_position[ev.job.id] = ev.position
         paused = self.queue.paused()  # backend "redis" with no worker reachable
-        await self._edit_status(ev.job, position_line(ev.position) + (f" ({paused})" if paused else ""))
+        line = position_line(ev.position) + (f" ({paused})" if paused else "")
+        relaxed = self.queue.quota.lane_of(ev.job) == "relax"
+        await self._edit_status(ev.job, line + (f"\n{RELAX}" if relaxed else ""))
 
     async def _on_started(self, ev: Started) -> None:
         self._shown_position.pop(ev.job.id, None)
@@ -191,7 +220,7 @@ class Delivery:
 
     async def _on_moved(self, ev: Moved) -> None:
         if self._shown_position.get(ev.job.id) == ev.position:  # not started or moved again meanwhile
-            await self._edit_status(ev.job, position_line(ev.position))
+            await self._edit_status(ev.job, position_line(ev.position, self.queue.quota.lane_of(ev.job)))
 
     async def _on_progress(self, ev: JobProgress) -> None:
         job = ev.job
@@ -241,7 +270,7 @@ class Delivery:
         d = self.cfg.discord
         where = f" · in *{short_prompt(r.region, 80)}*" if r.region else ""
         facts = result_facts(r, w, h, secs)
-        content = (f"<@{job.owner}> **{short_prompt(r.prompt, 1500)}**{where}\n{facts}"
+        content = (f"<@{job.owner}> **{request_words(r, 1500)}**{where}\n{facts}"
                    + (f"\n⚠️ {note}" if note else "") + "\n" + result_hint(r, d.rerun_emoji, d.vary_emoji))
 
         def file() -> discord.File:
@@ -345,12 +374,6 @@ class Delivery:
             return ch
         return self.bot.get_partial_messageable(channel_id)
 
-    def _webhook(self, origin: Origin) -> discord.Webhook | None:
-        token, app_id = origin.interaction_token, origin.application_id
-        if not token or not app_id or not token_usable(origin.interaction_at, time.time()):
-            return None
-        return discord.Webhook.partial(app_id, token, client=self.bot)
-
     async def _bounded(self, call: Awaitable[Any]) -> Any:
         """A call that may be given up on (a progress or status edit): it waits ``edit_wait_s`` at most,
         rate limits included, so that the job's later messages (its result) are not held behind it."""
@@ -396,7 +419,7 @@ class Delivery:
                             job.id, target, e.status, e.text)
                 if target == origin.thread_id and isinstance(e, discord.NotFound | discord.Forbidden):
                     await self._annotate(job, thread_id=None)
-        hook = self._webhook(origin) if use_webhook else None
+        hook = webhook_of(self.bot, origin) if use_webhook else None
         if hook is not None:
             kwargs = {"content": content, "allowed_mentions": MENTIONS, "wait": True}
             if view is not None:
@@ -465,7 +488,7 @@ class Delivery:
             except CallFailed as e:
                 stuck = _cannot_edit(e)
                 log.info("job %s: status message not editable in channel (%s)", job.id, _why(e))
-        hook = self._webhook(origin)
+        hook = webhook_of(self.bot, origin)
         if hook is not None and not stuck:
             try:
                 await self._bounded(hook.edit_message(msg_id, content=content, allowed_mentions=QUIET, view=view))

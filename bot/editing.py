@@ -15,7 +15,7 @@ import random
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 import discord
 from PIL import Image, ImageChops
@@ -31,14 +31,18 @@ from engine import (
     build,
     candidate_files,
     candidate_request,
+    check_canvas,
     check_limits,
     check_mask_shape,
     check_offered,
     left_to_right,
     load_mask,
+    outpaint_of,
+    plan_outpaint,
     upscale_of,
     variation_of,
     visible,
+    vqgan_factor,
 )
 
 if TYPE_CHECKING:
@@ -201,6 +205,31 @@ def variation_request(cfg: BotConfig, job: Job, seed: int, candidate: int | None
     return req
 
 
+# --------------------------------------------------------------------------- zoom out and pan
+
+OUTPAINTS: dict[str, str] = {"zoomout15": "zoom out 1.5x", "zoomout2": "zoom out 2x", "panleft": "pan left",
+                             "panright": "pan right", "panup": "pan up", "pandown": "pan down"}
+"""The zoom-out and pan buttons' actions (``bot.views.OUTPAINT_ACTIONS``) and how a status line names them."""
+
+
+def outpaint_request(cfg: BotConfig, job: Job, how: str, seed: int) -> Request:
+    """The result's picture on a bigger canvas, only the new area (and a seam) painted with its prompt:
+    zoomed out 1.5x or 2x (the picture in the middle), or a pan (that side extended by half the picture's
+    size). A canvas over the limits is refused in one line."""
+    _, path, _ = picture_of(job)
+    size = image_size(path)
+    grows: dict[str, dict[str, Any]] = {"zoomout15": {"zoom_out": 1.5}, "zoomout2": {"zoom_out": 2.0},
+                                        "panleft": {"left": size[0] // 2}, "panright": {"right": size[0] // 2},
+                                        "panup": {"up": size[1] // 2}, "pandown": {"down": size[1] // 2}}
+    grow = grows[how]
+    margins = plan_outpaint(size, vqgan_factor(job.request.models), seam=cfg.editing.outpaint_seam, **grow)
+    check_canvas(margins.canvas(size), cfg.limits, OUTPAINTS[how])
+    req = outpaint_of(job.request, str(path), size, margins, parent=job.id, seed=seed)
+    check_limits(req, cfg.limits)
+    check_offered(req.models, cfg.models)  # the operator may have withdrawn a model since
+    return req
+
+
 def upscale_request(cfg: BotConfig, job: Job, candidate: int | None = None) -> tuple[Request, str, Origin]:
     """What the Upscale (or a grid's U) button asks for: that picture twice as large, painted on with its
     own prompt and pulled towards it; refused in one line (with the largest scale) over the limits."""
@@ -212,11 +241,13 @@ def upscale_request(cfg: BotConfig, job: Job, candidate: int | None = None) -> t
     return req, f"upscale of {what}", Origin(upscale_of=job.id, candidate=candidate)
 
 
-def again(cfg: BotConfig, job: Job, how: Literal["rerun", "vary"],
-          candidate: int | None = None) -> tuple[Request, str, Origin]:
+def again(cfg: BotConfig, job: Job, how: str, candidate: int | None = None) -> tuple[Request, str, Origin]:
     """What 🔁 or 🎲 on ``job``'s result asks for (a reaction or a button; a grid's V button names its
-    ``candidate``): the new request, the line shown under its status, and where it came from. A rerun of
-    a grid is a new grid."""
+    ``candidate``), or a zoom-out or pan button (``OUTPAINTS``): the new request, the line shown under its
+    status, and where it came from. A rerun of a grid is a new grid."""
+    if how in OUTPAINTS:
+        return (outpaint_request(cfg, job, how, new_seed(job.request.seed)), f"{OUTPAINTS[how]} of job {job.id}",
+                Origin(outpaint_of=job.id))
     if how == "rerun":
         req = rerun_request(cfg, job.request, new_seed(job.request.seed)).model_copy(update={"parent": job.id})
         return req, f"rerun of job {job.id} with a new seed", Origin(rerun_of=job.id)

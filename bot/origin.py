@@ -54,6 +54,7 @@ class Origin(BaseModel):
     reply_to: int | None = None
     rerun_of: str | None = None  # job id
     variation_of: str | None = None  # job id
+    outpaint_of: str | None = None  # job id (a zoom-out or pan button)
     upscale_of: str | None = None  # job id (the Upscale and U buttons)
     candidate: int | None = None  # which candidate of that job's grid a U or V button named
     timelapse: bool | None = None  # True: post the timelapse with the result (/imagine timelapse:True)

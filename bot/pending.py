@@ -35,29 +35,37 @@ class Preparing:
         return self._count[owner]
 
     @contextlib.contextmanager
-    def hold(self, owner: str) -> Iterator[Callable[[], None]]:
-        """Count one request of ``owner`` until ``release()`` or the end of the block."""
-        held = True
+    def hold(self, owner: str, n: int = 1) -> Iterator[Callable[[], None]]:
+        """Count ``n`` requests of ``owner`` (a sweep: one per job) until the end of the block; each
+        ``release()`` lets one go (once the queue holds its job or refused it)."""
+        held = n
 
         def release() -> None:
             nonlocal held
-            if held:
-                held = False
+            if held > 0:
+                held -= 1
                 self._count[owner] -= 1
                 if self._count[owner] <= 0:
                     del self._count[owner]
 
-        self._count[owner] += 1
+        self._count[owner] += n
         try:
             yield release
         finally:
-            release()
+            while held > 0:
+                release()
 
 
-def check_pending(cfg: BotConfig, queue: JobQueue, owner: str, preparing: Preparing | None = None) -> None:
+def check_pending(cfg: BotConfig, queue: JobQueue, owner: str, preparing: Preparing | None = None,
+                  adding: int = 1) -> None:
     """A fast, early copy of the queue's own per-owner limit (the queue has the last word), counting
-    requests still downloading too."""
+    requests still downloading too. ``adding``: the jobs this request makes (a sweep's all count, before
+    any is queued: it is refused whole, and so when the whole queue has no room for all of them)."""
     mine = sum(1 for j in queue.jobs_of(owner) if j.state not in TERMINAL)
     mine += preparing.count(owner) if preparing is not None else 0
-    if why := owner_limit(mine, cfg.queue.per_owner_pending):  # the queue's own wording
-        raise Refused(why)
+    if why := owner_limit(mine, cfg.queue.per_owner_pending, adding):  # the queue's own wording
+        raise Refused(why, kind="pending")
+    room = cfg.queue.max_pending - len(queue.pending())
+    if adding > 1 and room < adding:
+        raise Refused(f"The queue has room for {max(0, room)} more jobs and that makes {adding}; nothing was "
+                      "queued. Try again in a few minutes.", kind="pending")

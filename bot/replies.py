@@ -1,7 +1,8 @@
 """How the bot answers people: who may be pinged, the private refusal, the self-deleting notice.
 
 One place for each, so that every command and gesture refuses the same way and no prompt text
-(``@everyone``, a role) can ever ping anybody.
+(``@everyone``, a role) can ever ping anybody. A refusal given as the ``UserError`` that caused it (or
+with a ``kind``) is counted by kind (``bot.refusals``), once, here.
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ import logging
 import discord
 
 from bot import limits
+from bot.refusals import count_refusal, refusal_kind
+from engine import UserError
 
 log = logging.getLogger(__name__)
 
@@ -19,9 +22,20 @@ MENTIONS = discord.AllowedMentions(everyone=False, roles=False, users=True, repl
 QUIET = discord.AllowedMentions.none()  # status lines and refusals name people without pinging them
 
 
-async def refuse(interaction: discord.Interaction, text: str) -> None:
+def counted(client: object, reason: str | UserError, kind: str | None) -> str:
+    """The text of a refusal, counted (``bot.refusals``) when it is a ``UserError`` or has a ``kind``."""
+    if kind is None and isinstance(reason, UserError):
+        kind = refusal_kind(reason)
+    if kind is not None:
+        count_refusal(client, kind)
+    return str(reason)
+
+
+async def refuse(interaction: discord.Interaction, reason: str | UserError, *, kind: str | None = None) -> None:
     """One short line only the asker sees, whatever state the interaction is in: not answered yet,
-    answered, or publicly deferred (a public "thinking" message cannot turn private: it is removed)."""
+    answered, or publicly deferred (a public "thinking" message cannot turn private: it is removed).
+    ``reason``: the line, or the ``UserError`` that says it (then counted as a refusal of its kind)."""
+    text = counted(interaction.client, reason, kind)
     line = limits.fit(f"⚠️ {text}")
     try:
         if interaction.response.type == discord.InteractionResponseType.deferred_channel_message:
@@ -38,7 +52,8 @@ async def refuse(interaction: discord.Interaction, text: str) -> None:
 
 
 async def notice(message: discord.Message | discord.PartialMessage, text: str, delete_after: float) -> None:
-    """Gestures cannot answer privately: a short reply that deletes itself (``delete_after`` 0 = keeps)."""
+    """Gestures cannot answer privately: a short reply that deletes itself (``delete_after`` 0 = keeps).
+    A refusal passes its text through ``counted`` first."""
     line = limits.fit(f"⚠️ {text}")
     try:
         if delete_after:

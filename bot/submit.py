@@ -2,7 +2,9 @@
 
 The status message is posted (and its thread opened) before ``submit`` so that the job's origin
 already names them when the queue's first event arrives; if the queue then refuses, both are
-removed again and the refusal is shown to the person alone.
+removed again and the refusal is shown to the person alone. Before anything is posted, the request's
+texts go through the server's banned words once more (``bot.moderation``: this is where reruns and
+variations of older results meet them); once queued, the job has its line in the log channel.
 """
 
 from __future__ import annotations
@@ -14,10 +16,11 @@ from typing import TYPE_CHECKING
 
 import discord
 
-from bot.access import priority_for
+from bot.access import is_moderator, priority_for
 from bot.limits import CONTENT, fit
+from bot.modlog import Asker
 from bot.origin import INTERACTION_TOKEN, TOKEN_EXPIRES_S, Origin
-from bot.replies import MENTIONS, QUIET, refuse
+from bot.replies import MENTIONS, QUIET, counted, notice, refuse
 from bot.texts import describe_request, thread_name
 from engine import Job, Request, UserError
 
@@ -82,14 +85,25 @@ def _submitted(release: Callable[[], None] | None) -> None:
 
 async def from_interaction(bot: VQGANBot, interaction: discord.Interaction, req: Request,
                            note: str | None = None, release: Callable[[], None] | None = None, *,
-                           source: Origin | None = None) -> Job | None:
-    """Submit for a deferred interaction; the deferred response becomes the status message.
+                           source: Origin | None = None, followup: bool = False) -> Job | None:
+    """Submit for a deferred interaction; the deferred response becomes the status message (with
+    ``followup``, a new message: the second and later jobs of a sweep).
     ``release`` (from ``Preparing.hold``) is called once the queue has the job or refused it.
     ``source``: what a button press was on (``rerun_of``, ``variation_of``) and options (``timelapse``)."""
     owner = str(interaction.user.id)
+    asker = Asker.of(interaction)
+    try:
+        bot.moderation.check(asker, req.prompt, req.region)
+    except UserError as e:
+        _submitted(release)
+        await refuse(interaction, e)
+        return None
     msg: discord.Message | None
     try:
-        msg = await interaction.edit_original_response(content=_pending_text(req, note), allowed_mentions=QUIET)
+        if followup:
+            msg = await interaction.followup.send(content=_pending_text(req, note), allowed_mentions=QUIET, wait=True)
+        else:
+            msg = await interaction.edit_original_response(content=_pending_text(req, note), allowed_mentions=QUIET)
     except discord.HTTPException as e:
         log.warning("could not show the job for interaction %s (%s)", interaction.id, e.status)
         msg = None
@@ -109,14 +123,16 @@ async def from_interaction(bot: VQGANBot, interaction: discord.Interaction, req:
     try:
         job, _ = await bot.queue.submit(req, owner=owner, origin=origin.stored(),
                                         priority=priority_for(bot.cfg, interaction.user, interaction.guild_id),
-                                        forget_after={INTERACTION_TOKEN: TOKEN_EXPIRES_S})
+                                        forget_after={INTERACTION_TOKEN: TOKEN_EXPIRES_S},
+                                        moderator=is_moderator(bot.cfg, interaction.user, interaction.guild_id))
     except UserError as e:
         _submitted(release)
         if made:
             await _delete_thread(bot, thread_id)
-        await refuse(interaction, str(e))
+        await refuse(interaction, e)
         return None
     _submitted(release)
+    bot.modlog.accepted(asker, job, msg.jump_url if msg is not None else None)
     if msg is not None:
         await _add_cancel(bot, msg)
     return job
@@ -124,10 +140,20 @@ async def from_interaction(bot: VQGANBot, interaction: discord.Interaction, req:
 
 async def from_message(bot: VQGANBot, anchor: discord.Message | discord.PartialMessage, req: Request, *,
                        owner: int, member: discord.Member | discord.User | None = None, note: str | None = None,
-                       source: Origin | None = None, release: Callable[[], None] | None = None) -> Job | None:
+                       source: Origin | None = None, release: Callable[[], None] | None = None,
+                       command: str = "reply") -> Job | None:
     """Submit for a gesture: the status message replies to ``anchor`` and opens the thread.
     ``source``: what the gesture was on (``rerun_of``, ``variation_of``).
-    ``release`` (from ``Preparing.hold``) is called once the queue has the job or refused it."""
+    ``release`` (from ``Preparing.hold``) is called once the queue has the job or refused it.
+    ``command``: how the log channel names the gesture."""
+    guild_id = _guild_id(anchor, member)
+    asker = Asker(owner, guild_id, anchor.channel.id, command)
+    try:
+        bot.moderation.check(asker, req.prompt, req.region)
+    except UserError as e:
+        _submitted(release)
+        await notice(anchor, f"<@{owner}> {counted(bot, e, None)}", bot.cfg.discord.notice_delete_after_s)
+        return None
     text = _pending_text(req, note)
     try:
         status = await anchor.reply(text, mention_author=False, allowed_mentions=MENTIONS)
@@ -139,7 +165,6 @@ async def from_message(bot: VQGANBot, anchor: discord.Message | discord.PartialM
             log.warning("cannot post in channel %s (%s); dropping the gesture", anchor.channel.id, e2.status)
             return None
     thread_id, made = await open_thread(bot, status, req.prompt)
-    guild_id = _guild_id(anchor, member)
     origin = (source or Origin()).model_copy(update=dict(
         guild_id=guild_id,
         channel_id=anchor.channel.id,
@@ -152,18 +177,57 @@ async def from_message(bot: VQGANBot, anchor: discord.Message | discord.PartialM
     ))
     try:
         job, _ = await bot.queue.submit(req, owner=str(owner), origin=origin.stored(),
-                                        priority=priority_for(bot.cfg, member, guild_id))
+                                        priority=priority_for(bot.cfg, member, guild_id),
+                                        moderator=is_moderator(bot.cfg, member, guild_id))
     except UserError as e:
         _submitted(release)
         if made:
             await _delete_thread(bot, thread_id)
         try:
-            await status.edit(content=f"⚠️ <@{owner}> {e}", allowed_mentions=QUIET)
+            await status.edit(content=f"⚠️ <@{owner}> {counted(bot, e, None)}", allowed_mentions=QUIET)
             if bot.cfg.discord.notice_delete_after_s:
                 await status.delete(delay=bot.cfg.discord.notice_delete_after_s)
         except discord.HTTPException:
             pass
         return None
     _submitted(release)
+    bot.modlog.accepted(asker, job, status.jump_url)
     await _add_cancel(bot, status)
     return job
+
+
+def sweep_note(i: int, n: int, note: str | None) -> str | None:
+    """The line under each status of a sweep (or ``--repeat``): which job of how many it is."""
+    if n <= 1:
+        return note
+    return f"job {i} of {n} from one prompt" + (f" · {note}" if note else "")
+
+
+async def all_from_interaction(bot: VQGANBot, interaction: discord.Interaction, reqs: list[Request],
+                               note: str | None = None, release: Callable[[], None] | None = None, *,
+                               source: Origin | None = None) -> list[Job]:
+    """``from_interaction`` for each job a prompt made, in order: the first as the answer, the others
+    as followups. ``release`` is called once per job. A refusal by the queue stops the rest."""
+    jobs = []
+    for i, req in enumerate(reqs):
+        job = await from_interaction(bot, interaction, req, sweep_note(i + 1, len(reqs), note), release,
+                                     source=source, followup=i > 0)
+        if job is None:
+            break
+        jobs.append(job)
+    return jobs
+
+
+async def all_from_message(bot: VQGANBot, anchor: discord.Message | discord.PartialMessage, reqs: list[Request], *,
+                           owner: int, member: discord.Member | discord.User | None = None, note: str | None = None,
+                           source: Origin | None = None, release: Callable[[], None] | None = None,
+                           command: str = "reply") -> list[Job]:
+    """``from_message`` for each job a prompt made, in order (each status replies to ``anchor``)."""
+    jobs = []
+    for i, req in enumerate(reqs):
+        job = await from_message(bot, anchor, req, owner=owner, member=member, source=source, release=release,
+                                 note=sweep_note(i + 1, len(reqs), note), command=command)
+        if job is None:
+            break
+        jobs.append(job)
+    return jobs

@@ -18,13 +18,15 @@ from discord.ext import commands
 
 from engine import GRID_SIZES
 
-Action = Literal["rerun", "vary", "edit", "timelapse", "details", "cancel", "upscale"]
+Action = Literal["rerun", "vary", "edit", "timelapse", "details", "cancel", "upscale",
+                 "zoomout15", "zoomout2", "panleft", "panright", "panup", "pandown"]
 ACTIONS: tuple[Action, ...] = get_args(Action)
-RESULT_ACTIONS: tuple[Action, ...] = ("rerun", "vary", "edit", "timelapse", "details", "upscale")
+OUTPAINT_ACTIONS: tuple[Action, ...] = ("zoomout15", "zoomout2", "panleft", "panright", "panup", "pandown")
+RESULT_ACTIONS: tuple[Action, ...] = ("rerun", "vary", "edit", "timelapse", "details", "upscale", *OUTPAINT_ACTIONS)
 GRID_ACTIONS: tuple[Action, ...] = ("rerun", "timelapse", "details")  # under a grid, after its U and V rows
 MAX_CANDIDATES = max(GRID_SIZES)
 CANDIDATE_ACTIONS = tuple(f"{k}{i}" for k in "uv" for i in range(1, MAX_CANDIDATES + 1))  # U1..U9 V1..V9
-_LOOK: dict[str, tuple[str, str | None, discord.ButtonStyle]] = {  # label, emoji, style
+_LOOK: dict[str, tuple[str | None, str | None, discord.ButtonStyle]] = {  # label, emoji, style
     "rerun": ("Rerun", "🔁", discord.ButtonStyle.secondary),
     "vary": ("Vary", "🎲", discord.ButtonStyle.secondary),
     "edit": ("Edit", "✏️", discord.ButtonStyle.secondary),
@@ -32,9 +34,19 @@ _LOOK: dict[str, tuple[str, str | None, discord.ButtonStyle]] = {  # label, emoj
     "details": ("Details", "ℹ️", discord.ButtonStyle.secondary),
     "cancel": ("Cancel", "❌", discord.ButtonStyle.danger),
     "upscale": ("Upscale", "✨", discord.ButtonStyle.secondary),
+    "zoomout15": ("Zoom out 1.5x", "🔍", discord.ButtonStyle.secondary),
+    "zoomout2": ("Zoom out 2x", "🔍", discord.ButtonStyle.secondary),
+    "panleft": (None, "⬅️", discord.ButtonStyle.secondary),
+    "panright": (None, "➡️", discord.ButtonStyle.secondary),
+    "panup": (None, "⬆️", discord.ButtonStyle.secondary),
+    "pandown": (None, "⬇️", discord.ButtonStyle.secondary),
     **{f"u{i}": (f"U{i}", None, discord.ButtonStyle.primary) for i in range(1, MAX_CANDIDATES + 1)},
     **{f"v{i}": (f"V{i}", None, discord.ButtonStyle.secondary) for i in range(1, MAX_CANDIDATES + 1)},
 }
+# Discord allows 5 buttons a row and 5 rows: under a single picture Upscale and the zooms share the second row,
+# the pans the third; unlisted actions go in the first row with room.
+_ROW: dict[str, int] = {"upscale": 1, "zoomout15": 1, "zoomout2": 1, "panleft": 2, "panright": 2, "panup": 2,
+                        "pandown": 2}
 COG = "Buttons"  # the cog that answers presses (bot.cogs.buttons)
 
 
@@ -56,7 +68,8 @@ class JobButton(discord.ui.DynamicItem[discord.ui.Button[Any]],
     def __init__(self, action: str, job_id: str, row: int | None = None) -> None:
         label, emoji, style = _LOOK[action]
         super().__init__(discord.ui.Button(label=label, emoji=emoji, style=style,
-                                           custom_id=custom_id(action, job_id), row=row))
+                                           custom_id=custom_id(action, job_id),
+                                           row=row if row is not None else _ROW.get(action)))
         self.action = action  # an ``Action`` or one of ``CANDIDATE_ACTIONS``
         self.job_id = job_id
 
@@ -76,7 +89,8 @@ class JobButton(discord.ui.DynamicItem[discord.ui.Button[Any]],
 
 
 def result_view(job_id: str) -> discord.ui.View:
-    """Rerun, Vary, Edit, Timelapse, Details and Upscale for a finished job."""
+    """Rerun, Vary, Edit, Timelapse and Details for a finished job; Upscale, Zoom out 1.5x and 2x below them,
+    and the four pans (⬅️ ➡️ ⬆️ ⬇️) below those."""
     view = discord.ui.View(timeout=None)
     for action in RESULT_ACTIONS:
         view.add_item(JobButton(action, job_id))

@@ -38,6 +38,7 @@ if TYPE_CHECKING:
         Cancelled,
         ModelsUnavailable,
         NotAllowed,
+        OverQuota,
         QueueFull,
         StorageError,
         UserError,
@@ -56,6 +57,7 @@ if TYPE_CHECKING:
         decode,
         encode,
     )
+    from engine.jobs.bans import Ban, BanList
     from engine.jobs.events import (
         Event,
         Failed,
@@ -68,12 +70,25 @@ if TYPE_CHECKING:
         Queued,
         Started,
     )
-    from engine.jobs.job import PENDING, TERMINAL, Job, owner_limit
+    from engine.jobs.failures import FAILURE_KINDS, failure_kind
+    from engine.jobs.job import PENDING, TERMINAL, Job, Lane, owner_limit
+    from engine.jobs.listing import Listed
+    from engine.jobs.preferences import (
+        MAX_STYLE_NAME,
+        Preferences,
+        Style,
+        UserSettings,
+        new_style,
+        style_name,
+        with_style,
+    )
+    from engine.jobs.quota import Quota, Usage, format_seconds
     from engine.jobs.results import candidate_files
     from engine.media.collage import assemble, build, left_to_right
     from engine.media.files import write_atomic
     from engine.media.imageio import FORMATS as IMAGE_FORMATS
     from engine.media.imageio import (
+        aspect_size,
         check_mask_shape,
         fit_size,
         load_mask,
@@ -83,15 +98,20 @@ if TYPE_CHECKING:
         read_metadata,
     )
     from engine.media.timelapse import HOLD_S, Timelapse, frame_files, make_timelapse
+    from engine.method.describe import Suggestion
     from engine.method.generate import Progress, Result, Run, generate, prepare, start, step_together
     from engine.models.availability import unreachable_names
     from engine.models.checkpoint import load_checkpoint
     from engine.models.clip import load_clip_files, load_clip_pretrained
     from engine.models.fetch import fetch
     from engine.models.loader import ModelCache
+    from engine.models.registry import vqgan_factor
     from engine.models.vqgan import load_vqgan
     from engine.queue import JobQueue
     from engine.spec.choices import check_offered, clip_choices, vqgan_choices, with_choices
+    from engine.spec.outpaint import Outpaint, check_canvas
+    from engine.spec.outpaint import plan as plan_outpaint
+    from engine.spec.parameters import Parameters, Planned, plan, split_parameters
     from engine.spec.prompts import parse_prompts, visible
     from engine.spec.request import (
         MAX_SEED,
@@ -101,9 +121,12 @@ if TYPE_CHECKING:
         check_limits,
         check_prompt_length,
         grid_shape,
+        outpaint_of,
         upscale_of,
         variation_of,
     )
+    from engine.workers.describer import Describer
+    from engine.workers.runner import EngineRunner
 
 PUBLIC: dict[str, tuple[str, str]] = {  # name -> (module, attribute)
     "Config": ("engine.config", "Config"),
@@ -120,6 +143,7 @@ PUBLIC: dict[str, tuple[str, str]] = {  # name -> (module, attribute)
     "Cancelled": ("engine.errors", "Cancelled"),
     "ModelsUnavailable": ("engine.errors", "ModelsUnavailable"),
     "NotAllowed": ("engine.errors", "NotAllowed"),
+    "OverQuota": ("engine.errors", "OverQuota"),
     "QueueFull": ("engine.errors", "QueueFull"),
     "StorageError": ("engine.errors", "StorageError"),
     "UserError": ("engine.errors", "UserError"),
@@ -131,6 +155,14 @@ PUBLIC: dict[str, tuple[str, str]] = {  # name -> (module, attribute)
     "check_limits": ("engine.spec.request", "check_limits"),
     "check_prompt_length": ("engine.spec.request", "check_prompt_length"),
     "variation_of": ("engine.spec.request", "variation_of"),
+    "outpaint_of": ("engine.spec.request", "outpaint_of"),
+    "Outpaint": ("engine.spec.outpaint", "Outpaint"),
+    "check_canvas": ("engine.spec.outpaint", "check_canvas"),
+    "plan_outpaint": ("engine.spec.outpaint", "plan"),
+    "Parameters": ("engine.spec.parameters", "Parameters"),
+    "Planned": ("engine.spec.parameters", "Planned"),
+    "plan": ("engine.spec.parameters", "plan"),
+    "split_parameters": ("engine.spec.parameters", "split_parameters"),
     "candidate_request": ("engine.spec.request", "candidate_request"),
     "grid_shape": ("engine.spec.request", "grid_shape"),
     "upscale_of": ("engine.spec.request", "upscale_of"),
@@ -142,6 +174,7 @@ PUBLIC: dict[str, tuple[str, str]] = {  # name -> (module, attribute)
     "with_choices": ("engine.spec.choices", "with_choices"),
     "write_atomic": ("engine.media.files", "write_atomic"),
     "IMAGE_FORMATS": ("engine.media.imageio", "FORMATS"),
+    "aspect_size": ("engine.media.imageio", "aspect_size"),
     "check_mask_shape": ("engine.media.imageio", "check_mask_shape"),
     "fit_size": ("engine.media.imageio", "fit_size"),
     "load_mask": ("engine.media.imageio", "load_mask"),
@@ -162,6 +195,7 @@ PUBLIC: dict[str, tuple[str, str]] = {  # name -> (module, attribute)
     "load_vqgan": ("engine.models.vqgan", "load_vqgan"),
     "fetch": ("engine.models.fetch", "fetch"),
     "ModelCache": ("engine.models.loader", "ModelCache"),
+    "vqgan_factor": ("engine.models.registry", "vqgan_factor"),
     "unreachable_names": ("engine.models.availability", "unreachable_names"),
     "Progress": ("engine.method.generate", "Progress"),
     "Result": ("engine.method.generate", "Result"),
@@ -170,10 +204,27 @@ PUBLIC: dict[str, tuple[str, str]] = {  # name -> (module, attribute)
     "prepare": ("engine.method.generate", "prepare"),
     "start": ("engine.method.generate", "start"),
     "step_together": ("engine.method.generate", "step_together"),
+    "Ban": ("engine.jobs.bans", "Ban"),
+    "BanList": ("engine.jobs.bans", "BanList"),
+    "Suggestion": ("engine.method.describe", "Suggestion"),
     "PENDING": ("engine.jobs.job", "PENDING"),
     "TERMINAL": ("engine.jobs.job", "TERMINAL"),
     "Job": ("engine.jobs.job", "Job"),
     "owner_limit": ("engine.jobs.job", "owner_limit"),
+    "FAILURE_KINDS": ("engine.jobs.failures", "FAILURE_KINDS"),
+    "failure_kind": ("engine.jobs.failures", "failure_kind"),
+    "Listed": ("engine.jobs.listing", "Listed"),
+    "MAX_STYLE_NAME": ("engine.jobs.preferences", "MAX_STYLE_NAME"),
+    "Preferences": ("engine.jobs.preferences", "Preferences"),
+    "Style": ("engine.jobs.preferences", "Style"),
+    "UserSettings": ("engine.jobs.preferences", "UserSettings"),
+    "new_style": ("engine.jobs.preferences", "new_style"),
+    "style_name": ("engine.jobs.preferences", "style_name"),
+    "with_style": ("engine.jobs.preferences", "with_style"),
+    "Lane": ("engine.jobs.job", "Lane"),
+    "Quota": ("engine.jobs.quota", "Quota"),
+    "Usage": ("engine.jobs.quota", "Usage"),
+    "format_seconds": ("engine.jobs.quota", "format_seconds"),
     "candidate_files": ("engine.jobs.results", "candidate_files"),
     "Event": ("engine.jobs.events", "Event"),
     "Failed": ("engine.jobs.events", "Failed"),
@@ -186,6 +237,8 @@ PUBLIC: dict[str, tuple[str, str]] = {  # name -> (module, attribute)
     "Queued": ("engine.jobs.events", "Queued"),
     "Started": ("engine.jobs.events", "Started"),
     "JobQueue": ("engine.queue", "JobQueue"),
+    "Describer": ("engine.workers.describer", "Describer"),
+    "EngineRunner": ("engine.workers.runner", "EngineRunner"),
     "CancelMsg": ("engine.fleet.wire", "CancelMsg"),
     "FailedMsg": ("engine.fleet.wire", "FailedMsg"),
     "FinishedMsg": ("engine.fleet.wire", "FinishedMsg"),

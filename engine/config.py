@@ -163,6 +163,7 @@ class EditingConfig(Section):
     region_threshold: Threshold = 0.5
     region_crops: Crops = 128
     seam: int = Field(8, ge=0)
+    outpaint_seam: int = Field(16, ge=0, le=128)  # zoom out / pan: pixels into the old picture repainted
     vary_strength: float = Field(0.3, gt=0, le=1)
     upscale_steps: Steps = 60  # an upscale: steps painted on the enlarged picture (CLI --steps, the bot's U buttons)
 
@@ -179,6 +180,11 @@ class LimitsConfig(Section):
     max_input_pixels: int = Field(40_000_000, ge=256)
     max_frames: int = Field(240, ge=1)  # zoom videos: frames per video
     max_video_steps: int = Field(10_000, ge=1)  # zoom videos: frames x steps per frame
+    # GPU seconds a person's jobs may run per UTC day (engine.jobs.quota); 0 = unlimited.
+    daily_gpu_seconds: float = Field(0.0, ge=0, allow_inf_nan=False)
+    relax: bool = True  # over it: new jobs wait in the relax lane (True) or are refused (False)
+    moderators_exempt: bool = False  # moderators' jobs are never relaxed nor refused for it
+    max_repeat: int = Field(8, ge=1)  # jobs from one prompt: --repeat N and sweeps ({a, b}) together
 
 
 class QueueConfig(Section):
@@ -212,7 +218,7 @@ class Config(Section):
     timelapse: TimelapseConfig = TimelapseConfig()
 
 
-FRONT_END_TABLES = ("discord",)  # tables of config.toml that a front end validates (bot.config), not the engine
+FRONT_END_TABLES = ("discord", "moderation", "http", "gallery")  # tables of config.toml that a front end validates (bot.config), not the engine
 
 
 M = TypeVar("M", bound=BaseModel)

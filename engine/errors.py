@@ -98,6 +98,10 @@ class QueueFull(UserError):
     """The owner or the whole queue is at its pending limit."""
 
 
+class OverQuota(UserError):
+    """The person has used today's GPU time (``[limits] daily_gpu_seconds``) and ``relax`` is off."""
+
+
 class ModelsUnavailable(UserError):
     """No worker can use the request's models: they are not downloaded and cannot be now (offline)."""
 

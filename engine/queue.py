@@ -6,8 +6,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
 from engine.config import Config, redis_url
+from engine.jobs import listing
 from engine.jobs.coordinator import Coordinator
+from engine.jobs.listing import Listed
 from engine.jobs.port import Transport
 from engine.workers.protocols import Runner
 
@@ -35,3 +41,18 @@ class JobQueue(Coordinator):
                 runner = EngineRunner(cfg)
             transport = LocalTransport(cfg.queue, runner)
         super().__init__(cfg, transport)
+        self.results_dir = Path(cfg.queue.results_dir)
+
+    # -- read-only listings for a gallery (``engine.jobs.listing``) ----------------------------------
+
+    def results(self, *, owner: str | None = None, origin: Mapping[str, Any] | None = None,
+                limit: int | None = None) -> list[Listed]:
+        """Finished jobs still on record, newest first: ``owner``'s, and/or those whose origin holds
+        ``origin``'s key/values (e.g. ``{"guild_id": 123}``), at most ``limit``."""
+        jobs = self.jobs_of(owner) if owner is not None else self._records.matching(**(origin or {}))
+        return listing.finished(jobs, self.results_dir, owner=owner, origin=origin, limit=limit)
+
+    def result_png(self, job_id: str) -> bytes | None:
+        """A finished job's result PNG by its id, or None (unknown, not finished, pruned, or its file is
+        not a plain file of the results folder). Blocking: call it off the event loop."""
+        return listing.read_result(self.get(job_id), self.results_dir)

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
+
+# One thread per test process (and the workers they start): the suite runs in parallel processes
+# (pytest-xdist), and tiny models lose far more to threads fighting over 2 cores than they gain.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import pytest
 

@@ -163,8 +163,8 @@ class OutOfMemoryRunner(FakeRunner):
             img.save(buf, format="PNG")
             return buf.getvalue()
 
-        return SimpleNamespace(image=img, request=request, seconds=0.0, losses=[], mask=None, candidates=[],
-                               png_bytes=png)
+        return SimpleNamespace(image=img, request=request, seconds=0.0, losses=[], mask=None, png_bytes=png,
+                               candidates=())
 
 
 def run_small_gpu_worker(config: str, url: str, name: str) -> None:
@@ -182,7 +182,8 @@ class FakeWorker:
     A thread of its own announces ``capacity`` in a heartbeat every 0.3 s (the leases it holds) and reads
     its job stream. Each job goes to ``answer(job)`` and each cancel to ``cancelled(cancel, job)``: the
     wire messages they return are posted back (progress to the progress stream, outcomes to the events
-    stream); a job answered by an outcome is no longer held. By default it answers nothing: it hoards.
+    stream; raw bytes go to the events stream as they are, e.g. JSON no encoder writes); a job answered by an
+    outcome is no longer held. By default it answers nothing: it hoards.
     ``jobs`` and ``cancels`` are (time.monotonic(), message) as received; ``most_held`` the most it held at once.
     """
 
@@ -221,9 +222,15 @@ class FakeWorker:
         self.r.hset("vqgan-clip:workers", self.name, encode(hb))
 
     def _post(self, msgs: list[Any]) -> None:
+        import json
+
         from engine.fleet.wire import ProgressMsg, encode
 
         for msg in msgs:
+            if isinstance(msg, bytes):
+                self.r.xadd("vqgan-clip:events", {"m": msg})
+                self.held.pop(json.loads(msg).get("job_id"), None)
+                continue
             self.r.xadd("vqgan-clip:progress" if isinstance(msg, ProgressMsg) else "vqgan-clip:events",
                         {"m": encode(msg)})
             if not isinstance(msg, ProgressMsg):

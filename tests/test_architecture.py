@@ -22,7 +22,7 @@ ENGINE_LAYERS: list[tuple[str, ...]] = [
     ("engine.media",),
     ("engine.models",),
     ("engine.method",),
-    ("engine.jobs",),
+    ("engine.jobs", "engine.jobs.quota"),  # quota: GPU time per person per day, and the lanes
     ("engine.workers",),
     ("engine.fleet",),
     ("engine.queue",),
@@ -30,12 +30,15 @@ ENGINE_LAYERS: list[tuple[str, ...]] = [
     ("engine", "engine.__main__"),  # the package's face: the public API, and `python -m engine`
 ]
 BOT_LAYERS: list[tuple[str, ...]] = [
-    ("bot.config", "bot.limits", "bot.origin", "bot.images", "bot.timelapse", "bot.views"),
+    ("bot.wordfilter", "bot.refusals"),  # pure: banned-word matching, refusal counts
+    ("bot.config", "bot.limits", "bot.origin", "bot.images", "bot.timelapse", "bot.views", "bot.suggestions",
+     "bot.metrics"),
     ("bot.endpoints", "bot.roles", "bot.replies", "bot.health", "bot.texts"),
-    ("bot.cdn", "bot.access"),
-    ("bot.uploads", "bot.inputs", "bot.pending"),
-    ("bot.editing",),
+    ("bot.cdn", "bot.access", "bot.modlog"),
+    ("bot.uploads", "bot.inputs", "bot.pending", "bot.moderation"),
+    ("bot.editing", "bot.personal"),
     ("bot.delivery",),
+    ("bot.web",),  # the web server: /healthz, /metrics, the gallery
     ("bot.app",),
     ("bot.submit",),  # what commands and gestures share: post the status, submit, answer
     ("bot.cogs",),

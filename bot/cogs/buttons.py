@@ -2,10 +2,11 @@
 
 A press names its job in its ``custom_id``; the job comes from the job store, so buttons on
 messages posted before a restart work the same. Anyone may press Rerun, Vary, Edit, Timelapse,
-Details and Upscale, and a grid's U1..Un (upscale that picture) and V1..Vn (vary it): a new job is
-theirs, with their limits and access checks (the same code paths as the 🔁/🎲 reactions, the reply
-edit and the context menu's form), posted on its own. A candidate's picture is found beside its grid
-in the results folder (``<job id>-<i>.png``). Cancel obeys the ❌ rule (owner or moderator). Every press is answered within Discord's 3 s: quick checks first, refusals privately,
+Details, Upscale, Zoom out and the pans, and a grid's U1..Un (upscale that picture) and V1..Vn (vary it): a
+new job is theirs, with their limits and access checks (the same code paths as the 🔁/🎲 reactions, the reply
+edit and the context menu's form), posted on its own. A candidate's picture is found beside its grid in the
+results folder (``<job id>-<i>.png``). Cancel obeys the ❌ rule (owner or moderator). Every press is answered
+within Discord's 3 s: quick checks first, refusals privately,
 then a defer before anything slow. Quick repeated presses of one button by one person are
 acknowledged silently (``Debounce``): ten clicks start one job.
 """
@@ -26,9 +27,11 @@ from bot import replies, submit
 from bot.access import check_access_interaction, moderates
 from bot.cogs.gestures import EditForm
 from bot.editing import MAX_PIECES, again, piece_name, upscale_request
+from bot.limits import fit
+from bot.modlog import Asker
 from bot.origin import Origin
 from bot.pending import check_pending
-from bot.texts import describe_request, short_prompt
+from bot.texts import describe_request, models_text, request_words, short_prompt
 from bot.timelapse import NO_FRAMES, frames_of, render
 from bot.uploads import ImageRef, check_attachment, image_attachments
 from bot.views import COG, Debounce, JobButton, candidate_action
@@ -70,14 +73,7 @@ def _file_names(value: Any) -> Any:
 def details_text(job: Job) -> str:
     """Everything about a job, for the Details button (only the presser sees it)."""
     r = job.request
-    m = r.models
-    base = os.path.basename
-    vqgan = (f"{base(m.vqgan_config)} + {base(m.vqgan_checkpoint)}" if m.vqgan_config and m.vqgan_checkpoint
-             else m.vqgan)
-    names = [f"{base(c.clip_config)} + {base(c.clip_checkpoint)}" if c.clip_config and c.clip_checkpoint
-             else f"{c.clip_model}" + (f" ({c.clip_pretrained})" if c.clip_pretrained else "") for c in m.clips()]
-    weights = m.weights()
-    clip = names[0] if len(names) == 1 else " + ".join(f"{n} ×{w:g}" for n, w in zip(names, weights, strict=True))
+    vqgan, clip = models_text(r.models)
     took = f"{job.seconds:.1f} s" if job.seconds is not None else "—"
     lines = [
         f"ℹ️ {describe_request(r)}",
@@ -86,6 +82,10 @@ def details_text(job: Job) -> str:
         f"seed `{r.seed}` · models: VQGAN `{vqgan}`, CLIP `{clip}`"
         + (f" · from job `{r.parent}`" if r.parent else ""),
     ]
+    if r.parameters or r.negative:
+        lines.append(f"prompt: {short_prompt(r.prompt, 300) or '(images only)'}"
+                     + (f" · parameters: `{fit(r.parameters.replace('`', ''), 300)}`" if r.parameters else "")
+                     + (f" · keeping out: {short_prompt(', '.join(r.negative), 200)}" if r.negative else ""))
     line = rerun_line(job)
     if line:
         lines.append(f"redo it exactly:\n```sh\n{line}\n```")
@@ -125,7 +125,7 @@ class Buttons(commands.Cog, name=COG):
             if job is None:
                 raise UserError(pruned_text(self.bot, job_id))
         except UserError as e:
-            await replies.refuse(interaction, str(e))
+            await replies.refuse(interaction, e)
             return
         if not self.debounce.first(interaction.user.id, job_id, action):
             await interaction.response.defer()  # a repeat: acknowledged, nothing more
@@ -137,8 +137,8 @@ class Buttons(commands.Cog, name=COG):
                                 else (lambda: again(cfg, job, "vary", i)))
             return
         match action:
-            case "rerun" | "vary":
-                await self._new_job(interaction, lambda: again(cfg, job, "rerun" if action == "rerun" else "vary"))
+            case "rerun" | "vary" | "zoomout15" | "zoomout2" | "panleft" | "panright" | "panup" | "pandown":
+                await self._new_job(interaction, lambda: again(cfg, job, action))
             case "upscale":
                 await self._new_job(interaction, lambda: upscale_request(cfg, job))
             case "edit":
@@ -159,8 +159,9 @@ class Buttons(commands.Cog, name=COG):
         try:
             check_pending(self.bot.cfg, self.bot.queue, owner, self.bot.preparing)
             req, note, source = build()
+            self.bot.moderation.check(Asker.of(interaction), req.prompt, req.region)
         except UserError as e:
-            await replies.refuse(interaction, str(e))
+            await replies.refuse(interaction, e)
             return
         with self.bot.preparing.hold(owner) as release:  # right after the check: no await between
             await interaction.response.defer(thinking=True)
@@ -178,7 +179,7 @@ class Buttons(commands.Cog, name=COG):
             for i, a in enumerate(shown):
                 check_attachment(self.bot.cfg, ImageRef.of(a), piece_name(i, len(shown)))
         except UserError as e:
-            await replies.refuse(interaction, str(e))
+            await replies.refuse(interaction, e)
             return
         assert target is not None
         await interaction.response.send_modal(EditForm(target, "Edit this picture", region=True))
@@ -193,10 +194,10 @@ class Buttons(commands.Cog, name=COG):
         try:
             clip = await render(self.bot.queue, job.id, limit)
         except UserError as e:
-            await replies.refuse(interaction, str(e))
+            await replies.refuse(interaction, str(e))  # nothing to show: not a refusal
             return
         await interaction.followup.send(
-            f"{clip.caption()}\n-# job `{job.id}` **{short_prompt(job.request.prompt, 80)}**",
+            f"{clip.caption()}\n-# job `{job.id}` **{request_words(job.request, 80)}**",
             file=clip.file(), allowed_mentions=replies.QUIET)
 
     async def _cancel(self, interaction: discord.Interaction, job: Job) -> None:
@@ -207,7 +208,7 @@ class Buttons(commands.Cog, name=COG):
             await self.bot.queue.cancel(job.id, by=str(interaction.user.id),
                                         moderator=moderates(self.bot.cfg, interaction.user, interaction.guild_id, job))
         except (UserError, KeyError) as e:
-            await replies.refuse(interaction, str(e) if isinstance(e, UserError) else pruned_text(self.bot, job.id))
+            await replies.refuse(interaction, e if isinstance(e, UserError) else pruned_text(self.bot, job.id))
 
 
 async def setup(bot: VQGANBot) -> None:

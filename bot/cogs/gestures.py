@@ -24,11 +24,12 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot import replies, submit
+from bot import personal, replies, submit
 from bot.access import check_access, check_access_interaction, check_access_message, moderates
 from bot.delivery import Sendable
 from bot.editing import MAX_PIECES, again, piece_name, prepare, split_arrow
-from bot.inputs import build_request
+from bot.inputs import build_request, job_fields, read_prompt
+from bot.modlog import Asker
 from bot.pending import check_pending
 from bot.uploads import ImageRef, check_attachment, image_attachments
 from engine import Job, Request, UserError
@@ -71,14 +72,32 @@ class EditForm(discord.ui.Modal):
         self.stop()
 
 
-async def edit_request(bot: VQGANBot, target: discord.Message, atts: list[discord.Attachment], prompt: str,
-                       region: str | None) -> tuple[Request, str | None]:
-    """Download and compose the pictures; the parent is the job whose result ``target`` shows."""
+async def edit_fields(bot: VQGANBot, text: str, *, user: int, guild: int | None,
+                      region: str | None = None) -> personal.Personalised:
+    """Each job's fields from an edit's words: the parameters at their end, a sweep, and (without a
+    ``region``) ``a -> b`` as the region and what it becomes; the asker's (``user`` on server ``guild``)
+    /settings give the models and a suffix; each request checked. Raises ``UserError``."""
+    wanted = await job_fields(bot.cfg, read_prompt(bot.cfg, text), {"region": region}, user=user, guild=guild,
+                              styles=bot.styles)
+    for fields in wanted:
+        if region is None:
+            fields["region"], fields["prompt"] = split_arrow(fields["prompt"])
+    mine = await personal.personalise(bot.preferences, bot.cfg, wanted, user=user, guild=guild,
+                                      kinds=personal.PAINTING_KINDS, timelapse=False)
+    for fields in mine.jobs:
+        build_request(bot.cfg, kind="edit", **fields)
+    return mine
+
+
+async def edit_requests(bot: VQGANBot, target: discord.Message, atts: list[discord.Attachment],
+                        mine: personal.Personalised) -> tuple[list[Request], str | None]:
+    """Download and compose the pictures once for every job; the parent is the job whose result
+    ``target`` shows."""
     edit = await prepare(bot, bot.cfg, [ImageRef.of(a) for a in atts])
     parent = bot.queue.find(result_message_id=target.id)
-    req = build_request(bot.cfg, prompt=prompt, kind="edit", region=region, **edit.fields(),
-                        parent=parent.id if parent else None)
-    return req, edit.note
+    reqs = [build_request(bot.cfg, kind="edit", **{**edit.fields(), **fields}, parent=parent.id if parent else None)
+            for fields in mine.jobs]
+    return reqs, personal.notes(edit.note, mine.note)
 
 
 async def edit_from_modal(bot: VQGANBot, interaction: discord.Interaction, target: discord.Message,
@@ -89,23 +108,21 @@ async def edit_from_modal(bot: VQGANBot, interaction: discord.Interaction, targe
     region = " ".join((region or "").split()) or None
     owner = str(interaction.user.id)
     try:
-        if region is None:
-            region, prompt = split_arrow(text)
-        else:
-            prompt = text
-        check_pending(bot.cfg, bot.queue, owner, bot.preparing)  # again: time passed
-        build_request(bot.cfg, prompt=prompt, kind="edit", region=region)
+        wanted = await edit_fields(bot, text, user=interaction.user.id, guild=interaction.guild_id, region=region)
+        check_pending(bot.cfg, bot.queue, owner, bot.preparing, adding=len(wanted.jobs))  # again: time passed
+        for fields in wanted.jobs:
+            bot.moderation.check(Asker.of(interaction), fields["prompt"], fields.get("region"))
     except UserError as e:
-        await replies.refuse(interaction, str(e))
+        await replies.refuse(interaction, e)
         return
-    with bot.preparing.hold(owner) as release:  # right after the check: no await between
+    with bot.preparing.hold(owner, len(wanted.jobs)) as release:  # right after the check: no await between
         await interaction.response.defer(thinking=True)
         try:
-            req, note = await edit_request(bot, target, atts, prompt, region)
+            reqs, note = await edit_requests(bot, target, atts, wanted)
         except UserError as e:
-            await replies.refuse(interaction, str(e))
+            await replies.refuse(interaction, e)
             return
-        await submit.from_interaction(bot, interaction, req, note=note, release=release)
+        await submit.all_from_interaction(bot, interaction, reqs, note=note, release=release)
 
 
 class Gestures(commands.Cog):
@@ -122,8 +139,11 @@ class Gestures(commands.Cog):
     async def cog_unload(self) -> None:
         self.bot.tree.remove_command(self.menu.name, type=self.menu.type)
 
-    async def _notice(self, where: discord.Message | discord.PartialMessage, text: str) -> None:
-        await replies.notice(where, text, self.bot.cfg.discord.notice_delete_after_s)
+    async def _notice(self, where: discord.Message | discord.PartialMessage, reason: str | UserError,
+                      prefix: str = "") -> None:
+        """A self-deleting reply; a ``UserError`` counts as a refusal of its kind (``replies.counted``)."""
+        text = replies.counted(self.bot, reason, None)
+        await replies.notice(where, prefix + text, self.bot.cfg.discord.notice_delete_after_s)
 
     # ------------------------------------------------------------------ messages
 
@@ -182,7 +202,7 @@ class Gestures(commands.Cog):
             check_access_message(self.bot.cfg, message)
         except UserError as e:
             if mentioned or to_me:  # in a channel the bot stays out of, only answer who asked it
-                await self._notice(message, str(e))
+                await self._notice(message, e)
             return
         text = self._prompt_text(message)
         own = image_attachments(message)
@@ -209,25 +229,25 @@ class Gestures(commands.Cog):
         """Edit ``target``'s image(s): one picture, or several as a collage; ``a -> b`` is a region edit."""
         cfg = self.bot.cfg
         owner = str(message.author.id)
+        command = "reply" if message.reference is not None else "mention"
+        asker = Asker(message.author.id, message.guild.id if message.guild else None, message.channel.id, command)
         try:
-            region, prompt = split_arrow(text)
-            check_pending(cfg, self.bot.queue, owner, self.bot.preparing)
-            build_request(cfg, prompt=prompt, kind="edit", region=region)
+            wanted = await edit_fields(self.bot, text, user=message.author.id,
+                                       guild=message.guild.id if message.guild else None)
+            check_pending(cfg, self.bot.queue, owner, self.bot.preparing, adding=len(wanted.jobs))
+            for fields in wanted.jobs:
+                self.bot.moderation.check(asker, fields["prompt"], fields.get("region"))
         except UserError as e:
-            await self._notice(message, str(e))
+            await self._notice(message, e)
             return
-        with self.bot.preparing.hold(owner) as release:  # right after the check: no await between
+        with self.bot.preparing.hold(owner, len(wanted.jobs)) as release:  # right after the check: no await between
             try:
-                req, note = await self._edit_request(target, atts, prompt, region)
+                reqs, note = await edit_requests(self.bot, target, atts, wanted)
             except UserError as e:
-                await self._notice(message, str(e))
+                await self._notice(message, e)
                 return
-            await submit.from_message(self.bot, message, req, owner=message.author.id, member=message.author,
-                                      note=note, release=release)
-
-    async def _edit_request(self, target: discord.Message, atts: list[discord.Attachment], prompt: str,
-                            region: str | None) -> tuple[Request, str | None]:
-        return await edit_request(self.bot, target, atts, prompt, region)
+            await submit.all_from_message(self.bot, message, reqs, owner=message.author.id, member=message.author,
+                                          note=note, release=release, command=command)
 
     def _warn_no_content(self) -> None:
         """A reply with no words, files or stickers cannot be sent: the content intent is off."""
@@ -302,10 +322,10 @@ class Gestures(commands.Cog):
             check_pending(cfg, self.bot.queue, str(payload.user_id), self.bot.preparing)
             req, note, source = again(cfg, job, how)
         except UserError as e:
-            await self._notice(anchor, f"<@{payload.user_id}> {e}")
+            await self._notice(anchor, e, f"<@{payload.user_id}> ")
             return
         await submit.from_message(self.bot, anchor, req, owner=payload.user_id, member=payload.member,
-                                  note=note, source=source)
+                                  note=note, source=source, command=f"{payload.emoji} reaction")
 
     async def _cancel(self, payload: discord.RawReactionActionEvent, job: Job) -> None:
         moderator = moderates(self.bot.cfg, payload.member, payload.guild_id, job)
@@ -332,7 +352,7 @@ class Gestures(commands.Cog):
             for i, a in enumerate(shown):
                 check_attachment(cfg, ImageRef.of(a), piece_name(i, len(shown)))
         except UserError as e:
-            await replies.refuse(interaction, str(e))
+            await replies.refuse(interaction, e)
             return
         await interaction.response.send_modal(EditForm(message, "Edit with VQGAN"))
 
@@ -360,7 +380,7 @@ class Gestures(commands.Cog):
             if not images:
                 raise UserError("that message has no picture left to edit")
         except UserError as e:
-            await replies.refuse(interaction, str(e))
+            await replies.refuse(interaction, e)
             return
         await edit_from_modal(self.bot, interaction, target, images, values.get("prompt", ""),
                               values.get("region") or None)

@@ -7,6 +7,8 @@ so most refusals are instant and private; downloads happen after the defer (Disc
 from __future__ import annotations
 
 import logging
+import math
+import re
 from collections.abc import Collection
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -15,10 +17,11 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot import limits, replies, submit
+from bot import limits, personal, replies, submit
 from bot.access import check_access_interaction
 from bot.editing import piece_name, prepare, split_arrow
-from bot.inputs import ASPECTS, build_request, parse_size
+from bot.inputs import ASPECTS, build_request, job_fields, parse_size, read_prompt
+from bot.modlog import Asker
 from bot.origin import Origin
 from bot.pending import check_pending
 from bot.uploads import ImageRef, check_attachment, download
@@ -28,6 +31,7 @@ from engine import (
     ModelsConfig,
     UserError,
     clip_choices,
+    quoted,
     unreachable_names,
     vqgan_choices,
     with_choices,
@@ -38,6 +42,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+TILES = {"none": "none", "both": "xy", "horizontal": "x"}  # /imagine tile: -> Request.tile
+
 
 class Imagine(commands.Cog):
     """Paint from words, or edit an uploaded image."""
@@ -45,21 +51,42 @@ class Imagine(commands.Cog):
     def __init__(self, bot: VQGANBot) -> None:
         self.bot = bot
 
-    async def _precheck(self, interaction: discord.Interaction, prompt: str,
-                        attachments: dict[str, discord.Attachment | None], **fields: Any) -> bool:
-        """Fast checks before deferring; answers the refusal itself and returns False."""
+    async def _precheck(self, interaction: discord.Interaction, text: str, options: dict[str, Any],
+                        attachments: dict[str, discord.Attachment | None], *, arrow: bool = False,
+                        has_image_prompts: bool = False, style: str | None = None,
+                        kinds: tuple[str, ...] = personal.IMAGINE_KINDS, timelapse: bool | None = None,
+                        grid: int | None = None, **fixed: Any) -> personal.Personalised | None:
+        """Fast checks before deferring: access, the prompt's parameters and sweep, the pending limit for
+        all its jobs, each job's request, the attachments. Answers a refusal itself and returns None;
+        else each job's ``build_request`` fields, with the asker's /settings (``kinds`` of them) and
+        style beneath the options and parameters. ``arrow``: ``a -> b`` in the words is a region (/edit);
+        ``has_image_prompts``: the request will have some (``--iw`` weighs them)."""
         cfg = self.bot.cfg
         try:
             check_access_interaction(cfg, interaction)
-            check_pending(cfg, self.bot.queue, str(interaction.user.id), self.bot.preparing)
-            build_request(cfg, prompt=prompt, **fields)
+            wanted = await job_fields(cfg, read_prompt(cfg, text), options, user=interaction.user.id,
+                                      guild=interaction.guild_id, styles=self.bot.styles,
+                                      image_prompts=has_image_prompts)
+            if arrow:
+                for fields in wanted:
+                    fields["region"], fields["prompt"] = split_arrow(fields["prompt"])
+            mine = await personal.personalise(self.bot.preferences, cfg, wanted, user=interaction.user.id,
+                                              guild=interaction.guild_id, style=style, kinds=kinds,
+                                              timelapse=timelapse)
+            if grid is not None:  # /imagine: a grid of the count asked for, else the settings', else the server's
+                for fields in mine.jobs:
+                    fields["grid"] = fields.get("grid") or mine.grid or grid
+            check_pending(cfg, self.bot.queue, str(interaction.user.id), self.bot.preparing, adding=len(wanted))
+            for fields in mine.jobs:
+                build_request(cfg, **fields, **fixed)
+                self.bot.moderation.check(Asker.of(interaction), fields.get("prompt") or "", fields.get("region"))
             for what, att in attachments.items():
                 if att is not None:
                     check_attachment(cfg, ImageRef.of(att), what)
         except UserError as e:
-            await replies.refuse(interaction, str(e))
-            return False
-        return True
+            await replies.refuse(interaction, e)
+            return None
+        return mine
 
     async def _download(self, interaction: discord.Interaction, att: discord.Attachment | None,
                         what: str) -> Path | None:
@@ -79,9 +106,12 @@ class Imagine(commands.Cog):
         timelapse="Also post a video of the picture forming",
         model="The VQGAN that paints (the server's choices)",
         clip="The CLIP model that judges, or an ensemble 'A+B' (each extra model is slower)",
-        count="How many pictures to paint at once, as one grid (default: the server's)",
+        style="One of your /style styles (or the server's): its words are added to the prompt",
+        tile="A seamless tile: the picture wraps around (both ways, or left to right for a panorama)",
+        count="How many pictures to paint at once, as one grid (default: your /settings, else the server's)",
     )
-    @app_commands.choices(aspect=[app_commands.Choice(name=k, value=k) for k in ASPECTS])
+    @app_commands.choices(aspect=[app_commands.Choice(name=k, value=k) for k in ASPECTS],
+                          tile=[app_commands.Choice(name=k, value=v) for k, v in TILES.items()])
     @app_commands.choices(count=[app_commands.Choice(name=str(n), value=n) for n in GRID_SIZES])
     async def imagine(
         self,
@@ -96,40 +126,51 @@ class Imagine(commands.Cog):
         timelapse: bool | None = None,
         model: str | None = None,
         clip: str | None = None,
+        style: str | None = None,
+        tile: str | None = None,
         count: int | None = None,
     ) -> None:
         cfg = self.bot.cfg
         try:
             width, height = parse_size(cfg, size, aspect)
         except UserError as e:
-            await replies.refuse(interaction, str(e))
+            await replies.refuse(interaction, e)
             return
-        grid = cfg.discord.grid if count is None else count  # a grid of that many, or one picture
-        fields: dict[str, Any] = dict(seed=seed, steps=steps, width=width, height=height, model=model, clip=clip,
-                                      grid=grid)
+        # the options given, then the prompt's parameters, then the asker's /settings, then config.toml
+        options: dict[str, Any] = dict(seed=seed, steps=steps, width=width, height=height, model=model, clip=clip,
+                                       tile=tile, grid=count)
         atts = {"starting image": image, "image prompt": image_prompt}
-        if not await self._precheck(interaction, prompt, atts, **fields):
+        mine = await self._precheck(interaction, prompt, options, atts, has_image_prompts=image_prompt is not None,
+                                    style=style, timelapse=timelapse, grid=cfg.discord.grid)
+        if mine is None:
             return
-        # counted from right after the check (no await between) until the queue has the job
-        with self.bot.preparing.hold(str(interaction.user.id)) as release:
+        wanted = mine.jobs
+        # counted from right after the check (no await between) until the queue has the jobs
+        with self.bot.preparing.hold(str(interaction.user.id), len(wanted)) as release:
             await interaction.response.defer(thinking=True)
             try:
                 init = await self._download(interaction, image, "starting image")
                 ip = await self._download(interaction, image_prompt, "image prompt")
-                req = build_request(
-                    cfg, prompt=prompt, kind="imagine", init_image=str(init) if init else None,
-                    image_prompts=[{"path": str(ip), "weight": 1.0}] if ip else None, **fields)
+                reqs = [build_request(cfg, kind="imagine", init_image=str(init) if init else None,
+                                      image_prompts=[{"path": str(ip)}] if ip else None, **fields)
+                        for fields in wanted]
             except UserError as e:
-                await replies.refuse(interaction, str(e))
+                await replies.refuse(interaction, e)
                 return
-            await submit.from_interaction(self.bot, interaction, req, release=release,
-                                          source=Origin(timelapse=True) if timelapse else None)
+            await submit.all_from_interaction(self.bot, interaction, reqs, note=mine.note, release=release,
+                                              source=Origin(timelapse=True) if mine.timelapse else None)
 
     @imagine.autocomplete("model")
     async def _model_choices(self, interaction: discord.Interaction, current: str) -> list[app_commands.Choice[str]]:
         models = self.bot.cfg.models
         offered = [c for c in vqgan_choices(models) if _resolves(models, vqgan=c)]
         return _matching(offered, current, *self._unreachable())
+
+    @imagine.autocomplete("style")
+    async def _style_choices(self, interaction: discord.Interaction,
+                             current: str) -> list[app_commands.Choice[str]]:
+        own, server = await self.bot.preferences.styles(interaction.user.id, interaction.guild_id)
+        return _matching(list(dict.fromkeys(s.name for s in (*own, *server))), current)
 
     @imagine.autocomplete("clip")
     async def _clip_choices(self, interaction: discord.Interaction, current: str) -> list[app_commands.Choice[str]]:
@@ -143,6 +184,57 @@ class Imagine(commands.Cog):
         reports = self.bot.queue.availability()
         offline = bool(reports) and all(a is not None and a.offline for a in reports)
         return unreachable_names(reports), "offline" if offline else "no download link"
+
+    @app_commands.command(name="blend", description="Blend 2 to 5 pictures into a new one")
+    @app_commands.describe(
+        image1="A picture to blend", image2="Another picture to blend", image3="A third picture (optional)",
+        image4="A fourth picture (optional)", image5="A fifth picture (optional)",
+        prompt="Optional words to guide it too (parameters such as --seed 7 work here)",
+        aspect="Shape of the picture", weights="How much of each picture, e.g. 1,2 (default: equal)",
+    )
+    @app_commands.choices(aspect=[app_commands.Choice(name=k, value=k) for k in ASPECTS])
+    async def blend(
+        self,
+        interaction: discord.Interaction,
+        image1: discord.Attachment,
+        image2: discord.Attachment,
+        image3: discord.Attachment | None = None,
+        image4: discord.Attachment | None = None,
+        image5: discord.Attachment | None = None,
+        prompt: str | None = None,
+        aspect: str | None = None,
+        weights: str | None = None,
+    ) -> None:
+        """The pictures as image prompts (a new picture guided by them all), and the words if any."""
+        cfg = self.bot.cfg
+        pictures = [a for a in (image1, image2, image3, image4, image5) if a is not None]
+        names = [f"image {i + 1}" for i in range(len(pictures))]
+        try:
+            width, height = parse_size(cfg, None, aspect)
+            each = parse_weights(weights, len(pictures))
+        except UserError as e:
+            await replies.refuse(interaction, e)
+            return
+        atts: dict[str, discord.Attachment | None] = dict(zip(names, pictures, strict=True))
+        placeholders = [{"path": name} for name in names]  # checked now (how many), downloaded after the defer
+        mine = await self._precheck(interaction, prompt or "", dict(width=width, height=height), atts,
+                                    has_image_prompts=True, kinds=personal.PAINTING_KINDS, timelapse=False,
+                                    kind="imagine", image_prompts=placeholders)
+        if mine is None:
+            return
+        wanted = mine.jobs
+        with self.bot.preparing.hold(str(interaction.user.id), len(wanted)) as release:
+            await interaction.response.defer(thinking=True)
+            try:
+                paths = [await self._download(interaction, a, n) for a, n in zip(pictures, names, strict=True)]
+                ips = [{"path": str(p), **({"weight": w} if w is not None else {})}
+                       for p, w in zip(paths, each, strict=True)]
+                reqs = [build_request(cfg, kind="imagine", image_prompts=ips, **fields) for fields in wanted]
+            except UserError as e:
+                await replies.refuse(interaction, e)
+                return
+            await submit.all_from_interaction(self.bot, interaction, reqs, release=release,
+                                              note=f"a blend of {len(pictures)} pictures")
 
     @app_commands.command(name="edit", description="Change an uploaded picture with words")
     @app_commands.describe(
@@ -170,28 +262,41 @@ class Imagine(commands.Cog):
         image4: discord.Attachment | None = None,
     ) -> None:
         cfg = self.bot.cfg
-        fields: dict[str, Any] = dict(seed=seed, steps=steps)
-        try:
-            if region is None:
-                region, prompt = split_arrow(prompt)
-        except UserError as e:
-            await replies.refuse(interaction, str(e))
-            return
+        options: dict[str, Any] = dict(seed=seed, steps=steps, region=region)
         pictures = [a for a in (image, image2, image3, image4) if a is not None]
         atts = {piece_name(i, len(pictures)): a for i, a in enumerate(pictures)} | {"mask": mask}
-        if not await self._precheck(interaction, prompt, atts, kind="edit", region=region, **fields):
+        mine = await self._precheck(interaction, prompt, options, atts, arrow=region is None,
+                                    kinds=personal.PAINTING_KINDS, timelapse=False, kind="edit")
+        if mine is None:
             return
-        # counted from right after the check (no await between) until the queue has the job
-        with self.bot.preparing.hold(str(interaction.user.id)) as release:
+        wanted = mine.jobs
+        # counted from right after the check (no await between) until the queue has the jobs
+        with self.bot.preparing.hold(str(interaction.user.id), len(wanted)) as release:
             await interaction.response.defer(thinking=True)
             try:
                 edit = await prepare(self.bot, cfg, [ImageRef.of(a) for a in pictures],
                                      ImageRef.of(mask) if mask else None)
-                req = build_request(cfg, prompt=prompt, kind="edit", region=region, **edit.fields(), **fields)
+                reqs = [build_request(cfg, kind="edit", **{**edit.fields(), **fields}) for fields in wanted]
             except UserError as e:
-                await replies.refuse(interaction, str(e))
+                await replies.refuse(interaction, e)
                 return
-            await submit.from_interaction(self.bot, interaction, req, note=edit.note, release=release)
+            await submit.all_from_interaction(self.bot, interaction, reqs, release=release,
+                                              note=personal.notes(edit.note, mine.note))
+
+
+def parse_weights(text: str | None, n: int) -> list[float | None]:
+    """``/blend``'s ``weights:`` ("1,2,1"): one number per picture; none given = equal (or ``--iw``)."""
+    if text is None or not text.strip():
+        return [None] * n
+    parts = [p for p in re.split(r"[,\s]+", text.strip()) if p]
+    try:
+        weights = [float(p) for p in parts]
+    except ValueError:
+        weights = []
+    if len(weights) != n or not all(math.isfinite(w) for w in weights):
+        raise UserError(f"weights: give one number per picture ({n}), commas between, e.g. "
+                        f"{','.join(['1'] * (n - 1) + ['2'])} (got {quoted(text)})")
+    return list(weights)
 
 
 def _resolves(models: ModelsConfig, *, vqgan: str | None = None, clip: str | None = None) -> bool:

@@ -16,12 +16,12 @@ from discord.ext import commands
 
 from bot import limits, replies
 from bot.access import check_access_interaction, guild_of, is_moderator, moderates
-from bot.texts import short_prompt
+from bot.texts import request_words
 from engine import TERMINAL, UserError, describe_fleet, quoted
 
 if TYPE_CHECKING:
     from bot.app import VQGANBot
-    from engine import Job
+    from engine import Job, Lane
 
 log = logging.getLogger(__name__)
 SHOWN = 10
@@ -29,6 +29,7 @@ SHOWN = 10
 
 def help_text(bot: VQGANBot) -> str:
     d, lim = bot.cfg.discord, bot.cfg.limits
+    gallery = " `/gallery`: a private link to a web page of your pictures." if bot.gallery is not None else ""
     return f"""**Painting with words**
 `/imagine prompt:a forest rendered in low poly` paints a picture; watch it form in the thread.
 • **Weights**: `a:1|b:-0.5` = more of a, less of b; e.g. `a castle:1|fog:-0.5` (weights are optional).
@@ -55,7 +56,14 @@ it forming) and **Details** (the full request, only for you). Anyone may press t
 • {d.vary_emoji} on a result: a variation, similar but different (fewer steps, from the picture itself).
 • {d.cancel_emoji} on a job's message: cancel it (yours, or anyone's if you are a moderator).
 
-`/imagine ... timelapse:True` also posts the video of it forming. `/queue` shows what is waiting; `/cancel` stops your newest job. Prompts are at most \
+`/settings` keeps your defaults; `/style save` names words to add with `style:`. `/describe image:` suggests prompts for a picture.{gallery}
+
+**Parameters, sweeps, blends**
+• End a prompt with parameters: `a lighthouse --ar 16:9 --no people, text --seed 7` (also `--steps N`, `--iw W`, `--model NAME`, `--clip NAME`, `--style NAME`, `--repeat N`); an option of the same name wins.
+• **Sweeps**: `a {{red, blue}} car` is one job per choice; all of them count against your jobs waiting.
+• `/blend image1: image2:` (up to 5; `weights:1,2`; words optional) paints a picture of them blended.
+
+`/imagine ... timelapse:True` also posts the video of it forming. `/queue` shows what is waiting; `/cancel` stops your newest job; `/usage` your GPU time today. Prompts are at most \
 {lim.max_prompt_chars} characters; you may have {bot.cfg.queue.per_owner_pending} jobs waiting at a time."""
 
 
@@ -65,9 +73,10 @@ def _shown_here(job: Job, guild_id: int | None, me: str) -> bool:
     return job.owner == me or (guild_id is not None and guild_of(job) == guild_id)
 
 
-def _line(job: Job, position: int | None) -> str:
+def _line(job: Job, position: int | None, lane: Lane = "fast") -> str:
     where = "🎨 now" if position == 0 else "⏳ just asked" if position is None else f"#{position}"
-    return f"{where} · `{job.id}` **{short_prompt(job.request.prompt, 60)}** · <@{job.owner}>"
+    where += " 🐢" if lane == "relax" and position else ""  # waits in the relax lane (engine.jobs.quota)
+    return f"{where} · `{job.id}` **{request_words(job.request, 60)}** · <@{job.owner}>"
 
 
 class QueueCommands(commands.Cog):
@@ -86,7 +95,7 @@ class QueueCommands(commands.Cog):
             if show == "all" and not is_moderator(self.bot.cfg, interaction.user, here):
                 raise UserError("only moderators can see the whole fleet")
         except UserError as e:
-            await replies.refuse(interaction, str(e))
+            await replies.refuse(interaction, e)
             return
         pending = [j for j in q.pending() if _shown_here(j, here, me)]
         if show == "all":
@@ -95,12 +104,13 @@ class QueueCommands(commands.Cog):
             await interaction.response.send_message(f"**Fleet**\n```\n{limits.fit(text, 1800)}\n```",
                                                     ephemeral=True, allowed_mentions=discord.AllowedMentions.none())
             return
-        lines = [_line(j, q.position(j.id)) for j in pending[:SHOWN]]
+        lines = [_line(j, q.position(j.id), q.quota.lane_of(j)) for j in pending[:SHOWN]]
         if len(pending) > SHOWN:
             lines.append(f"… and {len(pending) - SHOWN} more")
         mine = [j for j in q.jobs_of(me) if j.state not in TERMINAL]
         text = "**Queue**\n" + ("\n".join(lines) if lines else "empty: nothing is being painted")
-        text += "\n\n**Your jobs**\n" + ("\n".join(_line(j, q.position(j.id)) for j in mine) if mine else "none")
+        text += "\n\n**Your jobs**\n" + ("\n".join(_line(j, q.position(j.id), q.quota.lane_of(j)) for j in mine)
+                                          if mine else "none")
         await interaction.response.send_message(limits.fit(text), ephemeral=True,
                                                 allowed_mentions=discord.AllowedMentions.none())
 
@@ -124,10 +134,10 @@ class QueueCommands(commands.Cog):
             await q.cancel(target.id, by=me,
                            moderator=moderates(self.bot.cfg, interaction.user, interaction.guild_id, target))
         except UserError as e:
-            await replies.refuse(interaction, str(e))
+            await replies.refuse(interaction, e)
             return
         await interaction.response.send_message(
-            f"🛑 cancelled `{target.id}` **{short_prompt(target.request.prompt, 80)}**", ephemeral=True)
+            f"🛑 cancelled `{target.id}` **{request_words(target.request, 80)}**", ephemeral=True)
 
     @app_commands.command(name="help", description="How to paint and edit with this bot")
     async def help_cmd(self, interaction: discord.Interaction) -> None:

@@ -15,10 +15,11 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot import replies, submit
+from bot import personal, replies, submit
 from bot.access import check_access_interaction
 from bot.config import BotConfig
-from bot.inputs import build_request
+from bot.inputs import build_request, job_fields, read_prompt
+from bot.modlog import Asker
 from bot.pending import check_pending
 from engine import MAX_SEED, Request, UserError
 
@@ -27,16 +28,22 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-def zoom_request(cfg: BotConfig, prompt: str, frames: int, steps_per_frame: int | None, zoom: float | None,
-                 seed: int | None) -> Request:
+def zoom_request(cfg: BotConfig, fields: list[dict[str, Any]], frames: int, steps_per_frame: int | None,
+                 zoom: float | None) -> Request:
     """A validated zoom request within the server's limits (``check_limits`` covers ``max_frames`` and
-    ``max_video_steps``), or a one-line ``UserError``."""
+    ``max_video_steps``), or a one-line ``UserError``. ``fields``: what the prompt asks for (its
+    parameters, ``bot.inputs.job_fields``): one video, so no sweep and no ``--steps``."""
+    if len(fields) > 1:
+        raise UserError(f"a zoom video is one job, and this prompt makes {len(fields)} (a sweep or --repeat); "
+                        "sweeps work in /imagine")
+    if "steps" in fields[0]:
+        raise UserError("--steps: a zoom paints steps_per_frame steps on each frame")
     spec: dict[str, Any] = {"frames": frames}
     if steps_per_frame is not None:
         spec["steps_per_frame"] = steps_per_frame
     if zoom is not None:
         spec["zoom"] = zoom
-    return build_request(cfg, prompt=prompt, seed=seed, zoom=spec)
+    return build_request(cfg, zoom=spec, **fields[0])
 
 
 class Zoom(commands.Cog):
@@ -66,14 +73,19 @@ class Zoom(commands.Cog):
         owner = str(interaction.user.id)
         try:
             check_access_interaction(cfg, interaction)
+            wanted = await job_fields(cfg, read_prompt(cfg, prompt), {"seed": seed}, user=interaction.user.id,
+                                      guild=interaction.guild_id, styles=self.bot.styles)
+            mine = await personal.personalise(self.bot.preferences, cfg, wanted, user=interaction.user.id,
+                                              guild=interaction.guild_id, kinds=personal.PAINTING_KINDS)
             check_pending(cfg, self.bot.queue, owner, self.bot.preparing)
-            req = zoom_request(cfg, prompt, frames, steps_per_frame, zoom, seed)
+            req = zoom_request(cfg, mine.jobs, frames, steps_per_frame, zoom)
+            self.bot.moderation.check(Asker.of(interaction), req.prompt)
         except UserError as e:
-            await replies.refuse(interaction, str(e))
+            await replies.refuse(interaction, e)
             return
         with self.bot.preparing.hold(owner) as release:
             await interaction.response.defer(thinking=True)
-            await submit.from_interaction(self.bot, interaction, req, release=release)
+            await submit.from_interaction(self.bot, interaction, req, note=mine.note, release=release)
 
 
 async def setup(bot: VQGANBot) -> None:

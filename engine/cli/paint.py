@@ -1,5 +1,5 @@
-"""``imagine``, ``edit``, ``vary``, ``upscale`` and ``rerun``: one picture from a request, written as a PNG
-with the request in its metadata (and, with ``--timelapse``, the run as a video). ``imagine --grid N``
+"""``imagine``, ``edit``, ``vary``, ``outpaint``, ``upscale`` and ``rerun``: one picture from a request, written
+as a PNG with the request in its metadata (and, with ``--timelapse``, the run as a video). ``imagine --grid N``
 paints N candidates as one job: ``OUT.png`` is the grid, ``OUT-1.png`` ... each candidate alone."""
 
 from __future__ import annotations
@@ -26,14 +26,16 @@ from engine.errors import UserError
 
 if TYPE_CHECKING:
     from engine.method.generate import Progress
+    from engine.models.loader import ModelCache
     from engine.spec.request import Request
 
-COMMANDS = ("imagine", "edit", "vary", "upscale", "rerun")
+COMMANDS = ("imagine", "edit", "vary", "outpaint", "upscale", "rerun")
 
 
 def add_parser(sub: argparse._SubParsersAction[Any]) -> None:
     p = sub.add_parser("imagine", help="make a new image from a text prompt")
     p.add_argument("prompt", help='e.g. "a forest rendered in low poly" or "a:1|b:-0.5"')
+    _add_tile_flags(p)
     p.add_argument("--grid", type=int, metavar="N",
                    help="paint N candidates (1, 2, 4, 6 or 9; seeds S..S+N-1) as one job: OUT.png is the grid, "
                         "OUT-1.png ... each candidate (default 1)")
@@ -48,11 +50,23 @@ def add_parser(sub: argparse._SubParsersAction[Any]) -> None:
                    help="paste an image onto the input (a collage); holes and seams are repainted")
     p.add_argument("--seam", type=int, help="collage: pixels each side of a seam to repaint")
     p.add_argument("--feather", type=int, help="pixels of soft edge outside the mask")
+    _add_tile_flags(p)
     add_output_flags(p)
     p = sub.add_parser("vary", help="a similar but different picture from an image (its metadata's prompt)")
     p.add_argument("input", type=Path)
     p.add_argument("prompt", nargs="?", help="defaults to the prompt in the image's metadata")
     p.add_argument("--strength", type=float, help="fraction of the parent's steps to run (default from config)")
+    add_output_flags(p)
+    p = sub.add_parser("outpaint", help="zoom out or pan: a bigger canvas, only the new area painted",
+                       intermixed=True)
+    p.add_argument("input", type=Path)
+    p.add_argument("prompt", nargs="?", help="defaults to the prompt in the image's metadata")
+    p.add_argument("--zoom-out", type=float, metavar="F", help="the canvas F times the picture's size, e.g. 1.5")
+    for side, where in (("left", "left of"), ("right", "right of"), ("up", "above"), ("down", "below")):
+        p.add_argument(f"--{side}", type=int, default=0, metavar="PX", help=f"pixels to add {where} the picture")
+    p.add_argument("--seam", type=int, help="pixels into the picture repainted along each side that grows "
+                                            "(default [editing] outpaint_seam)")
+    p.add_argument("--feather", type=int, help="pixels of soft edge beyond the seam")
     add_output_flags(p)
     p = sub.add_parser("upscale", help="a larger picture with more detail: enlarged, then painted on (its metadata's prompt)")
     p.add_argument("input", type=Path)
@@ -64,14 +78,26 @@ def add_parser(sub: argparse._SubParsersAction[Any]) -> None:
     add_output_flags(p)
 
 
-def _request(args: argparse.Namespace, cfg: Config) -> Request:
-    """The request a subcommand asks for: its own builder, then the shared model flags and checks."""
+def _add_tile_flags(p: argparse.ArgumentParser) -> None:
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--tile", dest="tile", action="store_const", const="xy",
+                   help="a seamless tile: the picture wraps around left to right and top to bottom")
+    g.add_argument("--tile-x", dest="tile", action="store_const", const="x",
+                   help="a seamless tile left to right only (a panorama)")
+
+
+def _request(args: argparse.Namespace, cfg: Config, fields: dict[str, Any]) -> Request:
+    """The request a subcommand asks for: its own builder, then the shared model flags and checks.
+    ``fields``: what the prompt's parameters set (``engine.cli.prompting``)."""
     from engine.spec import pinning as inputs
     from engine.spec.request import check_limits
 
     io = io_limits(cfg)
-    build = {"imagine": _imagine, "edit": _edit, "vary": _variation, "upscale": _upscale, "rerun": _rerun}[args.command]
-    req = build(args, cfg, request_flags(args, io), io)
+    build = {"imagine": _imagine, "edit": _edit, "vary": _variation, "outpaint": _outpaint,
+             "upscale": _upscale, "rerun": _rerun}[args.command]
+    over = request_flags(args, io)
+    over.update({k: v for k, v in fields.items() if v is not None})
+    req = build(args, cfg, over, io)
     req = inputs.locate(req, args.input) if args.command == "rerun" else inputs.pin(req)
     check_mask_shape_early(req, io)
     req = with_model_flags(req, args)
@@ -82,7 +108,8 @@ def _request(args: argparse.Namespace, cfg: Config) -> Request:
 def _imagine(args: argparse.Namespace, cfg: Config, over: dict[str, Any], io: IoLimits) -> Request:
     from engine.spec.request import Request
 
-    return Request.from_config(cfg, prompt=args.prompt, grid=args.grid, **over)
+    return Request.from_config(cfg, prompt=args.prompt, **{**over, "tile": args.tile or over.get("tile"),
+                                                            "grid": args.grid or over.get("grid")})
 
 
 def _edit(args: argparse.Namespace, cfg: Config, over: dict[str, Any], io: IoLimits) -> Request:
@@ -91,7 +118,8 @@ def _edit(args: argparse.Namespace, cfg: Config, over: dict[str, Any], io: IoLim
     from engine.spec.request import Request
 
     img = load_rgb(args.input, what="input image", **io)
-    over.update(kind="edit", init_image=str(args.input), feather=args.feather, region=args.region)
+    over.update(kind="edit", init_image=str(args.input), feather=args.feather, region=args.region,
+                tile=args.tile or over.get("tile"))
     if args.mask:
         load_mask(args.mask, **io)
         over["mask"] = str(args.mask)
@@ -166,7 +194,7 @@ def _variation(args: argparse.Namespace, cfg: Config, over: dict[str, Any], io: 
     parent_steps = parent.get("steps", cfg.generation.steps)
     if not isinstance(parent_steps, int) or isinstance(parent_steps, bool) or not 0 < parent_steps <= 10**6:
         raise UserError(f"{args.input}: its metadata's steps {str(parent_steps)[:20]!r} is not a number of steps")
-    fields = {k: parent[k] for k in ("models", "cutouts", "cut_pow", "lr", "betas") if k in parent}
+    fields = {k: parent[k] for k in ("models", "cutouts", "cut_pow", "lr", "betas", "negative") if k in parent}
     made = Request.from_config(cfg, **fields, prompt=prompt, steps=parent_steps)
     return variation_of(made, str(args.input), img.size, cfg.editing, strength=strength,
                         parent=_parent_name(args.input, parent), **{k: v for k, v in over.items() if v is not None})
@@ -185,7 +213,7 @@ def _upscale(args: argparse.Namespace, cfg: Config, over: dict[str, Any], io: Io
     prompt = args.prompt or parent.get("prompt")
     if not prompt:
         raise UserError(f"{args.input} has no prompt in its metadata: give one, e.g. upscale IN.png 'a castle' -o OUT.png")
-    fields = {k: parent[k] for k in ("models", "cutouts", "cut_pow", "lr", "betas", "seed") if k in parent}
+    fields = {k: parent[k] for k in ("models", "cutouts", "cut_pow", "lr", "betas", "seed", "negative") if k in parent}
     made = Request.from_config(cfg, **fields, prompt=prompt)
     return upscale_of(made, str(args.input), img.size, args.scale, cfg.editing, cfg.limits,
                       parent=_parent_name(args.input, parent), **{k: v for k, v in over.items() if v is not None})
@@ -196,6 +224,34 @@ def _parent_name(path: Path, parent: dict[str, Any]) -> str:
     import hashlib
 
     return f"sha256:{hashlib.sha256(path.read_bytes()).hexdigest()[:16]} seed:{parent.get('seed', '?')}"
+
+
+def _outpaint(args: argparse.Namespace, cfg: Config, over: dict[str, Any], io: IoLimits) -> Request:
+    """The picture on a canvas grown by ``--zoom-out`` or the margins (to whole VQGAN cells), its own
+    prompt and settings (from its metadata), only the new area and the seam painted."""
+    from engine.media.imageio import load_rgb
+    from engine.models.registry import vqgan_factor
+    from engine.spec.outpaint import check_canvas, plan
+    from engine.spec.request import Request, outpaint_of
+
+    if args.size:
+        raise UserError("outpaint: the canvas follows --zoom-out or the margins; --size does not apply")
+    img = load_rgb(args.input, what="input image", **io)
+    parent = _parent_request(args, cfg, required=False)
+    prompt = args.prompt or parent.get("prompt")
+    if not prompt:
+        raise UserError(f"{args.input} has no prompt in its metadata: give one, e.g. outpaint IN.png 'a castle'")
+    fields = {k: parent[k] for k in ("models", "steps", "cutouts", "cut_pow", "lr", "betas", "negative")
+              if k in parent}
+    made = with_model_flags(Request.from_config(cfg, **fields, prompt=prompt), args)
+    seam = cfg.editing.outpaint_seam if args.seam is None else args.seam
+    margins = plan(img.size, vqgan_factor(made.models), seam=seam, zoom_out=args.zoom_out, left=args.left,
+                   right=args.right, up=args.up, down=args.down)
+    what = f"zooming out {args.zoom_out:g}x" if args.zoom_out else "these margins"
+    check_canvas(margins.canvas(img.size), cfg.limits, what)
+    changes = {k: v for k, v in {**over, "feather": args.feather}.items() if v is not None}
+    return outpaint_of(made, str(args.input), img.size, margins,
+                       parent=_parent_name(args.input, parent), **changes)
 
 
 def _parent_request(args: argparse.Namespace, cfg: Config, *, required: bool) -> dict[str, Any]:
@@ -223,17 +279,27 @@ def candidate_paths(output: Path, n: int) -> list[Path]:
 
 
 def run(args: argparse.Namespace, cfg: Config) -> int:
+    """Every job the prompt asks for (one, or a sweep's and ``--repeat``'s in order), all checked before
+    the first is painted."""
+    from engine.cli.prompting import jobs
+    from engine.models.loader import ModelCache
+
+    _check_outputs(args)
+    todo = [(one, _request(one, cfg, fields)) for one, fields in jobs(args, cfg)]
+    cache = ModelCache(cfg.models if not args.device else cfg.models.model_copy(update={"device": args.device}))
+    for one, req in todo:
+        _paint(one, cfg, req, cache, says_prompt=len(todo) > 1)
+    return 0
+
+
+def _paint(args: argparse.Namespace, cfg: Config, req: Request, cache: ModelCache, *, says_prompt: bool) -> None:
     from tqdm import tqdm
 
     from engine.media.frames import FrameStore, frame_name
     from engine.media.imageio import png_bytes
     from engine.method.grid import paint
-    from engine.models.loader import ModelCache
     from engine.spec.request import grid_shape
 
-    _check_outputs(args)
-    req = _request(args, cfg)
-    cache = ModelCache(cfg.models if not args.device else cfg.models.model_copy(update={"device": args.device}))
     models = cache.get(req.models)
     if (req.width, req.height) != (req.width // models.vqgan.factor * models.vqgan.factor,
                                    req.height // models.vqgan.factor * models.vqgan.factor):
@@ -276,15 +342,14 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
         rows, cols = grid_shape(len(result.candidates))
         cell = result.candidates[0].image
         print(f"{args.output} ({rows}x{cols} grid of {len(result.candidates)} pictures of {cell.width}x{cell.height}, "
-              f"{req.steps} steps, {result.seconds:.1f} s)")
+              f"{req.steps} steps, {result.seconds:.1f} s)" + (f": {req.prompt}" if says_prompt else ""))
         for path, candidate in zip(candidate_paths(args.output, len(result.candidates)), result.candidates,
                                    strict=True):
             print(f"{path} (seed {candidate.request.seed})")
     else:
         print(f"{args.output} ({result.image.width}x{result.image.height}, seed {req.seed}, "
-              f"{req.steps} steps, {result.seconds:.1f} s)")
+              f"{req.steps} steps, {result.seconds:.1f} s)" + (f": {req.prompt}" if says_prompt else ""))
     if made is not None:
         say_timelapse(made)
-    return 0
 
 

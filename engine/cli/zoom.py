@@ -77,14 +77,18 @@ def _check_same_run(saved: dict[str, Any], now: dict[str, Any]) -> None:
 
 
 def build_request(args: argparse.Namespace, cfg: Config) -> Any:
-    """The run's request (``Request.zoom`` set), checked against the limits; no torch."""
+    """The run's request (``Request.zoom`` set), checked against the limits; no torch. The prompt may
+    end with parameters (``engine.cli.prompting``), but makes one video: no sweep, no ``--steps``."""
+    from engine.cli.prompting import one_job
     from engine.media.imageio import load_rgb
     from engine.spec import pinning as inputs
     from engine.spec.request import Request, check_limits
 
     io = io_limits(cfg)
+    args, fields = one_job(args, cfg)
     args.keep_structure = args.keep_latent = args.steps = None  # not zoom options: request_flags reads them
     over = request_flags(args, io)
+    over.update({k: v for k, v in fields.items() if v is not None})
     folder = frames_dir(args.output)
     if args.resume and args.seed is None:
         over["seed"] = _saved_seed(folder)

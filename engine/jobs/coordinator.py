@@ -8,6 +8,8 @@ The front end submits ``Request``s and listens to job events; the engine never r
   one first, from step 0); a job that cannot be finished ends with a ``Failed`` event and its
   reason, never silently;
 * higher priority first, then round-robin between owners (``engine.jobs.order``);
+* each person's GPU time per UTC day is counted (``[limits] daily_gpu_seconds``); over it, a job
+  waits in the relax lane, behind every fast one, or is refused (``engine.jobs.quota``, ``quota``);
 * a job is read again from the current state at each decision (a job cancelled while another is
   admitted to a batch is never started);
 * a stored job this version cannot read fails alone ("saved by an older version; please ask
@@ -34,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.config import Config
-from engine.errors import MalformedResult, ModelsUnavailable, NotAllowed, QueueFull, StorageError, UserError
+from engine.errors import MalformedResult, ModelsUnavailable, NotAllowed, StorageError, UserError
 from engine.jobs.events import (
     Event,
     Failed,
@@ -47,9 +49,10 @@ from engine.jobs.events import (
     Queued,
     Started,
 )
-from engine.jobs.job import MAX_ATTEMPTS, PENDING, STALE, TERMINAL, Job, State, owner_limit
-from engine.jobs.order import service_order
+from engine.jobs.job import MAX_ATTEMPTS, STALE, TERMINAL, Job, State, check_room
+from engine.jobs.order import eligible, service_order
 from engine.jobs.port import Control, Outcome, Transport
+from engine.jobs.quota import Quota
 from engine.jobs.records import Records
 from engine.jobs.results import check_result, read_again
 from engine.models.availability import Availability, unavailable
@@ -69,6 +72,7 @@ class Coordinator:
         self._transport = transport
         self._records = Records(cfg.queue, cfg.timelapse)
         self._jobs = self._records.jobs  # the records' own dict: the current state of every job
+        self.quota = Quota(cfg.limits, self._jobs)  # GPU time per person per day, and the lanes
         self._last_served: dict[str, int] = {}  # owner -> the turn their last job started at
         self._turns = itertools.count(1)  # service turns: monotonic, persisted as ``Job.served``
         self._listeners: list[Mailbox] = []
@@ -109,6 +113,7 @@ class Coordinator:
             elif job.state == "running":  # the process died under it: run it again, first
                 await self._records.save(self._records.replace(job, state="queued"))
         self._turns = itertools.count(turn + 1)
+        self.quota.load(await self._records.usage_on(self.quota.today()))
         await self._records.forget_due()
         for ev in ended:
             self._emit(ev)
@@ -170,20 +175,18 @@ class Coordinator:
 
     async def submit(
         self, request: Request, owner: str, origin: dict[str, Any] | None = None, priority: int = 0, *,
-        forget_after: Mapping[str, float] | None = None,
+        forget_after: Mapping[str, float] | None = None, moderator: bool = False,
     ) -> tuple[Job, int]:
         """Queue a request; returns the job and its position (1 = next). It is on disk on return.
 
         ``forget_after``: origin keys to drop, in memory and on disk, that many seconds after
         submission (short-lived secrets). ``StorageError`` if it cannot be stored: nothing is queued.
+        ``moderator``: never relaxed (``[limits] moderators_exempt``); ``OverQuota``: refused (``relax`` off).
         """
         if not self._records.is_open or self._closing:
             raise RuntimeError("the job queue is not running (call start() first)")
-        pending = [j for j in self._jobs.values() if j.state in PENDING]
-        if why := owner_limit(sum(j.owner == owner for j in pending), self._cfg.per_owner_pending):
-            raise QueueFull(why)
-        if len(pending) >= self._cfg.max_pending:
-            raise QueueFull(f"The queue is full ({len(pending)} jobs); try again in a few minutes.")
+        check_room(self._jobs.values(), owner, self._cfg)
+        lane = self.quota.lane_for(owner, moderator)
         if why := unavailable(request.models, self.availability(), fleet=self.fleet() is not None):
             raise ModelsUnavailable(f"Can't paint that now: {why}.")
         job_id = secrets.token_hex(6)
@@ -193,7 +196,7 @@ class Coordinator:
         origin = dict(origin or {})
         forget = {k: now + float(s) for k, s in (forget_after or {}).items() if k in origin}
         job = Job(id=job_id, request=request, owner=owner, origin=origin, priority=priority,
-                  created_at=now, forget_at=forget)
+                  created_at=now, forget_at=forget, lane=lane)
         self._records.insert(job)
         self._saving.add(job.id)  # counted against the limits, but not run before it is on disk
         try:
@@ -229,7 +232,7 @@ class Coordinator:
         if job.id in self._running:
             self._running[job.id].stop("cancel")
         self._transport.cancel(job.id)
-        job = await self._end(job, "cancelled")
+        job = await self._end(job, "cancelled", seconds=self.quota.held(job))
         self._emit(JobCancelled(job, by))
         return job
 
@@ -289,7 +292,7 @@ class Coordinator:
 
     def _service_order(self) -> list[Job]:
         queued = [j for j in self._jobs.values() if j.state == "queued" and j.id not in self._saving]
-        return service_order(queued, self._records.ranks(), self._last_served)
+        return service_order(queued, self._records.ranks(), self._last_served, self.quota.lane_of)
 
     # -- the port: what a transport asks -------------------------------------------------------
 
@@ -324,8 +327,7 @@ class Coordinator:
                        skip_solo: bool | None = None) -> tuple[Job, Control] | None:
         skip_solo = match is not None if skip_solo is None else skip_solo
         while not self._closing:
-            order = [j for j in self._service_order()
-                     if (match is None or match(j)) and not (skip_solo and j.id in self._solo)]
+            order = eligible(self._service_order(), match, self._solo, skip_solo, self.quota.lane_of)
             if not order:
                 if not wait:
                     return None
@@ -394,6 +396,7 @@ class Coordinator:
         job = self._jobs.get(job_id)
         if job is None or job.state != "running":  # cancelled meanwhile: its JobCancelled has gone out
             return
+        seconds = self.quota.ran(job, out)  # what the worker reported, checked (engine.jobs.quota)
         path, metadata = None, out.metadata
         if out.kind == "finished":
             try:  # a result the front end could not show (or a restart not read) fails here, alone
@@ -409,10 +412,10 @@ class Coordinator:
         if out.kind == "finished":
             if job.request.zoom is None:  # a zoom's frames are its video, the last one its result already
                 self._records.later(self._records.frames.final, job_id, job.request.steps, out.png)
-            job = await self._end(job, "finished", result_path=path, seconds=out.seconds)
-            self._emit(Finished(job, out.png, metadata, out.seconds, out.mask_png, out.candidates))
+            job = await self._end(job, "finished", result_path=path, seconds=seconds)
+            self._emit(Finished(job, out.png, metadata, seconds, out.mask_png, out.candidates))
         elif out.kind == "failed":
-            job = await self._end(job, "failed", error=out.reason)
+            job = await self._end(job, "failed", error=out.reason, seconds=seconds)
             self._emit(Failed(job, out.reason))
         else:  # stopped by close() or sent back to run alone: queued again, the attempt not counted
             if out.solo:
@@ -453,7 +456,7 @@ class Coordinator:
         job = self._records.replace(job, state=state, finished_at=time.time(), **changes)
         if state != "finished":  # no result to make a timelapse of
             self._records.later(self._records.frames.remove, job.id)
-        await self._records.save(job)
+        await self._records.save(job, self.quota.charge(job.owner, changes.get("seconds")))
         return job
 
     def _emit(self, event: Event) -> None:

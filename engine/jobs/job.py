@@ -1,16 +1,20 @@
 """A job: a request, who asked, where the answer goes, and its state; the one definition of job states.
 
 Every room that asks "is this job still waiting?" (the coordinator, the store, the fleet view, the bot)
-asks ``PENDING`` / ``TERMINAL`` here, and the per-owner limit is worded once (``owner_limit``).
+asks ``PENDING`` / ``TERMINAL`` here, and the pending limits are worded once (``owner_limit``, ``check_room``).
+A job waits in a ``Lane`` (``engine.jobs.quota`` decides which).
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict
 
+from engine.config import QueueConfig
+from engine.errors import QueueFull
 from engine.spec.request import Request
 
 log = logging.getLogger(__name__)
@@ -18,6 +22,7 @@ log = logging.getLogger(__name__)
 State = Literal["queued", "running", "finished", "failed", "cancelled"]
 PENDING: frozenset[str] = frozenset({"queued", "running"})
 TERMINAL: frozenset[str] = frozenset({"finished", "failed", "cancelled"})
+Lane = Literal["fast", "relax"]  # relax: its owner was over today's GPU time when it was submitted
 MAX_ATTEMPTS = 3  # starts of a job that the process (or a worker) did not survive, before giving up on it
 STALE = "saved by an older version; please ask again"
 
@@ -43,13 +48,28 @@ class Job(BaseModel):
     delivered: bool = False  # the front end said it showed the result (``mark_delivered``)
     served: int | None = None  # the queue's turn counter when it last started (fairness, not a clock)
     forget_at: dict[str, float] = {}  # origin key -> time.time() after which it is dropped
+    lane: Lane = "fast"  # decided at submission (engine.jobs.quota); older rows are "fast"
 
 
-def owner_limit(mine: int, limit: int) -> str | None:
-    """The one wording of the per-owner pending limit (the queue's refusal and the bot's early one)."""
-    if mine < limit:
+def owner_limit(mine: int, limit: int, adding: int = 1) -> str | None:
+    """The one wording of the per-owner pending limit (the queue's refusal and the bot's early one);
+    ``adding``: how many jobs the request makes (a sweep or ``--repeat``: all of them, or none)."""
+    if mine + adding <= limit:
         return None
-    return f"You already have {mine} jobs waiting (limit {limit}); wait for one to finish or cancel one with /cancel."
+    if adding == 1:
+        return (f"You already have {mine} jobs waiting (limit {limit}); wait for one to finish or cancel one "
+                "with /cancel.")
+    return (f"That makes {adding} jobs and you have {mine} waiting (limit {limit}); nothing was queued. "
+            "Ask for fewer, or wait for some to finish.")
+
+
+def check_room(jobs: Iterable[Job], owner: str, cfg: QueueConfig) -> None:
+    """``QueueFull`` when ``owner`` or the whole queue is at its limit of waiting and running jobs."""
+    pending = [j for j in jobs if j.state in PENDING]
+    if why := owner_limit(sum(j.owner == owner for j in pending), cfg.per_owner_pending):
+        raise QueueFull(why)
+    if len(pending) >= cfg.max_pending:
+        raise QueueFull(f"The queue is full ({len(pending)} jobs); try again in a few minutes.")
 
 
 def stored_job(row: dict[str, Any]) -> tuple[Job, bool]:
@@ -69,5 +89,6 @@ def stored_job(row: dict[str, Any]) -> tuple[Job, bool]:
                   "origin": row["origin"] if isinstance(row["origin"], dict) else {},
                   "forget_at": row["forget_at"] if isinstance(row["forget_at"], dict) else {},
                   "state": row["state"] if row["state"] in get_args(State) else "queued",
-                  "served": row["served"] if isinstance(row["served"], int) else None}
+                  "served": row["served"] if isinstance(row["served"], int) else None,
+                  "lane": row.get("lane") if row.get("lane") in get_args(Lane) else "fast"}
         return Job.model_construct(**fields), False

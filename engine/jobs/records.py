@@ -22,6 +22,7 @@ from typing import Any
 from engine.config import GRID_SIZES, QueueConfig, TimelapseConfig
 from engine.errors import StorageError
 from engine.jobs.job import Job, stored_job
+from engine.jobs.quota import utc_day
 from engine.jobs.store import JobStore, storage_problem
 from engine.media.files import candidate_path, job_path, private_dir, write_atomic
 from engine.media.frames import FrameStore
@@ -130,13 +131,18 @@ class Records:
 
     def find(self, **origin: Any) -> Job | None:
         """The newest job whose ``origin`` holds all these key/values (from an index, not a scan)."""
+        matches = self.matching(**origin)
+        return matches[-1] if matches else None
+
+    def matching(self, **origin: Any) -> list[Job]:
+        """Every job whose ``origin`` holds all these key/values, in submission order (from the index)."""
         if not origin or not all(_hashable(v) for v in origin.values()):
             jobs: Iterable[Job] = self.jobs.values()
         else:
             ids = set.intersection(*(self._by_origin.get((k, v), set()) for k, v in origin.items()))
             jobs = (self.jobs[i] for i in ids)
         matches = [j for j in jobs if all(k in j.origin and j.origin[k] == v for k, v in origin.items())]
-        return max(matches, key=lambda j: self._rank[j.id], default=None)
+        return sorted(matches, key=lambda j: self._rank[j.id])
 
     def _index(self, job: Job, *, add: bool) -> None:
         """Keep ``_by_origin`` in step with ``job.origin`` (values that cannot be dict keys are scanned for)."""
@@ -150,13 +156,20 @@ class Records:
 
     # -- disk ------------------------------------------------------------------------------------
 
-    async def save(self, job: Job) -> None:
+    async def save(self, job: Job, usage: tuple[str, str, float] | None = None) -> None:
+        """Write a job; ``usage`` (owner, UTC day, seconds): GPU time charged with it, in one transaction."""
         assert self._store is not None
         if job.id in self.unreadable:  # keep the stored request and origin as they are
             await self.in_db(self._store.update, job.id, state=job.state, error=job.error,
                              finished_at=job.finished_at, delivered=job.delivered)
         else:
-            await self.in_db(self._store.save, job.model_dump(mode="json"))
+            await self.in_db(self._store.save, job.model_dump(mode="json"), usage)
+
+    async def usage_on(self, day: str) -> dict[str, float]:
+        """Each person's GPU seconds on a UTC day, from the store."""
+        assert self._store is not None
+        used: dict[str, float] = await self.in_db(self._store.usage_on, day)
+        return used
 
     async def update(self, job_id: str, **columns: Any) -> None:
         assert self._store is not None
@@ -230,7 +243,8 @@ class Records:
     async def prune(self) -> None:
         assert self._store is not None
         self._pruned_at = time.monotonic()
-        gone = await self.in_db(self._store.prune, time.time() - self.cfg.keep_days * 86400)
+        before = time.time() - self.cfg.keep_days * 86400
+        gone = await self.in_db(self._store.prune, before, utc_day(before))
         for row in gone:
             self.forget(row["id"])
             await self.in_db(self.remove_result, row["id"], row["result_path"])

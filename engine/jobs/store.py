@@ -1,4 +1,5 @@
-"""The job queue's durable record: one SQLite table, one row per job.
+"""The job queue's durable record: one SQLite table, one row per job (and, beside it, each person's
+settings and styles: ``engine.jobs.preferences``).
 
 WAL journal with ``synchronous=NORMAL``: a commit survives the process being killed at any
 point (the database is never left half-written), and writers never block readers. The store
@@ -31,7 +32,7 @@ from engine.media.files import private_dir
 
 COLUMNS = (
     "id", "owner", "state", "priority", "request", "origin", "created_at", "started_at",
-    "finished_at", "error", "result_path", "seconds", "attempts", "delivered", "served", "forget_at",
+    "finished_at", "error", "result_path", "seconds", "attempts", "delivered", "served", "forget_at", "lane",
 )
 _JSON = ("request", "origin", "forget_at")
 
@@ -67,6 +68,28 @@ def _v2(db: sqlite3.Connection) -> None:
                "AND (o.started_at, o.rowid) <= (jobs.started_at, jobs.rowid)) WHERE started_at IS NOT NULL")
 
 
+def _v3(db: sqlite3.Connection) -> None:
+    """Each person's settings and named styles (``engine.jobs.preferences``): a versioned JSON model per
+    row. A style's ``scope`` is ``user:<id>`` (one person's) or ``guild:<id>`` (a server's)."""
+    db.execute("CREATE TABLE user_settings (user_id TEXT PRIMARY KEY, settings TEXT NOT NULL, "
+               "updated_at REAL NOT NULL)")
+    db.execute("CREATE TABLE styles (scope TEXT NOT NULL, name TEXT NOT NULL, style TEXT NOT NULL, "
+               "updated_at REAL NOT NULL, PRIMARY KEY (scope, name))")
+
+
+def _v4(db: sqlite3.Connection) -> None:
+    """Entries moderators banned (``/moderation ban``), per scope (the bot's: a server id): ``engine.jobs.bans``."""
+    db.execute("CREATE TABLE banned (scope TEXT NOT NULL, entry TEXT NOT NULL, added_by TEXT NOT NULL, "
+               "added_at REAL NOT NULL, PRIMARY KEY (scope, entry))")
+
+
+def _lanes_and_usage(db: sqlite3.Connection) -> None:
+    """Quotas (``engine.jobs.quota``): the lane each job waits in; each person's GPU seconds per UTC day."""
+    db.execute("ALTER TABLE jobs ADD COLUMN lane TEXT NOT NULL DEFAULT 'fast'")
+    db.execute("CREATE TABLE IF NOT EXISTS usage (owner TEXT NOT NULL, day TEXT NOT NULL, "
+               "seconds REAL NOT NULL DEFAULT 0, PRIMARY KEY (owner, day))")
+
+
 def _v1(db: sqlite3.Connection) -> None:
     """The first release's layout (``executescript`` would commit the migration's transaction)."""
     for statement in _V1.split(";"):
@@ -76,7 +99,7 @@ def _v1(db: sqlite3.Connection) -> None:
 
 # Index n-1 holds the step to version n. Version 1 is the layout the first release wrote
 # without a version number (so an unversioned file with a ``jobs`` table is version 0 -> 1: a no-op).
-MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_v1, _v2]
+MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_v1, _v2, _v3, _v4, _lanes_and_usage]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -98,52 +121,64 @@ def storage_problem(e: BaseException, path: str | Path, what: str = "the job sto
     return f"{what} {path} failed ({type(e).__name__}: {text}); check the disk and its permissions"
 
 
+def connect(path: str | Path) -> sqlite3.Connection:
+    """The job store's database file opened, made private and migrated to ``SCHEMA_VERSION``: the one way
+    to open it (the job store, and each person's settings and styles, ``engine.jobs.preferences``).
+    Autocommit: each statement commits at once, so nothing waits in an open transaction."""
+    p = Path(path)
+    try:
+        return _open(p)
+    except StorageError:
+        raise
+    except (sqlite3.Error, OSError) as e:
+        raise StorageError(storage_problem(e, p)) from e
+
+
+def _open(p: Path) -> sqlite3.Connection:
+    private_dir(p.parent)
+    fd = os.open(p, os.O_RDWR | os.O_CREAT, 0o600)  # sqlite would create it 0644
+    os.close(fd)
+    for f in (p, *(p.with_name(p.name + s) for s in ("-wal", "-shm", "-journal"))):
+        if f.exists() and os.stat(f).st_mode & 0o077:
+            os.chmod(f, 0o600)  # files an older version made world-readable
+    db = sqlite3.connect(p, isolation_level=None)
+    try:
+        db.row_factory = sqlite3.Row
+        db.execute("PRAGMA busy_timeout=5000")
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=NORMAL")
+        db.execute("PRAGMA secure_delete=ON")
+        while (n := _check_version(p, db) + 1) <= SCHEMA_VERSION:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                if db.execute("PRAGMA user_version").fetchone()[0] == n - 1:  # another connection may have won
+                    MIGRATIONS[n - 1](db)
+                    db.execute(f"PRAGMA user_version={n}")
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+    except BaseException:
+        db.close()
+        raise
+    return db
+
+
+def _check_version(p: Path, db: sqlite3.Connection) -> int:
+    version = int(db.execute("PRAGMA user_version").fetchone()[0])
+    if version > SCHEMA_VERSION:
+        raise StorageError(
+            f"the job store {p} was written by a newer version (schema {version}, this one reads up to "
+            f"{SCHEMA_VERSION}); upgrade, or set queue.db_path to another file")
+    return version
+
+
 class JobStore:
     """Rows of the ``jobs`` table in and out; every call is its own committed transaction."""
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        try:
-            self._db = self._open(self.path)
-        except StorageError:
-            raise
-        except (sqlite3.Error, OSError) as e:
-            raise StorageError(storage_problem(e, self.path)) from e
-
-    @staticmethod
-    def _open(p: Path) -> sqlite3.Connection:
-        private_dir(p.parent)
-        fd = os.open(p, os.O_RDWR | os.O_CREAT, 0o600)  # sqlite would create it 0644
-        os.close(fd)
-        for f in (p, *(p.with_name(p.name + s) for s in ("-wal", "-shm", "-journal"))):
-            if f.exists() and os.stat(f).st_mode & 0o077:
-                os.chmod(f, 0o600)  # files an older version made world-readable
-        # Autocommit: each statement commits at once, so nothing waits in an open transaction.
-        db = sqlite3.connect(p, isolation_level=None)
-        try:
-            db.row_factory = sqlite3.Row
-            db.execute("PRAGMA busy_timeout=5000")
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=NORMAL")
-            db.execute("PRAGMA secure_delete=ON")
-            version = db.execute("PRAGMA user_version").fetchone()[0]
-            if version > SCHEMA_VERSION:
-                raise StorageError(
-                    f"the job store {p} was written by a newer version (schema {version}, this one reads up to "
-                    f"{SCHEMA_VERSION}); upgrade, or set queue.db_path to another file")
-            for n in range(version + 1, SCHEMA_VERSION + 1):
-                db.execute("BEGIN IMMEDIATE")
-                try:
-                    MIGRATIONS[n - 1](db)
-                    db.execute(f"PRAGMA user_version={n}")
-                    db.execute("COMMIT")
-                except BaseException:
-                    db.execute("ROLLBACK")
-                    raise
-        except BaseException:
-            db.close()
-            raise
-        return db
+        self._db = connect(self.path)
 
     def _run(self, sql: str, args: Any = ()) -> sqlite3.Cursor:
         try:
@@ -151,15 +186,42 @@ class JobStore:
         except sqlite3.Error as e:
             raise StorageError(storage_problem(e, self.path)) from e
 
-    def save(self, row: dict[str, Any]) -> None:
-        """Insert or update a job (an update keeps its rowid, hence its place in ``load``)."""
+    def save(self, row: dict[str, Any], usage: tuple[str, str, float] | None = None) -> None:
+        """Insert or update a job (an update keeps its rowid, hence its place in ``load``).
+
+        ``usage`` (owner, UTC day, seconds): GPU time added to that person's day, in the same
+        transaction (a job's end and its charge are on disk together, or neither is)."""
         values = [json.dumps(row[c]) if c in _JSON else row[c] for c in COLUMNS]
         updates = ", ".join(f"{c}=excluded.{c}" for c in COLUMNS[1:])
-        self._run(
+        statements: list[tuple[str, Any]] = [(
             f"INSERT INTO jobs ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))}) "
             f"ON CONFLICT(id) DO UPDATE SET {updates}",
             values,
-        )
+        )]
+        if usage is not None:
+            statements.append(("INSERT INTO usage (owner, day, seconds) VALUES (?, ?, ?) "
+                               "ON CONFLICT(owner, day) DO UPDATE SET seconds = seconds + excluded.seconds", usage))
+        self._together(statements)
+
+    def _together(self, statements: list[tuple[str, Any]]) -> None:
+        """One statement as it is (autocommit), several in one transaction."""
+        if len(statements) == 1:
+            self._run(*statements[0])
+            return
+        self._run("BEGIN IMMEDIATE")
+        try:
+            for sql, args in statements:
+                self._run(sql, args)
+            self._run("COMMIT")
+        except BaseException:
+            if self._db.in_transaction:
+                self._db.execute("ROLLBACK")
+            raise
+
+    def usage_on(self, day: str) -> dict[str, float]:
+        """Each person's GPU seconds on a UTC day ("2024-05-01")."""
+        rows = self._run("SELECT owner, seconds FROM usage WHERE day = ?", (day,))
+        return {str(r["owner"]): float(r["seconds"]) for r in rows}
 
     def update(self, job_id: str, **columns: Any) -> None:
         """Change some columns of one job, leaving the others (e.g. an unreadable request) as stored."""
@@ -172,8 +234,11 @@ class JobStore:
         """All jobs in submission order."""
         return [self._decode(r) for r in self._run(f"SELECT {', '.join(COLUMNS)} FROM jobs ORDER BY rowid")]
 
-    def prune(self, before: float) -> list[dict[str, Any]]:
-        """Delete ended jobs that ended before ``before``; returns them (to remove their files)."""
+    def prune(self, before: float, day: str | None = None) -> list[dict[str, Any]]:
+        """Delete ended jobs that ended before ``before``, and the GPU time of the UTC days before
+        ``day`` (the day of ``before``); returns the jobs (to remove their files)."""
+        if day is not None:
+            self._run("DELETE FROM usage WHERE day < ?", (day,))
         marks = ", ".join("?" * len(TERMINAL))
         rows = self._run(
             f"DELETE FROM jobs WHERE state IN ({marks}) AND finished_at < ? RETURNING {', '.join(COLUMNS)}",

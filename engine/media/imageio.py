@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageOps, PngImagePlugin, UnidentifiedImageError
 
+from engine.config import GenerationConfig, LimitsConfig
 from engine.errors import BadImage
 
 META_KEY = "vqgan-clip"
@@ -149,6 +150,18 @@ def fit_size(width: int, height: int, max_width: int, max_height: int, max_pixel
         else:
             out_h -= multiple
     return out_w, out_h
+
+
+SIZE_MULTIPLE = 16
+"""Sizes chosen for an aspect are in 16s: a multiple of every shipped VQGAN's factor (8 and 16)."""
+
+
+def aspect_size(aspect: tuple[int, int], generation: GenerationConfig, limits: LimitsConfig) -> tuple[int, int]:
+    """The size for an aspect (``--ar 16:9``, the bot's ``aspect:``): as near as the configured pixel count
+    (``generation.width x height``, at most ``limits.max_pixels``) as whole cells allow, inside the limits."""
+    return fit_size(*aspect, limits.max_width, limits.max_height, limits.max_pixels,
+                    target_pixels=min(generation.width * generation.height, limits.max_pixels),
+                    multiple=SIZE_MULTIPLE)
 
 
 def png_bytes(img: Image.Image, metadata: dict[str, Any] | None = None) -> bytes:

@@ -46,6 +46,15 @@ def cutouts(image: torch.Tensor, boxes: torch.Tensor, cut_size: int) -> torch.Te
     return roi_align(image, rois.to(image.dtype), output_size=cut_size, sampling_ratio=-1, aligned=True)
 
 
+def random_roll(image: torch.Tensor, tile: str) -> torch.Tensor:
+    """A seamless tile rolled by a random offset (torch's RNG: the run's own) in its tiled directions
+    ("x": across, "xy": both), so that the cutouts see its wrap-around seam as often as its middle."""
+    _, _, h, w = image.shape
+    dx = int(torch.randint(w, ()))
+    dy = int(torch.randint(h, ())) if tile == "xy" else 0
+    return torch.roll(image, (dy, dx), (2, 3))
+
+
 def make_cutouts(image: torch.Tensor, n: int, cut_size: int, cut_pow: float = 1.0,
                  augment: nn.Module | None = None) -> torch.Tensor:
     """N random, augmented cutouts of a (1, C, H, W) image in [0, 1]."""

@@ -30,15 +30,17 @@ import torch.nn.functional as F
 from PIL import Image
 
 from engine.errors import Cancelled, UserError
+from engine.media.canvas import grow
 from engine.media.imageio import check_mask_shape, load_mask, load_rgb, png_bytes
-from engine.method.cutouts import make_augment, make_cutouts
+from engine.method.cutouts import make_augment, make_cutouts, random_roll
 from engine.method.losses import Targets, latent_anchor, prompt_loss, z_l2
 from engine.method.masks import composite, feather, latent_mask
 from engine.method.ops import clamp_with_grad, vector_quantize
 from engine.method.region import clip_judges, region_mask
 from engine.models.clip import Clip
 from engine.models.loader import Models
-from engine.spec.prompts import parse_prompts, parse_story, part_at
+from engine.models.tiling import tiled
+from engine.spec.prompts import Prompt, parse_prompts, parse_story, part_at
 from engine.spec.request import Request
 from engine.version import __version__
 
@@ -108,10 +110,11 @@ def autocast(models: Models) -> contextlib.AbstractContextManager:
     return torch.autocast(models.device.type, dtype=models.dtype)
 
 
-def synth(models: Models, z: torch.Tensor) -> torch.Tensor:
-    """z -> quantise (straight-through) -> decode -> image in [0, 1] with a gradient-keeping clamp."""
+def synth(models: Models, z: torch.Tensor, tile: str = "none") -> torch.Tensor:
+    """z -> quantise (straight-through) -> decode -> image in [0, 1] with a gradient-keeping clamp;
+    ``tile`` ("x", "xy"): the decoder wraps around in those directions (a seamless tile)."""
     zq = vector_quantize(z, models.vqgan.codebook)
-    with autocast(models):
+    with tiled(models.vqgan, tile), autocast(models):
         x = models.vqgan.decode(zq)
     return clamp_with_grad(x.float().add(1).div(2), 0, 1)
 
@@ -190,10 +193,15 @@ def prepare(models: Models, req: Request) -> Inputs:
         original, edit = None, None
         if req.init_image:
             src = load_rgb(req.init_image, what="input image")
+            pixels = None
+            if req.outpaint is not None:  # the picture on its grown canvas; the margins and seam are the mask
+                src, grown = grow(src, req.outpaint)
+                pixels = (to_tensor(grown.resize((w, h), Image.Resampling.NEAREST), dev) > 0.5).float()
             original = to_tensor(src.resize((w, h), Image.Resampling.LANCZOS), dev)
-            with torch.no_grad():
+            with torch.no_grad(), tiled(models.vqgan, req.tile):
                 z0 = models.vqgan.encode(original * 2 - 1)
-            pixels = _load_mask(req.mask, src.size, (w, h), dev) if req.mask else None
+            if req.mask:
+                pixels = _load_mask(req.mask, src.size, (w, h), dev)
             if req.region:
                 found = region_mask(original, clip_judges(models.clips(), req.region),  # every CLIP, weighted
                                     n_crops=req.region_crops, threshold=req.region_threshold, seed=req.seed)
@@ -235,11 +243,14 @@ def _targets(models: Models, req: Request, augment: torch.nn.Module | None,
                        float("-inf")))
     if original is not None and req.keep_structure > 0:
         shared.append((_embed_image(models, req, augment, original, clip), req.keep_structure, float("-inf")))
+    keep_out = [Prompt(n, -1.0) for n in req.negative]  # --no: pushed away from, in every part
     out = []
-    for part in parse_story(req.prompt):
-        prompts = parse_prompts(part)
-        text = clip.encode_text([p.text for p in prompts])
-        rows = [(text[i], p.weight, p.stop) for i, p in enumerate(prompts)]
+    for part in parse_story(req.prompt) if req.prompt else [""]:  # no words: image prompts alone
+        prompts = (parse_prompts(part) if part else []) + keep_out
+        rows: list[tuple[torch.Tensor, float, float]] = []
+        if prompts:
+            text = clip.encode_text([p.text for p in prompts])
+            rows = [(text[i], p.weight, p.stop) for i, p in enumerate(prompts)]
         out.append(Targets.stack(rows + shared, models.device))
     return out
 
@@ -303,6 +314,8 @@ class Run:
         if self.edit is not None:
             image = self.edit.composite(image)
         with self.rng():
+            if self.req.tile != "none":  # a tile has no edges: any place may be the middle of a cutout
+                image = random_roll(image, self.req.tile)
             return [make_cutouts(image, self.req.cutouts, clip.size, self.req.cut_pow, self.augment)
                     for clip, _ in self.models.clips()]
 
@@ -365,7 +378,7 @@ class Run:
     @torch.no_grad()
     def final_frame(self) -> torch.Tensor:
         """The picture of the current z as a (1, 3, H, W) uint8 frame, exactly the input's outside a mask."""
-        final = to_uint8(synth(self.models, self.z))
+        final = to_uint8(synth(self.models, self.z, self.req.tile))
         if self.edit is not None:
             blended = to_uint8(self.edit.composite(final.float() / 255))
             final = torch.where(self.edit.soft > 0, blended, to_uint8(self.edit.original))
@@ -401,7 +414,7 @@ def step_together(runs: list[Run], *, fused: bool = False) -> None:
             _step_alone(run)
         return
     models = runs[0].models
-    images = synth(models, torch.cat([r.z for r in runs]))
+    images = synth(models, torch.cat([r.z for r in runs]), runs[0].req.tile)  # a batch shares its tiling (batch_key)
     cuts = [r.cutouts(images[i : i + 1]) for i, r in enumerate(runs)]  # [run][model]
     per_model = []  # [model][run]: one CLIP call per model for all runs
     for m, (clip, _) in enumerate(models.clips()):
@@ -415,7 +428,7 @@ def step_together(runs: list[Run], *, fused: bool = False) -> None:
 
 def _step_alone(run: Run) -> None:
     """One step of one run with its own decoder and CLIP calls: the shapes of a solo job."""
-    image = synth(run.models, run.z)
+    image = synth(run.models, run.z, run.req.tile)
     cuts = run.cutouts(image)
     loss = run.loss([embed(run.models, c, clip) for c, (clip, _) in zip(cuts, run.models.clips(), strict=True)])
     loss.backward()

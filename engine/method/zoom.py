@@ -51,7 +51,7 @@ def zoom_frame(prev: torch.Tensor, zoom: float, rotate: float, shift: tuple[floa
 
 def frame_request(req: Request, zoom: ZoomSpec, k: int, init: str | None) -> Request:
     """The still-image request that paints frame k (1-based) from ``init`` (None: the run's own start)."""
-    parts = parse_story(req.prompt)
+    parts = parse_story(req.prompt) if req.prompt else [""]  # no words: image prompts alone
     part = parts[part_at(k - 1, zoom.frames, len(parts), req.story_every)]
     return req.with_changes(prompt=part, steps=zoom.steps_per_frame, seed=frame_seed(req.seed, k),
                             init_image=init if init is not None else req.init_image, zoom=None,

@@ -80,8 +80,8 @@ class _LRU:
         return value
 
 
-def fetch_missing(spec: ModelSpec, cache: Path, progress: bool = True) -> None:
-    """Download every model file ``spec`` needs that is not on disk yet.
+def fetch_missing(spec: ModelSpec, cache: Path, progress: bool = True, *, vqgan: bool = True) -> None:
+    """Download every model file ``spec`` needs that is not on disk yet (``vqgan=False``: its CLIP's only).
 
     Each file is tried, and one ``ModelFileMissing`` names all that failed (file, URLs, where to
     save it), so that someone without a network learns everything to copy in one go.
@@ -90,10 +90,10 @@ def fetch_missing(spec: ModelSpec, cache: Path, progress: bool = True) -> None:
     from engine.models.registry import fetch_checkpoint
 
     problems: list[str] = []
-    if spec.vqgan_config and spec.vqgan_checkpoint:
+    if vqgan and spec.vqgan_config and spec.vqgan_checkpoint:
         problems += [f"model file not found: {p}" for p in (spec.vqgan_config, spec.vqgan_checkpoint)
                      if not Path(p).expanduser().is_file()]
-    else:  # a preset: its config ships with the package, only the checkpoint may be missing
+    elif vqgan:  # a preset: its config ships with the package, only the checkpoint may be missing
         try:
             fetch_checkpoint(spec.vqgan, cache, progress)
         except ModelFileMissing as e:
@@ -151,6 +151,16 @@ class ModelCache:
         dev = resolve_device(self.cfg.device) if device is None else torch.device(device)
         out = [] if f"{spec.vqgan_key()}@{dev}" in self._vqgans.items else [f"VQGAN {spec.vqgan}"]
         return out + [f"CLIP {c.choice()}" for c in spec.clips() if f"{c.key()}@{dev}" not in self._clips.items]
+
+    def clip(self, spec: ClipSpec, device: torch.device | str | None = None) -> Clip:
+        """One CLIP model alone (describing a picture needs no VQGAN): the same LRU entry as jobs using it."""
+        dev = resolve_device(self.cfg.device) if device is None else torch.device(device)
+        key = f"{spec.key()}@{dev}"
+        with self._lock:
+            if key not in self._clips.items:
+                fetch_missing(ModelSpec(**spec.model_dump()), cache_dir(self.cfg), vqgan=False)
+            clip: Clip = self._clips.get(key, functools.partial(self._make_clip, spec, dev))
+        return clip
 
     def get(self, spec: ModelSpec, device: torch.device | str | None = None) -> Models:
         dev = resolve_device(self.cfg.device) if device is None else torch.device(device)

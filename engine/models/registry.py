@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from engine.config import ModelSpec
 from engine.errors import UserError
 from engine.models.fetch import fetch
 
@@ -34,6 +35,7 @@ __all__ = [
     "ensure_preset",
     "fetch_checkpoint",
     "model_of",
+    "vqgan_factor",
     "checkpoint_problem",
     "ClipWeights",
     "clip_weights",
@@ -172,6 +174,26 @@ def model_of(config: Path) -> VQGAN:
 
     with torch.device("meta"):  # no memory, no time: only the names and shapes are wanted
         return vqgan_from_config(read_config(config))
+
+
+FALLBACK_FACTOR = 16  # every preset's cell is 16 or 8 pixels: 16 is whole cells for all of them
+
+
+def vqgan_factor(spec: ModelSpec) -> int:
+    """The request's VQGAN cell in pixels (its downsampling factor, 2 ** (levels - 1)), from its config
+    alone: no torch, no weights, so the bot and the CLI can size a canvas before anything is queued.
+    A config this machine cannot read (a remote worker's own file) counts as 16."""
+    path = (Path(spec.vqgan_config) if spec.vqgan_config and spec.vqgan_checkpoint
+            else PRESETS[spec.vqgan].config if spec.vqgan in PRESETS else None)
+    if path is None or not path.is_file():
+        return FALLBACK_FACTOR
+    from omegaconf import OmegaConf
+
+    try:
+        ch_mult = OmegaConf.select(OmegaConf.load(path), "model.params.ddconfig.ch_mult")
+    except Exception:  # not YAML, not a mapping: loading the model says what is wrong with it
+        return FALLBACK_FACTOR
+    return 2 ** (len(ch_mult) - 1) if ch_mult is not None and 0 < len(ch_mult) <= 7 else FALLBACK_FACTOR
 
 
 def checkpoint_problem(path: Path, config: Path) -> str | None:

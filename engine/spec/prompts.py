@@ -28,6 +28,9 @@ _BLANK = frozenset("\u115f\u1160\u3164\uffa0\u2800\u034f\u180b\u180c\u180d\u180f
                    + "".join(map(chr, range(0xFE00, 0xFE10))))
 
 
+EMPTY_PROMPT = "the prompt is empty: say what to paint, e.g. 'a forest rendered in low poly'"
+
+
 @dataclass(frozen=True)
 class Prompt:
     text: str
@@ -82,11 +85,11 @@ def check_text(text: str, what: str = "the prompt") -> None:
 def parse_prompts(spec: str) -> list[Prompt]:
     """Split on ``|`` and parse each part; an empty prompt is a ``UserError``."""
     if not visible(spec):
-        raise UserError("the prompt is empty: say what to paint, e.g. 'a forest rendered in low poly'")
+        raise UserError(EMPTY_PROMPT)
     check_text(spec)
     prompts = [parse_one(p) for p in spec.split("|") if visible(p)]
     if not prompts:
-        raise UserError("the prompt is empty: say what to paint, e.g. 'a forest rendered in low poly'")
+        raise UserError(EMPTY_PROMPT)
     if all(p.weight == 0 for p in prompts):
         raise UserError("every prompt has weight 0: give at least one a non-zero weight")
     return prompts
@@ -98,7 +101,7 @@ STORY_SEP = "^"
 def parse_story(text: str) -> list[str]:
     """The parts of a story prompt (split on ``^``), each checked as a prompt; one part = no story."""
     if not visible(text):
-        raise UserError("the prompt is empty: say what to paint, e.g. 'a forest rendered in low poly'")
+        raise UserError(EMPTY_PROMPT)
     parts = [p.strip() for p in text.split(STORY_SEP)]
     for i, part in enumerate(parts, 1):
         if not visible(part):

@@ -36,12 +36,17 @@ from engine.config import (
     Weight,
 )
 from engine.errors import UserError
-from engine.spec.prompts import MAX_WEIGHT, check_text, parse_story, visible
+from engine.spec.outpaint import Outpaint
+from engine.spec.prompts import EMPTY_PROMPT, MAX_WEIGHT, check_text, parse_story, visible
 
 _G, _E = GenerationConfig(), EditingConfig()  # the defaults, from one place
 
 MAX_SEED = 2**32 - 1
 """Seeds are 0 .. 2**32-1 everywhere (CLI, Discord, metadata): numpy and torch both take them."""
+
+
+Tile = Literal["none", "x", "xy"]
+"""A seamless tile: "x" wraps left to right (panoramas), "xy" both ways; "none" is a plain picture."""
 
 
 class ImagePrompt(BaseModel):
@@ -90,8 +95,10 @@ class Request(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
-    kind: Literal["imagine", "edit", "vary", "upscale"] = "imagine"
-    prompt: str
+    kind: Literal["imagine", "edit", "vary", "outpaint", "upscale"] = "imagine"
+    prompt: str  # may be empty when there are image prompts (a blend of pictures alone)
+    negative: tuple[str, ...] = ()  # --no: texts to keep out, weight -1 each, in every part of a story
+    parameters: str = ""  # the parameters as typed at the prompt's end ("--ar 16:9 --seed 7"), for people
     seed: int = Field(default_factory=lambda: random.randrange(MAX_SEED + 1), ge=0, le=MAX_SEED)
     steps: Steps = _G.steps
     width: Side = _G.width
@@ -118,7 +125,18 @@ class Request(BaseModel):
     inputs: tuple[InputFile, ...] = ()  # init image, mask, image prompts: absolute path + sha256
     story_every: int | None = Field(None, ge=1)  # a story ("a ^ b"): steps (frames, in a zoom) per part
     zoom: ZoomSpec | None = None  # a zoom video; None = a still image
+    tile: Tile = "none"  # a seamless tile: the picture wraps around horizontally ("x") or both ways ("xy")
+    outpaint: Outpaint | None = None  # kind "outpaint": init_image grown by these margins, only they painted
     grid: GridSize = 1  # candidates painted as one job (seeds seed .. seed+grid-1), shown as one grid
+
+    @model_validator(mode="after")
+    def _outpaint_whole(self) -> Request:
+        if (self.kind == "outpaint") != (self.outpaint is not None):
+            raise UserError("an outpaint request has kind 'outpaint' and its margins, together or not at all")
+        if self.outpaint is not None and (not self.init_image or self.mask or self.region):
+            raise UserError("an outpaint grows its input image (init_image) and makes its own mask: "
+                            "no mask or region with it")
+        return self
 
     @model_validator(mode="after")
     def _one_zoom(self) -> Request:
@@ -138,8 +156,32 @@ class Request(BaseModel):
     @field_validator("prompt")
     @classmethod
     def _prompt_parses(cls, v: str) -> str:
+        if not visible(v):
+            return ""  # only with image prompts (``_something_to_paint``)
         parse_story(v)
         return v.strip()
+
+    @field_validator("negative")
+    @classmethod
+    def _negatives(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        out = tuple(" ".join(n.split()) for n in v)
+        for n in out:
+            if not visible(n):
+                raise UserError("a negative prompt (--no) is empty: name what to keep out, e.g. --no people, text")
+            check_text(n, "the negative prompt")
+        return out
+
+    @field_validator("parameters")
+    @classmethod
+    def _parameters_text(cls, v: str) -> str:
+        check_text(v, "the parameters")
+        return " ".join(v.split())
+
+    @model_validator(mode="after")
+    def _something_to_paint(self) -> Request:
+        if not self.prompt and not self.image_prompts:
+            raise UserError(EMPTY_PROMPT)
+        return self
 
     @classmethod
     def from_config(cls, cfg: Config, **overrides: Any) -> Request:
@@ -215,7 +257,21 @@ def variation_of(made: Request, image: str, size: tuple[int, int], editing: Edit
     return made.with_changes(**{
         "kind": "vary", "init_image": image, "width": size[0], "height": size[1],
         "steps": max(1, round(made.steps * strength)), "keep_structure": editing.keep_structure,
-        "keep_latent": editing.keep_latent, "parent": parent, "mask": None, "region": None, "grid": 1, **changes})
+        "keep_latent": editing.keep_latent, "parent": parent, "mask": None, "region": None, "outpaint": None,
+        "grid": 1, **changes})
+
+
+def outpaint_of(made: Request, image: str, size: tuple[int, int], margins: Outpaint, *, parent: str,
+                **changes: Any) -> Request:
+    """The picture ``made`` painted (``image``, of ``size``) on a canvas grown by ``margins`` (CLI
+    ``outpaint``, the bot's zoom and pan buttons): the same prompt and settings, only the margins and the
+    seam painted. Nothing pulls towards the input (the mask keeps it): keep-structure and keep-latent are
+    0 unless ``changes`` say otherwise; the canvas does not tile (it is a new picture around the old)."""
+    w, h = margins.canvas(size)
+    return made.with_changes(**{
+        "kind": "outpaint", "init_image": image, "width": w, "height": h, "outpaint": margins.model_dump(),
+        "keep_structure": 0.0, "keep_latent": 0.0, "parent": parent, "mask": None, "region": None,
+        "zoom": None, "tile": "none", "grid": 1, **changes})
 
 
 def grid_shape(n: int) -> tuple[int, int]:
@@ -317,6 +373,6 @@ def check_zoom_limits(zoom: ZoomSpec, limits: LimitsConfig) -> None:
 
 def batch_key(request: Request) -> tuple:
     """Jobs with equal keys share models and size, so one worker can step them together (a zoom
-    video never joins a batch of still pictures)."""
+    video never joins a batch of still pictures; tiled jobs share their decoder's padding)."""
     return (request.models.vqgan_key(), request.models.clip_key(), request.width, request.height,
-            request.zoom is not None)
+            request.zoom is not None, request.tile)

@@ -38,8 +38,10 @@ async def fake() -> AsyncIterator[FakeDiscord]:
 
 def make_config(tmp_path: Path, fake: FakeDiscord, base: Config | None = None, *,
                 queue: dict[str, Any] | None = None, limits: dict[str, Any] | None = None,
+                http: dict[str, Any] | None = None, gallery: dict[str, Any] | None = None,
                 **discord_section: Any) -> BotConfig:
-    """A BotConfig for one test: its own SQLite file and data dir, pointed at ``fake``."""
+    """A BotConfig for one test: its own SQLite file and data dir, pointed at ``fake``; ``http`` and
+    ``gallery`` are those tables (the web server and the gallery; off when not given)."""
     data: dict[str, Any] = base.model_dump() if base is not None else {
         "generation": {"steps": 4, "width": 64, "height": 64, "cutouts": 4, "progress_every": 2},
     }
@@ -50,7 +52,28 @@ def make_config(tmp_path: Path, fake: FakeDiscord, base: Config | None = None, *
         data["limits"] = {**data.get("limits", {}), **limits}
     data["discord"] = {"api_base": fake.api_base, "data_dir": str(tmp_path / "discord"),  # one picture a job
                        "progress_interval_s": 0.0, "notice_delete_after_s": 0.0, "grid": 1, **discord_section}
+    for name, table in (("http", http), ("gallery", gallery)):
+        if table is not None:
+            data[name] = table
     return BotConfig.model_validate(data)
+
+
+GALLERY_SECRET = "a test secret of 32 characters.."
+
+
+def web_config(tmp_path: Path, fake: FakeDiscord, *, gallery: bool | dict[str, Any] = True,
+               http: dict[str, Any] | None = None, **kw: Any) -> BotConfig:
+    """``make_config`` with the web server on a free 127.0.0.1 port and, unless ``gallery=False``, the gallery
+    (``gallery``: more of its keys)."""
+    from tests.fleet import free_port
+
+    table = {"enabled": True, "secret": GALLERY_SECRET, **(gallery if isinstance(gallery, dict) else {})}
+    return make_config(tmp_path, fake, http={"port": free_port(), **(http or {})},
+                       gallery=table if gallery else None, **kw)
+
+
+def web_url(cfg: BotConfig, path: str = "") -> str:
+    return f"http://{cfg.http.host}:{cfg.http.port}{path}"
 
 
 # ------------------------------------------------------------------ a fake engine: tests.fakes.FakeRunner

@@ -25,7 +25,8 @@ from tests.bot.conftest import (
     wait_results,
 )
 
-RESULT_BUTTONS = ["rerun", "vary", "edit", "timelapse", "details", "upscale"]
+RESULT_BUTTONS = ["rerun", "vary", "edit", "timelapse", "details",
+                  "upscale", "zoomout15", "zoomout2", "panleft", "panright", "panup", "pandown"]
 
 
 def buttons(message) -> dict[str, dict]:
@@ -58,7 +59,8 @@ async def test_every_result_has_the_five_buttons_and_rerun_and_vary_make_the_pre
         shown = buttons(result)
         assert list(shown) == RESULT_BUTTONS
         assert all(c["custom_id"].endswith(f":{job.id}") for c in shown.values())
-        assert [c["emoji"]["name"] for c in shown.values()] == ["🔁", "🎲", "✏️", "🎞️", "ℹ️", "✨"]
+        assert [c["emoji"]["name"] for c in shown.values()] == ["🔁", "🎲", "✏️", "🎞️", "ℹ️", "✨", "🔍", "🔍",
+                                                               "⬅️", "➡️", "⬆️", "⬇️"]
         assert "🔁" in await fake.wait_for(lambda: result.reactions)  # the reactions are still offered
 
         await press(fake, bob, result, "rerun")

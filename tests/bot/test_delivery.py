@@ -350,3 +350,30 @@ async def test_a_result_posted_just_before_the_bot_stops_is_not_posted_again_at_
         assert len(results(fake)) == 1, "the picture was posted again after the restart"
         job = bot2.queue.find(result_message_id=result.id)
         assert job is not None and job.delivered
+
+
+async def test_a_job_that_ends_while_the_bot_stops_is_posted_once_and_not_again_at_the_next_start(fake, tmp_path):
+    """The bot is told to stop while a job paints its last step, and the job finishes instead of stopping: its
+    result is posted and recorded as delivered before the job store closes, so the next start does not post it
+    a second time."""
+    cfg = make_config(tmp_path, fake)
+    alice = fake.add_user("alice")
+    painting = asyncio.Event()
+    loop = asyncio.get_running_loop()
+
+    class FinishesWhenStopped(FakeRunner):
+        def __call__(self, req, on_progress, should_stop):
+            loop.call_soon_threadsafe(painting.set)
+            while not should_stop():
+                time.sleep(0.01)
+            return super().__call__(req, on_progress, lambda: False)  # the last step ends the job after all
+
+    async with run_bot(fake, cfg, FinishesWhenStopped(delay=0)):
+        await fake.slash(alice, fake.channel, "imagine", {"prompt": "a lighthouse", "steps": 2})
+        await asyncio.wait_for(painting.wait(), 10)
+    [result] = results(fake)  # posted while the bot stopped
+    async with run_bot(fake, cfg, FakeRunner()) as bot2:
+        await asyncio.sleep(1.0)  # a start re-posts undelivered results at once
+        assert len(results(fake)) == 1, "the picture was posted again after the restart"
+        job = bot2.queue.find(result_message_id=result.id)
+        assert job is not None and job.delivered

@@ -184,7 +184,7 @@ async def test_commands_are_synced_only_when_changed(fake, tmp_path):
         pass
     assert len(fake.command_syncs) == 1
     names = {c["name"] for c in fake.commands[None]}
-    assert {"imagine", "edit", "queue", "cancel", "help", "Edit with VQGAN"} <= names
+    assert {"imagine", "edit", "queue", "cancel", "help", "Edit with VQGAN", "describe", "Describe"} <= names
     async with run_bot(fake, cfg, FakeRunner()):
         pass
     assert len(fake.command_syncs) == 1  # unchanged: not synced again
@@ -198,7 +198,7 @@ def test_bot_package_never_imports_torch():
     import subprocess
 
     code = ("import bot.app, bot.cogs.imagine, bot.cogs.gestures, bot.cogs.queue, bot.cogs.buttons, bot.timelapse, "
-            "engine.media.timelapse, sys; print('torch' in sys.modules)")
+            "bot.cogs.describe, bot.suggestions, engine.media.timelapse, sys; print('torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
 

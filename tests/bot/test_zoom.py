@@ -79,6 +79,8 @@ async def test_the_timelapse_button_on_a_zoom_plays_it_at_the_zoom_s_own_fps(fak
 @pytest.mark.parametrize(("options", "says"), [
     ({"frames": 7, "steps_per_frame": 1}, "frames must be at most 6"),
     ({"frames": 5, "steps_per_frame": 3}, "the limit is 12"),
+    ({"prompt": "a {long, short} tunnel", "frames": 2}, "a zoom video is one job, and this prompt makes 2"),
+    ({"prompt": "a tunnel --steps 3", "frames": 2}, "--steps: a zoom paints steps_per_frame steps"),
 ])
 async def test_an_over_limit_zoom_is_refused_before_it_is_queued(fake, cfg, options, says):
     async with run_bot(fake, cfg) as bot:

@@ -489,3 +489,18 @@ class Interactions(State):
         """Dispatch a component interaction (type 3) on one of the bot's messages."""
         data = {"custom_id": custom_id, "component_type": component_type}
         return await self._send_interaction(3, user, message.channel_id, data, message)
+
+    async def select(self, user: User, message: Message, custom_id: str, values: list[str]) -> Interaction:
+        """Pick ``values`` in the string select menu ``custom_id`` of one of the bot's messages (a component
+        interaction, component type 3). Like Discord's client, only the menu's own options can be picked:
+        a missing menu or an option it does not offer raises ValueError here."""
+        menus = [c for row in message.components for c in row.get("components", [])
+                 if c.get("type") == 3 and c.get("custom_id") == custom_id]
+        if not menus:
+            raise ValueError(f"message {message.id} has no select menu {custom_id!r}")
+        offered = {o["value"] for o in menus[0].get("options", [])}
+        if not set(values) <= offered or not menus[0].get("min_values", 1) <= len(values) <= menus[0].get(
+                "max_values", 1):
+            raise ValueError(f"select menu {custom_id!r} offers {sorted(offered)}, not {values}")
+        data = {"custom_id": custom_id, "component_type": 3, "values": list(values)}
+        return await self._send_interaction(3, user, message.channel_id, data, message)

@@ -133,3 +133,17 @@ async def test_autocomplete_offers_only_choices_that_fit_discord_and_are_then_ac
             assert (await inter.wait_response()).type == 5, ephemeral_text(fake, inter)
         await wait_results(fake, len(values))
         assert ["+".join(c.choice() for c in r.models.clips()) for r in runner.calls] == values
+
+
+async def test_imagine_tile_option_paints_a_seamless_tile(fake, tmp_path):
+    runner = FakeRunner()
+    async with run_bot(fake, make_config(tmp_path, fake), runner) as bot:
+        cmd, _ = fake.find_command("imagine")
+        [tile] = [o for o in cmd["options"] if o["name"] == "tile"]
+        assert [(c["name"], c["value"]) for c in tile["choices"]] == [("none", "none"), ("both", "xy"),
+                                                                        ("horizontal", "x")]
+        user = fake.add_user("alice")
+        inter = await fake.slash(user, fake.channel, "imagine", {"prompt": "a stone wall", "steps": 2, "tile": "x"})
+        [result] = await wait_results(fake)
+        assert (await job_of(fake, bot, result)).request.tile == "x" and runner.calls[0].tile == "x"
+        assert "tiles left to right" in fake.message(inter.original.id).content

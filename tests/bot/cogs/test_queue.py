@@ -30,10 +30,12 @@ async def test_queue_cancel_and_help(fake, tmp_path):
         nothing = await fake.slash(bob, fake.channel, "cancel")
         assert "no job" in await wait_ephemeral(fake, nothing)
         h = await fake.slash(bob, fake.channel, "help")
-        help_text = (await h.wait_response()).data["content"]
-        for words in ("a:1|b:-0.5", "seed", "mask", "Reply", "🔁", "❌", "🎲", "->", "region:", "ollage"):
+        pieces = [(await h.wait_response()).data["content"], *(m.content for m in await h.wait_followups(1))]
+        help_text = "\n".join(pieces)
+        for words in ("a:1|b:-0.5", "seed", "mask", "Reply", "🔁", "❌", "🎲", "->", "region:", "ollage",
+                      "--ar 16:9", "{red, blue}", "/blend"):
             assert words in help_text
-        assert len(help_text) <= 2000
+        assert all(len(p) <= 2000 for p in pieces)
         hold.set()
 
 

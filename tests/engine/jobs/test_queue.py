@@ -397,7 +397,7 @@ async def test_slow_or_broken_listener_stalls_nobody(open_queue):
     job, _ = await q.submit(req(steps=40), "alice")
     t0 = time.monotonic()
     await rec.wait(Finished, job.id)
-    assert time.monotonic() - t0 < 1.5  # 40 steps of 5 ms, not 40 x 100 ms
+    assert time.monotonic() - t0 < 3.0  # 40 steps of 5 ms, not 40 x 100 ms (4 s)
     while not any(isinstance(e, Finished) for e in slow_seen):
         await asyncio.sleep(0.02)
     kinds = [type(e).__name__ for e in slow_seen]
