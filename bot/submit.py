@@ -88,7 +88,8 @@ async def from_interaction(bot: VQGANBot, interaction: discord.Interaction, req:
                            source: Origin | None = None, followup: bool = False) -> Job | None:
     """Submit for a deferred interaction; the deferred response becomes the status message (with
     ``followup``, a new message: the second and later jobs of a sweep).
-    ``release`` (from ``Preparing.hold``) is called once the queue has the job or refused it.
+    ``release`` (from ``Preparing.hold``) is called as the queue takes the job (or it is refused before):
+    from then the queue counts it, so that it is never counted twice.
     ``source``: what a button press was on (``rerun_of``, ``variation_of``) and options (``timelapse``)."""
     owner = str(interaction.user.id)
     asker = Asker.of(interaction)
@@ -120,18 +121,17 @@ async def from_interaction(bot: VQGANBot, interaction: discord.Interaction, req:
         user_id=interaction.user.id,
         note=note,
     ))
+    _submitted(release)  # the queue counts the job from here on (and has the last word on the limit)
     try:
         job, _ = await bot.queue.submit(req, owner=owner, origin=origin.stored(),
                                         priority=priority_for(bot.cfg, interaction.user, interaction.guild_id),
                                         forget_after={INTERACTION_TOKEN: TOKEN_EXPIRES_S},
                                         moderator=is_moderator(bot.cfg, interaction.user, interaction.guild_id))
     except UserError as e:
-        _submitted(release)
         if made:
             await _delete_thread(bot, thread_id)
         await refuse(interaction, e)
         return None
-    _submitted(release)
     bot.modlog.accepted(asker, job, msg.jump_url if msg is not None else None)
     if msg is not None:
         await _add_cancel(bot, msg)
@@ -144,7 +144,8 @@ async def from_message(bot: VQGANBot, anchor: discord.Message | discord.PartialM
                        command: str = "reply") -> Job | None:
     """Submit for a gesture: the status message replies to ``anchor`` and opens the thread.
     ``source``: what the gesture was on (``rerun_of``, ``variation_of``).
-    ``release`` (from ``Preparing.hold``) is called once the queue has the job or refused it.
+    ``release`` (from ``Preparing.hold``) is called as the queue takes the job (or it is refused before):
+    from then the queue counts it, so that it is never counted twice.
     ``command``: how the log channel names the gesture."""
     guild_id = _guild_id(anchor, member)
     asker = Asker(owner, guild_id, anchor.channel.id, command)
@@ -175,12 +176,12 @@ async def from_message(bot: VQGANBot, anchor: discord.Message | discord.PartialM
         user_id=owner,
         note=note,
     ))
+    _submitted(release)  # the queue counts the job from here on (and has the last word on the limit)
     try:
         job, _ = await bot.queue.submit(req, owner=str(owner), origin=origin.stored(),
                                         priority=priority_for(bot.cfg, member, guild_id),
                                         moderator=is_moderator(bot.cfg, member, guild_id))
     except UserError as e:
-        _submitted(release)
         if made:
             await _delete_thread(bot, thread_id)
         try:
@@ -190,7 +191,6 @@ async def from_message(bot: VQGANBot, anchor: discord.Message | discord.PartialM
         except discord.HTTPException:
             pass
         return None
-    _submitted(release)
     bot.modlog.accepted(asker, job, status.jump_url)
     await _add_cancel(bot, status)
     return job
