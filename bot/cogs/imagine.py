@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import math
 import re
-from collections.abc import Collection
+from collections.abc import Awaitable, Callable, Collection
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -29,6 +29,7 @@ from engine import (
     GRID_SIZES,
     MAX_SEED,
     ModelsConfig,
+    Request,
     UserError,
     clip_choices,
     quoted,
@@ -88,6 +89,21 @@ class Imagine(commands.Cog):
             return None
         return mine
 
+    async def _queue(self, interaction: discord.Interaction, n: int,
+                     build: Callable[[], Awaitable[tuple[list[Request], str | None]]],
+                     source: Origin | None = None) -> None:
+        """Defer (Discord allows 3 s), then ``build`` the ``n`` jobs' requests (downloads, collages) and queue
+        them. Called right after the checks: the jobs count against the pending limit from before the first
+        ``await`` until the queue has them."""
+        with self.bot.preparing.hold(str(interaction.user.id), n) as release:
+            await interaction.response.defer(thinking=True)
+            try:
+                reqs, note = await build()
+            except UserError as e:
+                await replies.refuse(interaction, e)
+                return
+            await submit.all_from_interaction(self.bot, interaction, reqs, note=note, release=release, source=source)
+
     async def _download(self, interaction: discord.Interaction, att: discord.Attachment | None,
                         what: str) -> Path | None:
         if att is None:
@@ -144,21 +160,15 @@ class Imagine(commands.Cog):
                                     style=style, timelapse=timelapse, grid=cfg.discord.grid)
         if mine is None:
             return
-        wanted = mine.jobs
-        # counted from right after the check (no await between) until the queue has the jobs
-        with self.bot.preparing.hold(str(interaction.user.id), len(wanted)) as release:
-            await interaction.response.defer(thinking=True)
-            try:
-                init = await self._download(interaction, image, "starting image")
-                ip = await self._download(interaction, image_prompt, "image prompt")
-                reqs = [build_request(cfg, kind="imagine", init_image=str(init) if init else None,
-                                      image_prompts=[{"path": str(ip)}] if ip else None, **fields)
-                        for fields in wanted]
-            except UserError as e:
-                await replies.refuse(interaction, e)
-                return
-            await submit.all_from_interaction(self.bot, interaction, reqs, note=mine.note, release=release,
-                                              source=Origin(timelapse=True) if mine.timelapse else None)
+
+        async def build() -> tuple[list[Request], str | None]:
+            init = await self._download(interaction, image, "starting image")
+            ip = await self._download(interaction, image_prompt, "image prompt")
+            return [build_request(cfg, kind="imagine", init_image=str(init) if init else None,
+                                  image_prompts=[{"path": str(ip)}] if ip else None, **fields)
+                    for fields in mine.jobs], mine.note
+
+        await self._queue(interaction, len(mine.jobs), build, Origin(timelapse=True) if mine.timelapse else None)
 
     @imagine.autocomplete("model")
     async def _model_choices(self, interaction: discord.Interaction, current: str) -> list[app_commands.Choice[str]]:
@@ -222,19 +232,14 @@ class Imagine(commands.Cog):
                                     kind="imagine", image_prompts=placeholders)
         if mine is None:
             return
-        wanted = mine.jobs
-        with self.bot.preparing.hold(str(interaction.user.id), len(wanted)) as release:
-            await interaction.response.defer(thinking=True)
-            try:
-                paths = [await self._download(interaction, a, n) for a, n in zip(pictures, names, strict=True)]
-                ips = [{"path": str(p), **({"weight": w} if w is not None else {})}
-                       for p, w in zip(paths, each, strict=True)]
-                reqs = [build_request(cfg, kind="imagine", image_prompts=ips, **fields) for fields in wanted]
-            except UserError as e:
-                await replies.refuse(interaction, e)
-                return
-            await submit.all_from_interaction(self.bot, interaction, reqs, release=release,
-                                              note=f"a blend of {len(pictures)} pictures")
+
+        async def build() -> tuple[list[Request], str | None]:
+            paths = [await self._download(interaction, a, n) for a, n in zip(pictures, names, strict=True)]
+            ips = [{"path": str(p), **({"weight": w} if w is not None else {})} for p, w in zip(paths, each, strict=True)]
+            return ([build_request(cfg, kind="imagine", image_prompts=ips, **fields) for fields in mine.jobs],
+                    f"a blend of {len(pictures)} pictures")
+
+        await self._queue(interaction, len(mine.jobs), build)
 
     @app_commands.command(name="edit", description="Change an uploaded picture with words")
     @app_commands.describe(
@@ -269,19 +274,13 @@ class Imagine(commands.Cog):
                                     kinds=personal.PAINTING_KINDS, timelapse=False, kind="edit")
         if mine is None:
             return
-        wanted = mine.jobs
-        # counted from right after the check (no await between) until the queue has the jobs
-        with self.bot.preparing.hold(str(interaction.user.id), len(wanted)) as release:
-            await interaction.response.defer(thinking=True)
-            try:
-                edit = await prepare(self.bot, cfg, [ImageRef.of(a) for a in pictures],
-                                     ImageRef.of(mask) if mask else None)
-                reqs = [build_request(cfg, kind="edit", **{**edit.fields(), **fields}) for fields in wanted]
-            except UserError as e:
-                await replies.refuse(interaction, e)
-                return
-            await submit.all_from_interaction(self.bot, interaction, reqs, release=release,
-                                              note=personal.notes(edit.note, mine.note))
+
+        async def build() -> tuple[list[Request], str | None]:
+            edit = await prepare(self.bot, cfg, [ImageRef.of(a) for a in pictures], ImageRef.of(mask) if mask else None)
+            return ([build_request(cfg, kind="edit", **{**edit.fields(), **fields}) for fields in mine.jobs],
+                    personal.notes(edit.note, mine.note))
+
+        await self._queue(interaction, len(mine.jobs), build)
 
 
 def parse_weights(text: str | None, n: int) -> list[float | None]:
