@@ -377,3 +377,22 @@ async def test_a_job_that_ends_while_the_bot_stops_is_posted_once_and_not_again_
         assert len(results(fake)) == 1, "the picture was posted again after the restart"
         job = bot2.queue.find(result_message_id=result.id)
         assert job is not None and job.delivered
+
+
+async def test_a_job_the_queue_holds_is_no_longer_counted_as_being_prepared(fake, tmp_path):
+    """While /imagine's job is being stored, the person's pending count must not see it twice (once as being
+    prepared, once as queued): a sweep asked right then was refused as one over the limit."""
+    cfg = make_config(tmp_path, fake)
+    alice = fake.add_user("alice")
+    async with run_bot(fake, cfg, FakeRunner()) as bot:
+        store = bot.queue.submit
+        preparing_while_stored: list[int] = []
+
+        async def submit(req, **kw):
+            job = await store(req, **kw)
+            preparing_while_stored.append(bot.preparing.count(kw["owner"]))  # the queue holds the job now
+            return job
+
+        bot.queue.submit = submit
+        await submitted(fake, bot, await fake.slash(alice, fake.channel, "imagine", {"prompt": "a mill", "steps": 2}))
+        assert preparing_while_stored == [0]
